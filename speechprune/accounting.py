@@ -1,0 +1,147 @@
+"""Exact, analytic parameter accounting.
+
+``parameter_breakdown`` is a closed-form function of gate values. Evaluated on 0/1
+decisions it is the exact parameter count of the shrunk encoder; evaluated on keep
+probabilities it is the expected count (every term is a product of independent gates, so
+the expectation of the product is the product of the probabilities), which is what the
+Lagrangian drives to the target. One function serves both, so they cannot drift apart.
+
+What the shrunk model keeps (and so what is counted):
+
+* conv channel c of layer i: its kernel row over the kept input channels, its bias and norm
+  entries; the next layer (or the feature projection) keeps only kept input channels;
+* a head is present when its layer's attention block, the head itself and at least one of
+  its value/output dims are kept; a present head keeps 2 (D+1) per kept query/key dim (rows of
+  q_proj, k_proj with biases); a kept head keeps (2 D + 1) per kept value/output dim (row of
+  v_proj with bias, column of out_proj);
+* an attention block keeps out_proj's bias (a constant add even without heads), and in pre-LN
+  (Large) layers its LayerNorm; WavLM adds the position-bias gate (Linear(head_dim, 8)) and one
+  constant per present head, and the bias table keeps one column per head present in any layer;
+* an FFN block keeps (2 D + 1) per unit and output_dense's bias, plus its LayerNorm in pre-LN layers;
+* never pruned: the hidden size D, the positional convolution, post-LN layer norms,
+  the encoder LayerNorm, the feature projection's bias, ``masked_spec_embed``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .encoder import EncoderSpec
+from .gates import GateValues
+
+
+def parameter_breakdown(spec: EncoderSpec, keep: GateValues) -> dict[str, torch.Tensor]:
+    """Parameters per component: "cnn", "projection", "fixed", "attention.L", "ffn.L"."""
+    ref = keep.flat
+    d = spec.hidden_size
+
+    def ones(*shape):
+        return torch.ones(shape, dtype=ref.dtype, device=ref.device)
+
+    def get(kind, index, *shape):
+        value = keep.get(kind, index)
+        return ones(*shape) if value is None else value
+
+    parts: dict[str, torch.Tensor] = {}
+
+    # CNN: products of kept counts of neighbouring layers
+    cnn = torch.zeros((), dtype=ref.dtype, device=ref.device)
+    previous = torch.ones((), dtype=ref.dtype, device=ref.device)  # the waveform: one input channel
+    for c, channels in enumerate(spec.conv_channels):
+        kept = get("conv", c, channels).sum()
+        cnn = cnn + kept * previous * spec.conv_kernels[c]
+        if spec.conv_bias:
+            cnn = cnn + kept
+        if spec.conv_norm == "layer" or c == 0:
+            cnn = cnn + 2 * kept
+        previous = kept
+    parts["cnn"] = cnn
+    parts["projection"] = previous * d + (2 * previous if spec.feat_proj_layer_norm else 0)
+
+    # never pruned
+    pos_weight = d * (d // spec.pos_conv_groups) * spec.pos_conv_kernel
+    pos = pos_weight + d + (2 * d if spec.pos_conv_batch_norm else spec.pos_conv_kernel)
+    fixed = pos + 2 * d + d  # positional conv, encoder LayerNorm, projection bias
+    if spec.masked_spec_embed:
+        fixed += d
+    if not spec.stable_layer_norm:
+        fixed += 4 * d * len(spec.layers)  # post-LN layers keep both norms
+    parts["fixed"] = torch.tensor(float(fixed), dtype=ref.dtype, device=ref.device)
+
+    wavlm = spec.num_buckets > 0
+    block_norm = 2 * d if spec.stable_layer_norm else 0
+    absent = None  # (H,): probability that each original head is present in no layer
+    for l, layer in enumerate(spec.layers):
+        h = len(layer.heads)
+        mha = get("mha", l)
+        head = get("head", l, h)
+        qk = get("qk", l, h, layer.qk_dim)
+        vo = get("vo", l, h, layer.vo_dim)
+        any_vo = 1 - torch.prod(1 - vo, dim=-1)  # (H,)
+        present = mha * head * any_vo  # (H,)
+        attention = 2 * (d + 1) * (present * qk.sum(-1)).sum()
+        attention = attention + (2 * d + 1) * mha * (head * vo.sum(-1)).sum()
+        attention = attention + mha * (d + block_norm)
+        if wavlm:
+            attention = attention + mha * (8 * spec.head_dim + 8) + present.sum()
+            absent = (1 - present) if absent is None else absent * (1 - present)
+        parts[f"attention.{l}"] = attention
+
+        ffn = get("ffn", l)
+        units = get("int", l, layer.ffn_dim)
+        parts[f"ffn.{l}"] = ffn * ((2 * d + 1) * units.sum() + d + block_norm)
+
+    if wavlm:
+        parts["fixed"] = parts["fixed"] + spec.num_buckets * (1 - absent).sum()
+    return parts
+
+
+def parameter_count(spec: EncoderSpec, keep: GateValues) -> torch.Tensor:
+    """Scalar: exact count for 0/1 decisions, expected count for keep probabilities."""
+    return torch.stack(list(parameter_breakdown(spec, keep).values())).sum()
+
+
+def dense_count(spec: EncoderSpec, layout) -> int:
+    ones = torch.ones(layout.size, dtype=torch.float64)
+    return int(round(parameter_count(spec, GateValues(layout, ones)).item()))
+
+
+def component_totals(parts: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Breakdown summed into cnn / projection / attention / ffn / fixed, as integers."""
+    totals = {"cnn": 0.0, "projection": 0.0, "attention": 0.0, "ffn": 0.0, "fixed": 0.0}
+    for name, value in parts.items():
+        totals[name.split(".")[0]] += float(value)
+    return {k: int(round(v)) for k, v in totals.items()}
+
+
+def kept_structure(spec: EncoderSpec, keep: GateValues) -> dict:
+    """What 0/1 gate values keep, per layer, in the terms a user reads (JSON-ready)."""
+    conv = [
+        int(v.sum()) if (v := keep.get("conv", c)) is not None else n for c, n in enumerate(spec.conv_channels)
+    ]
+    layers = []
+    for l, layer in enumerate(spec.layers):
+        h = len(layer.heads)
+        one = torch.ones((), dtype=keep.flat.dtype)
+        mha = _or(keep.get("mha", l), one)
+        head = _or(keep.get("head", l), torch.ones(h))
+        qk = _or(keep.get("qk", l), torch.ones(h, layer.qk_dim))
+        vo = _or(keep.get("vo", l), torch.ones(h, layer.vo_dim))
+        present = (mha * head * (vo.sum(-1) > 0)).bool()
+        ffn = bool(_or(keep.get("ffn", l), one) > 0)
+        units = _or(keep.get("int", l), torch.ones(layer.ffn_dim))
+        layers.append(
+            {
+                "attention": bool(mha > 0),
+                "heads": [layer.heads[i] for i in range(h) if present[i]],
+                "qk_dims": [int((qk[i] > 0).sum()) for i in range(h) if present[i]],
+                "vo_dims": [int((vo[i] > 0).sum()) for i in range(h) if present[i]],
+                "ffn": ffn,
+                "ffn_units": int((units > 0).sum()) if ffn else 0,
+            }
+        )
+    return {"conv_channels": conv, "layers": layers}
+
+
+def _or(value: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:
+    return default if value is None else value.detach().cpu()

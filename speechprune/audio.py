@@ -1,0 +1,459 @@
+"""Find, check, read and batch the unlabelled audio that pruning distils on."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from speechprune.errors import DataError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # matched case-insensitively
+SILENCE_PEAK = 1e-4  # audio whose mono peak |x| stays below this is silent
+NORMALIZE_EPS = 1e-7  # as Hugging Face's Wav2Vec2FeatureExtractor(do_normalize=True)
+_DECODE_BLOCK_FRAMES = 1 << 20  # whole-file checks decode this many frames at a time
+_DECODE_ERRORS = (RuntimeError, OSError, ValueError, EOFError, sf.SoundFileError)
+_DATA_HINT = "pass a folder of wav/flac/ogg/mp3 speech files or a manifest with --data"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """A usable audio file as its header describes it."""
+
+    path: str  # absolute
+    frames: int  # at the native rate
+    sample_rate: int
+    channels: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+@dataclass
+class SkipCounts:
+    """Files left out, by reason."""
+
+    unreadable: int = 0
+    empty: int = 0
+    too_short: int = 0
+    silent: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.to_dict().values())
+
+    def to_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def add(self, reason: str) -> None:
+        setattr(self, reason, getattr(self, reason) + 1)
+
+    def describe(self) -> str:
+        """E.g. "2 unreadable, 1 silent"."""
+        parts = [f"{count} {reason.replace('_', ' ')}" for reason, count in self.to_dict().items() if count]
+        return ", ".join(parts) or "none skipped"
+
+
+def _tally(reasons: Iterable[str], counts: SkipCounts) -> SkipCounts:
+    for reason in reasons:
+        counts.add(reason)
+    return counts
+
+
+@dataclass
+class AudioCorpus:
+    files: list[AudioFile]  # usable files, sorted by path
+    skipped: SkipCounts
+    source: str
+
+    @property
+    def seconds(self) -> float:
+        return sum(file.seconds for file in self.files)
+
+
+@dataclass
+class Batch:
+    waveforms: torch.Tensor  # (B, T) float32
+    attention_mask: torch.Tensor  # (B, T) long, 1 = real audio, 0 = padding
+    seconds: float  # real (unpadded) audio in the batch
+
+
+class AudioReadError(DataError):
+    """An audio file that libsndfile cannot decode."""
+
+
+# ---------------------------------------------------------------- scanning
+
+
+def scan_audio(
+    source: str | os.PathLike,
+    *,
+    min_seconds: float = 1.0,
+    full_check_max_seconds: float = 3600.0,
+    progress: Progress | None = None,
+) -> AudioCorpus:
+    """List the usable audio of a folder (searched recursively), a manifest, or a single audio file.
+
+    A manifest has one path per line, optionally followed by a TAB and a sample count (fairseq; ignored,
+    the file header is authoritative). Relative paths resolve against the manifest's folder, or against
+    the first line when that names a directory (fairseq's root line). Blank and `#` lines are ignored.
+
+    Every file's header is read: files that cannot be opened, have no frames or are shorter than
+    `min_seconds` are skipped. When the remaining files total at most `full_check_max_seconds`, each is
+    also decoded in full now, so undecodable and silent files are skipped before training; bigger
+    corpora skip that up-front cost and CropSampler finds such files while it reads crops.
+
+    `progress(done, total)` is called after each file; `total` grows once, when the full check starts.
+    Raises DataError when `source` is missing or yields no usable file.
+    """
+    source_path = Path(source).expanduser()
+    if not source_path.exists():
+        raise DataError(f"audio source {source_path} does not exist; {_DATA_HINT}")
+    candidates = _list_candidates(source_path)
+    if not candidates:
+        extensions = "/".join(AUDIO_EXTENSIONS)
+        raise DataError(f"no audio files found in {source_path} (looked for {extensions}); {_DATA_HINT}")
+
+    skipped = SkipCounts()
+    files: list[AudioFile] = []
+    total = len(candidates)
+    for done, path in enumerate(candidates, start=1):
+        file = _read_header(path)
+        reason = "unreadable" if file is None else _length_problem(file.frames, file.sample_rate, min_seconds)
+        if reason:
+            skipped.add(reason)
+        else:
+            files.append(file)
+        if progress:
+            progress(done, total)
+
+    if sum(file.seconds for file in files) <= full_check_max_seconds:
+        done, total = total, total + len(files)
+        files, header_files = [], files
+        for file in header_files:
+            reason, file = _check_content(file, min_seconds)
+            if reason:
+                skipped.add(reason)
+            else:
+                files.append(file)
+            done += 1
+            if progress:
+                progress(done, total)
+
+    if not files:
+        raise DataError(
+            f"no usable audio in {source_path}: {skipped.total} files skipped ({skipped.describe()}); "
+            f"pass a folder of wav/flac/ogg/mp3 speech files of at least {min_seconds:g} s, "
+            "or a manifest, with --data"
+        )
+    return AudioCorpus(sorted(files, key=lambda file: file.path), skipped, str(source_path))
+
+
+def _list_candidates(source: Path) -> list[str]:
+    """Absolute paths to try, each real file once, in a deterministic order."""
+    if source.is_dir():
+        paths = _find_audio_files(source)
+    elif source.suffix.lower() in AUDIO_EXTENSIONS:
+        paths = [os.path.abspath(source)]
+    else:
+        paths = _read_manifest(source)
+    unique: dict[str, str] = {}  # real path -> first path naming it
+    for path in paths:
+        unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
+
+
+def _find_audio_files(folder: Path) -> list[str]:
+    """Audio files under `folder`, following symlinks but entering each real directory once."""
+    found: list[str] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(os.path.abspath(folder), followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a symlink loop or a second link to a visited directory
+            dirnames.clear()
+            continue
+        visited.add(real)
+        dirnames.sort()
+        audio_names = sorted(name for name in filenames if name.lower().endswith(AUDIO_EXTENSIONS))
+        found += [os.path.join(dirpath, name) for name in audio_names]
+    return found
+
+
+def _read_manifest(manifest: Path) -> list[str]:
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read manifest {manifest} as text ({_one_line(error)}); {_DATA_HINT}") from error
+    entries = [line.split("\t")[0].strip() for line in text.splitlines()]
+    entries = [entry for entry in entries if entry and not entry.startswith("#")]
+    root = manifest.parent.absolute()
+    if entries and (root / entries[0]).is_dir():  # fairseq: the first line is the audio root
+        root = root / entries.pop(0)
+    return [os.path.abspath(root / entry) for entry in entries]
+
+
+def _read_header(path: str) -> AudioFile | None:
+    """The file's header, or None when libsndfile cannot open it."""
+    try:
+        info = sf.info(path)
+    except _DECODE_ERRORS:
+        return None
+    if info.samplerate <= 0 or info.channels <= 0:
+        return None
+    return AudioFile(path, info.frames, info.samplerate, info.channels)
+
+
+def _length_problem(frames: int, sample_rate: int, min_seconds: float) -> str | None:
+    if frames <= 0:
+        return "empty"
+    if frames / sample_rate < min_seconds:
+        return "too_short"
+    return None
+
+
+def _check_content(file: AudioFile, min_seconds: float) -> tuple[str | None, AudioFile]:
+    """Decode the whole file: (skip reason or None, the file with its decoded length)."""
+    try:
+        peak, frames = _decode_peak(file)
+    except AudioReadError:
+        return "unreadable", file
+    reason = _length_problem(frames, file.sample_rate, min_seconds)
+    if not reason and peak < SILENCE_PEAK:
+        reason = "silent"
+    return reason, replace(file, frames=frames)
+
+
+def _decode_peak(file: AudioFile) -> tuple[float, int]:
+    """Decode all of `file` block by block: (peak |x| of the mono mix, frames decoded)."""
+    peak, frames = 0.0, 0
+    try:
+        with sf.SoundFile(file.path) as sound:
+            for block in sound.blocks(_DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (N, C)
+                if len(block):
+                    peak = max(peak, float(np.abs(block.mean(axis=1)).max()))
+                    frames += len(block)
+    except _DECODE_ERRORS as error:
+        raise AudioReadError(_unreadable_message(file.path, error)) from error
+    return peak, frames
+
+
+def _unreadable_message(path: str, error: BaseException) -> str:
+    return f"cannot decode {path} ({_one_line(error)}); re-encode it as wav or flac, or leave it out of --data"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# ---------------------------------------------------------------- reading
+
+
+def load_audio(
+    file: AudioFile, sample_rate: int, *, offset_seconds: float = 0.0, seconds: float | None = None
+) -> np.ndarray:
+    """Float32 mono (mean of channels) at `sample_rate`: `seconds` of `file` from `offset_seconds`, or to its end.
+
+    Only that window is read from disk. Fewer samples come back when the window runs past the end.
+    Raises AudioReadError when the file cannot be decoded.
+    """
+    start = round(offset_seconds * file.sample_rate)
+    frames = -1 if seconds is None else math.ceil(seconds * file.sample_rate)
+    try:
+        audio, _ = sf.read(file.path, start=start, frames=frames, dtype="float32", always_2d=True)  # (N, C)
+    except _DECODE_ERRORS as error:
+        raise AudioReadError(_unreadable_message(file.path, error)) from error
+    mono = audio.mean(axis=1)  # (N,)
+    if file.sample_rate != sample_rate:
+        mono = soxr.resample(mono, file.sample_rate, sample_rate, quality="HQ")
+    if seconds is not None:
+        mono = mono[: round(seconds * sample_rate)]
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _is_silent(audio: np.ndarray) -> bool:
+    return not audio.size or float(np.abs(audio).max()) < SILENCE_PEAK
+
+
+def _batch_shape(sample_rate: int, crop_seconds: float, batch_seconds: float) -> tuple[int, int]:
+    """(crops per batch, samples per crop)."""
+    if crop_seconds <= 0 or batch_seconds <= 0:
+        raise ValueError(f"crop_seconds and batch_seconds must be positive, not {crop_seconds} and {batch_seconds}")
+    return max(1, round(batch_seconds / crop_seconds)), round(crop_seconds * sample_rate)
+
+
+def _collate(crops: list[np.ndarray], length: int, sample_rate: int, normalize: bool) -> Batch:
+    """Right-pad (or cut) each crop to `length` samples; normalize each over its real samples only."""
+    waveforms = np.zeros((len(crops), length), dtype=np.float32)  # (B, T)
+    attention_mask = np.zeros((len(crops), length), dtype=np.int64)  # (B, T)
+    for row, crop in enumerate(crops):
+        crop = crop[:length]
+        if normalize:
+            crop = (crop - crop.mean()) / np.sqrt(crop.var() + NORMALIZE_EPS)
+        waveforms[row, : len(crop)] = crop
+        attention_mask[row, : len(crop)] = 1
+    real_seconds = float(attention_mask.sum()) / sample_rate
+    return Batch(torch.from_numpy(waveforms), torch.from_numpy(attention_mask), real_seconds)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def split_validation(
+    corpus: AudioCorpus, *, fraction: float = 0.02, max_files: int = 200, seed: int = 0
+) -> tuple[AudioCorpus, AudioCorpus]:
+    """(train, validation): a held-out slice of round(fraction * files) files picked by `seed`.
+
+    At least 1 and at most `max_files` validation files when the corpus has 2 or more, never all of
+    them; none with a single file. The skip counts stay with the training corpus.
+    """
+    n_files = len(corpus.files)
+    n_validation = max(1, min(round(fraction * n_files), max_files, n_files - 1)) if n_files >= 2 else 0
+    held_out = set(np.random.default_rng(seed).choice(n_files, size=n_validation, replace=False).tolist())
+    train = [file for index, file in enumerate(corpus.files) if index not in held_out]
+    validation = [file for index, file in enumerate(corpus.files) if index in held_out]
+    return (
+        AudioCorpus(train, replace(corpus.skipped), corpus.source),
+        AudioCorpus(validation, SkipCounts(), corpus.source),
+    )
+
+
+def validation_batches(
+    corpus: AudioCorpus, *, sample_rate: int, crop_seconds: float, batch_seconds: float, normalize: bool
+) -> list[Batch]:
+    """The first `crop_seconds` of each file (shorter ones padded), in file order, batched.
+
+    Files that cannot be read, or whose first crop is silent, are left out.
+    """
+    batch_size, crop_frames = _batch_shape(sample_rate, crop_seconds, batch_seconds)
+    crops = []
+    for file in corpus.files:
+        try:
+            crop = load_audio(file, sample_rate, seconds=crop_seconds)
+        except AudioReadError:
+            continue
+        if not _is_silent(crop):
+            crops.append(crop)
+    return [
+        _collate(crops[start : start + batch_size], crop_frames, sample_rate, normalize)
+        for start in range(0, len(crops), batch_size)
+    ]
+
+
+# ---------------------------------------------------------------- training crops
+
+
+class CropSampler:
+    """Random fixed-length training crops, one batch per step, reproducible from (seed, step, rank).
+
+    Each rank draws from its own shard, `files[rank::world_size]`. A file that fails to decode, or
+    turns out silent as a whole, is excluded from then on and its crop redrawn. Save `state_dict()`
+    with the checkpoint: a resumed run that loads it draws bit-identical batches.
+    """
+
+    def __init__(
+        self,
+        corpus: AudioCorpus,
+        *,
+        sample_rate: int,
+        crop_seconds: float,
+        batch_seconds: float,
+        normalize: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.files = corpus.files[rank::world_size]
+        if not self.files:
+            raise DataError(
+                f"rank {rank} of {world_size} gets no audio file: {corpus.source} has {len(corpus.files)} usable "
+                f"files; use at most {len(corpus.files)} processes or add audio to --data"
+            )
+        self.batch_size, self.crop_frames = _batch_shape(sample_rate, crop_seconds, batch_seconds)
+        self.sample_rate = sample_rate
+        self.crop_seconds = crop_seconds
+        self.normalize = normalize
+        self.seed = seed
+        self.rank = rank
+        self._source = corpus.source
+        self._corpus_skipped = replace(corpus.skipped)
+        self._bad_files: dict[str, str] = {}  # path -> skip reason, found while reading
+        self._has_sound: set[str] = set()  # decoded in full and not silent (a cache; never changes a batch)
+
+    @property
+    def skipped(self) -> SkipCounts:
+        """The corpus's skip counts plus this shard's files found bad while reading."""
+        return _tally(self._bad_files.values(), replace(self._corpus_skipped))
+
+    def batch(self, step: int) -> Batch:
+        """The batch for `step`: a pure function of (seed, step, rank, files known bad)."""
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        usable = [file for file in self.files if file.path not in self._bad_files]
+        crops: list[np.ndarray] = []
+        while len(crops) < self.batch_size:
+            if not usable:
+                bad = _tally(self._bad_files.values(), SkipCounts())
+                raise DataError(
+                    f"every audio file of {self._source} (rank {self.rank}) turned out unusable while reading "
+                    f"({bad.describe()}); {_DATA_HINT}"
+                )
+            file = usable[rng.integers(len(usable))]
+            crop = self._read_crop(file, rng)
+            if crop is None:
+                usable.remove(file)
+            else:
+                crops.append(crop)
+        return _collate(crops, self.crop_frames, self.sample_rate, self.normalize)
+
+    def _read_crop(self, file: AudioFile, rng: np.random.Generator) -> np.ndarray | None:
+        """A random crop of `file` (all of it when short), or None after marking the file bad."""
+        if file.seconds > self.crop_seconds:
+            last_start = file.frames - round(self.crop_seconds * file.sample_rate)
+            offset_seconds, seconds = rng.integers(last_start + 1) / file.sample_rate, self.crop_seconds
+        else:
+            offset_seconds, seconds = 0.0, None
+        try:
+            crop = load_audio(file, self.sample_rate, offset_seconds=offset_seconds, seconds=seconds)
+        except AudioReadError:
+            self._bad_files[file.path] = "unreadable"
+            return None
+        if not crop.size:  # the header promised more audio than the file holds
+            self._bad_files[file.path] = "unreadable"
+            return None
+        if _is_silent(crop) and not self._whole_file_has_sound(file):
+            return None
+        return crop  # a silent crop of a file with sound is a pause: kept
+
+    def _whole_file_has_sound(self, file: AudioFile) -> bool:
+        if file.path in self._has_sound:
+            return True
+        try:
+            peak, _ = _decode_peak(file)
+        except AudioReadError:
+            self._bad_files[file.path] = "unreadable"
+            return False
+        if peak < SILENCE_PEAK:
+            self._bad_files[file.path] = "silent"
+            return False
+        self._has_sound.add(file.path)
+        return True
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable: the files found bad while reading, and the skip counts."""
+        return {"bad_files": dict(self._bad_files), "skipped": self.skipped.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the files found bad; entries for files outside this shard are ignored."""
+        shard = {file.path for file in self.files}
+        self._bad_files = {path: reason for path, reason in state["bad_files"].items() if path in shard}

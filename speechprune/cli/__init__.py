@@ -1,0 +1,1 @@
+"""The `speechprune` command line: a thin layer over the library (the library never imports it)."""

@@ -1,0 +1,83 @@
+"""The `speechprune` command: global options, command registration, and error handling.
+
+Known problems (SpeechpruneError) become one `error: ...` line on stderr and their exit code
+(1, or 2 for usage errors); --debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+
+from .. import __version__
+from ..errors import SpeechpruneError
+from . import analyze, bench, prune, shrink
+
+app = typer.Typer(
+    name="speechprune",
+    help="Make self-supervised speech encoders (wav2vec 2.0, HuBERT, WavLM) smaller and faster, without labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DEBUG = {"on": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"speechprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    DEBUG["on"] = debug
+
+
+app.command("analyze", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(analyze.command)
+app.command("prune")(prune.command)
+app.command("shrink", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(shrink.command)
+app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    DEBUG["on"] = "--debug" in argv
+    try:
+        result = typer.main.get_command(app).main(args=argv, prog_name="speechprune", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as done:
+        code = done.exit_code
+    except click.ClickException as error:  # usage errors: bad option, missing argument
+        error.show()
+        code = error.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        code = 130
+    except SpeechpruneError as error:
+        if DEBUG["on"]:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        code = error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    except Exception as error:  # a bug: say so in one line unless --debug
+        if DEBUG["on"]:
+            traceback.print_exc()
+        else:
+            print(f"error: unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)", file=sys.stderr)
+        code = 1
+    return code
+
+
+def run() -> None:
+    sys.exit(main())

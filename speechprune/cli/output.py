@@ -1,0 +1,126 @@
+"""One output layer for every command: human text on a terminal, plain lines in pipelines,
+one JSON document on stdout with --json, and nothing but errors with --quiet.
+
+Progress, notes and warnings go to stderr; only the result goes to stdout. Colour follows
+rich's rules, which honour NO_COLOR.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..progress import Reporter
+
+
+class Output:
+    def __init__(self, json_mode: bool = False, quiet: bool = False):
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.err = Console(stderr=True, highlight=False)
+        self.out = Console(highlight=False)
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(text, markup=False, soft_wrap=True)
+
+    def warning(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
+
+    def result(self, data: dict, human: str) -> None:
+        """The command's result: JSON on stdout with --json, else ``human`` on stdout."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            sys.stdout.flush()
+        elif not self.quiet:
+            self.out.print(human, markup=False, soft_wrap=True)
+
+    def reporter(self, log_every: int) -> Reporter:
+        if self.quiet:
+            return QuietReporter(self)
+        if self.err.is_terminal:
+            return BarReporter(self)
+        return LineReporter(self, log_every)
+
+
+class QuietReporter(Reporter):
+    def __init__(self, output: Output):
+        self.output = output
+
+    def warning(self, text: str) -> None:
+        self.output.warning(text)
+
+
+class LineReporter(QuietReporter):
+    """Pipelines and log files: a plain line every ``log_every`` steps."""
+
+    def __init__(self, output: Output, log_every: int):
+        super().__init__(output)
+        self.log_every = log_every
+
+    def message(self, text: str) -> None:
+        self.output.info(text)
+
+    def start(self, phase: str, total: int, done: int = 0) -> None:
+        self.output.info(f"{phase} phase: {total} steps" + (f", resuming after {done}" if done else ""))
+
+    def update(self, step: int, metrics: dict) -> None:
+        due = step % self.log_every == 0 or "val_distill" in metrics
+        if due:
+            self.output.info(format_metrics(metrics))
+
+
+class BarReporter(QuietReporter):
+    """A terminal: one live progress bar with loss, sparsity vs target and ETA."""
+
+    def __init__(self, output: Output):
+        super().__init__(output)
+        self.progress: Progress | None = None
+
+    def message(self, text: str) -> None:
+        (self.progress.console if self.progress else self.output.err).print(text, markup=False)
+
+    def warning(self, text: str) -> None:
+        (self.progress.console if self.progress else self.output.err).print(f"[yellow]warning:[/yellow] {text}")
+
+    def start(self, phase: str, total: int, done: int = 0) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.output.err,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(phase, total=total, completed=done, status="")
+
+    def update(self, step: int, metrics: dict) -> None:
+        status = f"loss {metrics['loss']:.4f}"
+        if "expected_sparsity" in metrics:
+            status += f"  sparsity {metrics['expected_sparsity']:.3f}/{metrics['target_sparsity']:.3f}"
+        if metrics.get("val_distill") is not None:
+            status += f"  val {metrics['val_distill']:.4f}"
+        self.progress.update(self.task, advance=1, status=status)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def format_metrics(m: dict) -> str:
+    parts = [f"step {m['step']}", f"loss {m['loss']:.4f}", f"distill {m['distill']:.4f}"]
+    if "expected_sparsity" in m:
+        parts.append(f"sparsity {m['expected_sparsity']:.3f}/{m['target_sparsity']:.3f}")
+        parts.append(f"lambda {m['lambda1']:+.3f},{m['lambda2']:+.3f}")
+    if m.get("val_distill") is not None:
+        parts.append(f"val {m['val_distill']:.4f}")
+    parts.append(f"{m['audio_seconds_per_second']:.1f} audio-s/s")
+    return "  ".join(parts)

@@ -1,0 +1,126 @@
+"""`speechprune prune`: gated distillation of an encoder to a parameter target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..config import PRECISIONS, PruneConfig
+from ..errors import DataError, UsageError
+from ..gates import GATE_KINDS
+from .output import Output
+
+NO_DATA = (
+    "no audio given: pass --data with a folder (or manifest) of unlabelled speech in the model's language, "
+    "e.g. a LibriSpeech split such as train-clean-100, or set SPEECHPRUNE_DATA; "
+    "to try the tool without data run `speechprune prune --demo`"
+)
+DEMO_FOLDER = Path("runs") / "demo-inputs"
+
+
+def _ints(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated whole numbers, e.g. 0,4,8,12; got {text!r}") from None
+
+
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated numbers, e.g. 1,1,2; got {text!r}") from None
+
+
+def command(
+    model: Optional[str] = typer.Argument(None, help="Hub id (facebook/wav2vec2-base) or local folder saved with save_pretrained."),
+    sparsity: Optional[float] = typer.Option(None, help="Fraction of encoder parameters to remove, in (0, 1). [default: 0.72 with --demo]"),
+    data: Optional[str] = typer.Option(None, envvar="SPEECHPRUNE_DATA", help="Folder of audio (searched recursively) or manifest file."),
+    out: Optional[str] = typer.Option(None, help="Run folder. [default: runs/<model>-<sparsity>]"),
+    demo: bool = typer.Option(False, "--demo", help="Run offline on a built-in tiny model and generated audio."),
+    revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit) of MODEL."),
+    structures: str = typer.Option(",".join(GATE_KINDS), help=f"Structures to gate, from {','.join(GATE_KINDS)}."),
+    ste: bool = typer.Option(True, "--ste/--no-ste", help="Straight-through estimator (binary masks in training) or relaxed gates."),
+    steps: Optional[int] = typer.Option(None, help="Pruning steps. [default: 20000; 150 with --demo]"),
+    warmup_steps: Optional[int] = typer.Option(None, help="Steps over which the target ramps from 0. [default: 30% of --steps]"),
+    final_steps: int = typer.Option(0, help="Extra distillation steps with the masks frozen."),
+    lr: float = typer.Option(2e-4, help="Learning rate of the weights."),
+    gate_lr: float = typer.Option(2e-2, help="Learning rate of the gate logits."),
+    lambda_lr: float = typer.Option(2e-2, help="Learning rate of the Lagrange multipliers."),
+    distill_layers: Optional[str] = typer.Option(None, help="Hidden states to distil, e.g. 0,4,8,12 (0 = input of layer 1). [default: 0 and every third layer]"),
+    distill_weights: Optional[str] = typer.Option(None, help="Loss weight per distilled layer, e.g. 1,1,1,2."),
+    crop_seconds: Optional[float] = typer.Option(None, help="Length of the random crops. [default: 4; 2 with --demo]"),
+    batch_seconds: Optional[float] = typer.Option(None, help="Audio seconds per batch and process. [default: 64; 16 with --demo]"),
+    min_seconds: float = typer.Option(1.0, help="Skip files shorter than this."),
+    val_fraction: float = typer.Option(0.02, help="Share of files held out for the validation loss."),
+    seed: int = typer.Option(0, help="Seed of data order, crops and gate noise."),
+    precision: str = typer.Option("fp32", help=f"Numeric precision: {'|'.join(PRECISIONS)}."),
+    device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps."),
+    checkpoint_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
+    log_every: int = typer.Option(50, help="Log line every N steps when not on a terminal."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (starts it if there is none)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace whatever is in --out."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors and the result."),
+) -> None:
+    """Prune MODEL to --sparsity by gated distillation on unlabelled audio."""
+    output = Output(json_mode=json_output, quiet=quiet)
+    if demo:
+        if model is not None:
+            raise UsageError("--demo brings its own model; drop MODEL or drop --demo")
+        from ..demo import prepare_demo
+
+        output.info(f"demo: tiny random wav2vec2 model and generated audio in {DEMO_FOLDER}/")
+        model_dir, audio_dir = prepare_demo(DEMO_FOLDER)
+        model, data = str(model_dir), str(audio_dir)
+        sparsity = 0.72 if sparsity is None else sparsity
+        steps = 150 if steps is None else steps
+        crop_seconds = 2.0 if crop_seconds is None else crop_seconds
+        batch_seconds = 16.0 if batch_seconds is None else batch_seconds
+        out = out or "runs/demo"
+    if model is None:
+        raise UsageError("missing MODEL: give a hub id or model folder, e.g. speechprune prune facebook/wav2vec2-base --sparsity 0.72")
+    if sparsity is None:
+        raise UsageError("missing --sparsity: the fraction of parameters to remove, e.g. --sparsity 0.72")
+    if not data:
+        raise DataError(NO_DATA)
+    config = PruneConfig(
+        model=model,
+        sparsity=sparsity,
+        data=data,
+        out=out or str(Path("runs") / f"{Path(model.rstrip('/')).name}-{round(sparsity * 100)}"),
+        revision=revision,
+        structures=[s.strip() for s in structures.split(",") if s.strip()],
+        ste=ste,
+        steps=20_000 if steps is None else steps,
+        warmup_steps=warmup_steps,
+        final_steps=final_steps,
+        lr=lr,
+        gate_lr=gate_lr,
+        lambda_lr=lambda_lr,
+        distill_layers=_ints(distill_layers, "--distill-layers"),
+        distill_weights=_floats(distill_weights, "--distill-weights"),
+        crop_seconds=4.0 if crop_seconds is None else crop_seconds,
+        batch_seconds=64.0 if batch_seconds is None else batch_seconds,
+        min_seconds=min_seconds,
+        val_fraction=val_fraction,
+        seed=seed,
+        precision=precision,
+        device=device,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    config.validate()
+
+    from ..prune import prune, summary_line
+
+    summary = prune(config, output.reporter(log_every))
+    output.result(summary, summary_line(summary))

@@ -1,0 +1,125 @@
+"""Options of a pruning run: defaults, validation, and which of them define the result."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import UsageError
+from .gates import GATE_KINDS
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+# Options that change nothing in the result: a run may be resumed with other values.
+NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "checkpoint_every"}
+
+
+@dataclass
+class PruneConfig:
+    model: str
+    sparsity: float
+    data: str
+    out: str
+    revision: str | None = None
+    structures: list[str] = field(default_factory=lambda: list(GATE_KINDS))
+    ste: bool = True
+    steps: int = 20_000
+    warmup_steps: int | None = None  # target ramp 0 -> sparsity; default 30% of steps
+    final_steps: int = 0  # distillation with frozen masks after the pruning phase
+    lr: float = 2e-4  # weights (student and distillation heads)
+    gate_lr: float = 2e-2  # log_alpha
+    lambda_lr: float = 2e-2  # Lagrange multipliers (gradient ascent)
+    distill_layers: list[int] | None = None  # default: 0 and every third of the layers
+    distill_weights: list[float] | None = None  # default: 1 each
+    crop_seconds: float = 4.0
+    batch_seconds: float = 64.0  # audio per batch and process
+    min_seconds: float = 1.0
+    val_fraction: float = 0.02
+    val_max_files: int = 100
+    tolerance: float = 0.005  # relative miss of the parameter target allowed at the end
+    seed: int = 0
+    precision: str = "fp32"
+    device: str = "auto"
+    checkpoint_every: int = 500
+    log_every: int = 50
+    resume: bool = False
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Check every option on its own; nothing here reads files or weights."""
+        if not (isinstance(self.sparsity, (int, float)) and 0 < self.sparsity < 1):
+            raise UsageError(f"--sparsity must be between 0 and 1 (exclusive), got {self.sparsity}; e.g. --sparsity 0.72")
+        unknown = [s for s in self.structures if s not in GATE_KINDS]
+        if unknown or not self.structures:
+            raise UsageError(
+                f"--structures: unknown {', '.join(unknown) or '(empty)'}; choose from {','.join(GATE_KINDS)}"
+            )
+        for name in ("steps", "checkpoint_every", "log_every", "val_max_files"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.final_steps < 0:
+            raise UsageError(f"--final-steps must be 0 or more, got {self.final_steps}")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.steps:
+            raise UsageError(f"--warmup-steps must be between 0 and --steps ({self.steps}), got {self.warmup_steps}")
+        for name in ("lr", "gate_lr", "lambda_lr", "crop_seconds", "batch_seconds", "min_seconds", "tolerance"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+        if self.min_seconds > self.crop_seconds:
+            raise UsageError(f"--min-seconds ({self.min_seconds}) must not exceed --crop-seconds ({self.crop_seconds})")
+        if not 0 <= self.val_fraction < 1:
+            raise UsageError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.distill_weights is not None and self.distill_layers is None:
+            raise UsageError("--distill-weights needs --distill-layers, one weight per layer")
+        if self.distill_layers is not None:
+            if not self.distill_layers or min(self.distill_layers) < 0:
+                raise UsageError(f"--distill-layers must be layer numbers >= 0, got {self.distill_layers}")
+            if self.distill_weights is not None and len(self.distill_weights) != len(self.distill_layers):
+                raise UsageError(
+                    f"--distill-weights has {len(self.distill_weights)} values for "
+                    f"{len(self.distill_layers)} --distill-layers; give one weight per layer"
+                )
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other; pick one")
+
+    def resolve(self, num_layers: int) -> "PruneConfig":
+        """Fill the defaults that depend on the model; returns self."""
+        if self.distill_layers is None:
+            self.distill_layers = sorted({0, num_layers // 3, 2 * num_layers // 3, num_layers})
+        if max(self.distill_layers) > num_layers:
+            raise UsageError(
+                f"--distill-layers {max(self.distill_layers)} does not exist: the model has {num_layers} layers "
+                f"(0 is the input of the first layer)"
+            )
+        if self.distill_weights is None:
+            self.distill_weights = [1.0] * len(self.distill_layers)
+        if self.warmup_steps is None:
+            self.warmup_steps = round(0.3 * self.steps)
+        self.structures = [k for k in GATE_KINDS if k in self.structures]
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruneConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def result_defining(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_DEFINING}
+
+    def target_sparsity(self, step: int) -> float:
+        """Linear ramp of the target from 0 to ``sparsity`` over the warm-up steps."""
+        if not self.warmup_steps:
+            return self.sparsity
+        return self.sparsity * min(1.0, step / self.warmup_steps)
+
+    def weight_lr(self, step: int, phase: str) -> float:
+        """Weights: short linear warm-up, constant while pruning, linear decay in the final phase."""
+        if phase == "final":
+            return self.lr * max(0.0, 1 - step / max(1, self.final_steps))
+        warmup = max(1, min(1000, self.steps // 20))
+        return self.lr * min(1.0, step / warmup)

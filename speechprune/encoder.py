@@ -1,0 +1,440 @@
+"""The speech encoder that speechprune trains, masks and (later) ships.
+
+One implementation covers wav2vec 2.0, HuBERT and WavLM in Base style (GroupNorm in the
+first conv layer, post-LN transformer) and Large style (LayerNorm in every conv layer,
+pre-LN transformer). Parameter names match the Hugging Face ``...Model`` classes, so their
+state dicts load unchanged (WavLM's relative-position table being the one rename, see
+``families``).
+
+Two things it does that the stock classes do not:
+
+* every prunable structure can be multiplied by a mask (``EncoderMasks``): CNN channels,
+  whole attention blocks, heads, per-head query/key and value/output dimensions, whole FFN
+  blocks and FFN units;
+* every layer is built from its own sizes (``LayerSpec``), so a pruned model with uneven
+  layers is the same class with other numbers.
+
+This module imports only torch and the standard library on purpose: it must be copyable
+into a model folder and run without speechprune installed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {
+    "gelu": nn.GELU,
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+}
+
+
+@dataclass
+class LayerSpec:
+    """Sizes of one transformer layer. A dense layer keeps every head at full width."""
+
+    heads: list[int]  # original ids of the kept heads, in order (WavLM's position bias is keyed by them)
+    qk_dim: int  # query/key width per head
+    vo_dim: int  # value/output width per head
+    ffn_dim: int  # FFN intermediate units
+    attention: bool = True  # False: the attention block is gone, its residual branch is the identity
+    ffn: bool = True  # False: the FFN block is gone
+
+
+@dataclass
+class EncoderSpec:
+    """Everything needed to build an ``Encoder``: the architecture, not the weights."""
+
+    family: str  # "wav2vec2" | "hubert" | "wavlm"
+    hidden_size: int
+    num_heads: int  # heads of the dense model
+    head_dim: int  # head width of the dense model; attention scale is head_dim ** -0.5, always
+    conv_channels: list[int]
+    conv_kernels: list[int]
+    conv_strides: list[int]
+    conv_bias: bool
+    conv_norm: str  # "group": GroupNorm in conv layer 0 only; "layer": LayerNorm in every conv layer
+    conv_act: str
+    hidden_act: str
+    layer_norm_eps: float
+    stable_layer_norm: bool  # True: pre-LN layers + final LayerNorm (Large style)
+    feat_proj_layer_norm: bool
+    pos_conv_kernel: int
+    pos_conv_groups: int
+    pos_conv_batch_norm: bool  # HuBERT variants with BatchNorm instead of weight norm
+    masked_spec_embed: bool
+    layers: list[LayerSpec]
+    # Channel counts the conv LayerNorms normalise over: the dense model's, also after pruning.
+    conv_norm_channels: list[int] = field(default_factory=list)
+    num_buckets: int = 0  # WavLM relative position buckets (0: no relative position bias)
+    max_distance: int = 0
+    rel_heads: list[int] = field(default_factory=list)  # WavLM: original heads the bias table keeps
+
+    def __post_init__(self):
+        self.layers = [LayerSpec(**l) if isinstance(l, dict) else l for l in self.layers]
+        if not self.conv_norm_channels:
+            self.conv_norm_channels = list(self.conv_channels)
+        if self.num_buckets and not self.rel_heads:
+            self.rel_heads = list(range(self.num_heads))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EncoderSpec":
+        return cls(**data)
+
+    def output_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames the CNN makes from ``input_lengths`` samples (floor division, as HF)."""
+        for kernel, stride in zip(self.conv_kernels, self.conv_strides):
+            input_lengths = torch.div(input_lengths - kernel, stride, rounding_mode="floor") + 1
+        return input_lengths
+
+
+@dataclass
+class LayerMasks:
+    """Multipliers of one transformer layer; None means "all ones" (structure not gated)."""
+
+    mha: torch.Tensor | None = None  # ()
+    head: torch.Tensor | None = None  # (H,)
+    qk: torch.Tensor | None = None  # (H, d_qk)
+    vo: torch.Tensor | None = None  # (H, d_vo)
+    ffn: torch.Tensor | None = None  # ()
+    units: torch.Tensor | None = None  # (F,)
+
+
+@dataclass
+class EncoderMasks:
+    conv: list[torch.Tensor | None]  # per conv layer, (C_c,)
+    layers: list[LayerMasks]
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor  # (B, T', D)
+    hidden_states: tuple[torch.Tensor, ...]  # L + 1 tensors: the input of layer 1, then each layer's output
+    frame_mask: torch.Tensor | None  # (B, T') bool, True on real frames; None when no attention_mask
+
+
+def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm, count: int) -> torch.Tensor:
+    """LayerNorm over the last axis as if it had ``count`` entries, the missing ones zeros.
+
+    Pruned CNN channels are zeros in the masked model, so the shrunk model must keep
+    normalising over the original channel count to stay equal to it.
+    """
+    kept = x.shape[-1]
+    if kept == count:
+        return F.layer_norm(x, (kept,), norm.weight, norm.bias, norm.eps)
+    mean = x.sum(-1, keepdim=True) / count
+    var = ((x - mean).pow(2).sum(-1, keepdim=True) + (count - kept) * mean.pow(2)) / count
+    return (x - mean) * torch.rsqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+def _channel_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    # x: (B, C, T), mask: (C,)
+    return x if mask is None else x * mask[:, None].to(x.dtype)
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, spec: EncoderSpec, index: int):
+        super().__init__()
+        in_channels = spec.conv_channels[index - 1] if index > 0 else 1
+        channels = spec.conv_channels[index]
+        self.conv = nn.Conv1d(
+            in_channels, channels, spec.conv_kernels[index], stride=spec.conv_strides[index], bias=spec.conv_bias
+        )
+        self.norm_kind = spec.conv_norm if (spec.conv_norm == "layer" or index == 0) else None
+        if self.norm_kind == "group":
+            self.layer_norm = nn.GroupNorm(channels, channels, affine=True)  # per channel: slicing is exact
+        elif self.norm_kind == "layer":
+            self.layer_norm = nn.LayerNorm(channels)
+        self.norm_count = spec.conv_norm_channels[index]
+        self.activation = ACTIVATIONS[spec.conv_act]()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, C_in, T) -> (B, C, T'). A pruned channel is zero before the norm (so a LayerNorm
+        # over channels sees it as the shrunk model will) and after the activation.
+        x = _channel_mask(self.conv(x), mask)
+        if self.norm_kind == "group":
+            x = self.layer_norm(x)
+        elif self.norm_kind == "layer":
+            x = _layer_norm(x.transpose(1, 2), self.layer_norm, self.norm_count).transpose(1, 2)
+        return _channel_mask(self.activation(x), mask)
+
+
+class FeatureProjection(nn.Module):
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        channels = spec.conv_channels[-1]
+        self.norm_count = spec.conv_norm_channels[-1]
+        if spec.feat_proj_layer_norm:
+            self.layer_norm = nn.LayerNorm(channels, eps=spec.layer_norm_eps)
+        self.has_norm = spec.feat_proj_layer_norm
+        self.projection = nn.Linear(channels, spec.hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, T, C) -> (B, T, D). Pruned channels must stay zero after the norm too.
+        if self.has_norm:
+            x = _layer_norm(x, self.layer_norm, self.norm_count)
+            if mask is not None:
+                x = x * mask.to(x.dtype)
+        return self.projection(x)
+
+
+class PositionalConv(nn.Module):
+    """Grouped convolution over time, added to the features (never pruned)."""
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        d = spec.hidden_size
+        k = spec.pos_conv_kernel
+        self.conv = nn.Conv1d(d, d, k, padding=k // 2, groups=spec.pos_conv_groups)
+        if spec.pos_conv_batch_norm:
+            self.batch_norm = nn.BatchNorm1d(d)
+        else:
+            self.batch_norm = None
+            self.conv = nn.utils.parametrizations.weight_norm(self.conv, name="weight", dim=2)
+        self.trim = 1 if k % 2 == 0 else 0
+        self.activation = ACTIVATIONS[spec.conv_act]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # (B, D, T)
+        if self.batch_norm is not None:
+            x = self.batch_norm(x)
+        x = self.conv(x)
+        if self.trim:
+            x = x[:, :, : -self.trim]
+        return self.activation(x).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with per-layer head count and q/k and v/o widths.
+
+    The scale is the dense model's head_dim ** -0.5 whatever width is kept: masked query
+    dims only drop terms from q.k, they do not change its scale.
+    """
+
+    def __init__(self, spec: EncoderSpec, layer: LayerSpec):
+        super().__init__()
+        d = spec.hidden_size
+        self.num_heads = len(layer.heads)
+        self.qk_dim = layer.qk_dim
+        self.vo_dim = layer.vo_dim
+        self.scaling = spec.head_dim**-0.5
+        self.heads = list(layer.heads)
+        self.q_proj = nn.Linear(d, self.num_heads * layer.qk_dim)
+        self.k_proj = nn.Linear(d, self.num_heads * layer.qk_dim)
+        self.v_proj = nn.Linear(d, self.num_heads * layer.vo_dim)
+        self.out_proj = nn.Linear(self.num_heads * layer.vo_dim, d)
+        self.gated_bias = spec.num_buckets > 0
+        if self.gated_bias:  # WavLM's gate on the relative position bias
+            self.dense_heads = spec.num_heads
+            self.gru_rel_pos_const = nn.Parameter(torch.ones(1, self.num_heads, 1, 1))
+            self.gru_rel_pos_linear = nn.Linear(spec.head_dim, 8)
+            self.all_heads = self.heads == list(range(spec.num_heads))
+            self.bias_rows = [spec.rel_heads.index(h) for h in self.heads]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        position_bias: torch.Tensor | None,
+        masks: LayerMasks | None = None,
+    ) -> torch.Tensor:
+        # x: (B, T, D); key_mask: (B, 1, 1, T) bool, True = attend; position_bias: (H_rel, T, T)
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
+        k = self.k_proj(x).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
+        v = self.v_proj(x).view(b, t, self.num_heads, self.vo_dim).transpose(1, 2)  # (B, H, T, d_vo)
+        if masks is not None:
+            if masks.qk is not None:  # masking q alone is enough: q.k sums over kept dims only
+                q = q * masks.qk[:, None, :].to(q.dtype)
+            v_mask = _head_value_mask(masks)
+            if v_mask is not None:
+                v = v * v_mask[:, None, :].to(v.dtype)
+
+        attn_mask = key_mask
+        if self.gated_bias:
+            attn_mask = self._gated_position_bias(x, position_bias)  # (B, H, T, T)
+            if key_mask is not None:
+                attn_mask = attn_mask.masked_fill(~key_mask, float("-inf"))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)  # (B, H, T, d_vo)
+        o = o.transpose(1, 2).reshape(b, t, self.num_heads * self.vo_dim)
+        return self.out_proj(o)
+
+    def _gated_position_bias(self, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
+        # WavLM: head h's gate reads the h-th head_dim-wide slice of the layer input (not the
+        # query), so it stays keyed to the original head id after pruning.
+        b, t, _ = x.shape
+        chunks = x.view(b, t, self.dense_heads, -1)  # (B, T, H_dense, head_dim)
+        bias = position_bias
+        if not self.all_heads:
+            chunks = chunks[:, :, self.heads]
+            bias = position_bias[self.bias_rows]
+        proj = self.gru_rel_pos_linear(chunks.permute(0, 2, 1, 3))  # (B, H, T, 8)
+        gate_a, gate_b = torch.sigmoid(proj.view(b, self.num_heads, t, 2, 4).sum(-1)).chunk(2, dim=-1)
+        gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # (B, H, T, 1)
+        return gate * bias.to(x.dtype)
+
+
+def _head_value_mask(masks: LayerMasks) -> torch.Tensor | None:
+    """(H, d_vo) multiplier of the values: a removed head zeroes all its value dims."""
+    if masks.head is None:
+        return masks.vo
+    if masks.vo is None:
+        return masks.head[:, None]
+    return masks.head[:, None] * masks.vo
+
+
+class FeedForward(nn.Module):
+    def __init__(self, spec: EncoderSpec, layer: LayerSpec):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(spec.hidden_size, layer.ffn_dim)
+        self.intermediate_act_fn = ACTIVATIONS[spec.hidden_act]()
+        self.output_dense = nn.Linear(layer.ffn_dim, spec.hidden_size)
+
+    def forward(self, x: torch.Tensor, units: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.intermediate_act_fn(self.intermediate_dense(x))  # (B, T, F)
+        if units is not None:
+            h = h * units.to(h.dtype)
+        return self.output_dense(h)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, spec: EncoderSpec, layer: LayerSpec):
+        super().__init__()
+        d = spec.hidden_size
+        self.pre_norm = spec.stable_layer_norm
+        self.attention = Attention(spec, layer) if layer.attention else None
+        self.feed_forward = FeedForward(spec, layer) if layer.ffn else None
+        # Post-LN layers keep both norms whatever is removed; pre-LN norms go with their block.
+        if layer.attention or not self.pre_norm:
+            self.layer_norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
+        if layer.ffn or not self.pre_norm:
+            self.final_layer_norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
+
+    def forward(self, x, key_mask, position_bias, masks: LayerMasks | None = None) -> torch.Tensor:
+        masks = masks or LayerMasks()
+        if self.pre_norm:
+            if self.attention is not None:
+                x = x + _gate(self.attention(self.layer_norm(x), key_mask, position_bias, masks), masks.mha)
+            if self.feed_forward is not None:
+                x = x + _gate(self.feed_forward(self.final_layer_norm(x), masks.units), masks.ffn)
+            return x
+        if self.attention is not None:
+            x = x + _gate(self.attention(x, key_mask, position_bias, masks), masks.mha)
+        x = self.layer_norm(x)
+        if self.feed_forward is not None:
+            x = x + _gate(self.feed_forward(x, masks.units), masks.ffn)
+        return self.final_layer_norm(x)
+
+
+def _gate(x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    return x if gate is None else x * gate.to(x.dtype)
+
+
+class RelativePositionBias(nn.Module):
+    """WavLM's bucketed relative position bias, one column per kept original head."""
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.num_buckets = spec.num_buckets
+        self.max_distance = spec.max_distance
+        self.rel_attn_embed = nn.Embedding(spec.num_buckets, len(spec.rel_heads))
+
+    def forward(self, t: int) -> torch.Tensor:
+        device = self.rel_attn_embed.weight.device
+        positions = torch.arange(t, device=device)
+        relative = positions[None, :] - positions[:, None]  # (T, T): key - query
+        return self.rel_attn_embed(self._bucket(relative)).permute(2, 0, 1)  # (H_rel, T, T)
+
+    def _bucket(self, relative: torch.Tensor) -> torch.Tensor:
+        half = self.num_buckets // 2
+        buckets = (relative > 0).long() * half
+        distance = relative.abs()
+        max_exact = half // 2
+        far = max_exact + (
+            torch.log(distance.float() / max_exact) / math.log(self.max_distance / max_exact) * (half - max_exact)
+        ).long()
+        far = far.clamp(max=half - 1)
+        return buckets + torch.where(distance < max_exact, distance, far)
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.pos_conv_embed = PositionalConv(spec)
+        self.layer_norm = nn.LayerNorm(spec.hidden_size, eps=spec.layer_norm_eps)
+        self.pre_norm = spec.stable_layer_norm
+        self.rel_pos = RelativePositionBias(spec) if spec.num_buckets else None
+        self.layers = nn.ModuleList(EncoderLayer(spec, layer) for layer in spec.layers)
+
+    def forward(self, x, frame_mask, masks: EncoderMasks | None):
+        # x: (B, T, D); frame_mask: (B, T) bool or None
+        key_mask = None
+        if frame_mask is not None:
+            x = x * frame_mask[..., None].to(x.dtype)  # padded frames enter as zeros, as in HF
+            key_mask = frame_mask[:, None, None, :]  # (B, 1, 1, T)
+        x = x + self.pos_conv_embed(x)
+        if not self.pre_norm:
+            x = self.layer_norm(x)
+        position_bias = self.rel_pos(x.shape[1]) if self.rel_pos is not None else None
+        hidden_states = [x]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, key_mask, position_bias, masks.layers[i] if masks is not None else None)
+            hidden_states.append(x)
+        last = self.layer_norm(x) if self.pre_norm else x
+        return last, tuple(hidden_states)
+
+
+class FeatureExtractor(nn.Module):
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.conv_layers = nn.ModuleList(ConvLayer(spec, i) for i in range(len(spec.conv_channels)))
+
+    def forward(self, waveforms: torch.Tensor, masks: EncoderMasks | None) -> torch.Tensor:
+        x = waveforms[:, None]  # (B, 1, T_samples)
+        for i, conv in enumerate(self.conv_layers):
+            x = conv(x, masks.conv[i] if masks is not None else None)
+        return x  # (B, C, T')
+
+
+class Encoder(nn.Module):
+    """A speech SSL encoder (the ``...Model`` part of wav2vec2 / HuBERT / WavLM)."""
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.spec = spec
+        self.feature_extractor = FeatureExtractor(spec)
+        self.feature_projection = FeatureProjection(spec)
+        if spec.masked_spec_embed:  # unused at inference; kept so checkpoints round-trip
+            self.masked_spec_embed = nn.Parameter(torch.zeros(spec.hidden_size))
+        self.encoder = TransformerEncoder(spec)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        masks: EncoderMasks | None = None,
+    ) -> EncoderOutput:
+        # input_values: (B, T_samples); attention_mask: (B, T_samples), 1 on real samples
+        features = self.feature_extractor(input_values, masks).transpose(1, 2)  # (B, T', C)
+        frame_mask = None
+        if attention_mask is not None:
+            frame_mask = self.frame_mask(attention_mask, features.shape[1])
+        last_conv_mask = masks.conv[-1] if masks is not None else None
+        x = self.feature_projection(features, last_conv_mask)  # (B, T', D)
+        last, hidden_states = self.encoder(x, frame_mask, masks)
+        return EncoderOutput(last, hidden_states, frame_mask)
+
+    def frame_mask(self, attention_mask: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, T') bool: True on frames computed from real samples."""
+        lengths = self.spec.output_lengths(attention_mask.sum(-1))
+        return torch.arange(frames, device=attention_mask.device)[None, :] < lengths[:, None]

@@ -1,0 +1,25 @@
+"""Errors a user can fix. The CLI prints them as one line and exits with their code."""
+
+
+class SpeechpruneError(Exception):
+    """A known problem with the user's input or environment: one line, what is wrong and how to fix it."""
+
+    exit_code = 1
+
+
+class UsageError(SpeechpruneError):
+    """Options that contradict each other or are out of range (exit code 2, like a CLI usage error)."""
+
+    exit_code = 2
+
+
+class DataError(SpeechpruneError):
+    """Audio input that cannot be used."""
+
+
+class ModelError(SpeechpruneError):
+    """A model path or checkpoint that cannot be loaded or is not supported."""
+
+
+class RunFolderError(SpeechpruneError):
+    """A run folder that is missing, belongs to another run, or would be overwritten."""

@@ -1,0 +1,216 @@
+"""Find a model (hub id or local folder), read what it is, and load its encoder weights.
+
+``inspect_model`` reads only configuration files, so options can be checked against the
+architecture before any weights are loaded. ``load_encoder`` then loads the weights through
+the stock ``from_pretrained`` of the family's base class: hub downloads, sharded and
+``.bin`` checkpoints and old weight-norm key names are handled there, and no code from the
+model folder is ever executed (no ``trust_remote_code``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .encoder import Encoder, EncoderSpec
+from .errors import ModelError
+from .families import Family, family_for
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass
+class ModelInfo:
+    source: str  # what the user passed
+    path: str | None  # local folder (None for a hub id until downloaded)
+    revision: str | None
+    family: Family
+    spec: EncoderSpec
+    architecture: str  # class named in config.json, e.g. Wav2Vec2ForCTC
+    sampling_rate: int
+    normalize: bool  # zero-mean / unit-variance input, as the model's feature extractor does
+    use_attention_mask: bool  # pass padding masks to the model (Base group-norm models were trained without)
+    config: object = field(repr=False, default=None)  # the transformers config
+
+    @property
+    def takes_part(self) -> bool:
+        return self.architecture != self.family.base_class
+
+
+@dataclass
+class LoadedEncoder:
+    encoder: Encoder
+    info: ModelInfo
+    left_out: list[str]  # top-level parts of the checkpoint that are not the encoder (task heads)
+    weights_sha256: str | None
+    commit: str | None  # hub commit hash, when loaded from the hub
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read {path}: {error}; the model folder looks damaged, re-save or re-download it")
+
+
+def _config_file(source: str, revision: str | None, name: str, required: bool) -> Path | None:
+    local = Path(source).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelError(f"{source} is a file, not a model folder; pass a folder saved with save_pretrained or a hub id")
+        path = local / name
+        if not path.exists():
+            if required:
+                raise ModelError(
+                    f"{source} is not a model folder (no {name}); pass a folder saved with save_pretrained or a hub id"
+                )
+            return None
+        return path
+    if source.startswith((".", "/", "~")) or source.count("/") > 1 or not source.strip():
+        raise ModelError(f"model folder {source} does not exist; check the path or pass a hub id like facebook/wav2vec2-base")
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            return Path(hf_hub_download(source, name, revision=revision))
+        except EntryNotFoundError:
+            if required:
+                raise
+            return None
+    except Exception as error:  # offline, unknown repo, gated repo: one message for all
+        kind = type(error).__name__
+        raise ModelError(
+            f"cannot get {name} of {source!r} from the Hugging Face hub ({kind}); "
+            "check the id and your network, or pass a local folder saved with save_pretrained"
+        ) from error
+
+
+def inspect_model(source: str, revision: str | None = None) -> ModelInfo:
+    """Read the config of ``source`` (no weights) and check that speechprune supports it."""
+    config_path = _config_file(source, revision, "config.json", required=True)
+    raw = _read_json(config_path)
+    model_type = raw.get("model_type")
+    if model_type is None:
+        raise ModelError(f"{config_path} has no model_type; it is not a transformers model config")
+    family = family_for(model_type, where=source)
+
+    import transformers
+
+    config_class = getattr(transformers, family.base_class.replace("Model", "Config"))
+    config = config_class.from_dict({k: v for k, v in raw.items() if k not in ("auto_map",)})
+    unsupported = family.unsupported_options(config)
+    if unsupported:
+        raise ModelError(f"{source}: unsupported setting {', '.join(unsupported)}; speechprune prunes plain encoders")
+    architectures = raw.get("architectures") or [family.base_class]
+    architecture = architectures[0]
+    if not architecture.startswith(family.base_class.removesuffix("Model")):
+        raise ModelError(f"{source}: unsupported architecture {architecture}; expected {family.base_class} or a ...For* class")
+
+    preprocessor_path = _config_file(source, revision, "preprocessor_config.json", required=False)
+    preprocessor = _read_json(preprocessor_path) if preprocessor_path else {}
+    local = Path(source).expanduser()
+    return ModelInfo(
+        source=source,
+        path=str(local.resolve()) if local.exists() else None,
+        revision=revision,
+        family=family,
+        spec=family.spec_from_config(config),
+        architecture=architecture,
+        sampling_rate=int(preprocessor.get("sampling_rate", 16000)),
+        normalize=bool(preprocessor.get("do_normalize", True)),
+        use_attention_mask=bool(preprocessor.get("return_attention_mask", config.feat_extract_norm == "layer")),
+        config=config,
+    )
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' loading/saving logs and progress bars for the duration."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _hash_weights(folder: Path) -> str | None:
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 23), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_encoder(info: ModelInfo) -> LoadedEncoder:
+    """Load the dense encoder weights of ``info`` into an ``Encoder`` (float32, eval mode)."""
+    import transformers
+
+    base_class = getattr(transformers, info.family.base_class)
+    location = info.path or info.source
+    try:
+        with quiet_transformers():  # we report unused and missing weights ourselves
+            model, loading = base_class.from_pretrained(
+                location, revision=info.revision, output_loading_info=True, dtype="float32"
+            )
+    except OSError as error:
+        raise ModelError(
+            f"cannot load weights of {info.source}: {str(error).splitlines()[0]}; "
+            "the folder needs model.safetensors or pytorch_model.bin next to config.json"
+        ) from error
+
+    missing = [k for k in loading["missing_keys"] if k != "masked_spec_embed"]
+    if missing:
+        raise ModelError(
+            f"{info.source} has no trained weights for {len(missing)} encoder tensors (e.g. {missing[0]}); "
+            f"it is not a {info.family.base_class} checkpoint"
+        )
+    left_out = sorted({k.split(".")[0] for k in loading["unexpected_keys"]})
+
+    encoder = Encoder(info.spec)
+    encoder.load_state_dict(info.family.to_encoder_keys(model.state_dict()), strict=True)
+    encoder.eval()
+    folder = Path(info.path) if info.path else _snapshot_folder(model)
+    return LoadedEncoder(
+        encoder=encoder,
+        info=info,
+        left_out=left_out,
+        weights_sha256=_hash_weights(folder) if folder else None,
+        commit=getattr(model.config, "_commit_hash", None),
+    )
+
+
+def _snapshot_folder(model) -> Path | None:
+    name = getattr(model.config, "_name_or_path", None)
+    if not name:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["*.safetensors", "*.bin"], local_files_only=True))
+    except Exception:
+        return None
+
+
+def describe_source(loaded: LoadedEncoder) -> str:
+    """One line saying which part of the checkpoint was taken."""
+    info = loaded.info
+    if not info.takes_part and not loaded.left_out:
+        return f"{info.source}: {info.family.base_class}"
+    dropped = f" (left out: {', '.join(loaded.left_out)})" if loaded.left_out else ""
+    return f"{info.source}: took the {info.family.base_class} encoder of a {info.architecture} checkpoint{dropped}"

@@ -1,0 +1,485 @@
+"""The ``prune`` job: gated distillation of an encoder down to a parameter target.
+
+Reading order: ``prune`` checks everything that is cheap (options, model config, run
+folder, audio) before it loads any weights, then hands over to ``Pruning``, whose ``run``
+is the training loop: a pruning phase (gates, weights and Lagrange multipliers trained
+together while the target ramps up), the decision that lands on the budget, and an optional
+final phase that distils with the masks frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import signal
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__, atomic
+from .accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
+from .audio import CropSampler, scan_audio, split_validation, validation_batches
+from .config import PruneConfig
+from .decision import decide
+from .distill import DistillHeads, distill_loss
+from .encoder import Encoder
+from .errors import DataError, SpeechpruneError, UsageError
+from .gates import GateLayout, GateValues, HardConcreteGates
+from .loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
+from .progress import Reporter
+from .runfolder import RunFolder
+from .runtime import Distributed, autocast, check_precision, resolve_device
+
+GRAD_CLIP = 10.0
+
+
+class Interrupted(SpeechpruneError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved, the run can be resumed."""
+
+    exit_code = 130
+
+
+def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
+    """Run (or resume) a pruning job and return its summary."""
+    reporter = reporter or Reporter()
+    config.validate()
+    ranks = Distributed.from_env()
+    device = resolve_device(config.device, ranks.local_rank)
+    check_precision(config.precision, device)
+
+    info = inspect_model(config.model, config.revision)
+    config.resolve(len(info.spec.layers))
+    layout = GateLayout(info.spec, config.structures)
+    dense = dense_count(info.spec, layout)
+    _check_reachable(info, layout, dense, config)
+
+    run = RunFolder(config.out)
+    plan = run.plan(config, world_size=ranks.world_size)
+    if plan == "finished":
+        reporter.message(f"{run.root} is a finished run; nothing to do")
+        return json.loads(run.summary_path.read_text())
+
+    corpus = scan_audio(config.data, min_seconds=config.min_seconds)
+    train, val = split_validation(corpus, fraction=config.val_fraction, max_files=config.val_max_files, seed=config.seed)
+    if len(train.files) < ranks.world_size:
+        raise DataError(
+            f"{len(train.files)} training files for {ranks.world_size} processes; every process needs at least one file"
+        )
+    reporter.message(
+        f"audio: {len(corpus.files)} files, {corpus.seconds / 3600:.2f} h from {config.data}"
+        + (f" (skipped {corpus.skipped.describe()})" if corpus.skipped.total else "")
+        + f"; {len(val.files)} held out for validation"
+    )
+
+    loaded = load_encoder(info)
+    reporter.message(describe_source(loaded))
+    if plan == "resume":
+        run.check_source(loaded.weights_sha256)
+
+    ranks.init(device)
+    try:
+        job = Pruning(config, loaded, layout, dense, run, ranks, device, reporter, train, val)
+        if plan == "resume":
+            job.load_checkpoint()
+        else:
+            job.start(corpus)
+        return job.run(corpus)
+    finally:
+        ranks.close()
+
+
+def _check_reachable(info: ModelInfo, layout: GateLayout, dense: int, config: PruneConfig) -> None:
+    """Refuse targets the chosen structures cannot reach, before any weights are loaded."""
+    smallest = parameter_count(info.spec, GateValues(layout, torch.zeros(layout.size, dtype=torch.float64))).item()
+    reachable = 1 - smallest / dense
+    if config.sparsity > reachable + config.tolerance:
+        raise UsageError(
+            f"--sparsity {config.sparsity} is out of reach with --structures {','.join(config.structures)}: "
+            f"removing all of them leaves {smallest / 1e6:.2f}M of {dense / 1e6:.2f}M parameters "
+            f"(sparsity {reachable:.3f}); lower --sparsity or add structures"
+        )
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+class GatedStudent(nn.Module):
+    """Student encoder + its gates + distillation heads: one module, so DDP syncs them together."""
+
+    def __init__(self, student: Encoder, gates: HardConcreteGates, heads: DistillHeads, weights: list[float]):
+        super().__init__()
+        self.student = student
+        self.gates = gates
+        self.heads = heads
+        self.weights = weights
+
+    def forward(self, waveforms, attention_mask, teacher_states, frame_mask, gate_values=None, generator=None):
+        z = gate_values if gate_values is not None else self.gates.sample(generator)
+        masks = self.gates.layout.values(z).masks()
+        out = self.student(waveforms, attention_mask, masks)
+        total, pairs = distill_loss(out.hidden_states, teacher_states, self.heads, self.weights, frame_mask)
+        return total, torch.stack(pairs).detach()
+
+
+class Pruning:
+    """The state of one pruning run and its training loop."""
+
+    def __init__(self, config, loaded: LoadedEncoder, layout, dense, run, ranks, device, reporter, train, val):
+        self.config = config
+        self.info = loaded.info
+        self.loaded = loaded
+        self.spec = loaded.info.spec
+        self.layout = layout
+        self.dense = dense
+        self.run_folder = run
+        self.ranks = ranks
+        self.device = device
+        self.reporter = reporter
+
+        self.teacher = loaded.encoder.to(device).eval().requires_grad_(False)
+        student = copy.deepcopy(loaded.encoder).train().requires_grad_(True)
+        if self.spec.masked_spec_embed:
+            student.masked_spec_embed.requires_grad_(False)  # only used for SpecAugment, which we never apply
+        torch.manual_seed(config.seed)
+        gates = HardConcreteGates(layout, ste=config.ste)
+        heads = DistillHeads(self.spec.hidden_size, config.distill_layers)
+        self.model = GatedStudent(student, gates, heads, config.distill_weights).to(device)
+        self.gates = gates
+        self.lambdas = torch.zeros(2, device=device, requires_grad=True)  # lambda1, lambda2
+
+        self.weight_params = [p for n, p in self.model.named_parameters() if not n.startswith("gates.") and p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": self.weight_params, "lr": config.lr, "weight_decay": 0.0},
+                {"params": [gates.log_alpha], "lr": config.gate_lr, "weight_decay": 0.0},
+            ]
+        )
+        self.lambda_optimizer = torch.optim.Adam([self.lambdas], lr=config.lambda_lr, maximize=True)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+
+        audio = dict(sample_rate=self.info.sampling_rate, crop_seconds=config.crop_seconds, normalize=self.info.normalize)
+        self.sampler = CropSampler(
+            train, batch_seconds=config.batch_seconds, seed=config.seed, rank=ranks.rank, world_size=ranks.world_size, **audio
+        )
+        self.val_batches = validation_batches(val, batch_seconds=config.batch_seconds, **audio) if ranks.is_main else []
+
+        self.step = 0
+        self.keep: torch.Tensor | None = None  # final decision (bool, (N,)) once the pruning phase is over
+        self.elapsed = 0.0
+        self.last_val: float | None = None
+        self.interrupted = False
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def start(self, corpus) -> None:
+        if self.ranks.is_main:
+            record = {
+                "format": 1,
+                "speechprune": __version__,
+                "torch": torch.__version__,
+                "transformers": _transformers_version(),
+                "python": platform.python_version(),
+                "options": {**self.config.result_defining(), "world_size": self.ranks.world_size},
+                "all_options": self.config.to_dict(),
+                "source": {
+                    "model": self.info.source,
+                    "revision": self.info.revision,
+                    "commit": self.loaded.commit,
+                    "weights_sha256": self.loaded.weights_sha256,
+                    "family": self.info.family.name,
+                    "architecture": self.info.architecture,
+                    "taken": describe_source(self.loaded),
+                    "left_out": self.loaded.left_out,
+                },
+                "audio": {
+                    "sampling_rate": self.info.sampling_rate,
+                    "normalize": self.info.normalize,
+                    "attention_mask": self.info.use_attention_mask,
+                    "files": len(corpus.files),
+                    "hours": round(corpus.seconds / 3600, 4),
+                },
+                "gates": {"structures": self.layout.kinds, "count": self.layout.size, "ste": self.config.ste},
+                "params_dense": self.dense,
+            }
+            self.run_folder.start_fresh(record, self.spec)
+        self.ranks.barrier()
+
+    def load_checkpoint(self) -> None:
+        checkpoint = self.run_folder.latest_checkpoint()
+        self.model.student.load_state_dict(checkpoint.tensors("student"))
+        self.model.heads.load_state_dict(checkpoint.tensors("distill_heads"))
+        gates = checkpoint.tensors("gates")
+        with torch.no_grad():
+            self.gates.log_alpha.copy_(gates["log_alpha"])
+            self.lambdas.copy_(gates["lambdas"])
+        saved = checkpoint.torch_state()
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.lambda_optimizer.load_state_dict(saved["lambda_optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"])
+        if "keep" in gates:
+            self.keep = gates["keep"].bool()
+        state = checkpoint.state
+        self.step = state["step"]
+        self.elapsed = state["elapsed"]
+        self.last_val = state.get("val_distill")
+        self.sampler.load_state_dict(state["sampler"])
+        if self.ranks.is_main:
+            self.run_folder.truncate_metrics(self.step)
+        self.reporter.message(f"resuming {self.run_folder.root} from step {self.step}")
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self, corpus) -> dict:
+        config = self.config
+        total = config.steps + config.final_steps
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.step < total:
+                phase = "prune" if self.step < config.steps else "final"
+                self._run_phase(phase, config.steps if phase == "prune" else total)
+            if self.keep is None:
+                self._decide()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self._finish(corpus)
+
+    def _run_phase(self, phase: str, end: int) -> None:
+        config = self.config
+        if phase == "final" and self.keep is None:
+            self._decide()
+        self.gates.log_alpha.requires_grad_(phase == "prune")
+        model = self.model
+        if self.ranks.enabled:  # gradients of weights and gates are averaged across ranks
+            model = nn.parallel.DistributedDataParallel(self.model, broadcast_buffers=False)
+        start = config.steps if phase == "final" else 0
+        self.reporter.start(phase, end - start, self.step - start)
+        try:
+            while self.step < end:
+                self.step += 1
+                metrics = self._train_step(model, phase)
+                stop = self.ranks.any(self.interrupted)
+                due = self.step % config.checkpoint_every == 0 or self.step == end or stop
+                if due:
+                    metrics["val_distill"] = self._validate_and_save(phase)
+                if self.ranks.is_main:
+                    with self.run_folder.metrics_path.open("a") as handle:
+                        handle.write(json.dumps(metrics) + "\n")
+                self.reporter.update(self.step, metrics)
+                if stop:
+                    raise Interrupted(
+                        f"interrupted at step {self.step}; checkpoint saved in {self.run_folder.root}, "
+                        "continue with the same command plus --resume"
+                    )
+        finally:
+            self.reporter.finish()
+
+    def _train_step(self, model: nn.Module, phase: str) -> dict:
+        config, step = self.config, self.step
+        tick = time.perf_counter()
+        batch = self.sampler.batch(step)
+        waveforms = batch.waveforms.to(self.device)
+        padding = batch.attention_mask.to(self.device)
+        model_mask = padding if self.info.use_attention_mask else None
+        with torch.no_grad(), autocast(config.precision, self.device):
+            teacher = self.teacher(waveforms, model_mask)
+        frame_mask = self.teacher.frame_mask(padding, teacher.last_hidden_state.shape[1])
+
+        local_step = step - config.steps if phase == "final" else step
+        lr = config.weight_lr(local_step, phase)
+        self.optimizer.param_groups[0]["lr"] = lr
+        metrics = {"step": step, "phase": phase}
+        with autocast(config.precision, self.device):
+            if phase == "prune":
+                generator = torch.Generator().manual_seed(_step_seed(config.seed, step, self.ranks.rank))
+                distill, pairs = model(waveforms, model_mask, teacher.hidden_states, frame_mask, generator=generator)
+            else:
+                distill, pairs = model(waveforms, model_mask, teacher.hidden_states, frame_mask, self.final_values)
+        loss = distill.float()
+        if phase == "prune":
+            expected = parameter_count(self.spec, self.layout.values(self.gates.keep_probability()))
+            expected_sparsity = 1 - expected / self.dense
+            target = config.target_sparsity(step)
+            gap = expected_sparsity - target
+            lagrangian = self.lambdas[0].detach() * gap + self.lambdas[1].detach() * gap**2
+            loss = loss + lagrangian
+            # d loss / d lambda is (gap, gap^2); the multipliers climb it (maximize=True)
+            self.lambdas.grad = torch.stack([gap.detach(), gap.detach() ** 2])
+            metrics.update(
+                expected_sparsity=round(expected_sparsity.item(), 6),
+                target_sparsity=round(target, 6),
+                lagrangian=lagrangian.item(),
+                lambda1=self.lambdas[0].item(),
+                lambda2=self.lambdas[1].item(),
+            )
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.weight_params, GRAD_CLIP)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if phase == "prune":
+            self.lambda_optimizer.step()
+
+        seconds = time.perf_counter() - tick
+        self.elapsed += seconds
+        metrics.update(
+            loss=loss.item(),
+            distill=distill.item(),
+            distill_layers={str(l): round(v, 6) for l, v in zip(config.distill_layers, pairs.tolist())},
+            lr=lr,
+            gate_lr=config.gate_lr if phase == "prune" else 0.0,
+            audio_seconds_per_second=round(batch.seconds * self.ranks.world_size / seconds, 2),
+            step_seconds=round(seconds, 4),
+        )
+        return metrics
+
+    # --- decisions, validation, checkpoints --------------------------------------------------
+
+    def _decide(self) -> None:
+        decision = decide(self.spec, self.layout, self.gates.log_alpha, self.dense * (1 - self.config.sparsity),
+                          self.config.tolerance)
+        self.keep = decision.keep.to(self.device)
+        if decision.adjusted:
+            self.reporter.message(
+                f"budget: adjusted {decision.adjusted} gate decisions by log_alpha rank to land on the target"
+            )
+        if not decision.within_tolerance:
+            self.reporter.warning(
+                f"the gated structures are too coarse to land within {self.config.tolerance:.1%} of the target; "
+                f"closest size is {decision.params:,} parameters"
+            )
+
+    @property
+    def final_values(self) -> torch.Tensor:
+        return self.gates.deterministic(self.keep)
+
+    def _validate_and_save(self, phase: str) -> float | None:
+        val = None
+        if self.ranks.is_main:
+            values = self.final_values if self.keep is not None else self.gates.deterministic()
+            val = self._validation_loss(values)
+            self.last_val = val
+            self._save_checkpoint(phase)
+        self.ranks.barrier()
+        return val
+
+    def _validation_loss(self, gate_values: torch.Tensor) -> float | None:
+        if not self.val_batches:
+            return None
+        total, weight = 0.0, 0.0
+        masks = self.layout.values(gate_values).masks()
+        with torch.no_grad(), autocast(self.config.precision, self.device):
+            for batch in self.val_batches:
+                waveforms = batch.waveforms.to(self.device)
+                padding = batch.attention_mask.to(self.device)
+                model_mask = padding if self.info.use_attention_mask else None
+                teacher = self.teacher(waveforms, model_mask)
+                student = self.model.student(waveforms, model_mask, masks)
+                frame_mask = self.teacher.frame_mask(padding, teacher.last_hidden_state.shape[1])
+                loss, _ = distill_loss(
+                    student.hidden_states, teacher.hidden_states, self.model.heads, self.config.distill_weights, frame_mask
+                )
+                frames = float(frame_mask.sum())
+                total += loss.item() * frames
+                weight += frames
+        return round(total / max(weight, 1.0), 6)
+
+    def _save_checkpoint(self, phase: str) -> None:
+        gates = {"log_alpha": self.gates.log_alpha, "lambdas": self.lambdas}
+        if self.keep is not None:
+            gates["keep"] = self.keep.to(torch.uint8)
+        self.run_folder.save_checkpoint(
+            self.step,
+            phase,
+            tensors={
+                "student": self.model.student.state_dict(),
+                "gates": gates,
+                "distill_heads": self.model.heads.state_dict(),
+            },
+            torch_state={
+                "optimizer": self.optimizer.state_dict(),
+                "lambda_optimizer": self.lambda_optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": torch.get_rng_state(),
+            },
+            state={
+                "step": self.step,
+                "phase": phase,
+                "elapsed": self.elapsed,
+                "val_distill": self.last_val,
+                "sampler": self.sampler.state_dict(),
+            },
+        )
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.interrupted:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.reporter.warning("stopping after this step and saving a checkpoint (Ctrl-C again to abort at once)")
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def _finish(self, corpus) -> dict:
+        values = self.final_values.detach().cpu().double()
+        keep = GateValues(self.layout, values)
+        binary = GateValues(self.layout, (values > 0).double())
+        params = int(round(parameter_count(self.spec, binary).item()))
+        if self.config.final_steps == 0 or self.last_val is None:
+            self.last_val = self._validation_loss(self.final_values) if self.ranks.is_main else None
+        ones = GateValues(self.layout, torch.ones(self.layout.size, dtype=torch.float64))
+        target_params = self.dense * (1 - self.config.sparsity)
+        summary = {
+            "run_dir": str(self.run_folder.root),
+            "model": self.info.source,
+            "family": self.info.family.name,
+            "params_dense": self.dense,
+            "params_pruned": params,
+            "sparsity": round(1 - params / self.dense, 6),
+            "target_sparsity": self.config.sparsity,
+            "target_params": int(round(target_params)),
+            "target_miss": round(params / target_params - 1, 6),
+            "within_tolerance": abs(params / target_params - 1) <= self.config.tolerance,
+            "steps": self.step,
+            "final_steps": self.config.final_steps,
+            "val_distill": self.last_val,
+            "params_by_component": {
+                "dense": component_totals(parameter_breakdown(self.spec, ones)),
+                "pruned": component_totals(parameter_breakdown(self.spec, binary)),
+            },
+            "kept": kept_structure(self.spec, keep),
+            "audio": {"files": len(corpus.files), "hours": round(corpus.seconds / 3600, 4),
+                      "skipped": self.sampler.skipped.to_dict()},
+            "train_seconds": round(self.elapsed, 1),
+        }
+        if self.ranks.is_main:
+            atomic.write_safetensors(
+                self.run_folder.masks_path,
+                {"keep": (values > 0).to(torch.uint8), "values": values.float()},
+                metadata={"structures": ",".join(self.layout.kinds), "ste": str(self.config.ste)},
+            )
+            atomic.write_json(self.run_folder.summary_path, summary)
+        self.ranks.barrier()
+        return summary
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def summary_line(summary: dict) -> str:
+    return (
+        f"{summary['params_dense'] / 1e6:.2f}M -> {summary['params_pruned'] / 1e6:.2f}M parameters "
+        f"(sparsity {summary['sparsity']:.3f}, target {summary['target_sparsity']}) in {summary['steps']} steps; "
+        f"run saved in {summary['run_dir']}"
+    )
+
+

@@ -1,0 +1,175 @@
+"""The run folder: everything needed to shrink, inspect or resume a pruning run.
+
+    RUN/
+      config.json          resolved options, versions, source model (id, revision, weights hash)
+      encoder.json         architecture of the dense encoder (EncoderSpec)
+      metrics.jsonl        one line per step
+      checkpoints/latest   name of the newest complete checkpoint
+      checkpoints/step-N/  student.safetensors, gates.safetensors, distill_heads.safetensors,
+                           optimizer.pt, state.json
+      masks.safetensors    final keep decision and gate values (finished runs)
+      summary.json         final counts and losses; its presence marks a finished run
+
+Checkpoints are written to a temporary folder and renamed into place, then ``latest`` is
+replaced atomically, so an interruption at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from . import atomic
+from .config import PruneConfig
+from .encoder import EncoderSpec
+from .errors import RunFolderError
+
+RUN_FORMAT = 1
+
+
+@dataclass
+class Checkpoint:
+    folder: Path
+    state: dict  # step, phase, lambdas, sampler state, ...
+
+    def tensors(self, name: str) -> dict[str, torch.Tensor]:
+        return load_file(str(self.folder / f"{name}.safetensors"))
+
+    def torch_state(self) -> dict:
+        return torch.load(self.folder / "optimizer.pt", weights_only=True)
+
+
+class RunFolder:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    config_path = property(lambda self: self.root / "config.json")
+    encoder_path = property(lambda self: self.root / "encoder.json")
+    metrics_path = property(lambda self: self.root / "metrics.jsonl")
+    summary_path = property(lambda self: self.root / "summary.json")
+    masks_path = property(lambda self: self.root / "masks.safetensors")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+
+    # --- deciding what to do with an existing folder (reads only) ---
+
+    def plan(self, config: PruneConfig, world_size: int = 1) -> str:
+        """"fresh", "resume" or "finished"; raises when the folder must not be touched."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise RunFolderError(f"--out {root} is a file; choose a folder for the run")
+        if not root.exists() or not any(root.iterdir()) or config.overwrite:
+            return "fresh"
+        if not self.config_path.exists():
+            raise RunFolderError(
+                f"--out {root} is not empty and is not a speechprune run; "
+                "choose another --out or pass --overwrite to replace its contents"
+            )
+        saved = self.read_config()
+        if saved.get("format") != RUN_FORMAT:
+            raise RunFolderError(
+                f"{root} was written by an incompatible speechprune ({saved.get('speechprune')}); "
+                "choose another --out or pass --overwrite"
+            )
+        if not config.resume:
+            raise RunFolderError(
+                f"--out {root} already holds a run; pass --resume to continue it or --overwrite to start over"
+            )
+        changed = _differences(saved["options"], {**config.result_defining(), "world_size": world_size})
+        if changed:
+            raise RunFolderError(
+                f"refusing to resume {root}: options differ from the saved run ({'; '.join(changed)}); "
+                "rerun with the saved options or choose another --out"
+            )
+        if self.summary_path.exists():
+            return "finished"
+        return "resume" if self.latest_checkpoint() else "fresh"
+
+    def read_config(self) -> dict:
+        try:
+            return json.loads(self.config_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise RunFolderError(f"cannot read {self.config_path}: {error}; the run folder is damaged")
+
+    def check_source(self, weights_sha256: str | None) -> None:
+        """Refuse to resume against different teacher weights than the run started with."""
+        saved = self.read_config()["source"].get("weights_sha256")
+        if saved and weights_sha256 and saved != weights_sha256:
+            raise RunFolderError(
+                f"refusing to resume {self.root}: the weights of {self.read_config()['options']['model']} "
+                "changed since the run started; point --model at the original weights or choose another --out"
+            )
+
+    # --- writing ---
+
+    def start_fresh(self, config_record: dict, spec: EncoderSpec) -> None:
+        if self.root.exists():
+            for child in self.root.iterdir():  # --overwrite, or a run that died before its first checkpoint
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self.config_path, config_record)
+        atomic.write_json(self.encoder_path, spec.to_dict())
+
+    def save_checkpoint(
+        self,
+        step: int,
+        phase: str,
+        tensors: dict[str, dict[str, torch.Tensor]],
+        torch_state: dict,
+        state: dict,
+    ) -> Path:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        name = f"step-{step:08d}-{phase}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.checkpoints))
+        try:
+            for file, content in tensors.items():
+                atomic.write_safetensors(tmp / f"{file}.safetensors", content)
+            atomic.write_torch(tmp / "optimizer.pt", torch_state)
+            atomic.write_json(tmp / "state.json", state)
+            final = self.checkpoints / name
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        atomic.write_text(self.checkpoints / "latest", name + "\n")
+        for old in self.checkpoints.iterdir():  # keep only the newest complete checkpoint
+            if old.is_dir() and old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        pointer = self.checkpoints / "latest"
+        if not pointer.exists():
+            return None
+        folder = self.checkpoints / pointer.read_text().strip()
+        try:
+            return Checkpoint(folder, json.loads((folder / "state.json").read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise RunFolderError(f"checkpoint {folder} is damaged ({error}); start over with --overwrite")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metric lines past ``step`` (written after the checkpoint we resume from)."""
+        if not self.metrics_path.exists():
+            return
+        kept = [
+            line
+            for line in self.metrics_path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step
+        ]
+        atomic.write_text(self.metrics_path, "".join(line + "\n" for line in kept))
+
+
+def _differences(saved: dict, current: dict) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def read_spec(run: RunFolder) -> EncoderSpec:
+    return EncoderSpec.from_dict(json.loads(run.encoder_path.read_text()))

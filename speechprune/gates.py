@@ -139,7 +139,7 @@ class HardConcreteGates(nn.Module):
         if not self.ste:
             return z
         hard = (z > 0.5).to(z.dtype)
-        return hard + z - z.detach()
+        return hard + (z - z.detach())  # exactly 0/1 forward, gradient of the relaxed z
 
     def keep_probability(self) -> torch.Tensor:
         """(N,) probability that the forward pass keeps each structure (differentiable)."""

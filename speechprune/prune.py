@@ -107,6 +107,25 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
+def _untrained_parameters(student: Encoder, last_distilled: int) -> list[str]:
+    """Parameters no distillation loss reaches (DDP requires every trained parameter to get a gradient).
+
+    ``masked_spec_embed`` serves only SpecAugment, which distillation never applies; layers
+    after the last distilled hidden state, and the final LayerNorm of pre-LN models, do not
+    feed any distilled state, so they stay as the teacher has them.
+    """
+    names = []
+    for name, _ in student.named_parameters():
+        parts = name.split(".")
+        if name == "masked_spec_embed":
+            names.append(name)
+        elif parts[:2] == ["encoder", "layers"] and int(parts[2]) >= last_distilled:
+            names.append(name)
+        elif parts[:2] == ["encoder", "layer_norm"] and student.spec.stable_layer_norm:
+            names.append(name)
+    return names
+
+
 class GatedStudent(nn.Module):
     """Student encoder + its gates + distillation heads: one module, so DDP syncs them together."""
 
@@ -142,8 +161,8 @@ class Pruning:
 
         self.teacher = loaded.encoder.to(device).eval().requires_grad_(False)
         student = copy.deepcopy(loaded.encoder).train().requires_grad_(True)
-        if self.spec.masked_spec_embed:
-            student.masked_spec_embed.requires_grad_(False)  # only used for SpecAugment, which we never apply
+        for name in _untrained_parameters(student, max(config.distill_layers)):
+            student.get_parameter(name).requires_grad_(False)
         torch.manual_seed(config.seed)
         gates = HardConcreteGates(layout, ste=config.ste)
         heads = DistillHeads(self.spec.hidden_size, config.distill_layers)
@@ -427,6 +446,8 @@ class Pruning:
     # --- the end -----------------------------------------------------------------------------
 
     def _finish(self, corpus) -> dict:
+        if not self.ranks.agree([self.gates.log_alpha, self.lambdas, *self.model.parameters()]):
+            raise RuntimeError("ranks ended with different gates or weights; distributed training went out of sync")
         values = self.final_values.detach().cpu().double()
         keep = GateValues(self.layout, values)
         binary = GateValues(self.layout, (values > 0).double())
@@ -448,6 +469,7 @@ class Pruning:
             "within_tolerance": abs(params / target_params - 1) <= self.config.tolerance,
             "steps": self.step,
             "final_steps": self.config.final_steps,
+            "world_size": self.ranks.world_size,
             "val_distill": self.last_val,
             "params_by_component": {
                 "dense": component_totals(parameter_breakdown(self.spec, ones)),

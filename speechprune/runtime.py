@@ -49,6 +49,16 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def agree(self, tensors: list[torch.Tensor]) -> bool:
+        """True if every rank holds bit-identical ``tensors`` (checked through a checksum)."""
+        if not self.enabled:
+            return True
+        flat = torch.cat([t.detach().double().flatten().cpu() for t in tensors])
+        checksum = torch.stack([flat.sum(), (flat * torch.arange(1, len(flat) + 1, dtype=flat.dtype)).sum()])
+        gathered = [torch.zeros_like(checksum) for _ in range(self.world_size)]
+        dist.all_gather(gathered, checksum)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
 
 from .. import __version__
@@ -54,12 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = typer.main.get_command(app).main(args=argv, prog_name="speechprune", standalone_mode=False)
         code = result if isinstance(result, int) else 0
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         code = done.exit_code
-    except click.ClickException as error:  # usage errors: bad option, missing argument
-        error.show()
-        code = error.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         code = 130
     except SpeechpruneError as error:
@@ -70,13 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
-    except Exception as error:  # a bug: say so in one line unless --debug
+    except Exception as error:
+        if _is_click_error(error):  # usage errors: unknown option, missing argument (exit 2)
+            error.show()
+            return error.exit_code
+        # a bug: say so in one line unless --debug
         if DEBUG["on"]:
             traceback.print_exc()
         else:
             print(f"error: unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)", file=sys.stderr)
         code = 1
     return code
+
+
+def _is_click_error(error: Exception) -> bool:
+    # typer vendors click in recent releases, so match click's exception protocol, not its class
+    return hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int)
 
 
 def run() -> None:

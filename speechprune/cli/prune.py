@@ -10,6 +10,7 @@ import typer
 from ..config import PRECISIONS, PruneConfig
 from ..errors import DataError, UsageError
 from ..gates import GATE_KINDS
+from ..runtime import Distributed
 from .output import Output
 
 NO_DATA = (
@@ -70,7 +71,8 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors and the result."),
 ) -> None:
     """Prune MODEL to --sparsity by gated distillation on unlabelled audio."""
-    output = Output(json_mode=json_output, quiet=quiet)
+    main_rank = Distributed.from_env().is_main  # under torchrun only rank 0 talks
+    output = Output(json_mode=json_output and main_rank, quiet=quiet or not main_rank)
     if demo:
         if model is not None:
             raise UsageError("--demo brings its own model; drop MODEL or drop --demo")

@@ -1,0 +1,356 @@
+"""Overhead of one gated prune step over a plain distillation step (acceptance: <= 1.3x).
+
+Both steps run on the same Base-size wav2vec2 architecture (``transformers.Wav2Vec2Config()``
+defaults, random weights) and the same fixed-seed batch of noise:
+
+* gated step: teacher forward (no grad) + ``GatedStudent`` forward/backward with sampled
+  hard-concrete STE gates on every structure (conv, mha, head, qk, vo, ffn, int) + the
+  expected-size Lagrangian term + gradient clipping + AdamW step + multiplier step, as in
+  ``Pruning._train_step`` (prune phase, fp32);
+* plain step: teacher forward (no grad) + the same ``Encoder`` with ``masks=None``
+  forward/backward + the same distillation heads and ``distill_loss`` + gradient clipping
+  + AdamW step.
+
+The steps are interleaved (gated, plain, gated, plain, ...) after warm-up so drift (thermal,
+noisy neighbours) hits both alike; the report gives median and p90 of each, the ratio of
+the medians and the spread of the per-round ratios, plus a per-phase breakdown (teacher,
+student forward + loss, backward, optimizer).
+
+    python benchmarks/prune_step_overhead.py                 # timing, ~2-4 min on 2 CPU cores
+    python benchmarks/prune_step_overhead.py --json          # one JSON document on stdout
+    python benchmarks/prune_step_overhead.py --profile       # torch.profiler of one gated (and one plain) step
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+
+import torch
+
+from speechprune.accounting import dense_count, parameter_count
+from speechprune.config import PruneConfig
+from speechprune.distill import DistillHeads, distill_loss
+from speechprune.encoder import Encoder
+from speechprune.families import FAMILIES
+from speechprune.gates import GATE_KINDS, GateLayout, HardConcreteGates
+from speechprune.prune import GRAD_CLIP, GatedStudent
+
+PHASES = ("teacher", "forward", "backward", "optimizer")
+
+
+def parse_args(argv=None):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=2, help="waveforms per batch (default 2)")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds of audio per waveform (default 4)")
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--threads", type=int, default=cores, help=f"torch.set_num_threads (default all cores: {cores})")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up steps of each kind (default 2)")
+    p.add_argument("--rounds", type=int, default=10, help="timed rounds of one gated + one plain step (default 10)")
+    p.add_argument("--structures", default=",".join(GATE_KINDS), help="gated structures (default all)")
+    p.add_argument("--relaxed", action="store_true", help="relaxed hard-concrete gates instead of STE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS measurement during warm-up")
+    p.add_argument("--json", action="store_true", help="print one JSON document (progress goes to stderr)")
+    p.add_argument("--profile", action="store_true",
+                   help="after warm-up, profile one gated and one plain step; print top ops by self CPU time")
+    p.add_argument("--top", type=int, default=15, help="rows of the profile tables (default 15)")
+    return p.parse_args(argv)
+
+
+class Bench:
+    """The teacher, the two students with their optimizers, and one fixed batch."""
+
+    def __init__(self, args):
+        import transformers
+
+        torch.manual_seed(args.seed)
+        hf_config = transformers.Wav2Vec2Config()
+        self.family = FAMILIES["wav2vec2"]
+        self.spec = self.family.spec_from_config(hf_config)
+        # weights do not matter for time: a random-init Encoder, as the loaded one would be
+        self.teacher = Encoder(self.spec).eval().requires_grad_(False)
+        # as loading.inspect_model: Base (group-norm) models get no attention mask
+        self.use_attention_mask = hf_config.feat_extract_norm == "layer"
+
+        self.config = PruneConfig(model="bench", sparsity=0.7, data="-", out="-",
+                                  structures=args.structures.split(","), ste=not args.relaxed, seed=args.seed)
+        self.config.validate()
+        self.config.resolve(len(self.spec.layers))
+        self.layout = GateLayout(self.spec, self.config.structures)
+        self.dense = dense_count(self.spec, self.layout)
+        self.step_index = self.config.warmup_steps // 2  # mid-ramp: a non-trivial target and lr = lr
+
+        # gated student: exactly as Pruning.__init__ builds it
+        student = copy.deepcopy(self.teacher).train().requires_grad_(True)
+        if self.spec.masked_spec_embed:
+            student.masked_spec_embed.requires_grad_(False)
+        gates = HardConcreteGates(self.layout, ste=self.config.ste)
+        heads = DistillHeads(self.spec.hidden_size, self.config.distill_layers)
+        self.gated = GatedStudent(student, gates, heads, self.config.distill_weights)
+        self.gates = gates
+        self.lambdas = torch.zeros(2, requires_grad=True)
+        self.gated_weights = [p for n, p in self.gated.named_parameters() if not n.startswith("gates.") and p.requires_grad]
+        self.gated_opt = torch.optim.AdamW([
+            {"params": self.gated_weights, "lr": self.config.lr, "weight_decay": 0.0},
+            {"params": [gates.log_alpha], "lr": self.config.gate_lr, "weight_decay": 0.0},
+        ])
+        self.lambda_opt = torch.optim.Adam([self.lambdas], lr=self.config.lambda_lr, maximize=True)
+
+        # plain student: the same Encoder class and heads, no gates, masks=None
+        self.plain = copy.deepcopy(self.teacher).train().requires_grad_(True)
+        if self.spec.masked_spec_embed:
+            self.plain.masked_spec_embed.requires_grad_(False)
+        self.plain_heads = DistillHeads(self.spec.hidden_size, self.config.distill_layers)
+        self.plain_weights = [p for p in [*self.plain.parameters(), *self.plain_heads.parameters()] if p.requires_grad]
+        self.plain_opt = torch.optim.AdamW([{"params": self.plain_weights, "lr": self.config.lr, "weight_decay": 0.0}])
+
+        g = torch.Generator().manual_seed(args.seed)
+        samples = int(round(args.seconds * args.sample_rate))
+        w = torch.randn(args.batch, samples, generator=g)
+        self.waveforms = (w - w.mean(-1, keepdim=True)) / (w.std(-1, keepdim=True) + 1e-7)
+        self.padding = torch.ones(args.batch, samples, dtype=torch.long)
+        self.audio_seconds = args.batch * args.seconds
+        self.gated_count = 0
+
+    def _teacher(self):
+        model_mask = self.padding if self.use_attention_mask else None
+        with torch.no_grad():
+            teacher = self.teacher(self.waveforms, model_mask)
+        frame_mask = self.teacher.frame_mask(self.padding, teacher.last_hidden_state.shape[1])
+        return model_mask, teacher, frame_mask
+
+    def gated_step(self) -> dict:
+        """Pruning._train_step, prune phase, fp32, minus data loading and logging to disk."""
+        t0 = time.perf_counter()
+        model_mask, teacher, frame_mask = self._teacher()
+        t1 = time.perf_counter()
+        self.gated_count += 1
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.gated_count)
+        distill, pairs = self.gated(self.waveforms, model_mask, teacher.hidden_states, frame_mask, generator=generator)
+        loss = distill.float()
+        expected = parameter_count(self.spec, self.layout.values(self.gates.keep_probability()))
+        expected_sparsity = 1 - expected / self.dense
+        gap = expected_sparsity - self.config.target_sparsity(self.step_index)
+        lagrangian = self.lambdas[0].detach() * gap + self.lambdas[1].detach() * gap**2
+        loss = loss + lagrangian
+        self.lambdas.grad = torch.stack([gap.detach(), gap.detach() ** 2])
+        metrics = (expected_sparsity.item(), lagrangian.item(), self.lambdas[0].item(), self.lambdas[1].item())
+        t2 = time.perf_counter()
+        self.gated_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(self.gated_weights, GRAD_CLIP)
+        self.gated_opt.step()
+        self.lambda_opt.step()
+        _ = (loss.item(), distill.item(), pairs.tolist(), metrics)
+        t4 = time.perf_counter()
+        return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+
+    def plain_step(self) -> dict:
+        t0 = time.perf_counter()
+        model_mask, teacher, frame_mask = self._teacher()
+        t1 = time.perf_counter()
+        out = self.plain(self.waveforms, model_mask, None)
+        distill, pairs = distill_loss(out.hidden_states, teacher.hidden_states, self.plain_heads,
+                                      self.config.distill_weights, frame_mask)
+        pairs = torch.stack(pairs).detach()
+        loss = distill.float()
+        t2 = time.perf_counter()
+        self.plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(self.plain_weights, GRAD_CLIP)
+        self.plain_opt.step()
+        _ = (loss.item(), distill.item(), pairs.tolist())
+        t4 = time.perf_counter()
+        return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+
+
+class PeakRSS:
+    """Peak resident memory during a block, sampled from /proc/self/statm (Linux), as a delta."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.start = self._rss()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.delta = self.peak - self.start
+
+
+def quantile(values, q):
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summarize(samples: list[dict]) -> dict:
+    out = {}
+    for key in ("total", *PHASES):
+        values = [s[key] for s in samples]
+        out[key] = {"median": statistics.median(values), "p90": quantile(values, 0.9),
+                    "min": min(values), "max": max(values)}
+    return out
+
+
+def run_profile(bench: Bench, top: int, log) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    tables = {}
+    for name, step in (("gated", bench.gated_step), ("plain", bench.plain_step)):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+            step()
+        tables[name] = prof.key_averages()
+    gated = tables["gated"]
+    total = sum(e.self_cpu_time_total for e in gated) / 1e3
+    print(f"\n== gated step: top {top} ops by self CPU time (total self CPU {total:.0f} ms) ==")
+    print(gated.table(sort_by="self_cpu_time_total", row_limit=top))
+
+    # where the extra time goes: per-op self CPU, gated minus plain
+    def by_key(events):
+        return {e.key: (e.self_cpu_time_total / 1e3, e.count) for e in events}
+
+    g, p = by_key(tables["gated"]), by_key(tables["plain"])
+    plain_total = sum(v[0] for v in p.values())
+    rows = sorted(((g.get(k, (0, 0))[0] - p.get(k, (0, 0))[0], k) for k in set(g) | set(p)), reverse=True)
+    print(f"== self CPU per op, gated minus plain (gated {total:.0f} ms, plain {plain_total:.0f} ms, "
+          f"diff {total - plain_total:+.0f} ms): top {top} ==")
+    print(f"{'op':<48}{'gated ms':>10}{'plain ms':>10}{'diff ms':>10}{'calls g/p':>14}")
+    for diff, key in rows[:top]:
+        gm, gc = g.get(key, (0.0, 0))
+        pm, pc = p.get(key, (0.0, 0))
+        print(f"{key[:47]:<48}{gm:>10.1f}{pm:>10.1f}{diff:>+10.1f}{f'{gc}/{pc}':>14}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = sys.stderr if args.json else sys.stdout
+
+    def log(*a):
+        print(*a, file=out, flush=True)
+
+    torch.set_num_threads(args.threads)
+    env = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
+    log(f"torch {env['torch']}, threads {env['threads']} (interop {env['interop_threads']}), "
+        f"python {env['python']}, {env['cores']} cores")
+
+    bench = Bench(args)
+    n_student = sum(p.numel() for p in bench.plain.parameters())
+    log(f"wav2vec2 Base config (random weights): {len(bench.spec.layers)} layers, {bench.spec.hidden_size} hidden, "
+        f"{n_student / 1e6:.1f}M params; {bench.layout.size} gates ({','.join(bench.layout.kinds)}, "
+        f"{'STE' if bench.config.ste else 'relaxed'}); distill layers {bench.config.distill_layers}; "
+        f"batch {args.batch} x {args.seconds:g} s; attention mask {'yes' if bench.use_attention_mask else 'no'}")
+
+    memory = {}
+    for i in range(args.warmup):
+        for name, step in (("gated", bench.gated_step), ("plain", bench.plain_step)):
+            measure = not args.no_memory and i == args.warmup - 1 and os.path.exists("/proc/self/statm")
+            if measure:
+                with PeakRSS() as rss:
+                    t = step()
+                memory[name] = rss.delta
+            else:
+                t = step()
+            log(f"warm-up {i + 1}/{args.warmup} {name}: {t['total']:.3f} s")
+
+    if args.profile:
+        run_profile(bench, args.top, log)
+        return 0
+
+    gated, plain, ratios = [], [], []
+    for r in range(args.rounds):
+        # alternate which kind goes first, so neither always follows the other
+        order = ((("gated", bench.gated_step), ("plain", bench.plain_step)) if r % 2 == 0
+                 else (("plain", bench.plain_step), ("gated", bench.gated_step)))
+        times = {}
+        for name, step in order:
+            times[name] = step()
+        gated.append(times["gated"])
+        plain.append(times["plain"])
+        ratios.append(times["gated"]["total"] / times["plain"]["total"])
+        log(f"round {r + 1}/{args.rounds}: gated {times['gated']['total']:.3f} s, plain {times['plain']['total']:.3f} s, "
+            f"ratio {ratios[-1]:.3f}")
+
+    g, p = summarize(gated), summarize(plain)
+    ratio = g["total"]["median"] / p["total"]["median"]
+    spread = {"min": min(ratios), "p10": quantile(ratios, 0.1), "median": statistics.median(ratios),
+              "p90": quantile(ratios, 0.9), "max": max(ratios)}
+    result = {
+        "benchmark": "prune_step_overhead",
+        "env": env,
+        "setup": {"family": "wav2vec2", "config": "Wav2Vec2Config() defaults", "params": n_student,
+                  "gates": bench.layout.size, "structures": list(bench.layout.kinds), "ste": bench.config.ste,
+                  "distill_layers": bench.config.distill_layers, "batch": args.batch, "seconds": args.seconds,
+                  "warmup": args.warmup, "rounds": args.rounds, "seed": args.seed},
+        "gated_s": g,
+        "plain_s": p,
+        "ratio_of_medians": ratio,
+        "per_round_ratio": spread,
+        "target": 1.3,
+        "pass": ratio <= 1.3,
+        "audio_seconds_per_second": {"gated": bench.audio_seconds / g["total"]["median"],
+                                     "plain": bench.audio_seconds / p["total"]["median"]},
+        "peak_rss_delta_mb": {k: v / 2**20 for k, v in memory.items()} or None,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print()
+    print(f"{'seconds per step':<18}{'median':>9}{'p90':>9}{'min':>9}{'max':>9}")
+    for name, s in (("gated", g), ("plain", p)):
+        t = s["total"]
+        print(f"{name:<18}{t['median']:>9.3f}{t['p90']:>9.3f}{t['min']:>9.3f}{t['max']:>9.3f}")
+    print(f"\nmedian by phase (s){'':<1}" + "".join(f"{ph:>11}" for ph in PHASES))
+    for name, s in (("gated", g), ("plain", p)):
+        print(f"{name:<20}" + "".join(f"{s[ph]['median']:>11.3f}" for ph in PHASES))
+    print(f"{'gated - plain':<20}" + "".join(f"{g[ph]['median'] - p[ph]['median']:>+11.3f}" for ph in PHASES))
+    print(f"\nratio of medians (gated / plain): {ratio:.3f}  (target <= 1.3: {'PASS' if ratio <= 1.3 else 'FAIL'})")
+    print(f"per-round ratios: min {spread['min']:.3f}, p10 {spread['p10']:.3f}, median {spread['median']:.3f}, "
+          f"p90 {spread['p90']:.3f}, max {spread['max']:.3f}  ({args.rounds} rounds)")
+    if memory:
+        print("peak RSS delta during one warm-up step: "
+              + ", ".join(f"{k} {v / 2**20:.0f} MB" for k, v in memory.items())
+              + f"; process max RSS {result['max_rss_mb']:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

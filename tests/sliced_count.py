@@ -1,0 +1,96 @@
+"""An independent reference for the parameter count: slice every tensor of the dense
+encoder by the kept indices, the way a shrunk model stores them, and count elements."""
+
+from __future__ import annotations
+
+import torch
+
+from speechprune.encoder import Encoder
+from speechprune.gates import GateValues
+
+
+def _kept(values: GateValues, kind: str, index: int, size: int) -> torch.Tensor:
+    v = values.get(kind, index)
+    return torch.arange(size) if v is None else torch.nonzero(v.flatten() > 0).flatten()
+
+
+def _on(values: GateValues, kind: str, index: int) -> bool:
+    v = values.get(kind, index)
+    return v is None or bool(v > 0)
+
+
+def sliced_parameter_count(encoder: Encoder, values: GateValues) -> int:
+    spec = encoder.spec
+    state = {k: v for k, v in encoder.state_dict().items() if "running_" not in k and "num_batches" not in k}
+    d, hd = spec.hidden_size, spec.head_dim
+    total = 0
+    taken = set()
+
+    def take(name, tensor):
+        nonlocal total
+        taken.add(name)
+        total += tensor.numel()
+
+    channels = [_kept(values, "conv", c, n) for c, n in enumerate(spec.conv_channels)]
+    for c in range(len(spec.conv_channels)):
+        prefix = f"feature_extractor.conv_layers.{c}."
+        w = state[prefix + "conv.weight"][channels[c]]
+        if c > 0:
+            w = w[:, channels[c - 1]]
+        take(prefix + "conv.weight", w)
+        for name in ("conv.bias", "layer_norm.weight", "layer_norm.bias"):
+            if prefix + name in state:
+                take(prefix + name, state[prefix + name][channels[c]])
+    last = channels[-1]
+    take("feature_projection.projection.weight", state["feature_projection.projection.weight"][:, last])
+    for name in ("feature_projection.layer_norm.weight", "feature_projection.layer_norm.bias"):
+        if name in state:
+            take(name, state[name][last])
+
+    present_anywhere = torch.zeros(spec.num_heads, dtype=torch.bool)
+    for l, layer in enumerate(spec.layers):
+        prefix = f"encoder.layers.{l}."
+        heads = len(layer.heads)
+        mha = _on(values, "mha", l)
+        head_on = torch.zeros(heads, dtype=torch.bool)
+        head_on[_kept(values, "head", l, heads)] = True
+        qk = torch.zeros(heads * layer.qk_dim, dtype=torch.bool)
+        qk[_kept(values, "qk", l, heads * layer.qk_dim)] = True
+        vo = torch.zeros(heads * layer.vo_dim, dtype=torch.bool)
+        vo[_kept(values, "vo", l, heads * layer.vo_dim)] = True
+        qk, vo = qk.view(heads, -1), vo.view(heads, -1)
+        kept_head = head_on & mha
+        present = kept_head & vo.any(-1)
+        present_anywhere |= present
+        qk_rows = torch.nonzero((present[:, None] & qk).flatten()).flatten()
+        vo_rows = torch.nonzero((kept_head[:, None] & vo).flatten()).flatten()
+        a = prefix + "attention."
+        for proj in ("q_proj", "k_proj"):
+            take(a + proj + ".weight", state[a + proj + ".weight"][qk_rows])
+            take(a + proj + ".bias", state[a + proj + ".bias"][qk_rows])
+        take(a + "v_proj.weight", state[a + "v_proj.weight"][vo_rows])
+        take(a + "v_proj.bias", state[a + "v_proj.bias"][vo_rows])
+        take(a + "out_proj.weight", state[a + "out_proj.weight"][:, vo_rows])
+        take(a + "out_proj.bias", state[a + "out_proj.bias"][: d if mha else 0])
+        if a + "gru_rel_pos_const" in state:
+            take(a + "gru_rel_pos_const", state[a + "gru_rel_pos_const"][:, present])
+            for name in ("gru_rel_pos_linear.weight", "gru_rel_pos_linear.bias"):
+                take(a + name, state[a + name][: (8 if mha else 0)])
+        ffn = _on(values, "ffn", l)
+        units = _kept(values, "int", l, layer.ffn_dim) if ffn else torch.zeros(0, dtype=torch.long)
+        f = prefix + "feed_forward."
+        take(f + "intermediate_dense.weight", state[f + "intermediate_dense.weight"][units])
+        take(f + "intermediate_dense.bias", state[f + "intermediate_dense.bias"][units])
+        take(f + "output_dense.weight", state[f + "output_dense.weight"][:, units])
+        take(f + "output_dense.bias", state[f + "output_dense.bias"][: d if ffn else 0])
+        if spec.stable_layer_norm:  # pre-LN norms belong to their block
+            for norm, on in (("layer_norm", mha), ("final_layer_norm", ffn)):
+                for name in (".weight", ".bias"):
+                    take(prefix + norm + name, state[prefix + norm + name][: d if on else 0])
+    if "encoder.rel_pos.rel_attn_embed.weight" in state:
+        name = "encoder.rel_pos.rel_attn_embed.weight"
+        take(name, state[name][:, present_anywhere])
+    for name, tensor in state.items():  # never pruned
+        if name not in taken:
+            take(name, tensor)
+    return total

@@ -1,0 +1,62 @@
+"""Landing on the parameter budget from trained gate scores."""
+
+import pytest
+import torch
+import transformers
+
+from speechprune.accounting import dense_count, parameter_count
+from speechprune.decision import decide
+from speechprune.families import FAMILIES
+from speechprune.gates import GATE_KINDS, GateLayout
+
+
+def base_spec(family="wav2vec2"):
+    fam = FAMILIES[family]
+    return fam.spec_from_config(getattr(transformers, fam.base_class.replace("Model", "Config"))())
+
+
+@pytest.mark.parametrize("kinds", [GATE_KINDS, ("conv", "head", "int")])
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.72, 0.9])
+def test_lands_within_half_a_percent(kinds, sparsity):
+    spec = base_spec("wavlm")
+    layout = GateLayout(spec, kinds)
+    target = dense_count(spec, layout) * (1 - sparsity)
+    scores = torch.randn(layout.size, generator=torch.Generator().manual_seed(0)) + 0.5
+    decision = decide(spec, layout, scores, target)
+    assert decision.within_tolerance and abs(decision.params / target - 1) <= 0.005
+    assert decision.params == parameter_count(spec, layout.values(decision.keep.double())).item()
+
+
+def test_keeps_the_gate_decision_when_it_already_fits():
+    spec = base_spec()
+    layout = GateLayout(spec)
+    scores = torch.randn(layout.size, generator=torch.Generator().manual_seed(1))
+    exact = parameter_count(spec, layout.values((scores > 0).double())).item()
+    decision = decide(spec, layout, scores, exact)
+    assert decision.adjusted == 0 and torch.equal(decision.keep, scores > 0)
+
+
+def test_adjustment_follows_the_ranking():
+    spec = base_spec()
+    layout = GateLayout(spec, ("int",))
+    scores = torch.linspace(1, 2, layout.size)  # all positive: everything kept at first
+    decision = decide(spec, layout, scores, dense_count(spec, layout) * 0.8)
+    removed = scores[~decision.keep]
+    assert removed.max() < scores[decision.keep].min()  # the lowest scores went first
+
+
+def test_many_tied_scores_still_land():
+    spec = base_spec()
+    layout = GateLayout(spec)
+    scores = torch.randint(0, 4, (layout.size,), generator=torch.Generator().manual_seed(2)).double()
+    target = dense_count(spec, layout) * 0.28
+    assert decide(spec, layout, scores, target).within_tolerance
+
+
+def test_coarse_structures_report_the_closest_size():
+    spec = base_spec()
+    layout = GateLayout(spec, ("mha", "ffn"))
+    target = dense_count(spec, layout) * 0.28
+    decision = decide(spec, layout, torch.randn(layout.size, generator=torch.Generator().manual_seed(0)), target)
+    assert not decision.within_tolerance
+    assert abs(decision.params / target - 1) < 0.05  # the closest block combination, not a far one

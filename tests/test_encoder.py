@@ -1,0 +1,98 @@
+"""The encoder reproduces the transformers models exactly, and its masks mean what they say."""
+
+import pytest
+import torch
+
+from speechprune.encoder import Encoder, _layer_norm
+from speechprune.families import FAMILIES
+from speechprune.gates import GateLayout
+from conftest import ALL_KINDS, build_model
+
+
+def encoder_from(hf_model, family: str) -> Encoder:
+    fam = FAMILIES[family]
+    encoder = Encoder(fam.spec_from_config(hf_model.config)).eval()
+    encoder.load_state_dict(fam.to_encoder_keys(hf_model.state_dict()), strict=True)
+    return encoder
+
+
+def batch_of_unequal_lengths():
+    torch.manual_seed(1)
+    waveforms = torch.randn(3, 8000)
+    attention_mask = torch.ones(3, 8000, dtype=torch.long)
+    attention_mask[1, 6000:] = 0
+    attention_mask[2, 3000:] = 0
+    return waveforms * attention_mask, attention_mask
+
+
+@pytest.mark.parametrize("family,style", ALL_KINDS)
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_all_ones_masks_equal_transformers(family, style, with_mask):
+    hf = build_model(family, style)
+    encoder = encoder_from(hf, family)
+    assert sum(p.numel() for p in encoder.parameters()) == sum(p.numel() for p in hf.parameters())
+    waveforms, attention_mask = batch_of_unequal_lengths()
+    attention_mask = attention_mask if with_mask else None
+    ones = GateLayout(encoder.spec).values(torch.ones(GateLayout(encoder.spec).size)).masks()
+    with torch.no_grad():
+        expected = hf(waveforms, attention_mask=attention_mask, output_hidden_states=True)
+        unmasked = encoder(waveforms, attention_mask)
+        masked = encoder(waveforms, attention_mask, ones)
+    assert len(masked.hidden_states) == len(expected.hidden_states) == 4
+    for ours in (unmasked, masked):
+        for mine, theirs in zip(ours.hidden_states, expected.hidden_states):
+            assert (mine - theirs).abs().max() < 1e-5
+        assert (ours.last_hidden_state - expected.last_hidden_state).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("family,style", [("wav2vec2", "base"), ("wavlm", "large")])
+def test_removed_value_dims_equal_zeroed_output_columns(family, style):
+    hf = build_model(family, style)
+    encoder = encoder_from(hf, family)
+    layout = GateLayout(encoder.spec)
+    z = torch.ones(layout.size)
+    values = layout.values(z)
+    values.get("vo", 1)[2] = 0  # head 2 of layer 1 contributes nothing
+    values.get("int", 0)[:10] = 0  # ten FFN units of layer 0
+    waveforms, _ = batch_of_unequal_lengths()
+    with torch.no_grad():
+        masked = encoder(waveforms, None, values.masks())
+        d = encoder.spec.head_dim
+        encoder.encoder.layers[1].attention.out_proj.weight[:, 2 * d : 3 * d] = 0
+        encoder.encoder.layers[0].feed_forward.output_dense.weight[:, :10] = 0
+        zeroed = encoder(waveforms)
+    assert (masked.last_hidden_state - zeroed.last_hidden_state).abs().max() < 1e-5
+
+
+def test_removed_blocks_are_identity_branches():
+    hf = build_model("hubert", "large")
+    encoder = encoder_from(hf, "hubert")
+    layout = GateLayout(encoder.spec)
+    values = layout.values(torch.ones(layout.size))
+    for l in range(3):
+        values.get("mha", l).zero_()
+        values.get("ffn", l).zero_()
+    waveforms, _ = batch_of_unequal_lengths()
+    with torch.no_grad():
+        out = encoder(waveforms, None, values.masks())
+    # pre-LN layers with both blocks gone pass their input through unchanged
+    assert torch.equal(out.hidden_states[0], out.hidden_states[3])
+
+
+def test_layer_norm_over_original_count_treats_pruned_channels_as_zeros():
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(8)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(4, 8)
+    kept = torch.tensor([0, 2, 3, 7])
+    padded = torch.zeros_like(x)
+    padded[:, kept] = x[:, kept]
+    full = norm(padded)[:, kept]
+    sliced = torch.nn.LayerNorm(4)
+    with torch.no_grad():
+        sliced.weight.copy_(norm.weight[kept])
+        sliced.bias.copy_(norm.bias[kept])
+    assert (_layer_norm(x[:, kept], sliced, count=8) - full).abs().max() < 1e-6
+    assert (sliced(x[:, kept]) - full).abs().max() > 1e-3  # plain slicing would be wrong

@@ -1,0 +1,74 @@
+"""Hard-concrete gates: STE samples, keep probabilities, deterministic decisions."""
+
+import math
+
+import torch
+
+from speechprune.families import FAMILIES
+from speechprune.gates import BETA, LIMIT_L, LIMIT_R, GateLayout, HardConcreteGates
+from conftest import build_model
+
+
+def tiny_layout(kinds=("conv", "mha", "head", "qk", "vo", "ffn", "int")):
+    return GateLayout(FAMILIES["wav2vec2"].spec_from_config(build_model("wav2vec2").config), kinds)
+
+
+def test_layout_orders_and_shapes_every_structure():
+    layout = tiny_layout()
+    assert [g.name for g in layout.groups[:8]] == [f"conv.{c}" for c in range(7)] + ["mha.0"]
+    assert layout.group("qk", 2).shape == (4, 12) and layout.group("int", 1).shape == (96,)
+    assert layout.size == 7 * 24 + 3 * (1 + 4 + 48 + 48 + 1 + 96)
+    subset = tiny_layout(("head", "int"))
+    assert subset.group("conv", 0) is None and subset.size == 3 * (4 + 96)
+    masks = subset.values(torch.ones(subset.size)).masks()
+    assert masks.conv[0] is None and masks.layers[0].qk is None and masks.layers[0].head.shape == (4,)
+
+
+def test_initial_gates_are_clearly_on():
+    gates = HardConcreteGates(tiny_layout())
+    assert gates.keep_probability().min() > 0.9
+    assert torch.equal(gates.deterministic(), torch.ones(gates.layout.size))
+
+
+def test_ste_forward_is_binary_and_backward_reaches_log_alpha():
+    gates = HardConcreteGates(tiny_layout())
+    with torch.no_grad():
+        gates.log_alpha.zero_()
+    z = gates.sample(torch.Generator().manual_seed(0))
+    assert set(z.detach().unique().tolist()) == {0.0, 1.0}
+    (z * torch.arange(len(z))).sum().backward()
+    assert gates.log_alpha.grad.abs().sum() > 0
+
+
+def test_keep_probability_matches_sampled_frequency():
+    for ste in (True, False):
+        gates = HardConcreteGates(tiny_layout(("int",)), ste=ste)
+        with torch.no_grad():
+            gates.log_alpha.copy_(torch.linspace(-3, 3, gates.layout.size))
+        generator = torch.Generator().manual_seed(0)
+        frequency = torch.stack([(gates.sample(generator) > 0).float() for _ in range(3000)]).mean(0)
+        assert (frequency - gates.keep_probability().detach()).abs().max() < 0.04
+
+
+def test_relaxed_probability_is_the_method_formula():
+    gates = HardConcreteGates(tiny_layout(("ffn",)), ste=False)
+    with torch.no_grad():
+        gates.log_alpha.fill_(0.3)
+    expected = 1 / (1 + math.exp(-(0.3 - BETA * math.log(-LIMIT_L / LIMIT_R))))
+    assert abs(gates.keep_probability()[0].item() - expected) < 1e-6
+
+
+def test_deterministic_values():
+    layout = tiny_layout(("int",))
+    scores = torch.linspace(-2, 2, layout.size)
+    hard = HardConcreteGates(layout, ste=True)
+    soft = HardConcreteGates(layout, ste=False)
+    with torch.no_grad():
+        hard.log_alpha.copy_(scores)
+        soft.log_alpha.copy_(scores)
+    assert torch.equal(hard.deterministic(), (scores > 0).float())
+    values = soft.deterministic()
+    assert torch.equal(values > 0, scores > 0) and values.max() <= 1 and values[scores > 0].min() > 0
+    keep = torch.zeros(layout.size, dtype=torch.bool)
+    keep[:3] = True
+    assert torch.equal(hard.deterministic(keep) > 0, keep)

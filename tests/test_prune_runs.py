@@ -1,0 +1,149 @@
+"""End-to-end pruning runs on tiny models: budgets, run folders, resume, two processes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from speechprune.config import PruneConfig
+from speechprune.encoder import Encoder
+from speechprune.gates import BETA, LIMIT_L, LIMIT_R, GateLayout
+from speechprune.prune import prune
+from speechprune.runfolder import RunFolder, read_spec
+from conftest import ALL_KINDS
+from sliced_count import sliced_parameter_count
+
+FAST = ["--steps", "4", "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu"]
+
+
+def fast_config(model, data, out, sparsity, **options) -> PruneConfig:
+    settings = dict(steps=4, crop_seconds=1.5, batch_seconds=3.0, device="cpu")
+    settings.update(options)
+    return PruneConfig(model=str(model), sparsity=sparsity, data=str(data), out=str(out), **settings)
+
+
+def final_student(run_dir) -> tuple[Encoder, object]:
+    run = RunFolder(run_dir)
+    encoder = Encoder(read_spec(run))
+    encoder.load_state_dict(run.latest_checkpoint().tensors("student"))
+    config = json.loads(run.config_path.read_text())
+    layout = GateLayout(encoder.spec, config["gates"]["structures"])
+    values = layout.values(load_file(str(run.masks_path))["values"].double())
+    return encoder, values
+
+
+@pytest.mark.parametrize("family,style", ALL_KINDS)
+@pytest.mark.parametrize("sparsity", [0.5, 0.72])
+def test_short_run_lands_on_the_target(family, style, sparsity, model_dir, audio_dir, tmp_path):
+    summary = prune(fast_config(model_dir(family, style), audio_dir, tmp_path / "run", sparsity))
+    target = summary["params_dense"] * (1 - sparsity)
+    assert abs(summary["params_pruned"] / target - 1) <= 0.005
+    assert summary["within_tolerance"] and summary["steps"] == 4
+    encoder, values = final_student(tmp_path / "run")
+    assert sliced_parameter_count(encoder, values) == summary["params_pruned"]
+    assert summary["params_dense"] == sum(p.numel() for p in encoder.parameters())
+
+
+def test_relaxed_gates_and_structure_subset(model_dir, audio_dir, tmp_path):
+    config = fast_config(model_dir("hubert"), audio_dir, tmp_path / "run", 0.5, ste=False,
+                         structures=["conv", "head", "int"], final_steps=2, gate_lr=0.5)
+    summary = prune(config)
+    assert summary["within_tolerance"] and summary["steps"] == 6
+    _, values = final_student(tmp_path / "run")
+    assert values.get("qk", 0) is None  # not gated
+    # relaxed gates keep their soft median value (to be folded into the weights at shrink time)
+    log_alpha = RunFolder(tmp_path / "run").latest_checkpoint().tensors("gates")["log_alpha"].double()
+    median = (torch.sigmoid(log_alpha / BETA) * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0, 1)
+    kept = values.flat > 0
+    assert torch.allclose(values.flat[kept], median[kept].float().double())
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in metrics] == ["prune"] * 4 + ["final"] * 2
+    for key in ("loss", "distill", "expected_sparsity", "target_sparsity", "lambda1", "lambda2", "lr",
+                "audio_seconds_per_second"):
+        assert key in metrics[0]
+    assert metrics[-1]["val_distill"] is not None
+
+
+def test_target_ramps_and_lambdas_push_towards_it(model_dir, audio_dir, tmp_path):
+    config = fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "run", 0.5, steps=12, warmup_steps=6,
+                         gate_lr=0.2, lambda_lr=0.05)
+    prune(config)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    targets = [m["target_sparsity"] for m in metrics]
+    assert targets[:6] == pytest.approx([0.5 * s / 6 for s in range(1, 7)], abs=1e-6) and set(targets[6:]) == {0.5}
+    # expected sparsity starts below target, so lambda1 falls (pushing sparsity up) and sparsity rises
+    assert metrics[-1]["lambda1"] < 0 < metrics[-1]["lambda2"]
+    assert metrics[-1]["expected_sparsity"] > metrics[0]["expected_sparsity"] + 0.02
+
+
+def run_cli(*args, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "speechprune", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def metric_lines(run_dir):
+    path = run_dir / "metrics.jsonl"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_ctrl_c_then_resume_matches_an_uninterrupted_run(model_dir, audio_dir, tmp_path):
+    args = ["prune", str(model_dir("wavlm")), "--data", str(audio_dir), "--sparsity", "0.5", "--steps", "24",
+            "--checkpoint-every", "1000", "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu",
+            "--seed", "7"]
+    reference = run_cli(*args, "--out", str(tmp_path / "reference"))
+    assert reference.wait(timeout=240) == 0, reference.stderr.read()
+
+    interrupted_dir = tmp_path / "interrupted"
+    process = run_cli(*args, "--out", str(interrupted_dir))
+    deadline = time.time() + 120
+    while len(metric_lines(interrupted_dir)) < 3 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    stopped_at = RunFolder(interrupted_dir).latest_checkpoint().state["step"]
+    assert 3 <= stopped_at < 24 and not (interrupted_dir / "summary.json").exists()
+
+    resumed = run_cli(*args, "--out", str(interrupted_dir), "--resume")
+    assert resumed.wait(timeout=240) == 0, resumed.stderr.read()
+
+    ours = RunFolder(interrupted_dir).latest_checkpoint()
+    theirs = RunFolder(tmp_path / "reference").latest_checkpoint()
+    for name in ("gates", "student", "distill_heads"):
+        a, b = ours.tensors(name), theirs.tensors(name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ours_metrics = [json.loads(l) for l in metric_lines(interrupted_dir)]
+    theirs_metrics = [json.loads(l) for l in metric_lines(tmp_path / "reference")]
+    assert [m["step"] for m in ours_metrics] == list(range(1, 25))
+    assert [m["loss"] for m in ours_metrics] == [m["loss"] for m in theirs_metrics]
+    assert json.loads((interrupted_dir / "summary.json").read_text())["params_pruned"] == json.loads(
+        (tmp_path / "reference" / "summary.json").read_text())["params_pruned"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_gloo(model_dir, audio_dir, tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(free_port()), "-m", "speechprune", "prune", str(model_dir("wav2vec2", "large")),
+               "--data", str(audio_dir), "--sparsity", "0.5", "--out", str(out), "--json", *FAST]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["within_tolerance"]
+    # rank 0 alone writes: one summary, metrics once per step
+    assert len(metric_lines(out)) == 4
+    assert json.loads(done.stdout)["world_size"] == 2  # one JSON document: only rank 0 prints

@@ -55,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--threads", type=int, default=cores, help=f"torch.set_num_threads (default all cores: {cores})")
     p.add_argument("--warmup", type=int, default=2, help="warm-up steps of each kind (default 2)")
-    p.add_argument("--rounds", type=int, default=10, help="timed rounds of one gated + one plain step (default 10)")
+    p.add_argument("--rounds", type=int, default=6, help="timed rounds of one gated + one plain step (default 6)")
     p.add_argument("--structures", default=",".join(GATE_KINDS), help="gated structures (default all)")
     p.add_argument("--relaxed", action="store_true", help="relaxed hard-concrete gates instead of STE")
     p.add_argument("--seed", type=int, default=0)
@@ -64,6 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="after warm-up, profile one gated and one plain step; print top ops by self CPU time")
     p.add_argument("--top", type=int, default=15, help="rows of the profile tables (default 15)")
+    p.add_argument("--shapes", action="store_true", help="with --profile: also group ops by input shape")
     return p.parse_args(argv)
 
 
@@ -131,6 +132,7 @@ class Bench:
 
     def gated_step(self) -> dict:
         """Pruning._train_step, prune phase, fp32, minus data loading and logging to disk."""
+        c0 = time.process_time()
         t0 = time.perf_counter()
         model_mask, teacher, frame_mask = self._teacher()
         t1 = time.perf_counter()
@@ -154,9 +156,11 @@ class Bench:
         self.lambda_opt.step()
         _ = (loss.item(), distill.item(), pairs.tolist(), metrics)
         t4 = time.perf_counter()
-        return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+        return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3,
+                "cpu": time.process_time() - c0}
 
     def plain_step(self) -> dict:
+        c0 = time.process_time()
         t0 = time.perf_counter()
         model_mask, teacher, frame_mask = self._teacher()
         t1 = time.perf_counter()
@@ -173,7 +177,8 @@ class Bench:
         self.plain_opt.step()
         _ = (loss.item(), distill.item(), pairs.tolist())
         t4 = time.perf_counter()
-        return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+        return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3,
+                "cpu": time.process_time() - c0}
 
 
 class PeakRSS:
@@ -206,6 +211,13 @@ class PeakRSS:
         self.delta = self.peak - self.start
 
 
+def load_average() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def quantile(values, q):
     s = sorted(values)
     k = (len(s) - 1) * q
@@ -215,21 +227,23 @@ def quantile(values, q):
 
 def summarize(samples: list[dict]) -> dict:
     out = {}
-    for key in ("total", *PHASES):
+    for key in ("total", *PHASES, "cpu"):
         values = [s[key] for s in samples]
         out[key] = {"median": statistics.median(values), "p90": quantile(values, 0.9),
                     "min": min(values), "max": max(values)}
     return out
 
 
-def run_profile(bench: Bench, top: int, log) -> None:
+def run_profile(bench: Bench, top: int, shapes: bool) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    tables = {}
+    tables, shaped = {}, {}
     for name, step in (("gated", bench.gated_step), ("plain", bench.plain_step)):
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=shapes) as prof:
             step()
         tables[name] = prof.key_averages()
+        if shapes:
+            shaped[name] = prof.key_averages(group_by_input_shape=True)
     gated = tables["gated"]
     total = sum(e.self_cpu_time_total for e in gated) / 1e3
     print(f"\n== gated step: top {top} ops by self CPU time (total self CPU {total:.0f} ms) ==")
@@ -249,6 +263,18 @@ def run_profile(bench: Bench, top: int, log) -> None:
         gm, gc = g.get(key, (0.0, 0))
         pm, pc = p.get(key, (0.0, 0))
         print(f"{key[:47]:<48}{gm:>10.1f}{pm:>10.1f}{diff:>+10.1f}{f'{gc}/{pc}':>14}")
+    if shapes:
+        def by_shape(events):
+            return {(e.key, str(e.input_shapes)): (e.self_cpu_time_total / 1e3, e.count) for e in events}
+
+        g, p = by_shape(shaped["gated"]), by_shape(shaped["plain"])
+        rows = sorted(((g.get(k, (0, 0))[0] - p.get(k, (0, 0))[0], k) for k in set(g) | set(p)), reverse=True)
+        print(f"\n== self CPU per op and input shapes, gated minus plain: top {top} ==")
+        print(f"{'op':<28}{'input shapes':<52}{'gated ms':>10}{'plain ms':>10}{'diff ms':>10}{'calls g/p':>12}")
+        for diff, (key, shape) in rows[:top]:
+            gm, gc = g.get((key, shape), (0.0, 0))
+            pm, pc = p.get((key, shape), (0.0, 0))
+            print(f"{key[:27]:<28}{shape[:51]:<52}{gm:>10.1f}{pm:>10.1f}{diff:>+10.1f}{f'{gc}/{pc}':>12}")
 
 
 def main(argv=None) -> int:
@@ -268,8 +294,9 @@ def main(argv=None) -> int:
         "cores": os.cpu_count(),
     }
     log(f"torch {env['torch']}, threads {env['threads']} (interop {env['interop_threads']}), "
-        f"python {env['python']}, {env['cores']} cores")
+        f"python {env['python']}, {env['cores']} cores; load average {load_average()}")
 
+    env_load = load_average()
     bench = Bench(args)
     n_student = sum(p.numel() for p in bench.plain.parameters())
     log(f"wav2vec2 Base config (random weights): {len(bench.spec.layers)} layers, {bench.spec.hidden_size} hidden, "
@@ -290,7 +317,7 @@ def main(argv=None) -> int:
             log(f"warm-up {i + 1}/{args.warmup} {name}: {t['total']:.3f} s")
 
     if args.profile:
-        run_profile(bench, args.top, log)
+        run_profile(bench, args.top, args.shapes)
         return 0
 
     gated, plain, ratios = [], [], []
@@ -309,6 +336,8 @@ def main(argv=None) -> int:
 
     g, p = summarize(gated), summarize(plain)
     ratio = g["total"]["median"] / p["total"]["median"]
+    cpu_ratio = g["cpu"]["median"] / p["cpu"]["median"]
+    load_end = load_average()
     spread = {"min": min(ratios), "p10": quantile(ratios, 0.1), "median": statistics.median(ratios),
               "p90": quantile(ratios, 0.9), "max": max(ratios)}
     result = {
@@ -321,6 +350,8 @@ def main(argv=None) -> int:
         "gated_s": g,
         "plain_s": p,
         "ratio_of_medians": ratio,
+        "cpu_time_ratio_of_medians": cpu_ratio,
+        "load_average": {"start": env_load, "end": load_end},
         "per_round_ratio": spread,
         "target": 1.3,
         "pass": ratio <= 1.3,
@@ -342,9 +373,15 @@ def main(argv=None) -> int:
     for name, s in (("gated", g), ("plain", p)):
         print(f"{name:<20}" + "".join(f"{s[ph]['median']:>11.3f}" for ph in PHASES))
     print(f"{'gated - plain':<20}" + "".join(f"{g[ph]['median'] - p[ph]['median']:>+11.3f}" for ph in PHASES))
+    print(f"process CPU time per step (median): gated {g['cpu']['median']:.3f} s, plain {p['cpu']['median']:.3f} s, "
+          f"ratio {cpu_ratio:.3f}")
     print(f"\nratio of medians (gated / plain): {ratio:.3f}  (target <= 1.3: {'PASS' if ratio <= 1.3 else 'FAIL'})")
     print(f"per-round ratios: min {spread['min']:.3f}, p10 {spread['p10']:.3f}, median {spread['median']:.3f}, "
           f"p90 {spread['p90']:.3f}, max {spread['max']:.3f}  ({args.rounds} rounds)")
+    cores = env["threads"]
+    if any(float(x.split()[0]) > cores + 0.5 for x in (env_load, load_end) if x != "n/a"):
+        print(f"WARNING: load average {env_load} -> {load_end} on {env['cores']} cores: other processes competed "
+              "for the CPU; interleaving cancels slow drift, but expect wider spread")
     if memory:
         print("peak RSS delta during one warm-up step: "
               + ", ".join(f"{k} {v / 2**20:.0f} MB" for k, v in memory.items())

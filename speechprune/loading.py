@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from .encoder import Encoder, EncoderSpec
 from .errors import ModelError
@@ -170,8 +173,13 @@ def load_encoder(info: ModelInfo) -> LoadedEncoder:
             )
     except OSError as error:
         raise ModelError(
-            f"cannot load weights of {info.source}: {str(error).splitlines()[0]}; "
+            f"cannot load weights of {info.source}: {str(error).splitlines()[0].rstrip('.')}; "
             "the folder needs model.safetensors or pytorch_model.bin next to config.json"
+        ) from error
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ModelError(
+            f"cannot load weights of {info.source}: {str(error).splitlines()[0].rstrip('.')}; "
+            "the weights file looks damaged, re-save or re-download it"
         ) from error
 
     missing = [k for k in loading["missing_keys"] if k != "masked_spec_embed"]

@@ -68,7 +68,7 @@ def command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (starts it if there is none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace whatever is in --out."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors and the result."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the summary with --json)."),
 ) -> None:
     """Prune MODEL to --sparsity by gated distillation on unlabelled audio."""
     main_rank = Distributed.from_env().is_main  # under torchrun only rank 0 talks

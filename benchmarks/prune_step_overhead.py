@@ -68,6 +68,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _faults() -> int:
+    """Minor page faults of this process so far (fresh memory touched: big temporaries cost this)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class Bench:
     """The teacher, the two students with their optimizers, and one fixed batch."""
 
@@ -132,7 +137,7 @@ class Bench:
 
     def gated_step(self) -> dict:
         """Pruning._train_step, prune phase, fp32, minus data loading and logging to disk."""
-        c0 = time.process_time()
+        c0, f0 = time.process_time(), _faults()
         t0 = time.perf_counter()
         model_mask, teacher, frame_mask = self._teacher()
         t1 = time.perf_counter()
@@ -157,10 +162,10 @@ class Bench:
         _ = (loss.item(), distill.item(), pairs.tolist(), metrics)
         t4 = time.perf_counter()
         return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3,
-                "cpu": time.process_time() - c0}
+                "cpu": time.process_time() - c0, "faults": _faults() - f0}
 
     def plain_step(self) -> dict:
-        c0 = time.process_time()
+        c0, f0 = time.process_time(), _faults()
         t0 = time.perf_counter()
         model_mask, teacher, frame_mask = self._teacher()
         t1 = time.perf_counter()
@@ -178,7 +183,7 @@ class Bench:
         _ = (loss.item(), distill.item(), pairs.tolist())
         t4 = time.perf_counter()
         return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3,
-                "cpu": time.process_time() - c0}
+                "cpu": time.process_time() - c0, "faults": _faults() - f0}
 
 
 class PeakRSS:
@@ -211,6 +216,21 @@ class PeakRSS:
         self.delta = self.peak - self.start
 
 
+def brief(t: dict) -> str:
+    return (f"{t['total']:.3f} s (" + " ".join(f"{ph[0]} {t[ph]:.2f}" for ph in PHASES)
+            + f"; {t['faults'] / 1000:.0f}k faults)")
+
+
+def trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc), so peak-RSS deltas do not depend on order."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def load_average() -> str:
     try:
         return " ".join(open("/proc/loadavg").read().split()[:3])
@@ -227,7 +247,7 @@ def quantile(values, q):
 
 def summarize(samples: list[dict]) -> dict:
     out = {}
-    for key in ("total", *PHASES, "cpu"):
+    for key in ("total", *PHASES, "cpu", "faults"):
         values = [s[key] for s in samples]
         out[key] = {"median": statistics.median(values), "p90": quantile(values, 0.9),
                     "min": min(values), "max": max(values)}
@@ -309,12 +329,13 @@ def main(argv=None) -> int:
         for name, step in (("gated", bench.gated_step), ("plain", bench.plain_step)):
             measure = not args.no_memory and i == args.warmup - 1 and os.path.exists("/proc/self/statm")
             if measure:
+                trim_heap()
                 with PeakRSS() as rss:
                     t = step()
                 memory[name] = rss.delta
             else:
                 t = step()
-            log(f"warm-up {i + 1}/{args.warmup} {name}: {t['total']:.3f} s")
+            log(f"warm-up {i + 1}/{args.warmup} {name}: {brief(t)}")
 
     if args.profile:
         run_profile(bench, args.top, args.shapes)
@@ -331,8 +352,8 @@ def main(argv=None) -> int:
         gated.append(times["gated"])
         plain.append(times["plain"])
         ratios.append(times["gated"]["total"] / times["plain"]["total"])
-        log(f"round {r + 1}/{args.rounds}: gated {times['gated']['total']:.3f} s, plain {times['plain']['total']:.3f} s, "
-            f"ratio {ratios[-1]:.3f}")
+        log(f"round {r + 1}/{args.rounds}: gated {brief(times['gated'])}, plain {brief(times['plain'])}, "
+            f"ratio {ratios[-1]:.3f}, load {load_average().split()[0]}")
 
     g, p = summarize(gated), summarize(plain)
     ratio = g["total"]["median"] / p["total"]["median"]
@@ -375,6 +396,7 @@ def main(argv=None) -> int:
     print(f"{'gated - plain':<20}" + "".join(f"{g[ph]['median'] - p[ph]['median']:>+11.3f}" for ph in PHASES))
     print(f"process CPU time per step (median): gated {g['cpu']['median']:.3f} s, plain {p['cpu']['median']:.3f} s, "
           f"ratio {cpu_ratio:.3f}")
+    print(f"minor page faults per step (median): gated {g['faults']['median']:,.0f}, plain {p['faults']['median']:,.0f}")
     print(f"\nratio of medians (gated / plain): {ratio:.3f}  (target <= 1.3: {'PASS' if ratio <= 1.3 else 'FAIL'})")
     print(f"per-round ratios: min {spread['min']:.3f}, p10 {spread['p10']:.3f}, median {spread['median']:.3f}, "
           f"p90 {spread['p90']:.3f}, max {spread['max']:.3f}  ({args.rounds} rounds)")

@@ -50,12 +50,13 @@ def decide(
     """
     scores = scores.detach().double().cpu()
     lower, upper = target * (1 - tolerance), target * (1 + tolerance)
+    protected = _best_channel_per_conv_layer(layout, scores)
     initial = scores > 0
-    keep = initial
+    keep = initial | protected
     count = _count(spec, layout, keep)
     if count > upper or count < lower:
-        keep = _threshold(spec, layout, scores, upper)
-        keep = _refine(spec, layout, scores, keep, lower, upper)
+        keep = _threshold(spec, layout, scores, upper) | protected
+        keep = _refine(spec, layout, scores, keep, lower, upper, protected)
         count = _count(spec, layout, keep)
     return Decision(
         keep=keep,
@@ -63,6 +64,16 @@ def decide(
         adjusted=int((keep != initial).sum()),
         within_tolerance=lower <= count <= upper,
     )
+
+
+def _best_channel_per_conv_layer(layout: GateLayout, scores: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the best channel of each conv layer, which is never removed (a conv layer
+    without channels would turn the whole encoder into a constant)."""
+    protected = torch.zeros_like(scores, dtype=torch.bool)
+    for group in layout.groups:
+        if group.kind == "conv":
+            protected[group.offset + int(torch.argmax(scores[group.offset : group.offset + group.size]))] = True
+    return protected
 
 
 def _threshold(spec, layout, scores: torch.Tensor, upper: float) -> torch.Tensor:
@@ -80,7 +91,7 @@ def _threshold(spec, layout, scores: torch.Tensor, upper: float) -> torch.Tensor
     return scores > cuts[lo]
 
 
-def _refine(spec, layout, scores, keep: torch.Tensor, lower: float, upper: float) -> torch.Tensor:
+def _refine(spec, layout, scores, keep, lower: float, upper: float, protected: torch.Tensor) -> torch.Tensor:
     """Flip single gates near the threshold until the count is inside [lower, upper].
 
     Gates are flipped in score order among those that fit the window. When none fits (a unit
@@ -100,7 +111,7 @@ def _refine(spec, layout, scores, keep: torch.Tensor, lower: float, upper: float
             best, best_miss = keep.clone(), abs(count - target)
         marginal = _marginals(spec, layout, keep)
         removing = count > upper
-        pool = (keep if removing else ~keep) & (marginal > 0)
+        pool = (keep & ~protected if removing else ~keep) & (marginal > 0)
         if not pool.any():
             break
         room = (count - lower) if removing else (upper - count)

@@ -41,11 +41,20 @@ class LayerSpec:
     """Sizes of one transformer layer. A dense layer keeps every head at full width."""
 
     heads: list[int]  # original ids of the kept heads, in order (WavLM's position bias is keyed by them)
-    qk_dim: int  # query/key width per head
-    vo_dim: int  # value/output width per head
+    qk_dim: int  # query/key width per head at run time (the widest kept head)
+    vo_dim: int  # value/output width per head at run time
     ffn_dim: int  # FFN intermediate units
     attention: bool = True  # False: the attention block is gone, its residual branch is the identity
     ffn: bool = True  # False: the FFN block is gone
+    # Stored width of each head when heads differ (None: every head has qk_dim / vo_dim).
+    # Weights store exactly these rows; narrower heads are zero-padded to qk_dim / vo_dim
+    # when attention runs, which changes no output.
+    qk_dims: list[int] | None = None
+    vo_dims: list[int] | None = None
+
+    def head_widths(self) -> tuple[list[int], list[int]]:
+        h = len(self.heads)
+        return (self.qk_dims or [self.qk_dim] * h, self.vo_dims or [self.vo_dim] * h)
 
 
 @dataclass
@@ -142,6 +151,10 @@ def _channel_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask[:, None].to(x.dtype)
 
 
+def _binary(mask: torch.Tensor | None) -> torch.Tensor | None:
+    return None if mask is None else (mask > 0).to(mask.dtype)
+
+
 class ConvLayer(nn.Module):
     def __init__(self, spec: EncoderSpec, index: int):
         super().__init__()
@@ -157,16 +170,20 @@ class ConvLayer(nn.Module):
             self.layer_norm = nn.LayerNorm(channels)
         self.norm_count = spec.conv_norm_channels[index]
         self.activation = ACTIVATIONS[spec.conv_act]()
+        self.last = index == len(spec.conv_channels) - 1
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, C_in, T) -> (B, C, T'). A pruned channel is zero before the norm (so a LayerNorm
-        # over channels sees it as the shrunk model will) and after the activation.
-        x = _channel_mask(self.conv(x), mask)
+        # over channels sees it as the shrunk model will) and after the activation. Soft mask
+        # values (relaxed gates) scale a channel only where the next weight reads it, so that
+        # shrinking can fold them into that weight: the next conv here, the projection's
+        # Linear (after its LayerNorm) for the last layer.
+        x = _channel_mask(self.conv(x), _binary(mask))
         if self.norm_kind == "group":
             x = self.layer_norm(x)
         elif self.norm_kind == "layer":
             x = _layer_norm(x.transpose(1, 2), self.layer_norm, self.norm_count).transpose(1, 2)
-        return _channel_mask(self.activation(x), mask)
+        return _channel_mask(self.activation(x), _binary(mask) if self.last else mask)
 
 
 class FeatureProjection(nn.Module):
@@ -208,7 +225,15 @@ class PositionalConv(nn.Module):
         x = x.transpose(1, 2)  # (B, D, T)
         if self.batch_norm is not None:
             x = self.batch_norm(x)
-        x = self.conv(x)
+        if x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
+            # Grouped conv with a 128-wide kernel is ~20x slower in half precision on GPUs than
+            # in float32: compute this one op in float32 (same math) and cast back.
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                conv = self.conv
+                y = F.conv1d(x.float(), conv.weight.float(), conv.bias.float(), padding=conv.padding, groups=conv.groups)
+            x = y.to(x.dtype if x.dtype != torch.float32 else torch.get_autocast_dtype(x.device.type))
+        else:
+            x = self.conv(x)
         if self.trim:
             x = x[:, :, : -self.trim]
         return self.activation(x).transpose(1, 2)
@@ -229,10 +254,15 @@ class Attention(nn.Module):
         self.vo_dim = layer.vo_dim
         self.scaling = spec.head_dim**-0.5
         self.heads = list(layer.heads)
-        self.q_proj = nn.Linear(d, self.num_heads * layer.qk_dim)
-        self.k_proj = nn.Linear(d, self.num_heads * layer.qk_dim)
-        self.v_proj = nn.Linear(d, self.num_heads * layer.vo_dim)
-        self.out_proj = nn.Linear(self.num_heads * layer.vo_dim, d)
+        qk_widths, vo_widths = layer.head_widths()
+        self.q_proj = nn.Linear(d, sum(qk_widths))
+        self.k_proj = nn.Linear(d, sum(qk_widths))
+        self.v_proj = nn.Linear(d, sum(vo_widths))
+        self.out_proj = nn.Linear(sum(vo_widths), d)
+        # Heads of different widths: where each padded slot reads its stored row (or the zero row)
+        self.qk_slots = _padding_slots(qk_widths, layer.qk_dim)
+        self.vo_slots = _padding_slots(vo_widths, layer.vo_dim)
+        self._slot_tensors: dict[str, torch.Tensor] = {}
         self.gated_bias = spec.num_buckets > 0
         if self.gated_bias:  # WavLM's gate on the relative position bias
             self.dense_heads = spec.num_heads
@@ -250,9 +280,12 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         # x: (B, T, D); key_mask: (B, 1, 1, T) bool, True = attend; position_bias: (H_rel, T, T)
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
-        k = self.k_proj(x).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
-        v = self.v_proj(x).view(b, t, self.num_heads, self.vo_dim).transpose(1, 2)  # (B, H, T, d_vo)
+        if self.num_heads == 0:  # a kept block without heads adds its output bias
+            return self.out_proj.bias.expand(b, t, -1).to(x.dtype)
+        q_proj, k_proj, v_proj, out_weight = self._projections()
+        q = F.linear(x, *q_proj).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
+        k = F.linear(x, *k_proj).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
+        v = F.linear(x, *v_proj).view(b, t, self.num_heads, self.vo_dim).transpose(1, 2)  # (B, H, T, d_vo)
         if masks is not None:
             if masks.qk is not None:  # masking q alone is enough: q.k sums over kept dims only
                 q = q * masks.qk[:, None, :].to(q.dtype)
@@ -267,7 +300,35 @@ class Attention(nn.Module):
                 attn_mask = attn_mask.masked_fill(~key_mask, float("-inf"))
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)  # (B, H, T, d_vo)
         o = o.transpose(1, 2).reshape(b, t, self.num_heads * self.vo_dim)
-        return self.out_proj(o)
+        return F.linear(o, out_weight, self.out_proj.bias)
+
+    def _projections(self):
+        """(weight, bias) of q, k and v at the uniform run-time width, and out_proj's weight.
+
+        Heads stored at different widths get zero rows (q/k/v) and zero columns (out_proj) up to
+        the layer's widest head. Padding the weights costs far less than padding activations.
+        """
+        q = self._pad_rows(self.q_proj, self.qk_slots, "qk")
+        k = self._pad_rows(self.k_proj, self.qk_slots, "qk")
+        v = self._pad_rows(self.v_proj, self.vo_slots, "vo")
+        out_weight = self.out_proj.weight  # (D, sum of v/o widths)
+        if self.vo_slots is not None:
+            zero = out_weight.new_zeros(out_weight.shape[0], 1)
+            out_weight = torch.cat([out_weight, zero], dim=1)[:, self._slots("vo", out_weight.device)]
+        return q, k, v, out_weight
+
+    def _pad_rows(self, linear: nn.Linear, slots: list[int] | None, kind: str):
+        if slots is None:
+            return linear.weight, linear.bias
+        index = self._slots(kind, linear.weight.device)
+        weight = torch.cat([linear.weight, linear.weight.new_zeros(1, linear.weight.shape[1])])[index]
+        return weight, torch.cat([linear.bias, linear.bias.new_zeros(1)])[index]
+
+    def _slots(self, kind: str, device: torch.device) -> torch.Tensor:
+        key = f"{kind}:{device}"
+        if key not in self._slot_tensors:  # built on first use: from_pretrained creates modules on "meta"
+            self._slot_tensors[key] = torch.tensor(self.qk_slots if kind == "qk" else self.vo_slots, device=device)
+        return self._slot_tensors[key]
 
     def _gated_position_bias(self, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
         # WavLM: head h's gate reads the h-th head_dim-wide slice of the layer input (not the
@@ -282,6 +343,18 @@ class Attention(nn.Module):
         gate_a, gate_b = torch.sigmoid(proj.view(b, self.num_heads, t, 2, 4).sum(-1)).chunk(2, dim=-1)
         gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # (B, H, T, 1)
         return gate * bias.to(x.dtype)
+
+
+def _padding_slots(widths: list[int], width: int) -> list[int] | None:
+    """For heads stored at ``widths``, the stored row of each slot of a (H * width) padded layout;
+    ``sum(widths)`` marks a zero slot. None when no padding is needed."""
+    if all(w == width for w in widths):
+        return None
+    slots, start = [], 0
+    for w in widths:
+        slots += list(range(start, start + w)) + [sum(widths)] * (width - w)
+        start += w
+    return slots
 
 
 def _head_value_mask(masks: LayerMasks) -> torch.Tensor | None:
@@ -406,11 +479,11 @@ class FeatureExtractor(nn.Module):
         return x  # (B, C, T')
 
 
-class Encoder(nn.Module):
-    """A speech SSL encoder (the ``...Model`` part of wav2vec2 / HuBERT / WavLM)."""
+class EncoderModules:
+    """The encoder's modules and forward pass, shared by ``Encoder`` (a plain nn.Module) and
+    the transformers wrapper of shrunk models (a PreTrainedModel)."""
 
-    def __init__(self, spec: EncoderSpec):
-        super().__init__()
+    def build_encoder(self, spec: EncoderSpec) -> None:
         self.spec = spec
         self.feature_extractor = FeatureExtractor(spec)
         self.feature_projection = FeatureProjection(spec)
@@ -418,7 +491,7 @@ class Encoder(nn.Module):
             self.masked_spec_embed = nn.Parameter(torch.zeros(spec.hidden_size))
         self.encoder = TransformerEncoder(spec)
 
-    def forward(
+    def encode(
         self,
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
@@ -438,3 +511,14 @@ class Encoder(nn.Module):
         """(B, T') bool: True on frames computed from real samples."""
         lengths = self.spec.output_lengths(attention_mask.sum(-1))
         return torch.arange(frames, device=attention_mask.device)[None, :] < lengths[:, None]
+
+
+class Encoder(EncoderModules, nn.Module):
+    """A speech SSL encoder (the ``...Model`` part of wav2vec2 / HuBERT / WavLM)."""
+
+    def __init__(self, spec: EncoderSpec):
+        nn.Module.__init__(self)
+        self.build_encoder(spec)
+
+    def forward(self, input_values, attention_mask=None, masks: EncoderMasks | None = None) -> EncoderOutput:
+        return self.encode(input_values, attention_mask, masks)

@@ -60,3 +60,13 @@ def test_coarse_structures_report_the_closest_size():
     decision = decide(spec, layout, torch.randn(layout.size, generator=torch.Generator().manual_seed(0)), target)
     assert not decision.within_tolerance
     assert abs(decision.params / target - 1) < 0.05  # the closest block combination, not a far one
+
+
+def test_every_conv_layer_keeps_a_channel():
+    spec = base_spec()
+    layout = GateLayout(spec, ("conv", "int"))
+    scores = torch.ones(layout.size, dtype=torch.float64)
+    scores[layout.group("conv", 3).offset : layout.group("conv", 3).offset + 512] = -5  # gates say: drop it all
+    decision = decide(spec, layout, scores, dense_count(spec, layout) * 0.5)
+    kept = layout.values(decision.keep.double()).get("conv", 3)
+    assert kept.sum() == 1 and decision.within_tolerance

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A pipeline step of an MLOps job: prune, then read the result as JSON.
+#
+#   MODEL=facebook/wav2vec2-base DATA=/data/LibriSpeech/train-clean-100 examples/pipeline.sh
+#
+# Without MODEL/DATA it uses the built-in demo inputs. `shrink` and `bench` are the next
+# links of the chain (prune -> shrink -> bench); they are not built yet, so this script
+# stops after prune and says so.
+set -euo pipefail
+SPARSITY=${SPARSITY:-0.72}
+RUN=${RUN:-runs/pipeline-run}
+
+if [[ -z "${MODEL:-}" ]]; then
+    python -c "from speechprune.demo import prepare_demo; prepare_demo('runs/demo-inputs')"
+    MODEL=runs/demo-inputs/model DATA=runs/demo-inputs/audio EXTRA=(--steps 150 --crop-seconds 2 --batch-seconds 16)
+else
+    EXTRA=()
+fi
+
+# --resume makes the step idempotent and preemption-safe: it continues a run or starts it.
+# Progress goes to stderr; stdout carries exactly one JSON document.
+summary=$(speechprune prune "$MODEL" --data "$DATA" --sparsity "$SPARSITY" --out "$RUN" --resume --json "${EXTRA[@]}")
+
+python - "$summary" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+assert s["within_tolerance"], "missed the parameter target"
+print(f"pruned {s['params_dense']:,} -> {s['params_pruned']:,} ({s['sparsity']:.1%}), run in {s['run_dir']}")
+PY
+
+echo "next links (not built yet): speechprune shrink $RUN --out $RUN-model --json | speechprune bench ..." >&2

@@ -1,0 +1,105 @@
+"""Shrinking: the sliced encoder equals the masked one, and stores exactly the counted parameters."""
+
+import pytest
+import torch
+
+from speechprune.accounting import parameter_count
+from speechprune.encoder import Encoder
+from speechprune.families import FAMILIES
+from speechprune.gates import GateLayout, HardConcreteGates
+from speechprune.shrink import shrink_encoder
+from conftest import ALL_KINDS, build_model
+from test_accounting import edge_case_values
+
+
+def dense_encoder(family, style, seed=0):
+    hf = build_model(family, style, seed=seed)
+    fam = FAMILIES[family]
+    encoder = Encoder(fam.spec_from_config(hf.config)).eval()
+    encoder.load_state_dict(fam.to_encoder_keys(hf.state_dict()))
+    return encoder
+
+
+def shrunk_pair(encoder, values):
+    layout = values.layout
+    spec, state = shrink_encoder(encoder.spec, encoder.state_dict(), layout, values.flat)
+    small = Encoder(spec).eval()
+    small.load_state_dict(state, strict=True)
+    return small
+
+
+def unequal_batch():
+    torch.manual_seed(3)
+    waveforms = torch.randn(3, 9000)
+    attention_mask = torch.ones(3, 9000, dtype=torch.long)
+    attention_mask[1, 7000:] = 0
+    attention_mask[2, 4000:] = 0
+    return waveforms * attention_mask, attention_mask
+
+
+def assert_same_outputs(big, small, masks, attention_mask=None):
+    waveforms, padding = unequal_batch()
+    padding = padding if attention_mask else None
+    with torch.no_grad():
+        expected = big(waveforms, padding, masks)
+        got = small(waveforms, padding)
+    for a, b in zip(expected.hidden_states + (expected.last_hidden_state,), got.hidden_states + (got.last_hidden_state,)):
+        assert ((a - b).abs().max() / a.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("family,style", ALL_KINDS)
+@pytest.mark.parametrize("attention_mask", [False, True])
+def test_shrunk_equals_masked_with_edge_cases(family, style, attention_mask):
+    encoder = dense_encoder(family, style)
+    values = edge_case_values(GateLayout(encoder.spec), seed=0)
+    small = shrunk_pair(encoder, values)
+    assert sum(p.numel() for p in small.parameters()) == parameter_count(encoder.spec, values).item()
+    assert_same_outputs(encoder, small, values.masks(), attention_mask)
+
+
+def test_wavlm_heads_removed_in_layer_zero_keep_bias_for_later_layers():
+    encoder = dense_encoder("wavlm", "base")
+    layout = GateLayout(encoder.spec)
+    values = layout.values(torch.ones(layout.size, dtype=torch.float64))
+    values.get("head", 0)[[0, 2]] = 0  # layer 0 loses heads 0 and 2; later layers keep them
+    values.get("head", 1)[[1, 2]] = 0
+    values.get("mha", 2).zero_()
+    small = shrunk_pair(encoder, values)
+    assert small.spec.layers[0].heads == [1, 3] and small.spec.layers[1].heads == [0, 3]
+    assert small.spec.rel_heads == [0, 1, 3]
+    assert_same_outputs(encoder, small, values.masks())
+
+
+def test_uniform_attention_head_and_layer_without_heads():
+    encoder = dense_encoder("wav2vec2", "large")
+    layout = GateLayout(encoder.spec)
+    values = layout.values(torch.ones(layout.size, dtype=torch.float64))
+    values.get("qk", 0)[1] = 0  # no query/key dims: attends uniformly, still contributes
+    values.get("head", 1).zero_()  # no heads at all, block kept: adds its output bias
+    small = shrunk_pair(encoder, values)
+    assert small.spec.layers[0].qk_dims == [12, 0, 12, 12] and small.spec.layers[1].heads == []
+    assert_same_outputs(encoder, small, values.masks(), attention_mask=True)
+
+
+def test_layer_norm_over_pruned_conv_channels():
+    encoder = dense_encoder("hubert", "large")  # LayerNorm in every conv layer and the projection
+    layout = GateLayout(encoder.spec, ("conv",))
+    values = layout.values((torch.rand(layout.size, generator=torch.Generator().manual_seed(0)) > 0.3).double())
+    small = shrunk_pair(encoder, values)
+    assert small.spec.conv_channels != encoder.spec.conv_channels
+    assert small.spec.conv_norm_channels == encoder.spec.conv_norm_channels
+    assert_same_outputs(encoder, small, values.masks())
+
+
+@pytest.mark.parametrize("family,style", [("wav2vec2", "base"), ("wavlm", "large")])
+def test_relaxed_gate_values_are_folded_into_the_weights(family, style):
+    encoder = dense_encoder(family, style)
+    layout = GateLayout(encoder.spec)
+    gates = HardConcreteGates(layout, ste=False)
+    with torch.no_grad():
+        gates.log_alpha.copy_(torch.randn(layout.size, generator=torch.Generator().manual_seed(1)) + 1.5)
+    soft = gates.deterministic().double()
+    assert ((soft > 0) & (soft < 1)).sum() > 100
+    values = layout.values(soft)
+    small = shrunk_pair(encoder, values)
+    assert_same_outputs(encoder, small, values.masks())

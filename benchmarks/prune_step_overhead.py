@@ -16,7 +16,7 @@ noisy neighbours) hits both alike; the report gives median and p90 of each, the 
 the medians and the spread of the per-round ratios, plus a per-phase breakdown (teacher,
 student forward + loss, backward, optimizer).
 
-    python benchmarks/prune_step_overhead.py                 # timing, ~2-4 min on 2 CPU cores
+    python benchmarks/prune_step_overhead.py                 # timing, ~3 min on 2 idle CPU cores
     python benchmarks/prune_step_overhead.py --json          # one JSON document on stdout
     python benchmarks/prune_step_overhead.py --profile       # torch.profiler of one gated (and one plain) step
 """
@@ -54,8 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=4.0, help="seconds of audio per waveform (default 4)")
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--threads", type=int, default=cores, help=f"torch.set_num_threads (default all cores: {cores})")
-    p.add_argument("--warmup", type=int, default=2, help="warm-up steps of each kind (default 2)")
-    p.add_argument("--rounds", type=int, default=6, help="timed rounds of one gated + one plain step (default 6)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up steps of each kind (default 3)")
+    p.add_argument("--rounds", type=int, default=20, help="timed rounds of one gated + one plain step (default 20)")
     p.add_argument("--structures", default=",".join(GATE_KINDS), help="gated structures (default all)")
     p.add_argument("--relaxed", action="store_true", help="relaxed hard-concrete gates instead of STE")
     p.add_argument("--seed", type=int, default=0)

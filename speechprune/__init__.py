@@ -1,3 +1,10 @@
 """speechprune: make self-supervised speech encoders smaller and faster without task labels."""
 
 __version__ = "0.1.0"
+
+
+def load(path, dtype=None):
+    """Load a model folder written by `speechprune shrink` (no remote code needed)."""
+    from .artifact import load as _load
+
+    return _load(path, dtype)

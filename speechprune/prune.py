@@ -224,7 +224,7 @@ class Pruning:
                 "gates": {"structures": self.layout.kinds, "count": self.layout.size, "ste": self.config.ste},
                 "params_dense": self.dense,
             }
-            self.run_folder.start_fresh(record, self.spec)
+            self.run_folder.start_fresh(record, self.spec, self.info.config.to_dict())
         self.ranks.barrier()
 
     def load_checkpoint(self) -> None:

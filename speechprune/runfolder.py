@@ -3,6 +3,7 @@
     RUN/
       config.json          resolved options, versions, source model (id, revision, weights hash)
       encoder.json         architecture of the dense encoder (EncoderSpec)
+      source_config.json   the transformers config of the source model
       metrics.jsonl        one line per step
       checkpoints/latest   name of the newest complete checkpoint
       checkpoints/step-N/  student.safetensors, gates.safetensors, distill_heads.safetensors,
@@ -51,6 +52,7 @@ class RunFolder:
 
     config_path = property(lambda self: self.root / "config.json")
     encoder_path = property(lambda self: self.root / "encoder.json")
+    source_config_path = property(lambda self: self.root / "source_config.json")
     metrics_path = property(lambda self: self.root / "metrics.jsonl")
     summary_path = property(lambda self: self.root / "summary.json")
     masks_path = property(lambda self: self.root / "masks.safetensors")
@@ -107,13 +109,14 @@ class RunFolder:
 
     # --- writing ---
 
-    def start_fresh(self, config_record: dict, spec: EncoderSpec) -> None:
+    def start_fresh(self, config_record: dict, spec: EncoderSpec, source_config: dict) -> None:
         if self.root.exists():
             for child in self.root.iterdir():  # --overwrite, or a run that died before its first checkpoint
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.write_json(self.config_path, config_record)
         atomic.write_json(self.encoder_path, spec.to_dict())
+        atomic.write_json(self.source_config_path, source_config)
 
     def save_checkpoint(
         self,

@@ -13,10 +13,18 @@ conv's input columns (or the projection's columns) for CNN channels.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from pathlib import Path
 
-from .encoder import EncoderSpec, LayerSpec
-from .gates import GateLayout
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .encoder import Encoder, EncoderSpec, LayerSpec
+from .errors import RunFolderError
+from .gates import GateLayout, HardConcreteGates
+from .runfolder import RUN_FORMAT, RunFolder, read_spec
+from .synth import speechlike
 
 
 def _values(layout: GateLayout, flat: torch.Tensor, kind: str, index: int, shape: tuple) -> torch.Tensor:
@@ -159,3 +167,69 @@ def _shrink_ffn(spec, dense: LayerSpec, layout, values, l, prefix, out, scaled, 
     out[f + "output_dense.weight"] = scaled(out[f + "output_dense.weight"][:, kept], ffn * units[kept], 1)
     out[f + "output_dense.bias"] = scaled(out[f + "output_dense.bias"], ffn.expand(spec.hidden_size), 0)
     layer.ffn_dim = len(kept)
+
+
+# --- from a run folder to a model folder ------------------------------------------------------
+
+
+@dataclass
+class RunSnapshot:
+    """What shrinking needs from a run folder: the student and its final (or current) gates."""
+
+    run: RunFolder
+    record: dict  # config.json of the run
+    spec: EncoderSpec  # dense architecture
+    layout: GateLayout
+    state: dict[str, torch.Tensor]  # student weights
+    values: torch.Tensor  # (N,) deterministic gate values
+    step: int
+    finished: bool
+
+
+def read_run(path: str | Path) -> RunSnapshot:
+    run = RunFolder(path)
+    if not run.root.is_dir():
+        raise RunFolderError(f"{path} is not a folder; pass the --out folder of a speechprune prune run")
+    if not run.config_path.exists() or not run.encoder_path.exists():
+        raise RunFolderError(f"{path} is not a speechprune run (no config.json/encoder.json); pass the --out folder of speechprune prune")
+    record = run.read_config()
+    if record.get("format") != RUN_FORMAT:
+        raise RunFolderError(
+            f"{path} was written by an incompatible speechprune ({record.get('speechprune')}); "
+            f"shrink it with that version or prune again"
+        )
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise RunFolderError(f"{path} has no checkpoint yet; wait for the first one (--checkpoint-every) or the end of the run")
+    spec = read_spec(run)
+    layout = GateLayout(spec, record["gates"]["structures"])
+    finished = run.summary_path.exists() and run.masks_path.exists()
+    if finished:
+        values = load_file(str(run.masks_path))["values"]
+    else:  # mid-run: the checkpoint's decision, or 1[log_alpha > 0]
+        saved = checkpoint.tensors("gates")
+        gates = HardConcreteGates(layout, ste=record["gates"]["ste"])
+        with torch.no_grad():
+            gates.log_alpha.copy_(saved["log_alpha"])
+        values = gates.deterministic(saved["keep"].bool() if "keep" in saved else None)
+    return RunSnapshot(run, record, spec, layout, checkpoint.tensors("student"), values.double(),
+                       checkpoint.state["step"], finished)
+
+
+def max_relative_error(big: Encoder, masks, small: Encoder, sample_rate: int) -> float:
+    """Largest relative difference of any hidden state, masked vs shrunk, on generated speech
+    (two utterances of unequal length, with and without a padding mask)."""
+    rng = np.random.default_rng(0)
+    a, b = speechlike(3.0, sample_rate, rng), speechlike(2.0, sample_rate, rng)
+    waveforms = torch.zeros(2, len(a))
+    waveforms[0], waveforms[1, : len(b)] = torch.from_numpy(a), torch.from_numpy(b)
+    padding = (torch.arange(len(a))[None, :] < torch.tensor([[len(a)], [len(b)]])).long()
+    worst = 0.0
+    with torch.no_grad():
+        for mask in (None, padding):
+            expected = big(waveforms, mask, masks)
+            got = small(waveforms, mask)
+            for x, y in zip(expected.hidden_states + (expected.last_hidden_state,),
+                            got.hidden_states + (got.last_hidden_state,)):
+                worst = max(worst, ((x - y).abs().max() / x.abs().max().clamp(min=1e-12)).item())
+    return worst

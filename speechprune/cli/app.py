@@ -13,7 +13,7 @@ import typer
 
 from .. import __version__
 from ..errors import SpeechpruneError
-from . import analyze, bench, prune, shrink
+from . import analyze, bench, invocation, prune, shrink
 
 app = typer.Typer(
     name="speechprune",
@@ -43,12 +43,13 @@ def main_options(
 
 app.command("analyze", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(analyze.command)
 app.command("prune")(prune.command)
-app.command("shrink", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(shrink.command)
+app.command("shrink")(shrink.command)
 app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench.command)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    invocation[:] = argv
     DEBUG["on"] = "--debug" in argv
     try:
         result = typer.main.get_command(app).main(args=argv, prog_name="speechprune", standalone_mode=False)

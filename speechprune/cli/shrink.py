@@ -1,10 +1,50 @@
-"""`speechprune shrink` (not built yet)."""
+"""`speechprune shrink`: a run folder in, a physically smaller model folder out."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from ..errors import SpeechpruneError
+from . import invocation
+from .output import Output
 
 
-def command(ctx: typer.Context) -> None:
-    """Materialise a pruning run as a physically smaller model that transformers can load. (not built yet)"""
-    raise SpeechpruneError("speechprune shrink is not built yet (tracked as issue 3); use speechprune prune for now")
+def command(
+    run: str = typer.Argument(..., help="Run folder written by speechprune prune (finished, or its latest checkpoint)."),
+    out: Optional[str] = typer.Option(None, help="Model folder to write. [default: models/<run name>]"),
+    dtype: str = typer.Option("float32", help="Precision of the saved weights: float32|float16|bfloat16."),
+    data: Optional[str] = typer.Option(None, help="Audio to measure fidelity to the dense teacher on (folder or manifest)."),
+    fidelity_seconds: float = typer.Option(20.0, help="At most this much audio for the fidelity measurement."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
+) -> None:
+    """Materialise a pruning run as a physically smaller model that transformers can load."""
+    from ..export import shrink_run
+
+    output = Output(json_mode=json_output, quiet=quiet)
+    out = out or str(Path("models") / Path(run.rstrip("/")).name)
+    report = shrink_run(
+        run,
+        out,
+        dtype=dtype,
+        data=data,
+        fidelity_seconds=fidelity_seconds,
+        overwrite=overwrite,
+        command="speechprune " + " ".join(shlex.quote(a) for a in invocation),
+        reporter=output.reporter(log_every=1),
+    )
+    output.result(report, summary_line(report))
+
+
+def summary_line(report: dict) -> str:
+    line = (
+        f"{report['params_dense'] / 1e6:.2f}M -> {report['params'] / 1e6:.2f}M parameters "
+        f"({report['file_bytes'] / 1e6:.1f} MB {report['dtype']}), saved in {report['model_dir']}"
+    )
+    if report["fidelity_cosine"]:
+        line += "; cosine to teacher " + ", ".join(f"L{k} {v:.3f}" for k, v in report["fidelity_cosine"].items())
+    return line

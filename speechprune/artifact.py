@@ -1,0 +1,144 @@
+"""The shrunk model folder: what `speechprune shrink` writes and `speechprune.load` reads.
+
+    MODEL/
+      config.json                 model_type "speechprune", every per-layer size, auto_map
+      model.safetensors           only the kept parameters
+      modeling_speechprune.py     self-contained (torch + transformers) model code
+      preprocessor_config.json    sampling rate / normalisation of the source model
+      README.md                   model card: source, sparsity, counts, command, fidelity
+      stock/                      only when the result fits a stock transformers config
+
+The folder is written to a temporary sibling and renamed into place, so a crash or a full
+disk never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from . import __version__
+from .encoder import EncoderSpec
+from .errors import RunFolderError
+
+MODELING_FILE = "modeling_speechprune.py"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def modeling_source() -> str:
+    """encoder.py and hf_model.py as one file that imports only torch and transformers."""
+    here = Path(__file__).parent
+    parts = []
+    for name in ("encoder.py", "hf_model.py"):
+        lines = (here / name).read_text().splitlines()
+        lines = [l for l in lines if l != "from __future__ import annotations" and not l.startswith("from .encoder ")]
+        parts.append("\n".join(lines))
+    header = (
+        f"# Written by speechprune {__version__}: the model code of a shrunk speech encoder.\n"
+        "# Self-contained on purpose (torch + transformers only), so trust_remote_code loading needs\n"
+        "# nothing else. Source: speechprune/encoder.py and speechprune/hf_model.py.\n"
+        "from __future__ import annotations\n\n"
+    )
+    return header + "\n\n".join(parts) + "\n"
+
+
+def stock_compatible(spec: EncoderSpec, dense: EncoderSpec) -> bool:
+    """True when the shrunk encoder fits a stock transformers config: only FFN units were
+    pruned, by the same amount in every layer."""
+    widths = {layer.ffn_dim for layer in spec.layers}
+    return (
+        len(widths) == 1
+        and spec.conv_channels == dense.conv_channels
+        and all(
+            layer.attention and layer.ffn and layer.heads == dense_layer.heads
+            and layer.qk_dim == dense_layer.qk_dim and layer.vo_dim == dense_layer.vo_dim
+            and layer.qk_dims is None and layer.vo_dims is None
+            for layer, dense_layer in zip(spec.layers, dense.layers)
+        )
+    )
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file; choose a folder for the model")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunFolderError(f"--out {out} is not empty; choose another --out or pass --overwrite to replace it")
+
+
+def write_model_folder(
+    out: Path,
+    spec: EncoderSpec,
+    state: dict[str, torch.Tensor],
+    *,
+    dtype: str,
+    card: str,
+    provenance: dict,
+    preprocessor: dict,
+    stock: tuple[dict, dict] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write the model folder atomically. ``stock`` is (transformers config dict, state dict)."""
+    from .hf_model import SpeechpruneConfig
+
+    out = Path(out)
+    check_output_folder(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in state.items()}
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = SpeechpruneConfig(
+            encoder=spec.to_dict(),
+            architectures=["SpeechpruneModel"],
+            auto_map={
+                "AutoConfig": f"{MODELING_FILE[:-3]}.SpeechpruneConfig",
+                "AutoModel": f"{MODELING_FILE[:-3]}.SpeechpruneModel",
+            },
+            speechprune=provenance,
+        )
+        config.dtype = dtype
+        config.save_pretrained(tmp)
+        (tmp / MODELING_FILE).write_text(modeling_source())
+        (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
+        (tmp / "README.md").write_text(card)
+        if stock is not None:
+            stock_config, stock_state = stock
+            (tmp / "stock").mkdir()
+            (tmp / "stock" / "config.json").write_text(json.dumps(stock_config, indent=2) + "\n")
+            (tmp / "stock" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
+            stock_tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in stock_state.items()}
+            save_file(stock_tensors, str(tmp / "stock" / "model.safetensors"), metadata={"format": "pt"})
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():  # --overwrite: move the old folder aside first, delete it only once the new one is in place
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        out.rename(old / "model")
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def load(path: str | Path, dtype: torch.dtype | None = None):
+    """Load a folder written by `speechprune shrink` with the package's own classes (no remote code)."""
+    from .hf_model import SpeechpruneModel
+
+    config_path = Path(path) / "config.json"
+    if not config_path.exists():
+        raise RunFolderError(f"{path} is not a model folder (no config.json); pass the --out folder of speechprune shrink")
+    if json.loads(config_path.read_text()).get("model_type") != "speechprune":
+        raise RunFolderError(f"{path} is not a speechprune model; load stock models with transformers.AutoModel")
+    from .loading import quiet_transformers
+
+    with quiet_transformers():
+        return SpeechpruneModel.from_pretrained(path, dtype=dtype).eval()

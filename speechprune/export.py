@@ -1,0 +1,216 @@
+"""The ``shrink`` job: a run folder in, a smaller model folder out, with proof that it is equal.
+
+Reading order: check the options and the output folder (nothing loaded yet), read the run,
+slice the student, check the slice (its parameter count against the analytic one, its
+outputs against the masked model), optionally measure fidelity to the dense teacher on real
+audio, then write the folder atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .accounting import parameter_count
+from .artifact import DTYPES, check_output_folder, stock_compatible, write_model_folder
+from .encoder import Encoder
+from .errors import UsageError
+from .families import family_by_name
+from .progress import Reporter
+from .shrink import RunSnapshot, max_relative_error, read_run, shrink_encoder
+
+EXACTNESS_LIMIT = 1e-4  # max relative error of shrunk vs masked outputs (float32)
+
+
+def shrink_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    dtype: str = "float32",
+    data: str | None = None,
+    fidelity_seconds: float = 20.0,
+    overwrite: bool = False,
+    command: str | None = None,
+    reporter: Reporter | None = None,
+) -> dict:
+    """Write the shrunk model of ``run_dir`` to ``out`` and return a report."""
+    reporter = reporter or Reporter()
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if fidelity_seconds <= 0:
+        raise UsageError(f"--fidelity-seconds must be positive, got {fidelity_seconds}")
+    out = Path(out)
+    check_output_folder(out, overwrite)
+
+    snap = read_run(run_dir)
+    if not snap.finished:
+        reporter.warning(f"{run_dir} is not finished: shrinking its checkpoint at step {snap.step}")
+    spec, state = shrink_encoder(snap.spec, snap.state, snap.layout, snap.values)
+    params = sum(t.numel() for k, t in state.items() if not _is_buffer(k))
+    analytic = int(parameter_count(snap.spec, snap.layout.values((snap.values > 0).double())).item())
+    if params != analytic:
+        raise RuntimeError(f"shrunk model stores {params} parameters but accounting says {analytic}")
+
+    dense = Encoder(snap.spec).eval()
+    dense.load_state_dict(snap.state)
+    small = Encoder(spec).eval()
+    small.load_state_dict(state)
+    masks = snap.layout.values(snap.values).masks()
+    error = max_relative_error(dense, masks, small, snap.record["audio"]["sampling_rate"])
+    if error > EXACTNESS_LIMIT:
+        raise RuntimeError(f"shrunk model differs from the masked one by {error:.2e} (limit {EXACTNESS_LIMIT})")
+    reporter.message(f"shrunk {snap.record['params_dense']:,} -> {params:,} parameters; max relative error vs masked {error:.1e}")
+
+    fidelity = _fidelity(snap, small, data, fidelity_seconds, reporter) if data else None
+    stock = _stock_export(snap, spec, state) if stock_compatible(spec, snap.spec) else None
+    if stock is not None:
+        reporter.message("the result fits a stock transformers config: also written to stock/ (no remote code needed)")
+
+    report = {
+        "model_dir": str(out),
+        "run_dir": str(snap.run.root),
+        "run_step": snap.step,
+        "run_finished": snap.finished,
+        "family": snap.spec.family,
+        "source_model": snap.record["source"]["model"],
+        "params_dense": snap.record["params_dense"],
+        "params": params,
+        "sparsity": round(1 - params / snap.record["params_dense"], 6),
+        "dtype": dtype,
+        "max_relative_error_vs_masked": error,
+        "fidelity_cosine": fidelity,
+        "stock_config": stock is not None,
+    }
+    write_model_folder(
+        out,
+        spec,
+        state,
+        dtype=dtype,
+        card=_model_card(snap, spec, report, command),
+        provenance={k: report[k] for k in ("source_model", "params_dense", "params", "sparsity", "family")}
+        | {"version": __version__, "run_step": snap.step},
+        preprocessor=_preprocessor(snap.record["audio"]),
+        stock=stock,
+        overwrite=overwrite,
+    )
+    report["file_bytes"] = (out / "model.safetensors").stat().st_size
+    return report
+
+
+def _is_buffer(key: str) -> bool:
+    return "running_" in key or key.endswith("num_batches_tracked")
+
+
+def _preprocessor(audio: dict) -> dict:
+    return {
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+        "feature_size": 1,
+        "sampling_rate": audio["sampling_rate"],
+        "padding_value": 0.0,
+        "padding_side": "right",
+        "do_normalize": audio["normalize"],
+        "return_attention_mask": audio["attention_mask"],
+    }
+
+
+def _stock_export(snap: RunSnapshot, spec, state) -> tuple[dict, dict]:
+    config = json.loads(snap.run.source_config_path.read_text())
+    config["intermediate_size"] = spec.layers[0].ffn_dim
+    config["architectures"] = [family_by_name(spec.family).base_class]
+    return config, family_by_name(spec.family).to_hf_keys(state)
+
+
+def _fidelity(snap: RunSnapshot, small: Encoder, data: str, seconds: float, reporter: Reporter) -> dict:
+    """Cosine similarity, per distilled layer, of the shrunk model's hidden states to the teacher's."""
+    from .audio import scan_audio, validation_batches
+    from .loading import inspect_model, load_encoder
+
+    corpus = scan_audio(data, min_seconds=0.5)
+    audio = snap.record["audio"]
+    crop = min(4.0, seconds)
+    corpus.files = corpus.files[: max(1, round(seconds / crop))]
+    batches = validation_batches(corpus, sample_rate=audio["sampling_rate"], crop_seconds=crop,
+                                 batch_seconds=seconds, normalize=audio["normalize"])
+    source = snap.record["source"]
+    teacher = load_encoder(inspect_model(source["model"], source["revision"])).encoder
+    layers = snap.record["options"]["distill_layers"]
+    sums = {layer: 0.0 for layer in layers}
+    frames = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            mask = batch.attention_mask if audio["attention_mask"] else None
+            expected, got = teacher(batch.waveforms, mask), small(batch.waveforms, mask)
+            real = teacher.frame_mask(batch.attention_mask, expected.last_hidden_state.shape[1]).float()
+            for layer in layers:
+                cos = torch.nn.functional.cosine_similarity(got.hidden_states[layer], expected.hidden_states[layer], dim=-1)
+                sums[layer] += float((cos * real).sum())
+            frames += float(real.sum())
+    reporter.message(f"fidelity on {sum(b.seconds for b in batches):.1f} s of {data}")
+    return {str(layer): round(total / max(frames, 1.0), 4) for layer, total in sums.items()}
+
+
+def _model_card(snap: RunSnapshot, spec, report: dict, command: str | None) -> str:
+    options = snap.record["options"]
+    rows = "\n".join(
+        f"| {i + 1} | {len(layer.heads) if layer.attention else '-'} | "
+        f"{sum(layer.head_widths()[0]) if layer.attention else 0} | {sum(layer.head_widths()[1]) if layer.attention else 0} | "
+        f"{layer.ffn_dim if layer.ffn else '-'} |"
+        for i, layer in enumerate(spec.layers)
+    )
+    fidelity = report["fidelity_cosine"]
+    fidelity_text = (
+        "Cosine similarity to the dense teacher per distilled layer: "
+        + ", ".join(f"layer {k}: {v}" for k, v in fidelity.items())
+        if fidelity
+        else "Fidelity to the teacher not measured (run `speechprune shrink` with `--data`)."
+    )
+    prune_command = (
+        f"speechprune prune {options['model']} --sparsity {options['sparsity']} --data {options['data']} "
+        f"--steps {options['steps']} --structures {','.join(options['structures'])}"
+        + ("" if options["ste"] else " --no-ste")
+        + (f" --final-steps {options['final_steps']}" if options["final_steps"] else "")
+    )
+    return f"""---
+library_name: transformers
+tags: [speechprune, pruned, {spec.family}]
+---
+
+# {spec.family} encoder pruned by speechprune
+
+- Source model: `{report['source_model']}` ({snap.record['source']['architecture']}; encoder taken)
+- Parameters: {report['params_dense']:,} -> {report['params']:,} (sparsity {report['sparsity']:.4f}, target {options['sparsity']})
+- Saved as {report['dtype']}; run step {report['run_step']}{'' if report['run_finished'] else ' (unfinished run)'}
+- Shrunk model vs masked model: max relative error {report['max_relative_error_vs_masked']:.1e}
+- {fidelity_text}
+
+## Load
+
+```python
+from transformers import AutoModel
+model = AutoModel.from_pretrained("PATH", trust_remote_code=True)   # torch + transformers only
+# or, with speechprune installed, without remote code:
+import speechprune
+model = speechprune.load("PATH")
+```
+
+Inputs are raw 16 kHz waveforms as for the source model (`input_values`, optional `attention_mask`);
+`output_hidden_states=True` returns the input of the first layer and every layer's output.
+
+## Shape
+
+CNN channels: {spec.conv_channels}
+
+| layer | heads | q/k dims | v/o dims | FFN units |
+|---|---|---|---|---|
+{rows}
+
+## How it was made
+
+```
+{prune_command}
+{command or 'speechprune shrink ' + str(snap.run.root)}
+```
+"""

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# A pipeline step of an MLOps job: prune, then read the result as JSON.
+# A pipeline step of an MLOps job: prune -> shrink, reading each result as JSON.
 #
 #   MODEL=facebook/wav2vec2-base DATA=/data/LibriSpeech/train-clean-100 examples/pipeline.sh
 #
-# Without MODEL/DATA it uses the built-in demo inputs. `shrink` and `bench` are the next
-# links of the chain (prune -> shrink -> bench); they are not built yet, so this script
-# stops after prune and says so.
+# Without MODEL/DATA it uses the built-in demo inputs. `bench` (the last link of the chain
+# prune -> shrink -> bench) is not built yet, so this script stops after shrink.
 set -euo pipefail
 SPARSITY=${SPARSITY:-0.72}
 RUN=${RUN:-runs/pipeline-run}
@@ -28,4 +27,11 @@ assert s["within_tolerance"], "missed the parameter target"
 print(f"pruned {s['params_dense']:,} -> {s['params_pruned']:,} ({s['sparsity']:.1%}), run in {s['run_dir']}")
 PY
 
-echo "next links (not built yet): speechprune shrink $RUN --out $RUN-model --json | speechprune bench ..." >&2
+# Shrink: --overwrite keeps the step idempotent (the run folder is the source of truth).
+report=$(speechprune shrink "$RUN" --out "$RUN-model" --data "$DATA" --overwrite --json)
+python - "$report" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["max_relative_error_vs_masked"] < 1e-4
+print(f"model: {r['model_dir']} ({r['file_bytes'] / 1e6:.1f} MB), cosine to teacher {r['fidelity_cosine']}")
+PY

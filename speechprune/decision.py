@@ -102,13 +102,14 @@ def _refine(spec, layout, scores, keep, lower: float, upper: float, protected: t
     """
     keep = keep.clone()
     target = (lower + upper) / 2
-    best, best_miss = keep.clone(), float("inf")
-    for _ in range(1000):
+    best, best_miss, stale = keep.clone(), float("inf"), 0
+    while stale < 50:  # rounds without getting closer: the window is out of reach
         count = _count(spec, layout, keep)
         if lower <= count <= upper:
             return keep
+        stale += 1
         if abs(count - target) < best_miss:
-            best, best_miss = keep.clone(), abs(count - target)
+            best, best_miss, stale = keep.clone(), abs(count - target), 0
         marginal = _marginals(spec, layout, keep)
         removing = count > upper
         pool = (keep & ~protected if removing else ~keep) & (marginal > 0)

@@ -5,19 +5,15 @@ import torch
 
 from speechprune.accounting import parameter_count
 from speechprune.encoder import Encoder
-from speechprune.families import FAMILIES
 from speechprune.gates import GateLayout, HardConcreteGates
 from speechprune.shrink import shrink_encoder
 from conftest import ALL_KINDS, build_model
 from test_accounting import edge_case_values
+from test_encoder import batch_of_unequal_lengths, encoder_from
 
 
 def dense_encoder(family, style, seed=0):
-    hf = build_model(family, style, seed=seed)
-    fam = FAMILIES[family]
-    encoder = Encoder(fam.spec_from_config(hf.config)).eval()
-    encoder.load_state_dict(fam.to_encoder_keys(hf.state_dict()))
-    return encoder
+    return encoder_from(build_model(family, style, seed=seed), family)
 
 
 def shrunk_pair(encoder, values):
@@ -28,17 +24,8 @@ def shrunk_pair(encoder, values):
     return small
 
 
-def unequal_batch():
-    torch.manual_seed(3)
-    waveforms = torch.randn(3, 9000)
-    attention_mask = torch.ones(3, 9000, dtype=torch.long)
-    attention_mask[1, 7000:] = 0
-    attention_mask[2, 4000:] = 0
-    return waveforms * attention_mask, attention_mask
-
-
 def assert_same_outputs(big, small, masks, attention_mask=None):
-    waveforms, padding = unequal_batch()
+    waveforms, padding = batch_of_unequal_lengths()
     padding = padding if attention_mask else None
     with torch.no_grad():
         expected = big(waveforms, padding, masks)

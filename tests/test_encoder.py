@@ -96,3 +96,24 @@ def test_layer_norm_over_original_count_treats_pruned_channels_as_zeros():
         sliced.bias.copy_(norm.bias[kept])
     assert (_layer_norm(x[:, kept], sliced, count=8) - full).abs().max() < 1e-6
     assert (sliced(x[:, kept]) - full).abs().max() > 1e-3  # plain slicing would be wrong
+
+
+@pytest.mark.parametrize(
+    "family,overrides",
+    [
+        ("hubert", dict(conv_pos_batch_norm=True, feat_proj_layer_norm=False)),
+        ("wav2vec2", dict(num_conv_pos_embeddings=15, hidden_act="relu")),  # odd kernel: no trim
+    ],
+)
+def test_config_variants_equal_transformers(family, overrides):
+    hf = build_model(family, "base", **overrides)
+    with torch.no_grad():  # give BatchNorm real running statistics
+        for module in hf.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    encoder = encoder_from(hf, family)
+    waveforms, _ = batch_of_unequal_lengths()
+    with torch.no_grad():
+        expected = hf(waveforms).last_hidden_state
+        assert (encoder(waveforms).last_hidden_state - expected).abs().max() < 1e-5

@@ -147,3 +147,36 @@ def test_two_processes_on_gloo(model_dir, audio_dir, tmp_path):
     # rank 0 alone writes: one summary, metrics once per step
     assert len(metric_lines(out)) == 4
     assert json.loads(done.stdout)["world_size"] == 2  # one JSON document: only rank 0 prints
+
+
+@pytest.mark.parametrize("task,left_out", [("ForPreTraining", {"project_hid", "project_q", "quantizer"}),
+                                           ("ForSequenceClassification", {"classifier", "projector"})])
+def test_task_checkpoints_give_their_encoder(task, left_out, tmp_path):
+    from speechprune.loading import describe_source, inspect_model, load_encoder
+    from conftest import build_model, save_model
+
+    folder = save_model(tmp_path / "model", "wav2vec2", "base", task)
+    loaded = load_encoder(inspect_model(str(folder)))
+    assert set(loaded.left_out) == left_out
+    assert f"Wav2Vec2{task}" in describe_source(loaded)
+    expected = build_model("wav2vec2", "base", task).wav2vec2  # same seed: same weights
+    waveforms = torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (loaded.encoder(waveforms).last_hidden_state - expected(waveforms).last_hidden_state).abs().max() < 1e-5
+
+
+def test_old_weight_norm_key_names_load(tmp_path):
+    """Checkpoints from older torch store the positional conv as weight_g / weight_v."""
+    from safetensors.torch import load_file, save_file
+    from speechprune.loading import inspect_model, load_encoder
+    from conftest import save_model
+
+    folder = save_model(tmp_path / "model", "hubert", "base")
+    state = load_file(str(folder / "model.safetensors"))
+    prefix = "encoder.pos_conv_embed.conv."
+    state[prefix + "weight_g"] = state.pop(prefix + "parametrizations.weight.original0")
+    state[prefix + "weight_v"] = state.pop(prefix + "parametrizations.weight.original1")
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    loaded = load_encoder(inspect_model(str(folder)))
+    conv = loaded.encoder.encoder.pos_conv_embed.conv
+    assert torch.equal(conv.parametrizations.weight.original1, state[prefix + "weight_v"])

@@ -1,10 +1,158 @@
-"""`speechprune bench` (not built yet)."""
+"""`speechprune bench`: latency, throughput, memory and speedup, as a table or one JSON document."""
+
+from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
-from ..errors import SpeechpruneError
+from ..errors import UsageError
+from .output import Output
+
+BREAKDOWN = (("cnn", "CNN"), ("projection", "projection"), ("pos_conv", "pos conv"), ("layers", "layers"),
+             ("other", "other"))
 
 
-def command(ctx: typer.Context) -> None:
-    """Latency, throughput, memory and speedup against a baseline model. (not built yet)"""
-    raise SpeechpruneError("speechprune bench is not built yet (tracked as issue 4); use speechprune prune for now")
+def command(
+    models: list[str] = typer.Argument(..., help="Models to time: shrunk folders, stock transformers folders or hub ids, prune run folders."),
+    baseline: Optional[str] = typer.Option(None, help="Model to compute speedups against, timed interleaved with the others."),
+    device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps."),
+    dtype: str = typer.Option("float32", help="Comma-separated precisions: float32,bfloat16,float16."),
+    seconds: str = typer.Option("10", help="Comma-separated audio lengths in seconds, e.g. 1,5,10,30."),
+    batch: str = typer.Option("1", help="Comma-separated batch sizes, e.g. 1,8."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads. [default: every core]"),
+    warmup: int = typer.Option(2, help="Untimed calls per model and setting."),
+    repeat: int = typer.Option(5, help="At least this many timed rounds per setting."),
+    min_time: float = typer.Option(1.0, help="More rounds until every model has this many seconds timed."),
+    compile_: bool = typer.Option(False, "--compile", help="Also time under torch.compile (CUDA graphs on GPUs)."),
+    breakdown: bool = typer.Option(False, "--breakdown", help="Also time the CNN, projection, positional conv and layers."),
+    seed: int = typer.Option(0, help="Seed of the generated input audio."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
+) -> None:
+    """Latency, throughput, memory and speedup against a baseline model."""
+    from ..bench import BenchOptions, bench
+
+    output = Output(json_mode=json_output, quiet=quiet)
+    options = BenchOptions(
+        models=models,
+        baseline=baseline,
+        device=device,
+        dtypes=_items("--dtype", dtype, str),
+        seconds=_items("--seconds", seconds, float),
+        batches=_items("--batch", batch, int),
+        threads=threads,
+        warmup=warmup,
+        repeat=repeat,
+        min_time=min_time,
+        compile=compile_,
+        breakdown=breakdown,
+        seed=seed,
+    )
+    report = bench(options, reporter=output.reporter(log_every=1))
+    if output.json_mode or output.quiet or not output.out.is_terminal:
+        output.result(report, plain(report))
+    else:
+        show_rich(output, report)
+
+
+def _items(option: str, text: str, kind: type) -> list:
+    try:
+        items = [kind(item.strip()) for item in text.split(",")]
+    except ValueError:
+        items = []
+    if not items or (kind is str and not all(items)):
+        raise UsageError(f"{option} takes comma-separated {kind.__name__} values, like {'1,5,10' if kind is not str else 'float32,bfloat16'}; got {text!r}")
+    return items
+
+
+# --- the report as tables: rich on a terminal, Markdown when piped ------------------------------
+
+
+def header(report: dict) -> str:
+    env, method = report["environment"], report["method"]
+    return (
+        f"speechprune {env['speechprune']}, torch {env['torch']}, {env['device']} ({env['device_name']}), "
+        f"{env['threads']} threads, {'/'.join(env['dtypes'])}; warm-up {method['warmup']}, "
+        f"interleaved rounds (at least {method['repeat']} and {method['min_time']:g} s per model), median"
+    )
+
+
+def main_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    models = {m["label"]: m for m in report["models"]}
+    columns = ["model", "input", "median ms", "p90 ms", "audio s/s", "RTF", "peak MB", "params", "GMACs",
+               "file MB", "speedup", "efficiency"]
+    rows = []
+    for r in report["results"]:
+        model = models[r["model"]]
+        speedup = "-"
+        if r["speedup"] is not None:
+            low, high = r["speedup_spread"]
+            speedup = f"{r['speedup']:.2f}x ({low:.2f}-{high:.2f})"
+        rows.append([
+            r["model"],
+            _setting(r),
+            f"{r['latency_ms']['median']:.1f}",
+            f"{r['latency_ms']['p90']:.1f}",
+            f"{r['audio_seconds_per_second']:.1f}",
+            f"{r['real_time_factor']:.3f}",
+            "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 1e6:.0f}",
+            f"{model['params'] / 1e6:.2f}M",
+            f"{r['macs'] / 1e9:.2f}",
+            "-" if model["file_bytes"] is None else f"{model['file_bytes'] / 1e6:.1f}",
+            speedup,
+            "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}",
+        ])
+    return columns, rows
+
+
+def breakdown_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    columns = ["model", "input"] + [f"{title} ms" for _, title in BREAKDOWN] + ["total ms"]
+    rows = []
+    for r in report["results"]:
+        parts = r["breakdown_ms"]
+        if parts is not None:
+            cells = [f"{parts[key]:.1f} ({parts[key] / parts['total']:.0%})" for key, _ in BREAKDOWN]
+            rows.append([r["model"], _setting(r), *cells, f"{parts['total']:.1f}"])
+    return columns, rows
+
+
+def notes(report: dict) -> list[str]:
+    lines = [f"{m['label']}: {m['note']}" for m in report["models"] if m["note"]]
+    if report["baseline"]:
+        lines.append("speedup: baseline median / model median, (range over rounds); "
+                     "efficiency: speedup / (baseline MACs / model MACs)")
+    return lines
+
+
+def _setting(r: dict) -> str:
+    return f"{r['seconds']:g} s x{r['batch']} {r['dtype']}" + (" compiled" if r["compiled"] else "")
+
+
+def plain(report: dict) -> str:
+    parts = [header(report), "", _markdown(*main_rows(report))]
+    columns, rows = breakdown_rows(report)
+    if rows:
+        parts += ["", _markdown(columns, rows)]
+    return "\n".join(parts + [""] + notes(report))
+
+
+def _markdown(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def show_rich(output: Output, report: dict) -> None:
+    from rich.table import Table
+
+    for title, (columns, rows) in ((header(report), main_rows(report)), ("time per part", breakdown_rows(report))):
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        for i, column in enumerate(columns):
+            table.add_column(column, justify="left" if i < 2 else "right")
+        for row in rows:
+            table.add_row(*row)
+        output.out.print(table)
+    for line in notes(report):
+        output.out.print(line, markup=False, soft_wrap=True)

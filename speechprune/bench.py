@@ -1,0 +1,498 @@
+"""The ``bench`` job: latency, throughput, memory and speedup of speech encoders, measured so
+that the numbers can be trusted.
+
+Reading order: check every option (nothing loaded yet), read what each model is from its
+config files (and check that the inputs fit it), load the models, then for each setting
+(dtype, eager or compiled, audio seconds, batch) time all models in interleaved rounds
+(baseline, model, baseline, model, ...) so that machine drift hits them alike, and compute
+each model's speedup as the baseline's median over its own.
+
+What is timed is what users deploy: the stock ``transformers`` model for a stock folder or
+hub id, ``speechprune.load`` for a shrunk folder, and, for a prune run, the dense encoder
+multiplied by its current masks (dense compute: no speedup until it is shrunk).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .artifact import DTYPES
+from .encoder import Encoder, EncoderSpec
+from .errors import ModelError, UsageError
+from .loading import ModelInfo, inspect_model, quiet_transformers
+from .macs import frames, macs
+from .progress import Reporter
+from .runtime import resolve_device
+
+DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
+PARTS = ("cnn", "projection", "pos_conv", "layers")  # --breakdown; "other" is the rest of the forward
+BUSY_LIMIT = 0.25  # cores kept busy by other processes while timing, above which the numbers are flagged
+
+
+@dataclass
+class BenchOptions:
+    models: list[str]
+    baseline: str | None = None
+    device: str = "auto"
+    dtypes: list[str] = field(default_factory=lambda: ["float32"])
+    seconds: list[float] = field(default_factory=lambda: [10.0])
+    batches: list[int] = field(default_factory=lambda: [1])
+    threads: int | None = None  # None: every core this process may use
+    warmup: int = 2  # untimed calls per model and setting
+    repeat: int = 5  # at least this many timed rounds...
+    min_time: float = 1.0  # ...and more until every model has this many seconds timed
+    compile: bool = False  # also time each model under torch.compile (CUDA graphs on GPUs)
+    breakdown: bool = False  # also time the parts of the forward pass separately
+    seed: int = 0  # of the generated input audio
+
+
+@dataclass
+class BenchModel:
+    label: str
+    source: str
+    kind: str  # "stock" | "shrunk" | "run"
+    spec: EncoderSpec  # the architecture as computed (for a run: the dense one)
+    sampling_rate: int
+    info: ModelInfo | None = None  # stock models: what inspect_model read
+    note: str = ""
+    module: torch.nn.Module | None = None  # holds the weights; its parts have transformers' names
+    forward: Callable | None = None  # input_values (B, T) -> output
+    params: int = 0
+    file_bytes: int | None = None
+
+
+def all_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_options(options: BenchOptions) -> torch.device:
+    """Refuse bad options before anything is read or loaded; returns the device."""
+    if not options.models:
+        raise UsageError("name at least one model to bench")
+    for s in options.seconds:
+        if not (s > 0 and np.isfinite(s)):
+            raise UsageError(f"--seconds must be positive, got {s:g}")
+    for b in options.batches:
+        if b < 1:
+            raise UsageError(f"--batch must be a positive whole number, got {b}")
+    if options.threads is not None and options.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {options.threads}")
+    if options.warmup < 0 or options.repeat < 1 or options.min_time < 0:
+        raise UsageError("--warmup must be >= 0, --repeat >= 1 and --min-time >= 0")
+    device = resolve_device(options.device)
+    for dtype in options.dtypes:
+        if dtype not in DTYPES:
+            raise UsageError(f"--dtype must be among {', '.join(DTYPES)}, got {dtype!r}")
+        if dtype not in DEVICE_DTYPES[device.type]:
+            raise UsageError(f"--dtype {dtype} is not supported on {device.type}; use {' or '.join(DEVICE_DTYPES[device.type])}")
+        if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UsageError("--dtype bfloat16: this GPU has no bfloat16 support; use float16 or float32")
+    return device
+
+
+# --- what each model is (config files only), then its weights ----------------------------------
+
+
+def describe(source: str) -> BenchModel:
+    """Read what ``source`` is without loading weights: a shrunk folder, a prune run, or a stock model."""
+    folder = Path(source).expanduser()
+    label = folder.name if folder.exists() else source
+    if (folder / "config.json").is_file():
+        config = _read_json(folder / "config.json")
+        if config.get("model_type") == "speechprune":
+            preprocessor = folder / "preprocessor_config.json"
+            rate = _read_json(preprocessor).get("sampling_rate", 16000) if preprocessor.is_file() else 16000
+            return BenchModel(label, source, "shrunk", EncoderSpec.from_dict(config["encoder"]), int(rate))
+        if (folder / "encoder.json").is_file() and "audio" in config:
+            spec = EncoderSpec.from_dict(_read_json(folder / "encoder.json"))
+            return BenchModel(label, source, "run", spec, int(config["audio"]["sampling_rate"]))
+    info = inspect_model(source)
+    return BenchModel(label, source, "stock", info.spec, info.sampling_rate, info=info)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read {path}: {error}; the folder looks damaged")
+
+
+def min_samples(spec: EncoderSpec) -> int:
+    """The CNN's receptive field: the shortest input that makes one frame."""
+    samples = 1
+    for kernel, stride in reversed(list(zip(spec.conv_kernels, spec.conv_strides))):
+        samples = (samples - 1) * stride + kernel
+    return samples
+
+
+def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds: list[float]) -> None:
+    for model in models:
+        if baseline is not None and model.sampling_rate != baseline.sampling_rate:
+            raise UsageError(
+                f"{model.source} takes {model.sampling_rate} Hz audio but --baseline {baseline.source} takes "
+                f"{baseline.sampling_rate} Hz; compare models of the same sampling rate"
+            )
+        for s in seconds:
+            if frames(model.spec, round(s * model.sampling_rate)) < 1:
+                shortest = min_samples(model.spec) / model.sampling_rate
+                raise UsageError(f"--seconds {s:g} is too short for {model.source}: it needs at least {shortest:.3f} s")
+
+
+def load(model: BenchModel, device: torch.device) -> None:
+    """Load the weights of ``model`` (float32, eval mode) onto ``device``; fills module/forward/params/file_bytes."""
+    if model.kind == "shrunk":
+        from .artifact import load as load_shrunk
+
+        model.module = load_shrunk(model.source)
+        model.note = "shrunk by speechprune"
+        model.file_bytes = _weights_bytes(Path(model.source))
+    elif model.kind == "run":
+        _load_run(model, device)
+    else:
+        _load_stock(model)
+    model.module = model.module.to(device=device, dtype=torch.float32).eval()
+    model.forward = model.forward or model.module
+    model.params = sum(p.numel() for p in model.module.parameters())
+
+
+def _load_stock(model: BenchModel) -> None:
+    import transformers
+    from safetensors import SafetensorError
+
+    info = model.info
+    base_class = getattr(transformers, info.family.base_class)
+    try:
+        with quiet_transformers():
+            model.module = base_class.from_pretrained(info.path or info.source, dtype=torch.float32)
+    except (OSError, SafetensorError, RuntimeError, EOFError) as error:
+        raise ModelError(f"cannot load weights of {info.source}: {str(error).splitlines()[0]}") from error
+    model.note = f"stock {info.family.base_class}" + (f" (encoder of a {info.architecture})" if info.takes_part else "")
+    model.file_bytes = _weights_bytes(Path(info.path) if info.path else _hub_snapshot(info.source))
+
+
+def _load_run(model: BenchModel, device: torch.device) -> None:
+    from .shrink import read_run
+
+    snap = read_run(model.source)
+    encoder = Encoder(snap.spec)
+    encoder.load_state_dict(snap.state)
+    masks = snap.layout.values(snap.values.float().to(device)).masks()  # views of one flat vector on the device
+    model.module = encoder
+    model.forward = lambda waveforms: encoder(waveforms, None, masks)
+    state = "finished" if snap.finished else f"checkpoint at step {snap.step}"
+    model.note = (f"prune run ({state}), timed in its masked form: it computes as much as the dense model; "
+                  "`speechprune shrink` it for the speedup")
+
+
+def _weights_bytes(folder: Path | None) -> int | None:
+    """Size of the weights in ``folder``: its .safetensors files, else its .bin files."""
+    if folder is None or not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    return sum(f.stat().st_size for f in files) or None
+
+
+def _hub_snapshot(repo: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, allow_patterns=["*.safetensors", "*.bin"], local_files_only=True))
+    except Exception:  # not in the local cache: the file size is simply not reported
+        return None
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def interleaved(runs: list[Callable[[], object]], *, warmup: int, repeat: int, min_time: float,
+                clock: Callable[[], float], sync: Callable[[], None]) -> list[list[float]]:
+    """Seconds per call of each of ``runs``, timed in rounds: runs[0], runs[1], ..., runs[0], ...
+
+    At least ``repeat`` rounds, and more until each run has ``min_time`` seconds timed, so that
+    short calls are repeated until their median is stable. ``sync`` waits for the device
+    (CUDA kernels are asynchronous), before the clock is read on both ends.
+    """
+    for _ in range(warmup):
+        for run in runs:
+            run()
+    sync()
+    times: list[list[float]] = [[] for _ in runs]
+    while len(times[0]) < repeat or min(sum(t) for t in times) < min_time:
+        for run, spent in zip(runs, times):
+            start = clock()
+            run()
+            sync()
+            spent.append(clock() - start)
+    return times
+
+
+def speedup(baseline: list[float], model: list[float]) -> tuple[float, list[float]]:
+    """Baseline median / model median, and the range of the per-round ratios (the spread)."""
+    ratios = [b / m for b, m in zip(baseline, model)]
+    return statistics.median(baseline) / statistics.median(model), [min(ratios), max(ratios)]
+
+
+def peak_memory(run: Callable[[], object], device: torch.device) -> int | None:
+    """Bytes of memory one call adds at its peak: allocated GPU memory, or resident CPU memory
+    (Linux: the kernel's high-water mark, reset just before). None where it cannot be measured."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu" or not os.path.exists("/proc/self/clear_refs"):
+        return None
+    gc.collect()
+    _release_free_heap()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+    except OSError:
+        return None
+    before = _status_kib("VmRSS")
+    run()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def _release_free_heap() -> None:
+    # glibc keeps freed memory of earlier calls; hand it back so that it does not hide this call's peak
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kib(field_name: str) -> int:
+    return int(re.search(rf"^{field_name}:\s+(\d+)", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy clock ticks of the whole machine, ticks of this process) on Linux, else None.
+
+    Their difference over the timed rounds is the CPU that other processes took meanwhile: with
+    every core in use by the benchmark, anything else running makes its numbers unreliable.
+    Steal time (a hypervisor running other machines on these cores) counts as busy.
+    """
+    try:
+        cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = cpu[3] + cpu[4]  # idle, iowait
+    return sum(cpu) - idle, int(own[0]) + int(own[1])
+
+
+def other_load(before: tuple[int, int] | None, after: tuple[int, int] | None, seconds: float) -> float | None:
+    """Cores kept busy by other processes on average between two ``cpu_ticks`` readings."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    ticks = (after[0] - before[0]) - (after[1] - before[1])
+    return max(ticks, 0) / os.sysconf("SC_CLK_TCK") / seconds
+
+
+def part_times(module: torch.nn.Module, run: Callable[[], object], *, rounds: int,
+               clock: Callable[[], float], sync: Callable[[], None]) -> dict[str, float]:
+    """Median seconds per call of each part in ``PARTS`` and of the whole call ("total"),
+    timed with hooks on the modules (every part name is the same in transformers and here)."""
+    parts = {
+        "cnn": [module.feature_extractor],
+        "projection": [module.feature_projection],
+        "pos_conv": [module.encoder.pos_conv_embed],
+        "layers": list(module.encoder.layers),
+    }
+    spent = {name: [] for name in (*PARTS, "total")}
+    started: dict[int, float] = {}
+    current = dict.fromkeys(PARTS, 0.0)
+
+    def pre_hook(part, *_):
+        sync()
+        started[id(part)] = clock()
+
+    def post_hook(name):
+        def hook(part, *_):
+            sync()
+            current[name] += clock() - started.pop(id(part))
+        return hook
+
+    handles = []
+    for name, modules in parts.items():
+        for part in modules:
+            handles += [part.register_forward_pre_hook(pre_hook), part.register_forward_hook(post_hook(name))]
+    try:
+        for _ in range(rounds):
+            current.update(dict.fromkeys(PARTS, 0.0))
+            start = clock()
+            run()
+            sync()
+            spent["total"].append(clock() - start)
+            for name in PARTS:
+                spent[name].append(current[name])
+    finally:
+        for handle in handles:
+            handle.remove()
+    # per call, what no part covers (norms, masks, glue): never negative, unlike a difference of medians
+    spent["other"] = [total - sum(spent[name][i] for name in PARTS) for i, total in enumerate(spent["total"])]
+    return {name: statistics.median(values) for name, values in spent.items()}
+
+
+# --- the job -------------------------------------------------------------------------------------
+
+
+def bench(options: BenchOptions, reporter: Reporter | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Time every model of ``options`` (and its baseline) in every setting; returns the report."""
+    reporter = reporter or Reporter()
+    device = check_options(options)
+    baseline = describe(options.baseline) if options.baseline else None
+    models = ([baseline] if baseline else []) + [describe(source) for source in options.models]
+    check_inputs(models, baseline, options.seconds)
+    _unique_labels(models, baseline)
+
+    threads = options.threads or all_cores()
+    torch.set_num_threads(threads)
+    for model in models:
+        reporter.message(f"loading {model.source}")
+        load(model, device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    results = []
+    started, ticks = time.monotonic(), cpu_ticks()
+    with torch.inference_mode():
+        for dtype in options.dtypes:
+            for model in models:  # in place: weight values do not matter for timing
+                model.module.to(DTYPES[dtype])
+            for compiled in (False, True) if options.compile else (False,):
+                for seconds in options.seconds:
+                    for batch in options.batches:
+                        setting = dict(seconds=seconds, batch=batch, dtype=dtype, compiled=compiled)
+                        results += _measure_setting(models, baseline, setting, options, device, clock, sync, reporter)
+    others = other_load(ticks, cpu_ticks(), time.monotonic() - started)
+    if others is not None and others > BUSY_LIMIT:
+        reporter.warning(f"other processes kept {others:.1f} cores busy on average while timing ({threads} threads "
+                         "in use): the numbers are unreliable; rerun on an idle machine")
+    return {
+        "environment": environment(device, threads, options.dtypes) | {"other_processes_cpu_cores": others},
+        "method": {
+            "warmup": options.warmup,
+            "repeat": options.repeat,
+            "min_time": options.min_time,
+            "seed": options.seed,
+            "rounds": "interleaved: every model once per round, in the order of models",
+            "timer": "time.perf_counter around each call" + (", after torch.cuda.synchronize" if device.type == "cuda" else ""),
+            "inference_mode": True,
+            "compile_mode": _compile_mode(device) if options.compile else None,
+            "macs": "analytic, at each head's stored width (the ideal for a pruned model)",
+        },
+        "baseline": baseline.label if baseline else None,
+        "models": [
+            {"label": m.label, "source": m.source, "kind": m.kind, "note": m.note, "params": m.params,
+             "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate}
+            for m in models
+        ],
+        "results": results,
+    }
+
+
+def _unique_labels(models: list[BenchModel], baseline: BenchModel | None) -> None:
+    if baseline is not None:
+        baseline.label += " (baseline)"
+    seen: dict[str, int] = {}
+    for model in models:
+        seen[model.label] = seen.get(model.label, 0) + 1
+        if seen[model.label] > 1:
+            model.label += f" #{seen[model.label]}"
+
+
+def _compile_mode(device: torch.device) -> str:
+    # small GPU batches are bound by kernel launches: CUDA graphs replay them in one go
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def _measure_setting(models, baseline, setting, options, device, clock, sync, reporter) -> list[dict]:
+    seconds, batch, dtype, compiled = setting["seconds"], setting["batch"], setting["dtype"], setting["compiled"]
+    if compiled:
+        torch._dynamo.reset()  # code compiled for earlier settings would count against the recompile limit
+        reporter.message(f"compiling for {seconds:g} s x {batch} {dtype} (the warm-up calls compile)")
+    runs = []
+    for model in models:
+        samples = round(seconds * model.sampling_rate)
+        generator = torch.Generator().manual_seed(options.seed)
+        waveforms = torch.randn(batch, samples, generator=generator).to(device, DTYPES[dtype])  # (B, T)
+        forward = model.forward
+        if compiled:
+            forward = torch.compile(forward, mode=_compile_mode(device))
+        runs.append(lambda forward=forward, waveforms=waveforms: forward(waveforms))
+    # CUDA graphs are recorded on the first calls after compiling: warm up past them
+    warmup = max(options.warmup, 3) if compiled else options.warmup
+    times = interleaved(runs, warmup=warmup, repeat=options.repeat, min_time=options.min_time, clock=clock, sync=sync)
+    name = f"{seconds:g} s x {batch} {dtype}" + (" compiled" if compiled else "")
+    reporter.message(f"{name}: {len(times[0])} rounds")
+
+    rows = []
+    for model, run, spent in zip(models, runs, times):
+        median = statistics.median(spent)
+        row = {
+            "model": model.label,
+            **setting,
+            "latency_ms": {"median": median * 1e3, "p90": float(np.percentile(spent, 90)) * 1e3, "min": min(spent) * 1e3},
+            "times_ms": [t * 1e3 for t in spent],
+            "audio_seconds_per_second": batch * seconds / median,
+            "real_time_factor": median / (batch * seconds),
+            # CUDA graphs allocate their memory once, when recorded: a per-call peak says nothing there
+            "peak_memory_bytes": None if compiled and device.type == "cuda" else peak_memory(run, device),
+            "macs": macs(model.spec, round(seconds * model.sampling_rate), batch)["total"],
+            "speedup": None,
+            "speedup_spread": None,
+            "efficiency": None,
+            "breakdown_ms": None,
+        }
+        if baseline is not None:
+            row["speedup"], row["speedup_spread"] = speedup(times[0], spent)
+            baseline_macs = macs(baseline.spec, round(seconds * baseline.sampling_rate), batch)["total"]
+            row["efficiency"] = row["speedup"] / (baseline_macs / row["macs"])
+        if options.breakdown and not compiled:  # hooks would break compiled graphs
+            parts = part_times(model.module, run, rounds=options.repeat, clock=clock, sync=sync)
+            row["breakdown_ms"] = {name: value * 1e3 for name, value in parts.items()}
+        rows.append(row)
+    return rows
+
+
+def environment(device: torch.device, threads: int, dtypes: list[str]) -> dict:
+    import transformers
+
+    return {
+        "speechprune": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": _device_name(device),
+        "threads": threads,
+        "dtypes": list(dtypes),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu" and sys.platform.startswith("linux"):
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if found:
+            return found.group(1).strip()
+    return platform.processor() or platform.machine()

@@ -1,0 +1,285 @@
+"""`speechprune bench`: the report's schema, speedup as the ratio of medians of interleaved
+rounds, analytic MACs (against torch's FLOP counter and in how they scale with the input),
+memory measurement, and clean errors before any weights load.
+
+Benchmarks are not unit tests: nothing here depends on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import speechprune.bench as core
+from speechprune.cli.bench import plain
+from speechprune.config import PruneConfig
+from speechprune.encoder import Encoder
+from speechprune.export import shrink_run
+from speechprune.families import FAMILIES
+from speechprune.gates import GateLayout
+from speechprune.macs import PARTS, frames, macs
+from speechprune.prune import prune
+from speechprune.shrink import shrink_encoder
+from conftest import build_model
+from test_accounting import edge_case_values
+from test_cli import assert_clean_error, cli, run_captured
+
+FAST = ["--device", "cpu", "--warmup", "1", "--repeat", "2", "--min-time", "0"]
+ROW_KEYS = {"model", "seconds", "batch", "dtype", "compiled", "latency_ms", "times_ms", "audio_seconds_per_second",
+            "real_time_factor", "peak_memory_bytes", "macs", "speedup", "speedup_spread", "efficiency", "breakdown_ms"}
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    threads = torch.get_num_threads()  # bench sets the process's thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, model_dir, audio_dir) -> dict:
+    """A stock tiny wav2vec2 folder, a short prune run of it, and that run shrunk."""
+    root = tmp_path_factory.mktemp("bench")
+    stock = model_dir("wav2vec2")
+    run = root / "run"
+    prune(PruneConfig(model=str(stock), sparsity=0.5, data=str(audio_dir), out=str(run), steps=3,
+                      crop_seconds=1.5, batch_seconds=3, device="cpu"))
+    shrink_run(run, root / "shrunk")
+    return {"stock": stock, "run": run, "shrunk": root / "shrunk"}
+
+
+@pytest.fixture(scope="module")
+def report(models) -> tuple[dict, str]:
+    """One --json bench of every kind of model against the stock one, 2 lengths x 2 batch sizes."""
+    code, out, err = run_captured("bench", models["shrunk"], models["run"], "--baseline", models["stock"], *FAST,
+                          "--seconds", "0.5,1", "--batch", "1,2", "--breakdown", "--json")
+    assert code == 0, err
+    return json.loads(out), err
+
+
+# ---------------------------------------------------------------- the report
+
+
+def test_json_schema(report, models):
+    data, err = report
+    env = data["environment"]
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["device_name"]
+    assert env["threads"] == core.all_cores() and env["dtypes"] == ["float32"]
+    assert data["method"]["warmup"] == 1 and data["method"]["repeat"] == 2 and data["method"]["inference_mode"]
+    kinds = {m["kind"]: m for m in data["models"]}
+    assert data["baseline"] == kinds["stock"]["label"] and data["baseline"].endswith(" (baseline)")
+    assert list(kinds) == ["stock", "shrunk", "run"]
+    assert kinds["shrunk"]["params"] < kinds["stock"]["params"] == kinds["run"]["params"]
+    assert kinds["shrunk"]["file_bytes"] < kinds["stock"]["file_bytes"] and kinds["run"]["file_bytes"] is None
+    assert "masked form" in kinds["run"]["note"]
+    assert len(data["results"]) == 3 * 2 * 2  # models x seconds x batch
+    for row in data["results"]:
+        assert set(row) == ROW_KEYS
+        assert row["latency_ms"]["min"] <= row["latency_ms"]["median"] <= row["latency_ms"]["p90"]
+        audio = row["seconds"] * row["batch"]
+        assert row["audio_seconds_per_second"] == pytest.approx(audio / row["latency_ms"]["median"] * 1e3)
+        assert row["real_time_factor"] == pytest.approx(1 / row["audio_seconds_per_second"])
+        assert row["peak_memory_bytes"] is None or row["peak_memory_bytes"] >= 0
+        assert set(row["breakdown_ms"]) == {"cnn", "projection", "pos_conv", "layers", "other", "total"}
+        assert all(v >= 0 for v in row["breakdown_ms"].values())
+    assert "loading" in err  # progress on stderr, only the JSON document on stdout
+
+
+def test_speedup_is_the_ratio_of_medians_of_interleaved_rounds(report):
+    data, _ = report
+    settings = {}
+    for row in data["results"]:
+        settings.setdefault((row["seconds"], row["batch"]), []).append(row)
+    for rows in settings.values():
+        baseline = rows[0]
+        assert baseline["model"] == data["baseline"] and baseline["speedup"] == 1.0
+        for row in rows:
+            assert len(row["times_ms"]) == len(baseline["times_ms"])  # one call of each model per round
+            expected = statistics.median(baseline["times_ms"]) / statistics.median(row["times_ms"])
+            assert row["speedup"] == pytest.approx(expected)
+            ratios = [b / m for b, m in zip(baseline["times_ms"], row["times_ms"])]
+            assert row["speedup_spread"] == pytest.approx([min(ratios), max(ratios)])
+            assert row["efficiency"] == pytest.approx(row["speedup"] * row["macs"] / baseline["macs"])
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_interleaved_rounds_with_a_fake_clock():
+    clock, calls = FakeClock(), []
+
+    def model(name, cost):
+        def run():
+            calls.append(name)
+            clock.now += cost
+        return run
+
+    runs = [model("A", 0.25), model("B", 0.0625)]  # exact in binary
+    times = core.interleaved(runs, warmup=2, repeat=3, min_time=0.0, clock=clock, sync=lambda: None)
+    assert calls == ["A", "B"] * 5  # 2 warm-up rounds, then 3 timed rounds, always A B A B
+    assert times == [[0.25] * 3, [0.0625] * 3]
+    assert core.speedup(times[0], times[1]) == (4.0, [4.0, 4.0])
+
+    # --min-time: more rounds until the fastest model has been timed that long
+    times = core.interleaved(runs, warmup=0, repeat=1, min_time=0.5, clock=clock, sync=lambda: None)
+    assert len(times[0]) == 8  # 8 x 0.0625 s
+
+
+def test_speedup_and_spread_from_recorded_times():
+    baseline = [1.0, 1.2, 0.9, 1.1, 5.0]  # one outlier round
+    model = [0.5, 0.5, 0.45, 0.6, 0.5]
+    value, spread = core.speedup(baseline, model)
+    assert value == pytest.approx(1.1 / 0.5)
+    assert spread == pytest.approx([1.1 / 0.6, 10.0])
+
+
+def test_plain_output_is_a_table_with_the_header(report):
+    data, _ = report
+    text = plain(data)
+    first = text.splitlines()[0]
+    for word in (torch.__version__, "cpu", f"{core.all_cores()} threads", "float32"):
+        assert word in first
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == 2 * (1 + len(data["results"]))  # main and breakdown tables, each with a header row
+    assert "masked form" in text and "efficiency" in text
+
+
+def test_human_output_goes_to_stdout_and_threads_are_applied(capsys, models):
+    code, out, err = cli(capsys, "bench", models["shrunk"], *FAST, "--seconds", "0.5", "--threads", "1")
+    assert code == 0, err
+    assert "1 threads" in out and "| shrunk |" in out and "speedup" in out
+    assert "loading" in err and "|" not in err
+    assert torch.get_num_threads() == 1
+
+
+def test_compile_adds_compiled_rows(monkeypatch, models):
+    compiled = []
+
+    def fake_compile(fn, mode=None):
+        compiled.append(mode)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    data = core.bench(core.BenchOptions(models=[str(models["shrunk"])], baseline=str(models["stock"]), device="cpu",
+                                        seconds=[0.5], warmup=0, repeat=1, min_time=0, compile=True, breakdown=True))
+    assert [(r["compiled"], r["breakdown_ms"] is None) for r in data["results"]] == [
+        (False, False), (False, False), (True, True), (True, True)]  # hooks stay off compiled graphs
+    assert compiled == ["default", "default"]  # each model once; CUDA graphs ("reduce-overhead") on GPUs only
+
+
+# ---------------------------------------------------------------- MACs
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
+def test_macs_equal_the_flop_counter_of_stock_and_shrunk_models(family):
+    hf = build_model(family, "base", attn_implementation="eager")  # eager attention: matmuls the counter sees
+    spec = FAMILIES[family].spec_from_config(hf.config)
+    encoder = Encoder(spec).eval()
+    encoder.load_state_dict(FAMILIES[family].to_encoder_keys(hf.state_dict()))
+    values = edge_case_values(GateLayout(spec), seed=0)
+    small_spec, state = shrink_encoder(spec, encoder.state_dict(), values.layout, values.flat)
+    small = Encoder(small_spec).eval().requires_grad_(False)
+    small.load_state_dict(state)
+    x = torch.randn(2, 16000)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        counted = []
+        for model in (hf, small):
+            with FlopCounterMode(display=False) as counter:
+                model(x)
+            counted.append(counter.get_total_flops() // 2)  # a multiply-accumulate is 2 FLOPs
+    assert counted[0] == macs(spec, 16000, batch=2)["total"]
+    # ragged heads run padded to the layer's widest head: the ideal count is lower
+    assert small_spec.layers[0].qk_dims is not None
+    assert macs(small_spec, 16000, batch=2)["total"] < counted[1] < counted[0]
+
+
+def test_macs_scale_linearly_except_attention_scores():
+    spec = FAMILIES["wav2vec2"].spec_from_config(build_model("wav2vec2").config)
+    lengths = [frames(spec, n) for n in (16000, 32000, 64000)]  # 49, 99, 199 frames
+    counts = [macs(spec, n) for n in (16000, 32000, 64000)]
+    for part in ("projection", "ffn"):  # exactly proportional to the frames
+        assert [c[part] / t for c, t in zip(counts, lengths)] == pytest.approx([counts[0][part] / lengths[0]] * 3)
+    for c, factor in zip(counts[1:], (2, 4)):  # the CNN: proportional to the samples, up to its edge frames
+        assert c["cnn"] / counts[0]["cnn"] == pytest.approx(factor, rel=0.01)
+    # attention: a T' + b T'^2, with b = per layer, the summed q/k and v/o widths (scores and weighted sum)
+    b = sum(sum(layer.head_widths()[0]) + sum(layer.head_widths()[1]) for layer in spec.layers)
+    a = (counts[0]["attention"] - b * lengths[0] ** 2) / lengths[0]
+    for c, t in zip(counts, lengths):
+        assert c["attention"] == a * t + b * t * t
+    assert set(counts[0]) == {*PARTS, "total"} and counts[0]["total"] == sum(counts[0][p] for p in PARTS)
+    assert macs(spec, 16000, batch=3)["total"] == 3 * counts[0]["total"]
+
+
+# ---------------------------------------------------------------- memory
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="resident-memory peak is read from /proc")
+def test_peak_memory_sees_a_temporary_allocation():
+    def allocate():
+        torch.ones(16_000_000).sum()  # 64 MB, touched, then freed
+
+    peak = core.peak_memory(allocate, torch.device("cpu"))
+    assert 60e6 < peak < 200e6
+
+
+# ---------------------------------------------------------------- errors, before any weights load
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    def refuse(*_):
+        raise AssertionError("weights were loaded before the options were checked")
+
+    monkeypatch.setattr(core, "load", refuse)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--seconds", "0"], ["--seconds", "positive"]),
+    (["--seconds", "-1,5"], ["--seconds", "positive"]),
+    (["--seconds", "1,x"], ["--seconds", "comma-separated"]),
+    (["--seconds", "0.001"], ["--seconds", "too short"]),
+    (["--batch", "0"], ["--batch", "positive"]),
+    (["--batch", "1.5"], ["--batch"]),
+    (["--threads", "0"], ["--threads"]),
+    (["--dtype", "float8"], ["--dtype", "float8"]),
+    (["--dtype", "float16"], ["float16", "cpu"]),
+    (["--device", "tpu"], ["--device", "tpu"]),
+])
+def test_bad_options_are_usage_errors(capsys, model_dir, no_loading, args, words):
+    result = cli(capsys, "bench", model_dir("wav2vec2"), "--device", "cpu", *args)
+    assert_clean_error(result, 2, *words)
+
+
+def test_cuda_without_a_gpu(capsys, model_dir, no_loading, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert_clean_error(cli(capsys, "bench", model_dir("wav2vec2"), "--device", "cuda"), 2, "--device cuda", "no CUDA GPU")
+
+
+def test_options_are_checked_before_the_models(capsys, tmp_path, no_loading):
+    assert_clean_error(cli(capsys, "bench", tmp_path / "missing", "--seconds", "0"), 2, "--seconds")
+
+
+def test_baseline_with_another_sampling_rate(capsys, tmp_path, model_dir, no_loading):
+    narrow = tmp_path / "narrow"
+    shutil.copytree(model_dir("wav2vec2"), narrow)
+    (narrow / "preprocessor_config.json").write_text(json.dumps({"sampling_rate": 8000}))
+    result = cli(capsys, "bench", model_dir("wav2vec2"), "--baseline", narrow, "--device", "cpu")
+    assert_clean_error(result, 2, "16000 Hz", "8000 Hz")
+
+
+def test_missing_model_and_unknown_option(capsys, tmp_path, model_dir):
+    assert_clean_error(cli(capsys, "bench", tmp_path / "missing", "--device", "cpu"), 1, "does not exist")
+    code, out, err = cli(capsys, "bench", model_dir("wav2vec2"), "--bogus", "1")
+    assert code == 2 and "--bogus" in err and out == ""

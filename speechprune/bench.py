@@ -15,7 +15,6 @@ multiplied by its current masks (dense compute: no speedup until it is shrunk).
 from __future__ import annotations
 
 import ctypes
-import gc
 import json
 import os
 import platform
@@ -242,9 +241,10 @@ def interleaved(runs: list[Callable[[], object]], *, warmup: int, repeat: int, m
 
 
 def speedup(baseline: list[float], model: list[float]) -> tuple[float, list[float]]:
-    """Baseline median / model median, and the range of the per-round ratios (the spread)."""
+    """Baseline median / model median, and the spread: the 10th and 90th percentiles of the
+    per-round ratios (each round's baseline and model calls ran back to back)."""
     ratios = [b / m for b, m in zip(baseline, model)]
-    return statistics.median(baseline) / statistics.median(model), [min(ratios), max(ratios)]
+    return statistics.median(baseline) / statistics.median(model), [float(p) for p in np.percentile(ratios, [10, 90])]
 
 
 def peak_memory(run: Callable[[], object], device: torch.device) -> int | None:
@@ -259,7 +259,6 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> int | None:
         return torch.cuda.max_memory_allocated(device) - before
     if device.type != "cpu" or not os.path.exists("/proc/self/clear_refs"):
         return None
-    gc.collect()
     _release_free_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
@@ -369,7 +368,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     for model in models:
         reporter.message(f"loading {model.source}")
         load(model, device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = {"cuda": lambda: torch.cuda.synchronize(device), "mps": torch.mps.synchronize}.get(device.type, lambda: None)
 
     results = []
     started, ticks = time.monotonic(), cpu_ticks()
@@ -394,7 +393,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
             "min_time": options.min_time,
             "seed": options.seed,
             "rounds": "interleaved: every model once per round, in the order of models",
-            "timer": "time.perf_counter around each call" + (", after torch.cuda.synchronize" if device.type == "cuda" else ""),
+            "timer": "time.perf_counter around each call" + ("" if device.type == "cpu" else ", device synchronised"),
             "inference_mode": True,
             "compile_mode": _compile_mode(device) if options.compile else None,
             "macs": "analytic, at each head's stored width (the ideal for a pruned model)",

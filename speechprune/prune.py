@@ -13,6 +13,7 @@ import copy
 import json
 import platform
 import signal
+import threading
 import time
 
 import numpy as np
@@ -30,7 +31,7 @@ from .errors import DataError, SpeechpruneError, UsageError
 from .gates import GateLayout, GateValues, HardConcreteGates
 from .loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
 from .progress import Reporter
-from .runfolder import RunFolder
+from .runfolder import RUN_FORMAT, RunFolder
 from .runtime import Distributed, autocast, check_precision, resolve_device
 
 GRAD_CLIP = 10.0
@@ -197,7 +198,7 @@ class Pruning:
     def start(self, corpus) -> None:
         if self.ranks.is_main:
             record = {
-                "format": 1,
+                "format": RUN_FORMAT,
                 "speechprune": __version__,
                 "torch": torch.__version__,
                 "transformers": _transformers_version(),
@@ -241,7 +242,7 @@ class Pruning:
         self.scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"])
         if "keep" in gates:
-            self.keep = gates["keep"].bool()
+            self.keep = gates["keep"].bool().to(self.device)
         state = checkpoint.state
         self.step = state["step"]
         self.elapsed = state["elapsed"]
@@ -256,7 +257,9 @@ class Pruning:
     def run(self, corpus) -> dict:
         config = self.config
         total = config.steps + config.final_steps
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Ctrl-C / SIGTERM handling needs the main thread (signal handlers can only be set there)
+        catch = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if catch else {}
         try:
             while self.step < total:
                 phase = "prune" if self.step < config.steps else "final"

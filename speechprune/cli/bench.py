@@ -14,7 +14,7 @@ BREAKDOWN = (("cnn", "CNN"), ("projection", "projection"), ("pos_conv", "pos con
 
 
 def command(
-    models: list[str] = typer.Argument(..., help="Models to time: shrunk folders, stock transformers folders or hub ids, prune run folders."),
+    models: list[str] = typer.Argument(..., metavar="MODEL...", help="Models to time: shrunk folders, stock transformers folders or hub ids, prune run folders."),
     baseline: Optional[str] = typer.Option(None, help="Model to compute speedups against, timed interleaved with the others."),
     device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps."),
     dtype: str = typer.Option("float32", help="Comma-separated precisions: float32,bfloat16,float16."),
@@ -86,7 +86,9 @@ def main_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     for r in report["results"]:
         model = models[r["model"]]
         speedup = "-"
-        if r["speedup"] is not None:
+        if r["model"] == report["baseline"]:
+            speedup = "1.00x"
+        elif r["speedup"] is not None:
             low, high = r["speedup_spread"]
             speedup = f"{r['speedup']:.2f}x ({low:.2f}-{high:.2f})"
         rows.append([
@@ -120,7 +122,7 @@ def breakdown_rows(report: dict) -> tuple[list[str], list[list[str]]]:
 def notes(report: dict) -> list[str]:
     lines = [f"{m['label']}: {m['note']}" for m in report["models"] if m["note"]]
     if report["baseline"]:
-        lines.append("speedup: baseline median / model median, (range over rounds); "
+        lines.append("speedup: baseline median / model median (10th-90th percentile of the per-round ratios); "
                      "efficiency: speedup / (baseline MACs / model MACs)")
     return lines
 

@@ -172,18 +172,31 @@ class ConvLayer(nn.Module):
         self.activation = ACTIVATIONS[spec.conv_act]()
         self.last = index == len(spec.conv_channels) - 1
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x: (B, C_in, T) -> (B, C, T'). A pruned channel is zero before the norm (so a LayerNorm
-        # over channels sees it as the shrunk model will) and after the activation. Soft mask
-        # values (relaxed gates) scale a channel only where the next weight reads it, so that
-        # shrinking can fold them into that weight: the next conv here, the projection's
-        # Linear (after its LayerNorm) for the last layer.
-        x = _channel_mask(self.conv(x), _binary(mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, input_mask: torch.Tensor | None = None):
+        # x: (B, C_in, T) -> (B, C, T'). Channel masks act on the weights, not on the large
+        # activations (layer 0's output is 512 x 16k frames for 5 s of audio):
+        # - input_mask (C_in,), the previous layer's gates, scales the weight columns that read
+        #   those channels: a pruned channel is gone wherever it is used, and a soft value is
+        #   exactly what shrinking folds into this weight;
+        # - where a LayerNorm normalises over channels, a pruned channel must be zero before it
+        #   (the shrunk model normalises over the original count with it as a zero), so its
+        #   kernel row and bias are zeroed too.
+        # The last layer's output feeds the projection's LayerNorm: there pruned channels are
+        # zeroed on the activations.
+        weight, bias = self.conv.weight, self.conv.bias
+        if input_mask is not None:
+            weight = weight * input_mask[None, :, None].to(weight.dtype)
+        if mask is not None and self.norm_kind == "layer":
+            keep = _binary(mask).to(weight.dtype)
+            weight = weight * keep[:, None, None]
+            bias = bias * keep if bias is not None else None
+        x = F.conv1d(x, weight, bias, stride=self.conv.stride)
         if self.norm_kind == "group":
             x = self.layer_norm(x)
         elif self.norm_kind == "layer":
             x = _layer_norm(x.transpose(1, 2), self.layer_norm, self.norm_count).transpose(1, 2)
-        return _channel_mask(self.activation(x), _binary(mask) if self.last else mask)
+        x = self.activation(x)
+        return _channel_mask(x, _binary(mask)) if self.last else x
 
 
 class FeatureProjection(nn.Module):
@@ -200,8 +213,8 @@ class FeatureProjection(nn.Module):
         # x: (B, T, C) -> (B, T, D). Pruned channels must stay zero after the norm too.
         if self.has_norm:
             x = _layer_norm(x, self.layer_norm, self.norm_count)
-            if mask is not None:
-                x = x * mask.to(x.dtype)
+        if mask is not None:  # soft values of the last conv layer's gates act here (foldable)
+            x = x * mask.to(x.dtype)
         return self.projection(x)
 
 
@@ -476,8 +489,11 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, waveforms: torch.Tensor, masks: EncoderMasks | None) -> torch.Tensor:
         x = waveforms[:, None]  # (B, 1, T_samples)
+        previous = None
         for i, conv in enumerate(self.conv_layers):
-            x = conv(x, masks.conv[i] if masks is not None else None)
+            mask = masks.conv[i] if masks is not None else None
+            x = conv(x, mask, previous)
+            previous = mask
         return x  # (B, C, T')
 
 

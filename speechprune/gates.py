@@ -89,13 +89,14 @@ class GateValues:
     def __init__(self, layout: GateLayout, z: torch.Tensor):
         self.layout = layout
         self.flat = z
+        # One split for all groups: slicing each group separately would make backward allocate
+        # and add a full-length gradient per slice (~160 per step for a Base model).
+        parts = z.split([g.size for g in layout.groups]) if layout.groups else ()
+        self._parts = {(g.kind, g.index): p.view(g.shape) for g, p in zip(layout.groups, parts)}
 
     def get(self, kind: str, index: int) -> torch.Tensor | None:
         """The values of one structure, shaped like it; None when that kind is not gated."""
-        group = self.layout.group(kind, index)
-        if group is None:
-            return None
-        return self.flat[group.offset : group.offset + group.size].view(group.shape)
+        return self._parts.get((kind, index))
 
     def masks(self) -> EncoderMasks:
         layers = [

@@ -33,6 +33,8 @@ def frames(spec: EncoderSpec, samples: int) -> int:
 
 def macs(spec: EncoderSpec, samples: int, batch: int = 1) -> dict[str, int]:
     """MACs of each part (``PARTS``) and their ``total``, for ``batch`` inputs of ``samples`` each."""
+    if frames(spec, samples) < 1:
+        raise ValueError(f"{samples} samples make no frame; the CNN needs more")
     parts = dict.fromkeys(PARTS, 0)
     length, channels = samples, 1  # conv layer input: (channels, length)
     for out_channels, kernel, stride in zip(spec.conv_channels, spec.conv_kernels, spec.conv_strides):

@@ -60,7 +60,7 @@ def models(tmp_path_factory, model_dir, audio_dir) -> dict:
 def report(models) -> tuple[dict, str]:
     """One --json bench of every kind of model against the stock one, 2 lengths x 2 batch sizes."""
     code, out, err = run_captured("bench", models["shrunk"], models["run"], "--baseline", models["stock"], *FAST,
-                          "--seconds", "0.5,1", "--batch", "1,2", "--breakdown", "--json")
+                                  "--seconds", "0.5,1", "--batch", "1,2", "--breakdown", "--json")
     assert code == 0, err
     return json.loads(out), err
 

@@ -12,8 +12,8 @@ from test_accounting import edge_case_values
 from test_encoder import batch_of_unequal_lengths, encoder_from
 
 
-def dense_encoder(family, style, seed=0):
-    return encoder_from(build_model(family, style, seed=seed), family)
+def dense_encoder(family, style, seed=0, **overrides):
+    return encoder_from(build_model(family, style, seed=seed, **overrides), family)
 
 
 def shrunk_pair(encoder, values):
@@ -78,9 +78,12 @@ def test_layer_norm_over_pruned_conv_channels():
     assert_same_outputs(encoder, small, values.masks())
 
 
-@pytest.mark.parametrize("family,style", [("wav2vec2", "base"), ("wavlm", "large")])
-def test_relaxed_gate_values_are_folded_into_the_weights(family, style):
-    encoder = dense_encoder(family, style)
+@pytest.mark.parametrize(
+    "family,style,overrides",
+    [("wav2vec2", "base", {}), ("wavlm", "large", {}), ("hubert", "base", {"feat_proj_layer_norm": False})],
+)
+def test_relaxed_gate_values_are_folded_into_the_weights(family, style, overrides):
+    encoder = dense_encoder(family, style, **overrides)
     layout = GateLayout(encoder.spec)
     gates = HardConcreteGates(layout, ste=False)
     with torch.no_grad():

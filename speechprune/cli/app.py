@@ -44,7 +44,7 @@ def main_options(
 app.command("analyze", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(analyze.command)
 app.command("prune")(prune.command)
 app.command("shrink")(shrink.command)
-app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench.command)
+app.command("bench")(bench.command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# A pipeline step of an MLOps job: prune -> shrink, reading each result as JSON.
+# A pipeline of an MLOps job: prune -> shrink -> bench, reading each result as JSON.
 #
 #   MODEL=facebook/wav2vec2-base DATA=/data/LibriSpeech/train-clean-100 examples/pipeline.sh
 #
-# Without MODEL/DATA it uses the built-in demo inputs. `bench` (the last link of the chain
-# prune -> shrink -> bench) is not built yet, so this script stops after shrink.
+# Without MODEL/DATA it uses the built-in demo inputs.
 set -euo pipefail
 SPARSITY=${SPARSITY:-0.72}
 RUN=${RUN:-runs/pipeline-run}
@@ -34,4 +33,13 @@ import json, sys
 r = json.loads(sys.argv[1])
 assert r["max_relative_error_vs_masked"] < 1e-4
 print(f"model: {r['model_dir']} ({r['file_bytes'] / 1e6:.1f} MB), cosine to teacher {r['fidelity_cosine']}")
+PY
+
+# Bench: the shrunk model against the source model, interleaved in one process.
+bench=$(speechprune bench "$RUN-model" --baseline "$MODEL" --seconds 10 --batch 1 --json)
+python - "$bench" <<'PY'
+import json, sys
+b = json.loads(sys.argv[1])
+for row in b["results"]:
+    print(f"{row['model']}: {row['latency_ms']['median']:.1f} ms for {row['seconds']:g} s, speedup {row['speedup']:.2f}x")
 PY

@@ -163,3 +163,29 @@ class HardConcreteGates(nn.Module):
             soft = (torch.sigmoid(self.log_alpha / BETA) * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0.0, 1.0)
             # a kept relaxed gate whose median clamps to 0 would silently drop: keep it tiny instead
             return torch.where(keep, soft.clamp(min=EPS), torch.zeros_like(soft))
+
+
+def gate_dict(layout: GateLayout, flat: torch.Tensor) -> dict[str, list]:
+    """Flat per-gate values as JSON-ready nested lists: {kind: [per layer, shaped like it]}."""
+    values = layout.values(flat.detach().cpu().double())
+    out: dict[str, list] = {}
+    for group in layout.groups:
+        out.setdefault(group.kind, []).append(values.get(group.kind, group.index).tolist())
+    return out
+
+
+def gate_flat(layout: GateLayout, data: dict[str, list]) -> torch.Tensor:
+    """Inverse of ``gate_dict``: nested lists per kind -> the flat vector in layout order.
+
+    Raises ValueError naming the first kind or layer whose shape does not fit the layout.
+    """
+    parts = []
+    for group in layout.groups:
+        try:
+            value = torch.as_tensor(data[group.kind][group.index], dtype=torch.float64)
+        except (KeyError, IndexError):
+            raise ValueError(f"no scores for {group.name}") from None
+        if tuple(value.shape) != group.shape:
+            raise ValueError(f"scores for {group.name} have shape {tuple(value.shape)}, the model needs {group.shape}")
+        parts.append(value.flatten())
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)

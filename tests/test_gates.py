@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import torch
 
 from speechprune.families import FAMILIES
@@ -72,3 +74,16 @@ def test_deterministic_values():
     keep = torch.zeros(layout.size, dtype=torch.bool)
     keep[:3] = True
     assert torch.equal(hard.deterministic(keep) > 0, keep)
+
+
+def test_gate_dict_round_trip_and_shape_errors():
+    from speechprune.gates import gate_dict, gate_flat
+
+    layout = tiny_layout()
+    flat = torch.randn(layout.size, dtype=torch.float64)
+    data = gate_dict(layout, flat)
+    assert set(data) == set(layout.kinds) and len(data["qk"]) == 3 and len(data["qk"][0]) == 4
+    assert torch.equal(gate_flat(layout, data), flat)
+    data["int"][1] = data["int"][1][:-1]
+    with pytest.raises(ValueError, match="int.1"):
+        gate_flat(layout, data)

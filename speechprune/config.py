@@ -23,7 +23,7 @@ class PruneConfig:
     revision: str | None = None
     structures: list[str] = field(default_factory=lambda: list(GATE_KINDS))
     ste: bool = True
-    steps: int = 20_000
+    steps: int = 20_000  # 0: one-shot from --scores, no pruning phase
     warmup_steps: int | None = None  # target ramp 0 -> sparsity; default 30% of steps
     final_steps: int = 0  # distillation with frozen masks after the pruning phase
     lr: float = 2e-4  # weights (student and distillation heads)
@@ -37,6 +37,8 @@ class PruneConfig:
     val_fraction: float = 0.02
     val_max_files: int = 100
     tolerance: float = 0.005  # relative miss of the parameter target allowed at the end
+    scores: str | None = None  # analyze JSON with gate_scores: one-shot decision or warm start
+    init_from_scores: bool = False  # start the gates of a full run from --scores
     seed: int = 0
     precision: str = "fp32"
     device: str = "auto"
@@ -54,7 +56,15 @@ class PruneConfig:
             raise UsageError(
                 f"--structures: unknown {', '.join(unknown) or '(empty)'}; choose from {','.join(GATE_KINDS)}"
             )
-        for name in ("steps", "checkpoint_every", "log_every", "val_max_files"):
+        if self.steps == 0 and not self.scores:
+            raise UsageError("--steps 0 (one-shot pruning) needs --scores FILE from speechprune analyze")
+        if self.init_from_scores and not self.scores:
+            raise UsageError("--init-from-scores needs --scores FILE from speechprune analyze")
+        if self.init_from_scores and self.steps == 0:
+            raise UsageError("--init-from-scores warms up a training run; with --steps 0 the scores decide directly")
+        if self.steps < 0:
+            raise UsageError(f"--steps must be 0 (one-shot, with --scores) or more, got {self.steps}")
+        for name in ("checkpoint_every", "log_every", "val_max_files"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.final_steps < 0:

@@ -36,8 +36,9 @@ def _count(spec: EncoderSpec, layout: GateLayout, keep: torch.Tensor) -> int:
 
 def _marginals(spec: EncoderSpec, layout: GateLayout, keep: torch.Tensor) -> torch.Tensor:
     """(N,) change of the count when each gate alone is switched on (from its current value)."""
-    z = keep.double().requires_grad_(True)
-    (grad,) = torch.autograd.grad(parameter_count(spec, GateValues(layout, z)), z)
+    with torch.enable_grad():  # callers may be inside no_grad
+        z = keep.double().requires_grad_(True)
+        (grad,) = torch.autograd.grad(parameter_count(spec, GateValues(layout, z)), z)
     return grad
 
 

@@ -15,6 +15,7 @@ import platform
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,13 +29,14 @@ from .decision import decide
 from .distill import DistillHeads, distill_loss
 from .encoder import Encoder
 from .errors import DataError, SpeechpruneError, UsageError
-from .gates import GateLayout, GateValues, HardConcreteGates
+from .gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
 from .loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
 from .progress import Reporter
 from .runfolder import RUN_FORMAT, RunFolder
 from .runtime import Distributed, autocast, check_precision, resolve_device
 
 GRAD_CLIP = 10.0
+WARM_START_REMOVED = 0.5  # --init-from-scores: log_alpha of structures the one-shot decision removes
 
 
 class Interrupted(SpeechpruneError):
@@ -56,6 +58,7 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     layout = GateLayout(info.spec, config.structures)
     dense = dense_count(info.spec, layout)
     _check_reachable(info, layout, dense, config)
+    scores = read_scores(config.scores, layout) if config.scores else None
 
     run = RunFolder(config.out)
     plan = run.plan(config, world_size=ranks.world_size)
@@ -86,7 +89,7 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
         if plan == "resume":
             job.load_checkpoint()
         else:
-            job.start(corpus)
+            job.start(corpus, scores)
         return job.run(corpus)
     finally:
         ranks.close()
@@ -102,6 +105,20 @@ def _check_reachable(info: ModelInfo, layout: GateLayout, dense: int, config: Pr
             f"removing all of them leaves {smallest / 1e6:.2f}M of {dense / 1e6:.2f}M parameters "
             f"(sparsity {reachable:.3f}); lower --sparsity or add structures"
         )
+
+
+def read_scores(path: str, layout: GateLayout) -> torch.Tensor:
+    """(N,) structure scores from `speechprune analyze` output (higher: more worth keeping)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"cannot read --scores {path}: {error}; pass the JSON written by speechprune analyze --out")
+    if not isinstance(data, dict) or "gate_scores" not in data:
+        raise DataError(f"--scores {path} has no gate_scores; write it with speechprune analyze MODEL --out FILE")
+    try:
+        return gate_flat(layout, data["gate_scores"])
+    except ValueError as error:
+        raise DataError(f"--scores {path} does not fit this model ({error}); analyze the same model") from None
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -195,7 +212,9 @@ class Pruning:
 
     # --- setup -------------------------------------------------------------------------------
 
-    def start(self, corpus) -> None:
+    def start(self, corpus, scores: torch.Tensor | None = None) -> None:
+        if scores is not None:
+            self._start_gates_from(scores)
         if self.ranks.is_main:
             record = {
                 "format": RUN_FORMAT,
@@ -227,6 +246,18 @@ class Pruning:
             }
             self.run_folder.start_fresh(record, self.spec, self.info.config.to_dict())
         self.ranks.barrier()
+
+    def _start_gates_from(self, scores: torch.Tensor) -> None:
+        """One-shot (--steps 0): the scores are the ranking the budget decision uses.
+        Warm start (--init-from-scores): the structures the one-shot decision would remove
+        start nearly undecided (keep probability sigmoid(0.5) = 0.62), the rest clearly on."""
+        with torch.no_grad():
+            if self.config.steps == 0:
+                self.gates.log_alpha.copy_(scores)
+                return
+            target = self.dense * (1 - self.config.sparsity)
+            keep = decide(self.spec, self.layout, scores, target, self.config.tolerance).keep.to(self.device)
+            self.gates.log_alpha.copy_(torch.where(keep, INIT_LOG_ALPHA, WARM_START_REMOVED))
 
     def load_checkpoint(self) -> None:
         checkpoint = self.run_folder.latest_checkpoint()
@@ -266,6 +297,8 @@ class Pruning:
                 self._run_phase(phase, config.steps if phase == "prune" else total)
             if self.keep is None:
                 self._decide()
+            if self.step == 0 and self.ranks.is_main:  # one-shot: the run's only checkpoint
+                self._save_checkpoint("prune")
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

@@ -180,3 +180,56 @@ def test_old_weight_norm_key_names_load(tmp_path):
     loaded = load_encoder(inspect_model(str(folder)))
     conv = loaded.encoder.encoder.pos_conv_embed.conv
     assert torch.equal(conv.parametrizations.weight.original1, state[prefix + "weight_v"])
+
+
+def write_scores(path, model, structures=None, seed=0):
+    from speechprune.gates import GATE_KINDS, gate_dict
+    from speechprune.loading import inspect_model
+
+    layout = GateLayout(inspect_model(str(model)).spec, structures or GATE_KINDS)
+    scores = torch.rand(layout.size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    path.write_text(json.dumps({"gate_scores": gate_dict(layout, scores)}))
+    return layout, scores
+
+
+def test_one_shot_from_scores_lands_and_shrinks(model_dir, audio_dir, tmp_path):
+    from speechprune.decision import decide
+    from speechprune.export import shrink_run
+
+    model = model_dir("wav2vec2")
+    layout, scores = write_scores(tmp_path / "scores.json", model)
+    summary = prune(fast_config(model, audio_dir, tmp_path / "run", 0.6, steps=0, scores=str(tmp_path / "scores.json")))
+    assert summary["steps"] == 0 and summary["within_tolerance"] and summary["val_distill"] is not None
+    expected = decide(read_spec(RunFolder(tmp_path / "run")), layout, scores, summary["params_dense"] * 0.4)
+    _, values = final_student(tmp_path / "run")
+    assert torch.equal(values.flat > 0, expected.keep)  # exactly the ranking of the scores
+    report = shrink_run(tmp_path / "run", tmp_path / "model")
+    assert report["params"] == summary["params_pruned"]
+
+
+def test_warm_start_from_scores(model_dir, audio_dir, tmp_path):
+    model = model_dir("hubert")
+    write_scores(tmp_path / "scores.json", model, ["head", "int"])
+    config = fast_config(model, audio_dir, tmp_path / "run", 0.4, steps=1, gate_lr=1e-12,
+                         structures=["head", "int"], scores=str(tmp_path / "scores.json"), init_from_scores=True)
+    prune(config)
+    log_alpha = RunFolder(tmp_path / "run").latest_checkpoint().tensors("gates")["log_alpha"]
+    assert set(torch.round(log_alpha, decimals=3).unique().tolist()) == {0.5, 3.0}
+
+
+def test_bad_scores_are_refused_before_loading_weights(model_dir, audio_dir, tmp_path):
+    from speechprune.errors import DataError, UsageError
+
+    model = model_dir("wav2vec2")
+    write_scores(tmp_path / "good.json", model)
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "empty.json").write_text("{}")
+    short = json.loads((tmp_path / "good.json").read_text())
+    short["gate_scores"]["int"][0] = short["gate_scores"]["int"][0][:5]
+    (tmp_path / "short.json").write_text(json.dumps(short))
+    for name, words in (("broken.json", "cannot read"), ("empty.json", "no gate_scores"), ("short.json", "int.0")):
+        with pytest.raises(DataError, match=words):
+            prune(fast_config(model, audio_dir, tmp_path / name, 0.5, steps=0, scores=str(tmp_path / name)))
+        assert not (tmp_path / name.replace(".json", "")).exists()
+    with pytest.raises(UsageError, match="--scores"):
+        prune(fast_config(model, audio_dir, tmp_path / "x", 0.5, steps=0))

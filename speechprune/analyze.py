@@ -1,0 +1,264 @@
+"""The ``analyze`` job: what each attention head does and how much the model needs it, what a
+prune run kept, and how close a student stays to its teacher.
+
+Reading order: check every option (nothing loaded yet), read what the model (and teacher) is
+from config files and scan the audio, then load weights and compute. Statistics live in
+``speechprune.analysis``; this module picks the audio, loads models, and assembles the report
+(one JSON-ready dict, schema in docs/analyze.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .accounting import component_totals, kept_structure, parameter_breakdown
+from .analysis.compare import compare_hidden_states
+from .analysis.heads import head_statistics
+from .audio import AudioCorpus, scan_audio, validation_batches
+from .bench import describe
+from .encoder import Encoder, EncoderSpec
+from .errors import DataError, UsageError
+from .gates import GateLayout, GateValues, HardConcreteGates, gate_dict
+from .progress import Reporter
+from .runtime import resolve_device
+
+REPORT_FORMAT = 1
+STAT_KEYS = ("drop_one", "grad_importance", "entropy", "mean_distance", "contribution_norm", "contribution_ratio")
+
+
+@dataclass
+class AnalyzeOptions:
+    model: str
+    data: str | None = None
+    max_seconds: float = 120.0
+    crop_seconds: float = 4.0  # each file contributes its first crop_seconds (attention spans one crop)
+    batch_seconds: float = 16.0
+    projections: int = 4  # random projections per batch for the gradient importance
+    drop_one: bool = True
+    teacher: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    png: str | None = None
+    out: str | None = None
+
+
+@dataclass
+class Target:
+    """A model as read from its config files: kind, dense spec and how it takes audio."""
+
+    source: str
+    kind: str  # "stock" | "shrunk" | "run"
+    spec: EncoderSpec
+    sampling_rate: int
+    normalize: bool
+    attention_mask: bool
+    info: object = None
+
+
+def check_options(options: AnalyzeOptions) -> torch.device:
+    """Refuse bad options before anything is read or loaded."""
+    if not (options.max_seconds > 0 and math.isfinite(options.max_seconds)):
+        raise UsageError(f"--max-seconds must be positive, got {options.max_seconds:g}")
+    if not (options.crop_seconds > 0 and math.isfinite(options.crop_seconds)):
+        raise UsageError(f"--crop-seconds must be positive, got {options.crop_seconds:g}")
+    if not (options.batch_seconds > 0 and math.isfinite(options.batch_seconds)):
+        raise UsageError(f"--batch-seconds must be positive, got {options.batch_seconds:g}")
+    if options.projections < 1:
+        raise UsageError(f"--projections must be at least 1, got {options.projections}")
+    if options.teacher and not options.data:
+        raise UsageError("--teacher needs --data: the audio to compare the two models on")
+    for option, path in (("--out", options.out), ("--png", options.png)):
+        if path is None:
+            continue
+        target = Path(path).expanduser()
+        if target.is_dir():
+            raise UsageError(f"{option} {path} is a folder; give a file name")
+        if not target.parent.exists():
+            raise UsageError(f"{option} {path}: folder {target.parent} does not exist")
+    if options.png is not None:
+        if not options.png.lower().endswith(".png"):
+            raise UsageError(f"--png takes a .png file name, got {options.png}")
+        from .analysis.plot import require_matplotlib
+
+        require_matplotlib()
+    return resolve_device(options.device)
+
+
+def read_target(source: str) -> Target:
+    """What ``source`` is, from its config files only (bench's reader, plus the audio settings)."""
+    model = describe(source)
+    if model.kind == "stock":
+        info = model.info
+        return Target(source, "stock", info.spec, info.sampling_rate, info.normalize, info.use_attention_mask, info)
+    folder = Path(source).expanduser()
+    if model.kind == "run":
+        audio = json.loads((folder / "config.json").read_text())["audio"]
+        return Target(source, "run", model.spec, audio["sampling_rate"], audio["normalize"], audio["attention_mask"])
+    preprocessor = folder / "preprocessor_config.json"
+    pre = json.loads(preprocessor.read_text()) if preprocessor.is_file() else {}
+    return Target(source, "shrunk", model.spec, model.sampling_rate, bool(pre.get("do_normalize", True)),
+                  bool(pre.get("return_attention_mask", model.spec.conv_norm == "layer")))
+
+
+def load_target(target: Target, device: torch.device):
+    """(an EncoderModules model in eval mode, base masks or None, the run snapshot or None)."""
+    if target.kind == "stock":
+        from .loading import load_encoder
+
+        return load_encoder(target.info).encoder.to(device), None, None
+    if target.kind == "shrunk":
+        from .artifact import load
+
+        return load(target.source).to(device=device, dtype=torch.float32), None, None
+    from .shrink import read_run
+
+    snap = read_run(target.source)
+    encoder = Encoder(snap.spec).eval()
+    encoder.load_state_dict(snap.state)
+    masks = snap.layout.values(snap.values.float().to(device)).masks()
+    return encoder.to(device), masks, snap
+
+
+def pick_audio(data: str, options: AnalyzeOptions, target: Target):
+    """(batches, description): whole crops of seeded randomly chosen files, at most --max-seconds in all."""
+    corpus = scan_audio(data, min_seconds=0.1)
+    crop = min(options.crop_seconds, options.max_seconds)
+    order = np.random.default_rng(options.seed).permutation(len(corpus.files))
+    chosen, total = [], 0.0
+    for i in order:
+        seconds = min(corpus.files[i].seconds, crop)
+        if total + seconds > options.max_seconds + 1e-9:
+            continue
+        chosen.append(corpus.files[i])
+        total += seconds
+    batches = validation_batches(AudioCorpus(chosen, corpus.skipped, corpus.source), sample_rate=target.sampling_rate,
+                                 crop_seconds=crop, batch_seconds=options.batch_seconds, normalize=target.normalize)
+    if not batches:
+        raise DataError(f"no usable audio in {data}: every chosen file was unreadable or silent")
+    seconds = sum(b.seconds for b in batches)
+    return batches, {"source": corpus.source, "files": len(chosen), "seconds": round(seconds, 3),
+                     "crop_seconds": crop, "batches": len(batches), "skipped": corpus.skipped.to_dict()}
+
+
+def run_report(snap) -> dict:
+    """What a prune run keeps: keep probabilities, kept structure, removed blocks, parameters."""
+    record = snap.record
+    checkpoint = snap.run.latest_checkpoint()
+    gates = HardConcreteGates(snap.layout, ste=record["gates"]["ste"])
+    with torch.no_grad():
+        gates.log_alpha.copy_(checkpoint.tensors("gates")["log_alpha"])
+        keep_probability = gates.keep_probability()
+    spec = snap.spec
+    ones = GateValues(snap.layout, torch.ones(snap.layout.size, dtype=torch.float64))
+    binary = GateValues(snap.layout, (snap.values > 0).double())
+    dense_parts, pruned_parts = parameter_breakdown(spec, ones), parameter_breakdown(spec, binary)
+    kept = kept_structure(spec, GateValues(snap.layout, snap.values))
+    removed = [{"layer": l, "block": block} for l, layer in enumerate(kept["layers"])
+               for block in ("attention", "ffn") if not layer[block]]
+    by_layer = []
+    for l in range(len(spec.layers)):
+        entry = {"layer": l}
+        for name, parts in (("dense", dense_parts), ("pruned", pruned_parts)):
+            entry[f"attention_{name}"] = int(round(float(parts[f"attention.{l}"])))
+            entry[f"ffn_{name}"] = int(round(float(parts[f"ffn.{l}"])))
+            entry[name] = entry[f"attention_{name}"] + entry[f"ffn_{name}"]
+        by_layer.append(entry)
+    dense_totals, pruned_totals = component_totals(dense_parts), component_totals(pruned_parts)
+    return {
+        "run_dir": str(snap.run.root),
+        "finished": snap.finished,
+        "step": snap.step,
+        "structures": list(snap.layout.kinds),
+        "ste": record["gates"]["ste"],
+        "params_dense": sum(dense_totals.values()),
+        "params_pruned": sum(pruned_totals.values()),
+        "params_by_component": {"dense": dense_totals, "pruned": pruned_totals},
+        "params_by_layer": by_layer,
+        "kept": kept,
+        "removed_blocks": removed,
+        "keep_probability": gate_dict(snap.layout, keep_probability),
+    }
+
+
+def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
+    reporter = reporter or Reporter()
+    device = check_options(options)
+    target = read_target(options.model)
+    if options.data is None and target.kind != "run":
+        raise DataError(f"{options.model} is a model: pass --data with a folder (or manifest) of speech to analyze it on "
+                        "(only a prune run folder can be analyzed without audio)")
+    teacher_target = read_target(options.teacher) if options.teacher else None
+    if teacher_target is not None:
+        if teacher_target.kind == "run":
+            raise UsageError("--teacher must be a model (a stock model or a shrunk folder), not a prune run")
+        if teacher_target.sampling_rate != target.sampling_rate:
+            raise UsageError(f"--teacher {options.teacher} takes {teacher_target.sampling_rate} Hz audio but "
+                             f"{options.model} takes {target.sampling_rate} Hz")
+        if (len(teacher_target.spec.layers), teacher_target.spec.hidden_size) != (len(target.spec.layers), target.spec.hidden_size):
+            raise UsageError(f"--teacher {options.teacher} has {len(teacher_target.spec.layers)} layers of width "
+                             f"{teacher_target.spec.hidden_size}, {options.model} {len(target.spec.layers)} of width "
+                             f"{target.spec.hidden_size}; compare a student with the model it was pruned from")
+    batches, audio = pick_audio(options.data, options, target) if options.data else (None, None)
+
+    reporter.message(f"loading {options.model} ({target.kind})")
+    net, base_masks, snap = load_target(target, device)
+    spec = net.spec
+    layout = GateLayout(spec)
+    report = {
+        "format": REPORT_FORMAT,
+        "speechprune": __version__,
+        "model": options.model,
+        "kind": target.kind,
+        "family": spec.family,
+        "layers": len(spec.layers),
+        "seed": options.seed,
+        "audio": audio,
+        "method": None,
+        "heads": None,
+        "gate_scores": None,
+        "run": run_report(snap) if snap is not None else None,
+        "teacher": None,
+    }
+    if batches is not None:
+        L, H = len(spec.layers), sum(len(l.heads) if l.attention else 0 for l in spec.layers)
+        n = len(batches)
+        reporter.message(
+            f"{audio['seconds']:.1f} s of audio in {n} batches: {n} forward passes with gradients, "
+            f"{n * options.projections} backward passes"
+            + (f", {n * H} partial forwards for drop-one" if options.drop_one else "")
+        )
+        stats = head_statistics(net, batches, layout=layout, base_masks=base_masks, projections=options.projections,
+                                seed=options.seed, drop_one=options.drop_one, use_attention_mask=target.attention_mask,
+                                device=device, progress=reporter.message)
+        scores = stats.pop("gate_importance")
+        passes = stats.pop("passes")
+        report["heads"] = stats
+        report["gate_scores"] = gate_dict(layout, scores)
+        report["method"] = {
+            "projections": options.projections,
+            "drop_one": "relative L2 change ||h' - h|| / ||h|| over real frames, head masked alone" if options.drop_one else None,
+            "grad_importance": "mean over batches and projections r of (d<r, h_L>/dz_i)^2 / ||h_L||^2 at z = 1",
+            "passes": passes,
+        }
+    if teacher_target is not None:
+        reporter.message(f"loading teacher {options.teacher} ({teacher_target.kind})")
+        teacher, _, _ = load_target(teacher_target, device)
+        report["teacher"] = {"model": options.teacher, **compare_hidden_states(
+            net, teacher, batches, student_mask=target.attention_mask, teacher_mask=teacher_target.attention_mask,
+            device=device, progress=reporter.message)}
+    if options.out:
+        Path(options.out).expanduser().write_text(json.dumps(report, indent=2) + "\n")
+        reporter.message(f"saved {options.out}")
+    if options.png:
+        from .analysis.plot import save_png
+
+        save_png(report, options.png)
+        reporter.message(f"saved {options.png}")
+    return report

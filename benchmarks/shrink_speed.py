@@ -33,7 +33,6 @@ import speechprune
 from speechprune.accounting import dense_count
 from speechprune.artifact import write_model_folder
 from speechprune.decision import decide
-from speechprune.encoder import Encoder
 from speechprune.families import FAMILIES
 from speechprune.gates import GateLayout
 from speechprune.shrink import shrink_encoder

@@ -22,7 +22,7 @@ def _on(values: GateValues, kind: str, index: int) -> bool:
 def sliced_parameter_count(encoder: Encoder, values: GateValues) -> int:
     spec = encoder.spec
     state = {k: v for k, v in encoder.state_dict().items() if "running_" not in k and "num_batches" not in k}
-    d, hd = spec.hidden_size, spec.head_dim
+    d = spec.hidden_size
     total = 0
     taken = set()
 

@@ -230,8 +230,8 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
         L, H = len(spec.layers), sum(len(l.heads) if l.attention else 0 for l in spec.layers)
         n = len(batches)
         reporter.message(
-            f"{audio['seconds']:.1f} s of audio in {n} batches: {n} forward passes with gradients, "
-            f"{n * options.projections} backward passes"
+            f"{audio['seconds']:.1f} s of audio in {n} batch(es): {n} forward pass(es) with gradients, "
+            f"{n * options.projections} backward pass(es)"
             + (f", {n * H} partial forwards for drop-one" if options.drop_one else "")
         )
         stats = head_statistics(net, batches, layout=layout, base_masks=base_masks, projections=options.projections,

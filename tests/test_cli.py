@@ -159,12 +159,6 @@ def test_version(capsys):
     assert out.strip() == f"speechprune {__version__}"
 
 
-@pytest.mark.parametrize("name", ["analyze"])
-def test_unbuilt_commands_say_so(capsys, name, model):
-    result = cli(capsys, name, model, "--some-option", "1")
-    assert_clean_error(result, 1, "not built yet", name)
-
-
 def test_prune_help(capsys):
     code, out, _ = cli(capsys, "prune", "--help")
     assert code == 0

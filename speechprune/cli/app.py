@@ -41,7 +41,7 @@ def main_options(
     DEBUG["on"] = debug
 
 
-app.command("analyze", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(analyze.command)
+app.command("analyze")(analyze.command)
 app.command("prune")(prune.command)
 app.command("shrink")(shrink.command)
 app.command("bench")(bench.command)

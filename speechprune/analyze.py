@@ -227,12 +227,12 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
         "teacher": None,
     }
     if batches is not None:
-        L, H = len(spec.layers), sum(len(l.heads) if l.attention else 0 for l in spec.layers)
+        heads = sum(len(layer.heads) if layer.attention else 0 for layer in spec.layers)
         n = len(batches)
         reporter.message(
             f"{audio['seconds']:.1f} s of audio in {n} batch(es): {n} forward pass(es) with gradients, "
             f"{n * options.projections} backward pass(es)"
-            + (f", {n * H} partial forwards for drop-one" if options.drop_one else "")
+            + (f", {n * heads} partial forwards for drop-one" if options.drop_one else "")
         )
         stats = head_statistics(net, batches, layout=layout, base_masks=base_masks, projections=options.projections,
                                 seed=options.seed, drop_one=options.drop_one, use_attention_mask=target.attention_mask,

@@ -21,6 +21,7 @@ into a model folder and run without speechprune installed.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -503,11 +504,13 @@ class EncoderModules:
 
     def build_encoder(self, spec: EncoderSpec) -> None:
         self.spec = spec
-        self.feature_extractor = FeatureExtractor(spec)
-        self.feature_projection = FeatureProjection(spec)
-        if spec.masked_spec_embed:  # unused at inference; kept so checkpoints round-trip
-            self.masked_spec_embed = nn.Parameter(torch.zeros(spec.hidden_size))
-        self.encoder = TransformerEncoder(spec)
+        with warnings.catch_warnings():  # pruned models have zero-sized layers; torch warns on their init
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            self.feature_extractor = FeatureExtractor(spec)
+            self.feature_projection = FeatureProjection(spec)
+            if spec.masked_spec_embed:  # unused at inference; kept so checkpoints round-trip
+                self.masked_spec_embed = nn.Parameter(torch.zeros(spec.hidden_size))
+            self.encoder = TransformerEncoder(spec)
 
     def encode(
         self,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import UsageError
+from .lists import comma_list
 from .output import Output
 
 BREAKDOWN = (("cnn", "CNN"), ("projection", "projection"), ("pos_conv", "pos conv"), ("layers", "layers"),
@@ -38,9 +38,9 @@ def command(
         models=models,
         baseline=baseline,
         device=device,
-        dtypes=_items("--dtype", dtype, str),
-        seconds=_items("--seconds", seconds, float),
-        batches=_items("--batch", batch, int),
+        dtypes=comma_list("--dtype", dtype, str),
+        seconds=comma_list("--seconds", seconds, float),
+        batches=comma_list("--batch", batch, int),
         threads=threads,
         warmup=warmup,
         repeat=repeat,
@@ -54,16 +54,6 @@ def command(
         output.result(report, plain(report))
     else:
         show_rich(output, report)
-
-
-def _items(option: str, text: str, kind: type) -> list:
-    try:
-        items = [kind(item.strip()) for item in text.split(",")]
-    except ValueError:
-        items = []
-    if not items or (kind is str and not all(items)):
-        raise UsageError(f"{option} takes comma-separated {kind.__name__} values, like {'1,5,10' if kind is not str else 'float32,bfloat16'}; got {text!r}")
-    return items
 
 
 # --- the report as tables: rich on a terminal, Markdown when piped ------------------------------

@@ -11,6 +11,7 @@ from ..config import PRECISIONS, PruneConfig
 from ..errors import DataError, UsageError
 from ..gates import GATE_KINDS
 from ..runtime import Distributed
+from .lists import comma_list
 from .output import Output
 
 NO_DATA = (
@@ -19,24 +20,6 @@ NO_DATA = (
     "to try the tool without data run `speechprune prune --demo`"
 )
 DEMO_FOLDER = Path("runs") / "demo-inputs"
-
-
-def _ints(text: str | None, option: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{option} takes comma-separated whole numbers, e.g. 0,4,8,12; got {text!r}") from None
-
-
-def _floats(text: str | None, option: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{option} takes comma-separated numbers, e.g. 1,1,2; got {text!r}") from None
 
 
 def command(
@@ -110,8 +93,8 @@ def command(
         lr=lr,
         gate_lr=gate_lr,
         lambda_lr=lambda_lr,
-        distill_layers=_ints(distill_layers, "--distill-layers"),
-        distill_weights=_floats(distill_weights, "--distill-weights"),
+        distill_layers=comma_list("--distill-layers", distill_layers, int) if distill_layers else None,
+        distill_weights=comma_list("--distill-weights", distill_weights, float) if distill_weights else None,
         crop_seconds=4.0 if crop_seconds is None else crop_seconds,
         batch_seconds=64.0 if batch_seconds is None else batch_seconds,
         min_seconds=min_seconds,

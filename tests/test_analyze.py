@@ -178,7 +178,6 @@ def test_png_needs_matplotlib(planted, audio_dir, tmp_path, capsys, monkeypatch)
 
 
 def test_png_is_written(planted, audio_dir, tmp_path):
-    pytest.importorskip("matplotlib")
     analyze(AnalyzeOptions(model=str(planted), data=str(audio_dir), png=str(tmp_path / "h.png"), drop_one=False, **FAST))
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -24,7 +24,6 @@ student forward + loss, backward, optimizer).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -36,13 +35,13 @@ import time
 
 import torch
 
-from speechprune.accounting import dense_count, parameter_count
+from speechprune.accounting import dense_count
 from speechprune.config import PruneConfig
-from speechprune.distill import DistillHeads, distill_loss
+from speechprune.distill import distill_loss
 from speechprune.encoder import Encoder
 from speechprune.families import FAMILIES
-from speechprune.gates import GATE_KINDS, GateLayout, HardConcreteGates
-from speechprune.prune import GRAD_CLIP, GatedStudent
+from speechprune.gates import GATE_KINDS, GateLayout
+from speechprune.prune import GRAD_CLIP, step_seed, build_optimizers, build_student, lagrangian_term
 
 PHASES = ("teacher", "forward", "backward", "optimizer")
 
@@ -102,29 +101,16 @@ class Bench:
         self.dense = dense_count(self.spec, self.layout)
         self.step_index = self.config.warmup_steps // 2  # mid-ramp: a non-trivial target and lr = lr
 
-        # gated student: exactly as Pruning.__init__ builds it
-        student = copy.deepcopy(self.teacher).train().requires_grad_(True)
-        if self.spec.masked_spec_embed:
-            student.masked_spec_embed.requires_grad_(False)
-        gates = HardConcreteGates(self.layout, ste=self.config.ste)
-        heads = DistillHeads(self.spec.hidden_size, self.config.distill_layers)
-        self.gated = GatedStudent(student, gates, heads, self.config.distill_weights)
-        self.gates = gates
+        # gated student: built by the same functions Pruning uses
+        self.gated = build_student(self.teacher, self.layout, self.config)
+        self.gates = self.gated.gates
         self.lambdas = torch.zeros(2, requires_grad=True)
-        self.gated_weights = [p for n, p in self.gated.named_parameters() if not n.startswith("gates.") and p.requires_grad]
-        self.gated_opt = torch.optim.AdamW([
-            {"params": self.gated_weights, "lr": self.config.lr, "weight_decay": 0.0},
-            {"params": [gates.log_alpha], "lr": self.config.gate_lr, "weight_decay": 0.0},
-        ])
-        self.lambda_opt = torch.optim.Adam([self.lambdas], lr=self.config.lambda_lr, maximize=True)
+        self.gated_weights, self.gated_opt, self.lambda_opt = build_optimizers(self.gated, self.lambdas, self.config)
 
-        # plain student: the same Encoder class and heads, no gates, masks=None
-        self.plain = copy.deepcopy(self.teacher).train().requires_grad_(True)
-        if self.spec.masked_spec_embed:
-            self.plain.masked_spec_embed.requires_grad_(False)
-        self.plain_heads = DistillHeads(self.spec.hidden_size, self.config.distill_layers)
-        self.plain_weights = [p for p in [*self.plain.parameters(), *self.plain_heads.parameters()] if p.requires_grad]
-        self.plain_opt = torch.optim.AdamW([{"params": self.plain_weights, "lr": self.config.lr, "weight_decay": 0.0}])
+        # plain student: the same student and heads, called without gates (masks=None)
+        plain = build_student(self.teacher, self.layout, self.config)
+        self.plain, self.plain_heads = plain.student, plain.heads
+        self.plain_weights, self.plain_opt, _ = build_optimizers(plain, torch.zeros(2, requires_grad=True), self.config)
 
         g = torch.Generator().manual_seed(args.seed)
         samples = int(round(args.seconds * args.sample_rate))
@@ -148,15 +134,12 @@ class Bench:
         model_mask, teacher, frame_mask = self._teacher()
         t1 = time.perf_counter()
         self.gated_count += 1
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.gated_count)
+        generator = torch.Generator().manual_seed(step_seed(self.config.seed, self.gated_count, 0))
         distill, pairs = self.gated(self.waveforms, model_mask, teacher.hidden_states, frame_mask, generator=generator)
-        loss = distill.float()
-        expected = parameter_count(self.spec, self.layout.values(self.gates.keep_probability()))
-        expected_sparsity = 1 - expected / self.dense
-        gap = expected_sparsity - self.config.target_sparsity(self.step_index)
-        lagrangian = self.lambdas[0].detach() * gap + self.lambdas[1].detach() * gap**2
-        loss = loss + lagrangian
-        self.lambdas.grad = torch.stack([gap.detach(), gap.detach() ** 2])
+        target = self.config.target_sparsity(self.step_index)
+        lagrangian, expected_sparsity = lagrangian_term(self.spec, self.layout, self.gates, self.lambdas, self.dense,
+                                                        target)
+        loss = distill.float() + lagrangian
         metrics = (expected_sparsity.item(), lagrangian.item(), self.lambdas[0].item(), self.lambdas[1].item())
         t2 = time.perf_counter()
         self.gated_opt.zero_grad(set_to_none=True)

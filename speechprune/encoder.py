@@ -298,7 +298,16 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         if self.num_heads == 0:  # a kept block without heads adds its output bias
             return self.out_proj.bias.expand(b, t, -1).to(x.dtype)
-        q_proj, k_proj, v_proj, out_weight = self._projections()
+        q, k, v, attn_mask = self.inputs(x, key_mask, position_bias, masks)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)  # (B, H, T, d_vo)
+        o = o.transpose(1, 2).reshape(b, t, self.num_heads * self.vo_dim)
+        return F.linear(o, self.output_weight(), self.out_proj.bias)
+
+    def inputs(self, x, key_mask, position_bias, masks: LayerMasks | None = None):
+        """(q, k, v, attn_mask) as attention consumes them: masked, at the run-time width, with
+        the padding mask and WavLM's gated position bias merged into ``attn_mask``."""
+        b, t, _ = x.shape
+        q_proj, k_proj, v_proj = self._projections()
         q = F.linear(x, *q_proj).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
         k = F.linear(x, *k_proj).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
         v = F.linear(x, *v_proj).view(b, t, self.num_heads, self.vo_dim).transpose(1, 2)  # (B, H, T, d_vo)
@@ -308,30 +317,32 @@ class Attention(nn.Module):
             v_mask = _head_value_mask(masks)
             if v_mask is not None:
                 v = v * v_mask[:, None, :].to(v.dtype)
-
         attn_mask = key_mask
         if self.gated_bias:
             attn_mask = self._gated_position_bias(x, position_bias)  # (B, H, T, T)
             if key_mask is not None:
                 attn_mask = attn_mask.masked_fill(~key_mask, float("-inf"))
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)  # (B, H, T, d_vo)
-        o = o.transpose(1, 2).reshape(b, t, self.num_heads * self.vo_dim)
-        return F.linear(o, out_weight, self.out_proj.bias)
+        return q, k, v, attn_mask
 
     def _projections(self):
-        """(weight, bias) of q, k and v at the uniform run-time width, and out_proj's weight.
+        """(weight, bias) of q, k and v at the uniform run-time width.
 
-        Heads stored at different widths get zero rows (q/k/v) and zero columns (out_proj) up to
-        the layer's widest head. Padding the weights costs far less than padding activations.
+        Heads stored at different widths get zero rows up to the layer's run-time width.
+        Padding the weights costs far less than padding activations.
         """
-        q = self._pad_rows(self.q_proj, self.qk_slots, "qk")
-        k = self._pad_rows(self.k_proj, self.qk_slots, "qk")
-        v = self._pad_rows(self.v_proj, self.vo_slots, "vo")
-        out_weight = self.out_proj.weight  # (D, sum of v/o widths)
-        if self.vo_slots is not None:
-            zero = out_weight.new_zeros(out_weight.shape[0], 1)
-            out_weight = torch.cat([out_weight, zero], dim=1)[:, self._slots("vo", out_weight.device)]
-        return q, k, v, out_weight
+        return (
+            self._pad_rows(self.q_proj, self.qk_slots, "qk"),
+            self._pad_rows(self.k_proj, self.qk_slots, "qk"),
+            self._pad_rows(self.v_proj, self.vo_slots, "vo"),
+        )
+
+    def output_weight(self) -> torch.Tensor:
+        """out_proj's weight (D, H * d_vo) at the run-time width: zero columns for padded slots."""
+        weight = self.out_proj.weight  # (D, sum of stored v/o widths)
+        if self.vo_slots is None:
+            return weight
+        zero = weight.new_zeros(weight.shape[0], 1)
+        return torch.cat([weight, zero], dim=1)[:, self._slots("vo", weight.device)]
 
     def _pad_rows(self, linear: nn.Linear, slots: list[int] | None, kind: str):
         if slots is None:

@@ -9,6 +9,7 @@ audio, then write the folder atomically.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -131,7 +132,7 @@ def _fidelity(snap: RunSnapshot, small: Encoder, data: str, seconds: float, repo
     corpus = scan_audio(data, min_seconds=0.5)
     audio = snap.record["audio"]
     crop = min(4.0, seconds)
-    corpus.files = corpus.files[: max(1, round(seconds / crop))]
+    corpus = replace(corpus, files=corpus.files[: max(1, round(seconds / crop))])
     batches = validation_batches(corpus, sample_rate=audio["sampling_rate"], crop_seconds=crop,
                                  batch_seconds=seconds, normalize=audio["normalize"])
     source = snap.record["source"]

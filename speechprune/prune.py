@@ -121,7 +121,7 @@ def read_scores(path: str, layout: GateLayout) -> torch.Tensor:
         raise DataError(f"--scores {path} does not fit this model ({error}); analyze the same model") from None
 
 
-def _step_seed(seed: int, step: int, rank: int) -> int:
+def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
@@ -162,6 +162,40 @@ class GatedStudent(nn.Module):
         return total, torch.stack(pairs).detach()
 
 
+def build_student(teacher: Encoder, layout: GateLayout, config: PruneConfig) -> GatedStudent:
+    """The trainable copy of ``teacher`` with its gates and distillation heads."""
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
+    for name in _untrained_parameters(student, max(config.distill_layers)):
+        student.get_parameter(name).requires_grad_(False)
+    gates = HardConcreteGates(layout, ste=config.ste)
+    heads = DistillHeads(teacher.spec.hidden_size, config.distill_layers)
+    return GatedStudent(student, gates, heads, config.distill_weights)
+
+
+def build_optimizers(model: GatedStudent, lambdas: torch.Tensor, config: PruneConfig):
+    """(trained weights, their optimizer with the gate logits as a second group, the multipliers' optimizer)."""
+    weights = [p for n, p in model.named_parameters() if not n.startswith("gates.") and p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": weights, "lr": config.lr, "weight_decay": 0.0},
+            {"params": [model.gates.log_alpha], "lr": config.gate_lr, "weight_decay": 0.0},
+        ]
+    )
+    return weights, optimizer, torch.optim.Adam([lambdas], lr=config.lambda_lr, maximize=True)
+
+
+def lagrangian_term(spec, layout, gates: HardConcreteGates, lambdas: torch.Tensor, dense: int, target: float):
+    """(lambda1 gap + lambda2 gap^2, expected sparsity), gap = expected sparsity - target.
+
+    Sets ``lambdas.grad`` to d term / d lambda = (gap, gap^2), which the multipliers' optimizer
+    climbs (maximize=True); the term itself only sends gradients to the gates.
+    """
+    expected_sparsity = 1 - parameter_count(spec, layout.values(gates.keep_probability())) / dense
+    gap = expected_sparsity - target
+    lambdas.grad = torch.stack([gap.detach(), gap.detach() ** 2])
+    return lambdas[0].detach() * gap + lambdas[1].detach() * gap**2, expected_sparsity
+
+
 class Pruning:
     """The state of one pruning run and its training loop."""
 
@@ -178,24 +212,11 @@ class Pruning:
         self.reporter = reporter
 
         self.teacher = loaded.encoder.to(device).eval().requires_grad_(False)
-        student = copy.deepcopy(loaded.encoder).train().requires_grad_(True)
-        for name in _untrained_parameters(student, max(config.distill_layers)):
-            student.get_parameter(name).requires_grad_(False)
         torch.manual_seed(config.seed)
-        gates = HardConcreteGates(layout, ste=config.ste)
-        heads = DistillHeads(self.spec.hidden_size, config.distill_layers)
-        self.model = GatedStudent(student, gates, heads, config.distill_weights).to(device)
-        self.gates = gates
+        self.model = build_student(self.teacher, layout, config).to(device)
+        self.gates = self.model.gates
         self.lambdas = torch.zeros(2, device=device, requires_grad=True)  # lambda1, lambda2
-
-        self.weight_params = [p for n, p in self.model.named_parameters() if not n.startswith("gates.") and p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": self.weight_params, "lr": config.lr, "weight_decay": 0.0},
-                {"params": [gates.log_alpha], "lr": config.gate_lr, "weight_decay": 0.0},
-            ]
-        )
-        self.lambda_optimizer = torch.optim.Adam([self.lambdas], lr=config.lambda_lr, maximize=True)
+        self.weight_params, self.optimizer, self.lambda_optimizer = build_optimizers(self.model, self.lambdas, config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
 
         audio = dict(sample_rate=self.info.sampling_rate, crop_seconds=config.crop_seconds, normalize=self.info.normalize)
@@ -334,16 +355,20 @@ class Pruning:
         finally:
             self.reporter.finish()
 
+    def _teacher_pass(self, batch):
+        """(waveforms, padding mask for the model or None, teacher output, real-frame mask) of a batch."""
+        waveforms = batch.waveforms.to(self.device)
+        padding = batch.attention_mask.to(self.device)
+        model_mask = padding if self.info.use_attention_mask else None
+        with torch.no_grad(), autocast(self.config.precision, self.device):
+            teacher = self.teacher(waveforms, model_mask)
+        return waveforms, model_mask, teacher, self.teacher.frame_mask(padding, teacher.last_hidden_state.shape[1])
+
     def _train_step(self, model: nn.Module, phase: str) -> dict:
         config, step = self.config, self.step
         tick = time.perf_counter()
         batch = self.sampler.batch(step)
-        waveforms = batch.waveforms.to(self.device)
-        padding = batch.attention_mask.to(self.device)
-        model_mask = padding if self.info.use_attention_mask else None
-        with torch.no_grad(), autocast(config.precision, self.device):
-            teacher = self.teacher(waveforms, model_mask)
-        frame_mask = self.teacher.frame_mask(padding, teacher.last_hidden_state.shape[1])
+        waveforms, model_mask, teacher, frame_mask = self._teacher_pass(batch)
 
         local_step = step - config.steps if phase == "final" else step
         lr = config.weight_lr(local_step, phase)
@@ -351,20 +376,17 @@ class Pruning:
         metrics = {"step": step, "phase": phase}
         with autocast(config.precision, self.device):
             if phase == "prune":
-                generator = torch.Generator().manual_seed(_step_seed(config.seed, step, self.ranks.rank))
+                generator = torch.Generator().manual_seed(step_seed(config.seed, step, self.ranks.rank))
                 distill, pairs = model(waveforms, model_mask, teacher.hidden_states, frame_mask, generator=generator)
             else:
                 distill, pairs = model(waveforms, model_mask, teacher.hidden_states, frame_mask, self.final_values)
         loss = distill.float()
         if phase == "prune":
-            expected = parameter_count(self.spec, self.layout.values(self.gates.keep_probability()))
-            expected_sparsity = 1 - expected / self.dense
             target = config.target_sparsity(step)
-            gap = expected_sparsity - target
-            lagrangian = self.lambdas[0].detach() * gap + self.lambdas[1].detach() * gap**2
+            lagrangian, expected_sparsity = lagrangian_term(
+                self.spec, self.layout, self.gates, self.lambdas, self.dense, target
+            )
             loss = loss + lagrangian
-            # d loss / d lambda is (gap, gap^2); the multipliers climb it (maximize=True)
-            self.lambdas.grad = torch.stack([gap.detach(), gap.detach() ** 2])
             metrics.update(
                 expected_sparsity=round(expected_sparsity.item(), 6),
                 target_sparsity=round(target, 6),
@@ -432,12 +454,8 @@ class Pruning:
         masks = self.layout.values(gate_values).masks()
         with torch.no_grad(), autocast(self.config.precision, self.device):
             for batch in self.val_batches:
-                waveforms = batch.waveforms.to(self.device)
-                padding = batch.attention_mask.to(self.device)
-                model_mask = padding if self.info.use_attention_mask else None
-                teacher = self.teacher(waveforms, model_mask)
+                waveforms, model_mask, teacher, frame_mask = self._teacher_pass(batch)
                 student = self.model.student(waveforms, model_mask, masks)
-                frame_mask = self.teacher.frame_mask(padding, teacher.last_hidden_state.shape[1])
                 loss, _ = distill_loss(
                     student.hidden_states, teacher.hidden_states, self.model.heads, self.config.distill_weights, frame_mask
                 )

@@ -38,7 +38,6 @@ def shrink_encoder(
     """(shrunk spec, shrunk weights) for the dense ``spec``/``state`` under gate ``values`` (N,)."""
     values = values.detach().cpu().double()
     out = {k: v.detach().cpu() for k, v in state.items()}
-    d = spec.hidden_size
 
     def scaled(tensor: torch.Tensor, scale: torch.Tensor, dim: int) -> torch.Tensor:
         shape = [1] * tensor.dim()
@@ -98,7 +97,6 @@ def shrink_encoder(
             "rel_heads": rel_heads,
         }
     )
-    assert d == shrunk.hidden_size
     return shrunk, out
 
 

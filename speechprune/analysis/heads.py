@@ -3,8 +3,8 @@
 Every model the tool understands is an ``EncoderModules`` (``Encoder`` for stock models and
 prune runs, ``SpeechpruneModel`` for shrunk folders), so one code path serves all: masks go in
 through ``encode(..., masks=...)`` and layers are run one by one from ``encoder.layers``.
-Nothing in ``encoder.py`` is changed; attention probabilities are recomputed from q/k in a
-forward hook that mirrors ``Attention.forward`` (including WavLM's gated position bias).
+Attention probabilities are recomputed in a forward hook from ``Attention.inputs``, the same
+q, k, v and mask (WavLM's gated position bias included) that ``Attention.forward`` feeds SDPA.
 
 Passes per batch, with L layers, H heads per layer and P random projections:
 
@@ -19,9 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from ..encoder import EncoderMasks, LayerMasks, _head_value_mask
+from ..encoder import EncoderMasks, LayerMasks
 from ..gates import GateLayout
 
 
@@ -45,23 +44,11 @@ def combine(base: EncoderMasks | None, extra: EncoderMasks) -> EncoderMasks:
 
 
 def attention_probabilities(module, x, key_mask, position_bias, masks: LayerMasks | None):
-    """(probs (B, H, T, T), per-head output (B, H, T, d_vo)) exactly as ``Attention.forward`` computes them."""
-    b, t, _ = x.shape
-    q_proj, k_proj, v_proj, _ = module._projections()
-    q = F.linear(x, *q_proj).view(b, t, module.num_heads, module.qk_dim).transpose(1, 2)
-    k = F.linear(x, *k_proj).view(b, t, module.num_heads, module.qk_dim).transpose(1, 2)
-    v = F.linear(x, *v_proj).view(b, t, module.num_heads, module.vo_dim).transpose(1, 2)
-    if masks is not None:
-        if masks.qk is not None:
-            q = q * masks.qk[:, None, :].to(q.dtype)
-        v_mask = _head_value_mask(masks)
-        if v_mask is not None:
-            v = v * v_mask[:, None, :].to(v.dtype)
+    """(probs (B, H, T, T), per-head output (B, H, T, d_vo)) from the inputs ``Attention.forward`` uses."""
+    q, k, v, attn_mask = module.inputs(x, key_mask, position_bias, masks)
     scores = (q @ k.transpose(-1, -2)) * module.scaling  # (B, H, T, T)
-    if module.gated_bias:
-        scores = scores + module._gated_position_bias(x, position_bias)
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
     probs = scores.softmax(-1)
     return probs, probs @ v
 
@@ -97,7 +84,7 @@ def _attention_hook(acc: HeadAccumulator, layer: int, real: dict):
             entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)  # (B, H, T)
             positions = torch.arange(t, device=x.device, dtype=probs.dtype)
             distance = (probs * (positions[None, :] - positions[:, None]).abs()).sum(-1)  # (B, H, T)
-            _, _, _, out_weight = module._projections()
+            out_weight = module.output_weight()
             w = out_weight.view(out_weight.shape[0], module.num_heads, module.vo_dim)  # (D, H, d_vo)
             contribution = torch.einsum("bhtv,dhv->bhtd", per_head, w).norm(dim=-1)  # (B, H, T)
             if masks is not None and masks.mha is not None:

@@ -50,6 +50,7 @@ def parse_args():
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--keep", metavar="DIR", help="also save both models as DIR/dense and DIR/shrunk (for speechprune bench)")
     return p.parse_args()
 
 
@@ -81,14 +82,13 @@ def main():
                                              decision.keep.double())
 
     with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "model"
-        write_model_folder(out, small_spec, small_state, dtype="float32", card="benchmark", provenance={},
-                           preprocessor={})
-        shrunk = speechprune.load(out).eval()
-        file_bytes = (out / "model.safetensors").stat().st_size
-    with tempfile.TemporaryDirectory() as folder:
-        stock.save_pretrained(folder)
-        dense_bytes = (Path(folder) / "model.safetensors").stat().st_size
+        keep = Path(args.keep) if args.keep else Path(folder)
+        write_model_folder(keep / "shrunk", small_spec, small_state, dtype="float32", card="benchmark", provenance={},
+                           preprocessor={}, overwrite=True)
+        shrunk = speechprune.load(keep / "shrunk").eval()
+        file_bytes = (keep / "shrunk" / "model.safetensors").stat().st_size
+        stock.save_pretrained(keep / "dense")
+        dense_bytes = (keep / "dense" / "model.safetensors").stat().st_size
 
     models = {"dense": stock.to(device, dtype), "shrunk": shrunk.to(device, dtype)}
     waveforms = torch.randn(args.batch, int(args.seconds * 16000), generator=torch.Generator().manual_seed(1))

@@ -22,12 +22,11 @@ from .accounting import component_totals, kept_structure, parameter_breakdown
 from .analysis.compare import compare_hidden_states
 from .analysis.heads import head_statistics
 from .audio import AudioCorpus, scan_audio, validation_batches
-from .bench import describe
-from .encoder import Encoder, EncoderSpec
 from .errors import DataError, UsageError
 from .gates import GateLayout, GateValues, HardConcreteGates, gate_dict
 from .progress import Reporter
 from .runtime import resolve_device
+from .targets import Target, check_teacher, load_target, model_fields, read_target
 
 REPORT_FORMAT = 1
 STAT_KEYS = ("drop_one", "grad_importance", "entropy", "mean_distance", "contribution_norm", "contribution_ratio")
@@ -47,19 +46,6 @@ class AnalyzeOptions:
     device: str = "cpu"
     png: str | None = None
     out: str | None = None
-
-
-@dataclass
-class Target:
-    """A model as read from its config files: kind, dense spec and how it takes audio."""
-
-    source: str
-    kind: str  # "stock" | "shrunk" | "run"
-    spec: EncoderSpec
-    sampling_rate: int
-    normalize: bool
-    attention_mask: bool
-    info: object = None
 
 
 def check_options(options: AnalyzeOptions) -> torch.device:
@@ -89,41 +75,6 @@ def check_options(options: AnalyzeOptions) -> torch.device:
 
         require_matplotlib()
     return resolve_device(options.device)
-
-
-def read_target(source: str) -> Target:
-    """What ``source`` is, from its config files only (bench's reader, plus the audio settings)."""
-    model = describe(source)
-    if model.kind == "stock":
-        info = model.info
-        return Target(source, "stock", info.spec, info.sampling_rate, info.normalize, info.use_attention_mask, info)
-    folder = Path(source).expanduser()
-    if model.kind == "run":
-        audio = json.loads((folder / "config.json").read_text())["audio"]
-        return Target(source, "run", model.spec, audio["sampling_rate"], audio["normalize"], audio["attention_mask"])
-    preprocessor = folder / "preprocessor_config.json"
-    pre = json.loads(preprocessor.read_text()) if preprocessor.is_file() else {}
-    return Target(source, "shrunk", model.spec, model.sampling_rate, bool(pre.get("do_normalize", True)),
-                  bool(pre.get("return_attention_mask", model.spec.conv_norm == "layer")))
-
-
-def load_target(target: Target, device: torch.device):
-    """(an EncoderModules model in eval mode, base masks or None, the run snapshot or None)."""
-    if target.kind == "stock":
-        from .loading import load_encoder
-
-        return load_encoder(target.info).encoder.to(device), None, None
-    if target.kind == "shrunk":
-        from .artifact import load
-
-        return load(target.source).to(device=device, dtype=torch.float32), None, None
-    from .shrink import read_run
-
-    snap = read_run(target.source)
-    encoder = Encoder(snap.spec).eval()
-    encoder.load_state_dict(snap.state)
-    masks = snap.layout.values(snap.values.float().to(device)).masks()
-    return encoder.to(device), masks, snap
 
 
 def pick_audio(data: str, options: AnalyzeOptions, target: Target):
@@ -196,15 +147,7 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
                         "(only a prune run folder can be analyzed without audio)")
     teacher_target = read_target(options.teacher) if options.teacher else None
     if teacher_target is not None:
-        if teacher_target.kind == "run":
-            raise UsageError("--teacher must be a model (a stock model or a shrunk folder), not a prune run")
-        if teacher_target.sampling_rate != target.sampling_rate:
-            raise UsageError(f"--teacher {options.teacher} takes {teacher_target.sampling_rate} Hz audio but "
-                             f"{options.model} takes {target.sampling_rate} Hz")
-        if (len(teacher_target.spec.layers), teacher_target.spec.hidden_size) != (len(target.spec.layers), target.spec.hidden_size):
-            raise UsageError(f"--teacher {options.teacher} has {len(teacher_target.spec.layers)} layers of width "
-                             f"{teacher_target.spec.hidden_size}, {options.model} {len(target.spec.layers)} of width "
-                             f"{target.spec.hidden_size}; compare a student with the model it was pruned from")
+        check_teacher(target, teacher_target)
     batches, audio = pick_audio(options.data, options, target) if options.data else (None, None)
 
     reporter.message(f"loading {options.model} ({target.kind})")
@@ -214,10 +157,7 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
     report = {
         "format": REPORT_FORMAT,
         "speechprune": __version__,
-        "model": options.model,
-        "kind": target.kind,
-        "family": spec.family,
-        "layers": len(spec.layers),
+        **model_fields(options.model, target, spec),
         "seed": options.seed,
         "audio": audio,
         "method": None,
@@ -252,7 +192,7 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
         teacher, _, _ = load_target(teacher_target, device)
         report["teacher"] = {"model": options.teacher, **compare_hidden_states(
             net, teacher, batches, student_mask=target.attention_mask, teacher_mask=teacher_target.attention_mask,
-            device=device, progress=reporter.message)}
+            student_masks=base_masks, device=device, progress=reporter.message)}
     if options.out:
         Path(options.out).expanduser().write_text(json.dumps(report, indent=2) + "\n")
         reporter.message(f"saved {options.out}")

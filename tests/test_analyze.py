@@ -168,6 +168,16 @@ def test_teacher_comparison(run_and_shrunk, model_dir, audio_dir):
     assert report["kind"] == "shrunk" and len(report["heads"]["drop_one"]) == 3
 
 
+def test_teacher_comparison_of_a_run_uses_its_masks(run_and_shrunk, model_dir, audio_dir):
+    # regression: the run's student was compared without its masks, i.e. as the dense model
+    run, shrunk, _ = run_and_shrunk
+    options = dict(data=str(audio_dir), teacher=str(model_dir("wav2vec2")), drop_one=False, **{**FAST, "projections": 1})
+    of_run = analyze(AnalyzeOptions(model=str(run), **options))["teacher"]
+    of_shrunk = analyze(AnalyzeOptions(model=str(shrunk), **options))["teacher"]
+    assert of_run["cosine"][-1] < 0.9
+    assert of_run["cosine"] == pytest.approx(of_shrunk["cosine"], abs=1e-4)
+
+
 def test_png_needs_matplotlib(planted, audio_dir, tmp_path, capsys, monkeypatch):
     import importlib.util
 

@@ -14,6 +14,7 @@ import typer
 from .. import __version__
 from ..errors import SpeechpruneError
 from . import analyze, bench, invocation, prune, shrink
+from . import eval as eval_command
 
 app = typer.Typer(
     name="speechprune",
@@ -45,6 +46,7 @@ app.command("analyze")(analyze.command)
 app.command("prune")(prune.command)
 app.command("shrink")(shrink.command)
 app.command("bench")(bench.command)
+app.command("eval")(eval_command.command)
 
 
 def main(argv: list[str] | None = None) -> int:

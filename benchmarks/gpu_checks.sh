@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# What speechprune checks on a CUDA GPU, in one script: the CUDA tests (tests/test_gpu.py, skipped
+# on machines without a GPU), then a Base-size wav2vec2 against its 0.72 shrunk version with
+# benchmarks/shrink_speed.py and `speechprune bench` (CUDA graphs are exercised by the tests). Results go to $OUT
+# (default gpu-results/).
+#
+#     bash benchmarks/gpu_checks.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
+
+python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -n 15 | tee "$out/pytest-gpu.txt" || echo "CUDA tests failed: see $out/pytest-gpu.txt"
+
+models=$(mktemp -d)
+python benchmarks/shrink_speed.py --device cuda --dtype bfloat16 --batch 8 --rounds 20 --keep "$models" --json \
+    > "$out/shrink-speed-bfloat16-b8.json"
+python -m speechprune bench "$models/shrunk" --baseline "$models/dense" --device cuda --dtype float32,bfloat16 \
+    --seconds 10 --batch 1,8 --json > "$out/bench-base-0.72.json"

@@ -1,0 +1,337 @@
+"""Regenerate the quality benchmark from nothing: TTS data, teacher, students, probes, table, plot.
+
+    bash benchmarks/quality/run.sh            # setup (apt) + this script with its defaults
+
+Stages (each cached in --work and skipped when its output exists, so an interrupted run resumes):
+
+1. data      generated speech (tts_data.py): unlabelled corpus, keywords, phone-labelled sentences
+2. teacher   a small wav2vec 2.0 trained with CTC on phones (train_teacher.py), and the same
+             architecture with random weights as a floor for every probe
+3. students  `speechprune prune` + `speechprune shrink` for each row of ROWS: the full method at
+             three sparsities and the ablations at 0.72; the one-shot baseline ranks gates by
+             `speechprune analyze` scores; the from-scratch baseline copies the 0.72 architecture
+4. probes    keyword (speaker-disjoint), speaker (word-disjoint), phones (linear CTC, held-out
+             speakers), fidelity to the teacher, all on frozen features (speechprune.probe)
+5. speed     `speechprune bench` of every model against the teacher on the CPU
+6. report    docs/results.md, docs/results.json, docs/images/quality-vs-sparsity.png
+
+Every number in the report comes from this run; the report says how long each stage took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+KEYWORD_TRAIN_WORDS = 25  # speaker probe: train on 25 of the 35 words, test on the other 10
+
+
+@dataclass
+class Row:
+    name: str
+    label: str
+    sparsity: float | None = None
+    prune_args: list[str] = field(default_factory=list)
+    kind: str = "pruned"  # teacher | random | pruned | oneshot | scratch
+
+
+ROWS = [
+    Row("teacher", "teacher (dense)", kind="teacher"),
+    Row("random", "teacher architecture, random weights", kind="random"),
+    Row("full-0.50", "full method", 0.50),
+    Row("full-0.72", "full method", 0.72),
+    Row("full-0.85", "full method", 0.85),
+    Row("heads-0.72", "ablation: whole heads only (no qk/vo dims)", 0.72, ["--structures", "conv,mha,head,ffn,int"]),
+    Row("noste-0.72", "ablation: no STE (relaxed gates)", 0.72, ["--no-ste"]),
+    Row("nocnn-0.72", "ablation: no CNN channel pruning", 0.72, ["--structures", "mha,head,qk,vo,ffn,int"]),
+    Row("oneshot-0.72", "baseline: one-shot from analyze scores, no training", 0.72, kind="oneshot"),
+    Row("scratch-0.72", "baseline: same size as full-0.72, trained from scratch", 0.72, kind="scratch"),
+]
+
+SCALES = {
+    # the published configuration (docs/results.md)
+    "full": dict(data=[], teacher=["--steps", "800", "--batch-seconds", "16", "--lr", "3e-4"], prune_steps=200, final_steps=50,
+                 batch_seconds=8.0, crop_seconds=2.0, sentences_probe=300, bench_seconds=4.0),
+    # a quick end-to-end check of the pipeline itself (numbers meaningless)
+    "smoke": dict(data=["--speakers", "8", "--test-speakers", "2", "--corpus-per-speaker", "2",
+                        "--train-sentences-per-speaker", "4", "--test-sentences-per-speaker", "2"],
+                  teacher=["--steps", "6", "--batch-seconds", "8", "--hidden", "64", "--layers", "3", "--heads", "4",
+                           "--ffn", "1024", "--conv", "32", "--eval-every", "6"],
+                  prune_steps=6, final_steps=2, batch_seconds=4.0, crop_seconds=1.0, sentences_probe=16,
+                  bench_seconds=1.0),
+}
+
+
+def log(text: str) -> None:
+    print(f"[quality {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def run(command: list[str], *, capture: bool = False) -> str:
+    """Run a stage's command; its progress goes to our stderr, its stdout is returned when captured."""
+    log("$ " + " ".join(str(c) for c in command))
+    done = subprocess.run([str(c) for c in command], stdout=subprocess.PIPE if capture else None, text=True,
+                          cwd=REPO, env={**os.environ, "NO_COLOR": "1"}, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"error: stage command failed with exit code {done.returncode}: {' '.join(map(str, command))}")
+    return done.stdout or ""
+
+
+def speechprune(*args) -> list[str]:
+    return [sys.executable, "-m", "speechprune", *args]
+
+
+class Pipeline:
+    def __init__(self, work: Path, scale: str, seed: int):
+        self.work = work
+        self.scale = SCALES[scale]
+        self.scale_name = scale
+        self.seed = seed
+        self.data = work / "data"
+        self.teacher = work / "teacher"
+        self.random = work / "random"
+
+    def model(self, row: Row) -> Path:
+        return {"teacher": self.teacher, "random": self.random}.get(row.kind, self.work / "models" / row.name)
+
+    def stage(self, name: str, output: Path, build) -> None:
+        """Build ``output`` unless an earlier run finished it (each builder writes atomically)."""
+        if output.exists():
+            log(f"{name}: {output} exists, kept")
+            return
+        started = time.time()
+        build()
+        self.record_time(name, time.time() - started)
+
+    def record_time(self, name: str, seconds: float) -> None:
+        """Keep every stage's duration in --work, so a resumed run still reports all of them."""
+        timings_file = self.work / "timings.json"
+        timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+        timings[name] = round(seconds, 1)
+        timings_file.write_text(json.dumps(timings, indent=1) + "\n")
+        log(f"{name}: done in {seconds:.0f} s")
+
+    # --- 1-2: data and teacher ------------------------------------------------------------------
+
+    def make_data(self) -> None:
+        self.stage("data", self.data, lambda: run([sys.executable, HERE / "tts_data.py", "--out", self.data,
+                                                  "--seed", self.seed, *self.scale["data"]]))
+
+    def make_teacher(self) -> None:
+        self.stage("teacher", self.teacher, lambda: run([sys.executable, HERE / "train_teacher.py", "--data", self.data,
+                                                        "--out", self.teacher, "--seed", self.seed,
+                                                        *self.scale["teacher"]]))
+        self.stage("random", self.random, self._save_random)
+
+    def _save_random(self) -> None:
+        import transformers
+
+        from speechprune.loading import quiet_transformers
+
+        config = transformers.Wav2Vec2Config.from_pretrained(self.teacher)
+        tmp = self.random.with_name(self.random.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        import torch
+
+        torch.manual_seed(self.seed + 1)
+        with quiet_transformers():
+            transformers.Wav2Vec2Model(config).save_pretrained(tmp)
+        shutil.copy(self.teacher / "preprocessor_config.json", tmp)
+        tmp.rename(self.random)
+
+    # --- 3: students ----------------------------------------------------------------------------
+
+    def prune_args(self, row: Row) -> list[str]:
+        s = self.scale
+        return ["--sparsity", row.sparsity, "--data", self.data / "corpus", "--seed", self.seed,
+                "--batch-seconds", s["batch_seconds"], "--crop-seconds", s["crop_seconds"], "--device", "cpu",
+                "--checkpoint-every", 50, "--json", "-q"]
+
+    def make_student(self, row: Row) -> None:
+        s = self.scale
+        run_dir = self.work / "runs" / row.name
+        if row.kind == "pruned":
+            command = speechprune("prune", self.teacher, *self.prune_args(row), "--steps", s["prune_steps"],
+                                  "--final-steps", s["final_steps"], "--out", run_dir, "--resume", *row.prune_args)
+        elif row.kind == "oneshot":
+            scores = self.work / "scores.json"
+            if not scores.exists():
+                run(speechprune("analyze", self.teacher, "--data", self.data / "corpus", "--no-drop-one", "--max-seconds",
+                                60, "--seed", self.seed, "--out", scores, "-q"))
+            command = speechprune("prune", self.teacher, *self.prune_args(row), "--steps", 0, "--scores", scores,
+                                  "--out", run_dir, "--overwrite")
+        else:  # scratch: same architecture as full-0.72, distilled from random init for as many steps
+            like = self.work / "models" / "full-0.72"
+            run([sys.executable, HERE / "train_scratch.py", "--like", like, "--teacher", self.teacher, "--data",
+                 self.data / "corpus", "--out", self.model(row), "--steps", s["prune_steps"] + s["final_steps"],
+                 "--distill-layers", ",".join(map(str, self.distill_layers())), "--crop-seconds", s["crop_seconds"],
+                 "--batch-seconds", s["batch_seconds"], "--seed", self.seed])
+            return
+        run(command, capture=True)
+        run(speechprune("shrink", run_dir, "--out", self.model(row), "--json", "-q"), capture=True)
+
+    def distill_layers(self) -> list[int]:
+        config = json.loads((self.work / "runs" / "full-0.72" / "config.json").read_text())
+        return config["options"]["distill_layers"]
+
+    # --- 4: probes ------------------------------------------------------------------------------
+
+    def probe_sets(self) -> dict:
+        """Clips and labels of the three probes, read once."""
+        speakers = json.loads((self.data / "dataset.json").read_text())["speakers"]
+        split = {s["id"]: s["split"] for s in speakers}
+        words = sorted(p.name for p in (self.data / "keywords").iterdir() if p.is_dir())
+        rng = np.random.default_rng(self.seed)
+        speaker_train_words = set(rng.permutation(words)[:KEYWORD_TRAIN_WORDS].tolist())
+        keywords = []  # (clip, word, speaker)
+        for word in words:
+            for path in sorted((self.data / "keywords" / word).glob("*.wav")):
+                keywords.append((_read(path), word, path.stem))
+        sentences = {}
+        for part in ("train", "test"):
+            entries = [json.loads(line) for line in (self.data / "sentences" / f"{part}.jsonl").read_text().splitlines()]
+            if part == "train":
+                chosen = rng.permutation(len(entries))[: self.scale["sentences_probe"]]
+                entries = [entries[i] for i in sorted(chosen)]
+            sentences[part] = entries
+        phones = json.loads((self.data / "phones.json").read_text())
+        index = {p: i for i, p in enumerate(phones)}
+        return {
+            "keywords": keywords,
+            "split": split,
+            "words": words,
+            "speaker_train_words": speaker_train_words,
+            "speakers": sorted(split),
+            "phones": phones,
+            "sentence_clips": {part: [_read(self.data / e["path"]) for e in entries] for part, entries in sentences.items()},
+            "sentence_labels": {part: [[index[p] for p in e["phones"]] for e in entries] for part, entries in sentences.items()},
+        }
+
+    def probe(self, row: Row, sets: dict, teacher_net) -> dict:
+        import torch
+
+        from speechprune.analysis.compare import compare_hidden_states
+        from speechprune.probe import (
+            clip_batches,
+            fit_classifier,
+            fit_ctc,
+            frame_features,
+            pooled_features,
+        )
+        from speechprune.targets import load_target, read_target
+
+        target = read_target(str(self.model(row)))
+        net, masks, _ = load_target(target, torch.device("cpu"))
+        audio = dict(attention_mask=target.attention_mask, normalize=target.normalize,
+                     sampling_rate=target.sampling_rate)
+        clips = [c for c, _, _ in sets["keywords"]]
+        pooled = pooled_features(net, clips, masks=masks, **audio)  # (N, L + 1, D)
+        word = np.array([sets["words"].index(w) for _, w, _ in sets["keywords"]])
+        speaker = np.array([sets["speakers"].index(s) for _, _, s in sets["keywords"]])
+        test_speaker = np.array([sets["split"][s] == "test" for _, _, s in sets["keywords"]])
+        test_word = np.array([w not in sets["speaker_train_words"] for _, w, _ in sets["keywords"]])
+        kws = fit_classifier(pooled[~test_speaker], word[~test_speaker], pooled[test_speaker], word[test_speaker],
+                             classes=sets["words"], seed=self.seed)
+        sid = fit_classifier(pooled[~test_word], speaker[~test_word], pooled[test_word], speaker[test_word],
+                             classes=sets["speakers"], seed=self.seed)
+        frames = {part: frame_features(net, sets["sentence_clips"][part], masks=masks, **audio)
+                  for part in ("train", "test")}
+        ctc = fit_ctc(frames["train"], sets["sentence_labels"]["train"], frames["test"], sets["sentence_labels"]["test"],
+                      tokens=len(sets["phones"]), seed=self.seed)
+        teacher_target, teacher_model = teacher_net
+        batches = [batch for _, batch in clip_batches(sets["sentence_clips"]["test"], batch_seconds=32.0, **{
+            k: audio[k] for k in ("sampling_rate", "normalize")})]
+        fidelity = compare_hidden_states(net, teacher_model, batches, student_mask=target.attention_mask,
+                                         teacher_mask=teacher_target.attention_mask, device=torch.device("cpu"),
+                                         student_masks=masks)
+        return {
+            "keyword_accuracy": kws.accuracy,
+            "keyword_chance": kws.chance,
+            "keyword_layer_weights": kws.layer_weights,
+            "speaker_accuracy": sid.accuracy,
+            "speaker_chance": sid.chance,
+            "speaker_layer_weights": sid.layer_weights,
+            "phone_error_rate": ctc.per,
+            "phone_layer_weights": ctc.layer_weights,
+            "fidelity_cosine": fidelity["cosine"],
+            "fidelity_cka": fidelity["cka"],
+        }
+
+    # --- 5: speed -------------------------------------------------------------------------------
+
+    def bench(self) -> dict:
+        models = [self.model(row) for row in ROWS if row.kind != "teacher"]
+        out = run(speechprune("bench", *models, "--baseline", self.teacher, "--device", "cpu", "--seconds",
+                              self.scale["bench_seconds"], "--batch", 1, "--json", "-q"), capture=True)
+        return json.loads(out)
+
+
+def _read(path: Path) -> np.ndarray:
+    audio, rate = sf.read(path, dtype="float32")
+    if rate != 16000:
+        raise SystemExit(f"error: {path} is {rate} Hz; regenerate the data")
+    return audio
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default=str(HERE / "work"), help="cache of every stage (default: %(default)s)")
+    parser.add_argument("--docs", default=str(REPO / "docs"), help="where results.md/json and the plot go")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh", action="store_true", help="delete --work first and rebuild every stage")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    from report import write_report
+
+    started = time.time()
+    pipeline = Pipeline(work, args.scale, args.seed)
+    pipeline.make_data()
+    pipeline.make_teacher()
+    for row in ROWS:
+        if row.kind not in ("teacher", "random"):
+            pipeline.stage(f"student {row.name}", pipeline.model(row), lambda row=row: pipeline.make_student(row))
+
+    results_file = work / "probes.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    sets = None
+    from speechprune.targets import load_target, read_target
+
+    teacher_target = read_target(str(pipeline.teacher))
+    teacher_net = (teacher_target, load_target(teacher_target, torch.device("cpu"))[0])
+    for row in ROWS:
+        if row.name in results:
+            continue
+        sets = sets or pipeline.probe_sets()
+        probe_started = time.time()
+        log(f"probes: {row.name}")
+        results[row.name] = pipeline.probe(row, sets, teacher_net)
+        results_file.write_text(json.dumps(results, indent=1) + "\n")
+        pipeline.record_time(f"probes {row.name}", time.time() - probe_started)
+    bench_file = work / "bench.json"
+    pipeline.stage("bench", bench_file, lambda: bench_file.write_text(json.dumps(pipeline.bench(), indent=1) + "\n"))
+    speed = json.loads(bench_file.read_text())
+    timings = json.loads((work / "timings.json").read_text())
+    write_report(pipeline, ROWS, results, speed, timings, Path(args.docs))
+    log(f"done in {(time.time() - started) / 60:.1f} min; report in {args.docs}/results.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -62,14 +62,15 @@ ROWS = [
 
 SCALES = {
     # the published configuration (docs/results.md)
-    "full": dict(data=[], teacher=["--steps", "800", "--batch-seconds", "16", "--lr", "3e-4"], prune_steps=200, final_steps=50,
-                 batch_seconds=8.0, crop_seconds=2.0, sentences_probe=300, bench_seconds=4.0),
+    "full": dict(data=[], teacher=["--steps", "800", "--batch-seconds", "16", "--lr", "3e-4"], prune_steps=300, final_steps=60,
+                 batch_seconds=6.0, crop_seconds=2.0, gate_lr=0.05, lambda_lr=0.05, sentences_probe=300, bench_seconds=4.0),
     # a quick end-to-end check of the pipeline itself (numbers meaningless)
     "smoke": dict(data=["--speakers", "8", "--test-speakers", "2", "--corpus-per-speaker", "2",
                         "--train-sentences-per-speaker", "4", "--test-sentences-per-speaker", "2"],
                   teacher=["--steps", "6", "--batch-seconds", "8", "--hidden", "64", "--layers", "3", "--heads", "4",
                            "--ffn", "1024", "--conv", "32", "--eval-every", "6"],
-                  prune_steps=6, final_steps=2, batch_seconds=4.0, crop_seconds=1.0, sentences_probe=16,
+                  prune_steps=6, final_steps=2, batch_seconds=4.0, crop_seconds=1.0, gate_lr=0.05, lambda_lr=0.05,
+                  sentences_probe=16,
                   bench_seconds=1.0),
 }
 
@@ -156,6 +157,8 @@ class Pipeline:
         s = self.scale
         return ["--sparsity", row.sparsity, "--data", self.data / "corpus", "--seed", self.seed,
                 "--batch-seconds", s["batch_seconds"], "--crop-seconds", s["crop_seconds"], "--device", "cpu",
+                # gates start at log_alpha 3; the default rates (0.02) need most of a 300-step run to move them
+                "--gate-lr", s["gate_lr"], "--lambda-lr", s["lambda_lr"],
                 "--checkpoint-every", 50, "--json", "-q"]
 
     def make_student(self, row: Row) -> None:
@@ -217,6 +220,13 @@ class Pipeline:
             "sentence_clips": {part: [_read(self.data / e["path"]) for e in entries] for part, entries in sentences.items()},
             "sentence_labels": {part: [[index[p] for p in e["phones"]] for e in entries] for part, entries in sentences.items()},
         }
+
+    def test_clip_counts(self) -> dict:
+        """Test clips of the two classification probes (for their standard errors)."""
+        speakers = json.loads((self.data / "dataset.json").read_text())["speakers"]
+        words = sum(1 for p in (self.data / "keywords").iterdir() if p.is_dir())
+        held_out = sum(s["split"] == "test" for s in speakers)
+        return {"keywords": held_out * words, "speakers": len(speakers) * (words - KEYWORD_TRAIN_WORDS)}
 
     def probe(self, row: Row, sets: dict, teacher_net) -> dict:
         import torch

@@ -136,6 +136,8 @@ class Pipeline:
         self.stage("random", self.random, self._save_random)
 
     def _save_random(self) -> None:
+        """The teacher's architecture with seeded random weights: the floor of every probe."""
+        import torch
         import transformers
 
         from speechprune.loading import quiet_transformers
@@ -143,8 +145,6 @@ class Pipeline:
         config = transformers.Wav2Vec2Config.from_pretrained(self.teacher)
         tmp = self.random.with_name(self.random.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        import torch
-
         torch.manual_seed(self.seed + 1)
         with quiet_transformers():
             transformers.Wav2Vec2Model(config).save_pretrained(tmp)

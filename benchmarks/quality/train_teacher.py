@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -197,8 +198,6 @@ def save(model, out: Path, phones: list[str], log: list[dict], result: dict) -> 
     """Write the folder next to ``out`` and rename it into place, so a half-written teacher never exists."""
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     model.cpu().eval().save_pretrained(tmp)
     transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
@@ -207,8 +206,6 @@ def save(model, out: Path, phones: list[str], log: list[dict], result: dict) -> 
     (tmp / "training_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
     (tmp / "teacher.json").write_text(json.dumps(result, indent=2) + "\n")
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     tmp.rename(out)
 

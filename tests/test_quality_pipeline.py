@@ -1,0 +1,53 @@
+"""The quality benchmark end to end at smoke scale: TTS data, a tiny CTC teacher, every student
+row through the CLI, the probes, `bench` and the report; then a second run that resumes from
+the cache. Needs espeak-ng and flite, which .ci/run installs (benchmarks/quality/setup.sh)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks" / "quality"))
+from reproduce import ROWS  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")),
+                                reason="needs espeak-ng and flite: bash benchmarks/quality/setup.sh")
+
+
+def reproduce(tmp_path: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "benchmarks" / "quality" / "reproduce.py"), "--scale", "smoke",
+               "--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_smoke_run_writes_a_complete_report_and_resumes(tmp_path):
+    first = reproduce(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    document = json.loads((tmp_path / "docs" / "results.json").read_text())
+    rows = {r["row"]: r for r in document["rows"]}
+    assert list(rows) == [row.name for row in ROWS]
+    for row in ROWS:
+        r = rows[row.name]
+        if row.sparsity is not None:  # every student lands on its parameter target
+            assert abs(r["sparsity"] - row.sparsity) < 0.01, (row.name, r["sparsity"])
+        for key in ("keyword_accuracy", "speaker_accuracy", "phone_error_rate"):
+            assert 0.0 <= r[key] <= 1.0, (row.name, key, r[key])
+        assert r["speedup"] > 0
+    assert rows["teacher"]["fidelity_last"] == pytest.approx(1.0, abs=1e-4)
+    assert rows["teacher"]["params"] == rows["random"]["params"]
+    assert rows["scratch-0.72"]["params"] == rows["full-0.72"]["params"]  # the same architecture
+    assert rows["full-0.85"]["params"] < rows["full-0.72"]["params"] < rows["full-0.50"]["params"]
+    markdown = (tmp_path / "docs" / "results.md").read_text()
+    assert all(f"| {row.name} |" in markdown for row in ROWS)
+    assert (tmp_path / "docs" / "images" / "quality-vs-sparsity.png").stat().st_size > 10_000
+
+    second = reproduce(tmp_path)  # every stage is cached: nothing is trained or measured again
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "$ " not in second.stderr  # no stage command ran
+    assert json.loads((tmp_path / "docs" / "results.json").read_text())["rows"] == document["rows"]

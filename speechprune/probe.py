@@ -332,8 +332,8 @@ def _pad_frames(feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, lengths
 
 
-def _greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
-    """Best path per sequence: argmax per frame, repeats collapsed, blanks dropped."""
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
+    """CTC best path per sequence of (B, T, tokens) scores: argmax per frame, repeats collapsed, blanks dropped."""
     best = log_probs.argmax(-1).cpu()  # (B, T)
     decoded = []
     for row, length in enumerate(lengths.tolist()):
@@ -414,7 +414,7 @@ def _ctc_errors(head, feats, labels, blank: int, batch_size: int, device) -> tup
     errors = phones = 0
     for start in range(0, len(feats), batch_size):
         x, lengths = _pad_frames(feats[start : start + batch_size])
-        decoded = _greedy(head(x.to(device)), lengths, blank)
+        decoded = greedy_decode(head(x.to(device)), lengths, blank)
         for hypothesis, reference in zip(decoded, labels[start : start + batch_size]):
             errors += edit_distance(hypothesis, list(reference))
             phones += len(reference)

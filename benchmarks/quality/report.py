@@ -11,6 +11,8 @@ import platform
 import time
 from pathlib import Path
 
+from speechprune.atomic import write_text
+
 PLOT = "images/quality-vs-sparsity.png"
 
 
@@ -112,14 +114,10 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def _dataset_summary(pipeline) -> dict:
-    return json.loads((pipeline.data / "dataset.json").read_text())
-
-
 def write_report(pipeline, rows, results: dict, speed: dict, timings: dict, docs: Path) -> None:
     records = collect(pipeline, rows, results, speed)
     teacher = json.loads((pipeline.teacher / "teacher.json").read_text())
-    dataset = _dataset_summary(pipeline)
+    dataset = json.loads((pipeline.data / "dataset.json").read_text())
     scale = pipeline.scale
     env = speed["environment"]
     plot(records, docs / PLOT)
@@ -143,8 +141,8 @@ def write_report(pipeline, rows, results: dict, speed: dict, timings: dict, docs
         "timings_seconds": timings,
         "total_minutes": round(sum(timings.values()) / 60, 1),
     }
-    (docs / "results.json").write_text(json.dumps(document, indent=1) + "\n")
-    (docs / "results.md").write_text(markdown(document, records))
+    write_text(docs / "results.json", json.dumps(document, indent=1) + "\n")
+    write_text(docs / "results.md", markdown(document, records))
 
 
 def markdown(document: dict, records: list[dict]) -> str:

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speechprune.atomic import write_text
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 KEYWORD_TRAIN_WORDS = 25  # speaker probe: train on 25 of the 35 words, test on the other 10
@@ -120,7 +122,7 @@ class Pipeline:
         timings_file = self.work / "timings.json"
         timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
         timings[name] = round(seconds, 1)
-        timings_file.write_text(json.dumps(timings, indent=1) + "\n")
+        write_text(timings_file, json.dumps(timings, indent=1) + "\n")
         log(f"{name}: done in {seconds:.0f} s")
 
     # --- 1-2: data and teacher ------------------------------------------------------------------
@@ -333,10 +335,10 @@ def main(argv=None) -> None:
         probe_started = time.time()
         log(f"probes: {row.name}")
         results[row.name] = pipeline.probe(row, sets, teacher_net)
-        results_file.write_text(json.dumps(results, indent=1) + "\n")
+        write_text(results_file, json.dumps(results, indent=1) + "\n")
         pipeline.record_time(f"probes {row.name}", time.time() - probe_started)
     bench_file = work / "bench.json"
-    pipeline.stage("bench", bench_file, lambda: bench_file.write_text(json.dumps(pipeline.bench(), indent=1) + "\n"))
+    pipeline.stage("bench", bench_file, lambda: write_text(bench_file, json.dumps(pipeline.bench(), indent=1) + "\n"))
     speed = json.loads(bench_file.read_text())
     timings = json.loads((work / "timings.json").read_text())
     write_report(pipeline, ROWS, results, speed, timings, Path(args.docs))

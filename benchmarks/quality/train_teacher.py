@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 import transformers
 
-from speechprune.probe import edit_distance
+from speechprune.probe import edit_distance, greedy_decode
 
 SAMPLING_RATE = 16000
 
@@ -102,16 +102,6 @@ def collate(items, indices: list[int]):
     return waves, mask, labels
 
 
-def greedy(ids: list[int]) -> list[int]:
-    """CTC greedy decoding: collapse repeats, drop blanks (0)."""
-    out, previous = [], None
-    for i in ids:
-        if i != previous and i != 0:
-            out.append(i)
-        previous = i
-    return out
-
-
 @torch.inference_mode()
 def phone_error_rate(model, items, batch_seconds: float, device) -> float:
     model.eval()
@@ -120,11 +110,9 @@ def phone_error_rate(model, items, batch_seconds: float, device) -> float:
         waves, mask, _ = collate(items, indices)
         logits = model(waves.to(device), attention_mask=mask.to(device)).logits  # (B, T', P + 1)
         frames = model._get_feat_extract_output_lengths(mask.sum(-1))
-        best = logits.argmax(-1).cpu()
-        for row, i in enumerate(indices):
-            reference = items[i][1]
-            errors += edit_distance(greedy(best[row, : int(frames[row])].tolist()), reference)
-            total += len(reference)
+        for i, decoded in zip(indices, greedy_decode(logits, frames, blank=0)):
+            errors += edit_distance(decoded, items[i][1])
+            total += len(items[i][1])
     model.train()
     return errors / max(total, 1)
 

@@ -35,13 +35,12 @@ import time
 
 import torch
 
-from speechprune.accounting import dense_count
 from speechprune.config import PruneConfig
 from speechprune.distill import distill_loss
 from speechprune.encoder import Encoder
 from speechprune.families import FAMILIES
 from speechprune.gates import GATE_KINDS, GateLayout
-from speechprune.prune import GRAD_CLIP, step_seed, build_optimizers, build_student, lagrangian_term
+from speechprune.prune import GRAD_CLIP, build_budgets, build_optimizers, build_student, lagrangian_term, step_seed
 
 PHASES = ("teacher", "forward", "backward", "optimizer")
 
@@ -57,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=20, help="timed rounds of one gated + one plain step (default 20)")
     p.add_argument("--structures", default=",".join(GATE_KINDS), help="gated structures (default all)")
     p.add_argument("--relaxed", action="store_true", help="relaxed hard-concrete gates instead of STE")
+    p.add_argument("--params-only", action="store_true",
+                   help="Lagrangian term of the parameter budget only (default: parameters and MACs, 0.7 each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS measurement during warm-up")
     p.add_argument("--json", action="store_true", help="print one JSON document (progress goes to stderr)")
@@ -93,18 +94,19 @@ class Bench:
         # as loading.inspect_model: Base (group-norm) models get no attention mask
         self.use_attention_mask = hf_config.feat_extract_norm == "layer"
 
-        self.config = PruneConfig(model="bench", sparsity=0.7, data="-", out="-",
+        self.config = PruneConfig(model="bench", sparsity=0.7, macs_sparsity=None if args.params_only else 0.7,
+                                  data="-", out="-",
                                   structures=args.structures.split(","), ste=not args.relaxed, seed=args.seed)
         self.config.validate()
         self.config.resolve(len(self.spec.layers))
         self.layout = GateLayout(self.spec, self.config.structures)
-        self.dense = dense_count(self.spec, self.layout)
+        self.budgets = build_budgets(self.config, self.spec, self.layout, args.sample_rate)
         self.step_index = self.config.warmup_steps // 2  # mid-ramp: a non-trivial target and lr = lr
 
         # gated student: built by the same functions Pruning uses
         self.gated = build_student(self.teacher, self.layout, self.config)
         self.gates = self.gated.gates
-        self.lambdas = torch.zeros(2, requires_grad=True)
+        self.lambdas = torch.zeros(len(self.budgets), 2, requires_grad=True)
         self.gated_weights, self.gated_opt, self.lambda_opt = build_optimizers(self.gated, self.lambdas, self.config)
 
         # plain student: the same student and heads, called without gates (masks=None)
@@ -136,11 +138,10 @@ class Bench:
         self.gated_count += 1
         generator = torch.Generator().manual_seed(step_seed(self.config.seed, self.gated_count, 0))
         distill, pairs = self.gated(self.waveforms, model_mask, teacher.hidden_states, frame_mask, generator=generator)
-        target = self.config.target_sparsity(self.step_index)
-        lagrangian, expected_sparsity = lagrangian_term(self.spec, self.layout, self.gates, self.lambdas, self.dense,
-                                                        target)
+        lagrangian, expected_sparsity = lagrangian_term(self.budgets, self.gates, self.lambdas,
+                                                        self.config.ramp(self.step_index))
         loss = distill.float() + lagrangian
-        metrics = (expected_sparsity.item(), lagrangian.item(), self.lambdas[0].item(), self.lambdas[1].item())
+        metrics = (expected_sparsity.tolist(), lagrangian.item(), self.lambdas.tolist())
         t2 = time.perf_counter()
         self.gated_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -30,7 +30,7 @@ import torch
 import transformers
 
 import speechprune
-from speechprune.accounting import dense_count
+from speechprune.budget import params_budget
 from speechprune.artifact import write_model_folder
 from speechprune.decision import decide
 from speechprune.families import FAMILIES
@@ -76,8 +76,9 @@ def main():
     spec = family.spec_from_config(config)
     layout = GateLayout(spec)
     scores = torch.randn(layout.size, generator=torch.Generator().manual_seed(args.seed))
-    dense_params = dense_count(spec, layout)
-    decision = decide(spec, layout, scores, dense_params * (1 - args.sparsity))
+    budget = params_budget(spec, layout, args.sparsity)
+    dense_params = int(budget.dense)
+    decision = decide(layout, [budget], scores)
     small_spec, small_state = shrink_encoder(spec, family.to_encoder_keys(stock.state_dict()), layout,
                                              decision.keep.double())
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .encoder import EncoderSpec
+from .encoder import EncoderSpec, LayerSpec
 from .gates import GateValues
 
 
@@ -114,33 +114,63 @@ def component_totals(parts: dict[str, torch.Tensor]) -> dict[str, int]:
     return {k: int(round(v)) for k, v in totals.items()}
 
 
-def kept_structure(spec: EncoderSpec, keep: GateValues) -> dict:
-    """What 0/1 gate values keep, per layer, in the terms a user reads (JSON-ready)."""
-    conv = [
-        int(v.sum()) if (v := keep.get("conv", c)) is not None else n for c, n in enumerate(spec.conv_channels)
-    ]
-    layers = []
+def pruned_spec(spec: EncoderSpec, keep: GateValues) -> EncoderSpec:
+    """The architecture of the shrunk encoder that gate values > 0 keep (the rule ``shrink``
+    slices by): present heads with their kept widths, kept FFN units, kept conv channels."""
+    conv = [int((v > 0).sum()) if (v := keep.get("conv", c)) is not None else n for c, n in enumerate(spec.conv_channels)]
+    layers, present_anywhere = [], set()
     for l, layer in enumerate(spec.layers):
         h = len(layer.heads)
-        one = torch.ones((), dtype=keep.flat.dtype)
-        mha = _or(keep.get("mha", l), one)
-        head = _or(keep.get("head", l), torch.ones(h))
-        qk = _or(keep.get("qk", l), torch.ones(h, layer.qk_dim))
-        vo = _or(keep.get("vo", l), torch.ones(h, layer.vo_dim))
-        present = (mha * head * (vo.sum(-1) > 0)).bool()
-        ffn = bool(_or(keep.get("ffn", l), one) > 0)
-        units = _or(keep.get("int", l), torch.ones(layer.ffn_dim))
+        mha = bool(_or(keep.get("mha", l), torch.ones(())) > 0)
+        head = _or(keep.get("head", l), torch.ones(h)) > 0
+        qk = (_or(keep.get("qk", l), torch.ones(h, layer.qk_dim)) > 0).sum(-1)  # (H,) kept dims
+        vo = (_or(keep.get("vo", l), torch.ones(h, layer.vo_dim)) > 0).sum(-1)  # (H,)
+        present = [i for i in range(h) if mha and head[i] and vo[i] > 0]
+        qk_dims, vo_dims = [int(qk[i]) for i in present], [int(vo[i]) for i in present]
+        ffn = bool(_or(keep.get("ffn", l), torch.ones(())) > 0)
+        units = int((_or(keep.get("int", l), torch.ones(layer.ffn_dim)) > 0).sum()) if ffn else 0
+        qk_dim, vo_dim = max(qk_dims, default=0), max(vo_dims, default=0)
+        layers.append(
+            LayerSpec(
+                heads=[layer.heads[i] for i in present],
+                qk_dim=qk_dim,
+                vo_dim=vo_dim,
+                ffn_dim=units,
+                attention=mha,
+                ffn=ffn,
+                qk_dims=qk_dims if any(w != qk_dim for w in qk_dims) else None,
+                vo_dims=vo_dims if any(w != vo_dim for w in vo_dims) else None,
+            )
+        )
+        present_anywhere.update(layer.heads[i] for i in present)
+    return EncoderSpec.from_dict(
+        {
+            **spec.to_dict(),
+            "conv_channels": conv,
+            "conv_norm_channels": list(spec.conv_norm_channels),
+            "layers": [vars(layer) for layer in layers],
+            "rel_heads": sorted(present_anywhere) if spec.num_buckets else [],
+        }
+    )
+
+
+def kept_structure(spec: EncoderSpec, keep: GateValues) -> dict:
+    """What gate values > 0 keep, per layer, in the terms a user reads (JSON-ready)."""
+    pruned = pruned_spec(spec, keep)
+    layers = []
+    for layer in pruned.layers:
+        qk_dims, vo_dims = layer.head_widths()
         layers.append(
             {
-                "attention": bool(mha > 0),
-                "heads": [layer.heads[i] for i in range(h) if present[i]],
-                "qk_dims": [int((qk[i] > 0).sum()) for i in range(h) if present[i]],
-                "vo_dims": [int((vo[i] > 0).sum()) for i in range(h) if present[i]],
-                "ffn": ffn,
-                "ffn_units": int((units > 0).sum()) if ffn else 0,
+                "attention": layer.attention,
+                "heads": list(layer.heads),
+                "qk_dims": list(qk_dims),
+                "vo_dims": list(vo_dims),
+                "ffn": layer.ffn,
+                "ffn_units": layer.ffn_dim,
             }
         )
-    return {"conv_channels": conv, "layers": layers}
+    return {"conv_channels": pruned.conv_channels, "layers": layers}
 
 
 def _or(value: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from .artifact import DTYPES
 from .encoder import Encoder, EncoderSpec
 from .errors import ModelError, UsageError
 from .loading import ModelInfo, inspect_model, quiet_transformers
-from .macs import frames, macs
+from .macs import frames, macs, min_samples
 from .progress import Reporter
 from .runtime import resolve_device
 
@@ -129,14 +129,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ModelError(f"cannot read {path}: {error}; the folder looks damaged")
-
-
-def min_samples(spec: EncoderSpec) -> int:
-    """The CNN's receptive field: the shortest input that makes one frame."""
-    samples = 1
-    for kernel, stride in reversed(list(zip(spec.conv_kernels, spec.conv_strides))):
-        samples = (samples - 1) * stride + kernel
-    return samples
 
 
 def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds: list[float]) -> None:

@@ -9,6 +9,7 @@ from .errors import UsageError
 from .gates import GATE_KINDS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_MACS_SECONDS = 10.0  # reference input of the MACs budget and of reported MACs: 10 s, batch 1
 
 # Options that change nothing in the result: a run may be resumed with other values.
 NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "checkpoint_every"}
@@ -17,9 +18,11 @@ NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "che
 @dataclass
 class PruneConfig:
     model: str
-    sparsity: float
+    sparsity: float | None  # fraction of parameters to remove (None: no parameter budget)
     data: str
     out: str
+    macs_sparsity: float | None = None  # fraction of MACs to remove (None: no MACs budget)
+    macs_seconds: float | None = None  # audio length the MACs are counted for; None: DEFAULT_MACS_SECONDS
     revision: str | None = None
     structures: list[str] = field(default_factory=lambda: list(GATE_KINDS))
     ste: bool = True
@@ -49,8 +52,13 @@ class PruneConfig:
 
     def validate(self) -> None:
         """Check every option on its own; nothing here reads files or weights."""
-        if not (isinstance(self.sparsity, (int, float)) and 0 < self.sparsity < 1):
-            raise UsageError(f"--sparsity must be between 0 and 1 (exclusive), got {self.sparsity}; e.g. --sparsity 0.72")
+        if self.sparsity is None and self.macs_sparsity is None:
+            raise UsageError("no budget: give --sparsity (parameters), --macs-sparsity (MACs) or both, e.g. --sparsity 0.72")
+        for option, value in (("--sparsity", self.sparsity), ("--macs-sparsity", self.macs_sparsity)):
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
+                raise UsageError(f"{option} must be between 0 and 1 (exclusive), got {value}; e.g. {option} 0.72")
+        if self.macs_seconds is not None and not (math.isfinite(self.macs_seconds) and self.macs_seconds > 0):
+            raise UsageError(f"--macs-seconds must be a finite positive number, got {self.macs_seconds}")
         unknown = [s for s in self.structures if s not in GATE_KINDS]
         if unknown or not self.structures:
             raise UsageError(
@@ -121,11 +129,16 @@ class PruneConfig:
     def result_defining(self) -> dict:
         return {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_DEFINING}
 
-    def target_sparsity(self, step: int) -> float:
-        """Linear ramp of the target from 0 to ``sparsity`` over the warm-up steps."""
+    @property
+    def reference_seconds(self) -> float:
+        """Audio length (batch 1) MACs are counted for."""
+        return DEFAULT_MACS_SECONDS if self.macs_seconds is None else self.macs_seconds
+
+    def ramp(self, step: int) -> float:
+        """Share of every final target reached at ``step``: linear from 0 to 1 over the warm-up steps."""
         if not self.warmup_steps:
-            return self.sparsity
-        return self.sparsity * min(1.0, step / self.warmup_steps)
+            return 1.0
+        return min(1.0, step / self.warmup_steps)
 
     def weight_lr(self, step: int, phase: str) -> float:
         """Weights: short linear warm-up, constant while pruning, linear decay in the final phase."""

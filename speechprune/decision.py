@@ -1,70 +1,77 @@
-"""Turn trained gates into a keep/remove decision that lands on the parameter budget.
+"""Turn gate scores into a keep/remove decision that lands on every budget.
 
-The decision starts from 1[log_alpha > 0]. If its exact size is outside the tolerance
-window around the target, structures are ranked by log_alpha: first a threshold on the
-ranking (binary search: the count only falls as the threshold rises), then single gates near
-the threshold are removed or added back, lowest score first, skipping any whose removal
-would jump past the window (a whole block can be larger than the window).
+A decision lands when every budget's exact cost is at or under its window and the binding
+one (the highest cost relative to its target) is inside its window. With R = the largest
+ratio cost / target over the budgets, that is one condition: 1 - tol <= R <= 1 + tol.
 
-The count is multilinear in the gates (no gate appears twice in a product), so the change
-of the count when one gate flips is exactly the partial derivative at the current decision;
-autograd gives all of them at once.
+The decision starts from 1[score > 0] (trained gates: 1[log_alpha > 0]). If that does not
+land, structures are ranked by score: first a threshold on the ranking (binary search: every
+cost only falls as the threshold rises), then single gates near the threshold are removed
+or added back, lowest score first, skipping any whose flip would jump past the window (a
+whole block can be larger than the window).
+
+Costs are multilinear in the gates (no gate appears twice in a product), so the change of a
+cost when one gate flips is the partial derivative of the budget's expected cost at the
+current decision; autograd gives all of them at once. Flips interact, so each round counts
+again, exactly.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .accounting import parameter_count
-from .encoder import EncoderSpec
+from .budget import Budget
 from .gates import GateLayout, GateValues
+
+STALE_ROUNDS = 50  # rounds without getting closer: the window is out of reach
 
 
 @dataclass
 class Decision:
     keep: torch.Tensor  # (N,) bool
-    params: int  # exact size of the shrunk encoder
-    adjusted: int  # gates whose decision differs from 1[log_alpha > 0]
+    costs: dict[str, float]  # exact cost of the decision per budget name
+    adjusted: int  # gates whose decision differs from the initial one
     within_tolerance: bool  # False only when the gated structures are too coarse for the window
 
 
-def _count(spec: EncoderSpec, layout: GateLayout, keep: torch.Tensor) -> int:
-    return int(round(parameter_count(spec, GateValues(layout, keep.double())).item()))
+def decide(layout: GateLayout, budgets: list[Budget], scores: torch.Tensor, initial: torch.Tensor | None = None) -> Decision:
+    """Keep/remove every gate so that the decision lands on ``budgets``.
 
-
-def _marginals(spec: EncoderSpec, layout: GateLayout, keep: torch.Tensor) -> torch.Tensor:
-    """(N,) change of the count when each gate alone is switched on (from its current value)."""
-    with torch.enable_grad():  # callers may be inside no_grad
-        z = keep.double().requires_grad_(True)
-        (grad,) = torch.autograd.grad(parameter_count(spec, GateValues(layout, z)), z)
-    return grad
-
-
-def decide(
-    spec: EncoderSpec, layout: GateLayout, scores: torch.Tensor, target: float, tolerance: float = 0.005
-) -> Decision:
-    """Keep/remove every gate so that the exact count is within ``tolerance`` of ``target``.
-
-    ``scores`` (N,) ranks the structures (log_alpha: higher is more worth keeping).
+    ``scores`` (N,) ranks the structures (higher: more worth keeping); ``initial`` (N,) bool is
+    the decision to start from, by default ``scores > 0``.
     """
     scores = scores.detach().double().cpu()
-    lower, upper = target * (1 - tolerance), target * (1 + tolerance)
+    search = _Search(layout, budgets)
     protected = _best_channel_per_conv_layer(layout, scores)
-    initial = scores > 0
+    initial = (scores > 0) if initial is None else initial.detach().cpu().bool()
     keep = initial | protected
-    count = _count(spec, layout, keep)
-    if count > upper or count < lower:
-        keep = _threshold(spec, layout, scores, upper) | protected
-        keep = _refine(spec, layout, scores, keep, lower, upper, protected)
-        count = _count(spec, layout, keep)
+    if not search.lands(keep):
+        keep = search.threshold(scores) | protected
+        keep = search.refine(scores, keep, protected)
     return Decision(
         keep=keep,
-        params=count,
+        costs={b.name: b.exact(search.values(keep)) for b in budgets},
         adjusted=int((keep != initial).sum()),
-        within_tolerance=lower <= count <= upper,
+        within_tolerance=search.lands(keep),
     )
+
+
+def value_per_cost(layout: GateLayout, budgets: list[Budget], importance: torch.Tensor) -> torch.Tensor:
+    """(N,) ranking for a one-shot decision: log importance per unit of budget.
+
+    A structure's cost is what removing it alone from the dense model saves, as a share of each
+    budget's dense cost, summed over the budgets: a CNN channel is cheap in parameters but
+    dear in MACs, an FFN unit the other way round. Importance scores (``analyze``) measure
+    what a structure is worth; dividing by cost ranks like a knapsack.
+    """
+    ones = torch.ones(layout.size, dtype=torch.bool)
+    search = _Search(layout, budgets)
+    share = sum(m / b.dense for m, b in zip(search.marginals(ones), budgets))  # (N,)
+    tiny = torch.finfo(torch.float64).tiny
+    return torch.log(importance.detach().double().cpu().clamp(min=tiny)) - torch.log(share.clamp(min=tiny))
 
 
 def _best_channel_per_conv_layer(layout: GateLayout, scores: torch.Tensor) -> torch.Tensor:
@@ -77,53 +84,99 @@ def _best_channel_per_conv_layer(layout: GateLayout, scores: torch.Tensor) -> to
     return protected
 
 
-def _threshold(spec, layout, scores: torch.Tensor, upper: float) -> torch.Tensor:
-    """The largest ranking prefix (by score) whose count does not exceed ``upper``."""
-    cuts = torch.unique(scores)  # ascending; keep = scores > cut, or keep everything
-    if _count(spec, layout, torch.ones_like(scores, dtype=torch.bool)) <= upper:
-        return torch.ones_like(scores, dtype=torch.bool)
-    lo, hi = 0, len(cuts) - 1  # keep = scores > cuts[hi] keeps nothing, which fits
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _count(spec, layout, scores > cuts[mid]) <= upper:
-            hi = mid
-        else:
-            lo = mid + 1
-    return scores > cuts[lo]
+class _Search:
+    """Exact costs, their ratio to the targets, and marginal costs of decisions."""
 
+    def __init__(self, layout: GateLayout, budgets: list[Budget]):
+        if not budgets:
+            raise ValueError("a decision needs at least one budget")
+        self.layout = layout
+        self.budgets = budgets
 
-def _refine(spec, layout, scores, keep, lower: float, upper: float, protected: torch.Tensor) -> torch.Tensor:
-    """Flip single gates near the threshold until the count is inside [lower, upper].
+    def values(self, keep: torch.Tensor) -> GateValues:
+        return GateValues(self.layout, keep.double())
 
-    Gates are flipped in score order among those that fit the window. When none fits (a unit
-    adds nothing while its block is removed, a block is larger than the window), the smallest
-    structure is flipped anyway and the next round repairs the overshoot with finer ones.
-    When nothing can reach the window (only coarse structures gated), returns the closest
-    decision seen.
-    """
-    keep = keep.clone()
-    target = (lower + upper) / 2
-    best, best_miss, stale = keep.clone(), float("inf"), 0
-    while stale < 50:  # rounds without getting closer: the window is out of reach
-        count = _count(spec, layout, keep)
-        if lower <= count <= upper:
-            return keep
-        stale += 1
-        if abs(count - target) < best_miss:
-            best, best_miss, stale = keep.clone(), abs(count - target), 0
-        marginal = _marginals(spec, layout, keep)
-        removing = count > upper
-        pool = (keep & ~protected if removing else ~keep) & (marginal > 0)
-        if not pool.any():
-            break
-        room = (count - lower) if removing else (upper - count)
-        fits = torch.nonzero(pool & (marginal <= room)).flatten()
-        if len(fits):
-            order = fits[torch.argsort(scores[fits], descending=not removing)]
-            # take as many as the estimated need allows (flips interact, so re-count next round)
-            take = max(1, int((torch.cumsum(marginal[order], 0) <= abs(count - target)).sum()))
-            keep[order[:take]] = not removing
-        else:
-            candidates = torch.nonzero(pool).flatten()
-            keep[candidates[torch.argmin(marginal[candidates])]] = not removing
-    return best
+    def ratios(self, keep: torch.Tensor) -> torch.Tensor:
+        """(B,) exact cost / target of each budget."""
+        values = self.values(keep)
+        return torch.tensor([b.exact(values) / b.target for b in self.budgets], dtype=torch.float64)
+
+    def ratio(self, keep: torch.Tensor) -> tuple[float, int]:
+        """(R, index of the binding budget): the largest cost / target over the budgets."""
+        ratios = self.ratios(keep)
+        binding = int(torch.argmax(ratios))
+        return float(ratios[binding]), binding
+
+    def lands(self, keep: torch.Tensor) -> bool:
+        r, binding = self.ratio(keep)
+        tolerance = self.budgets[binding].tolerance
+        return 1 - tolerance <= r <= 1 + tolerance
+
+    def fits(self, keep: torch.Tensor) -> bool:
+        values = self.values(keep)
+        return all(b.fits(b.exact(values)) for b in self.budgets)
+
+    def marginals(self, keep: torch.Tensor) -> list[torch.Tensor]:
+        """Per budget, (N,) change of its cost when each gate alone is switched on."""
+        with torch.enable_grad():  # callers may be inside no_grad
+            z = keep.double().requires_grad_(True)
+            values = GateValues(self.layout, z)
+            return [torch.autograd.grad(b.expected(values), z)[0] for b in self.budgets]
+
+    def threshold(self, scores: torch.Tensor) -> torch.Tensor:
+        """The largest ranking prefix (by score) that fits every budget."""
+        everything = torch.ones_like(scores, dtype=torch.bool)
+        if self.fits(everything):
+            return everything
+        cuts = torch.unique(scores)  # ascending; keep = scores > cut
+        lo, hi = 0, len(cuts) - 1  # keep = scores > cuts[hi] keeps nothing, which fits
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.fits(scores > cuts[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        return scores > cuts[lo]
+
+    def refine(self, scores: torch.Tensor, keep: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
+        """Flip single gates near the threshold until R is inside the binding budget's window.
+
+        Gates are flipped in score order among those that fit the window. When none fits (a unit
+        adds nothing while its block is removed, a block is larger than the window), the smallest
+        structure is flipped anyway and the next round repairs the overshoot with finer ones.
+        When nothing can reach the window (only coarse structures gated), returns the closest
+        decision seen.
+        """
+        keep = keep.clone()
+        best, best_miss, stale = keep.clone(), math.inf, 0
+        while stale < STALE_ROUNDS:
+            ratios = self.ratios(keep)  # (B,)
+            binding = int(torch.argmax(ratios))
+            r, tolerance = float(ratios[binding]), self.budgets[binding].tolerance
+            if 1 - tolerance <= r <= 1 + tolerance:
+                return keep
+            stale += 1
+            if abs(r - 1) < best_miss:
+                best, best_miss, stale = keep.clone(), abs(r - 1), 0
+            removing = r > 1 + tolerance
+            # each gate's step in R when it alone flips: R is the largest ratio, and a flip
+            # moves every budget's ratio by that budget's share of the gate
+            shares = torch.stack([m / b.target for m, b in zip(self.marginals(keep), self.budgets)])  # (B, N)
+            if removing:
+                step = r - (ratios[:, None] - shares).max(0).values
+            else:
+                step = (ratios[:, None] + shares).max(0).values - r
+            pool = (keep & ~protected if removing else ~keep) & (step > 0)
+            if not pool.any():
+                break
+            room = (r - (1 - tolerance)) if removing else (1 + tolerance - r)
+            fits = torch.nonzero(pool & (step <= room)).flatten()
+            if len(fits):
+                order = fits[torch.argsort(scores[fits], descending=not removing)]
+                # take as many as the estimated need allows (flips interact, so re-count next round)
+                take = max(1, int((torch.cumsum(step[order], 0) <= abs(r - 1)).sum()))
+                keep[order[:take]] = not removing
+            else:
+                candidates = torch.nonzero(pool).flatten()
+                keep[candidates[torch.argmin(step[candidates])]] = not removing
+        return best

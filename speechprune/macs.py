@@ -1,57 +1,93 @@
-"""Analytic multiply-accumulates (MACs) of one forward pass, from an ``EncoderSpec``.
+"""Analytic multiply-accumulates (MACs) of one forward pass: of a model (``macs``), and of the
+model that gate values stand for (``macs_breakdown``, the currency of ``--macs-sparsity``).
 
 Counted: every convolution and matrix product, which is where the time goes. Not counted:
-norms, activations, softmax, masks and other elementwise work.
+norms, activations, softmax, masks, padding copies and other elementwise work.
 
-Attention is counted at each head's stored width (``LayerSpec.head_widths``), the ideal for
-a pruned model. At run time a shrunk layer pads its heads to the layer's widest head, so it
-computes at least these MACs; ``bench`` reports efficiency against this ideal.
-
-For T' frames, per transformer layer:
-  q, k projections   2 * T' * D * sum(qk widths)
-  scores q.k^T       T'^2 * sum(qk widths)            <- quadratic in the input length
-  v projection       T' * D * sum(vo widths)
-  weights . v        T'^2 * sum(vo widths)            <- quadratic
-  out projection     T' * sum(vo widths) * D
+For T' frames, per transformer layer with H heads kept at stored widths qk_h and vo_h:
+  q, k projections   2 * T' * D * sum(qk_h)
+  v, out projections 2 * T' * D * sum(vo_h)
+  scores q.k^T       T'^2 * H * w                 <- quadratic in the input length
+  weights . v        T'^2 * H * w                 <- quadratic
   FFN                2 * T' * D * F
-The CNN, the feature projection and the positional convolution are linear in the input.
+where w = max(all qk_h, vo_h) is the layer's run-time head width: the projections run at the
+stored widths, but SDPA's fused kernels need one width for q, k and v, so the shrunk model
+pads each head's activations to w for the attention product (``encoder.Attention``). This is
+what the shrunk runtime computes. The CNN, the feature projection and the positional
+convolution are linear in the input.
+
+``macs_breakdown`` is the same count as a closed-form function of gate values, multilinear
+like ``accounting.parameter_breakdown``: on keep probabilities it is the expected MACs the
+Lagrangian drives to the target. A maximum is not multilinear, so there the quadratic terms
+count each head at its own widths, T'^2 * (qk_h + vo_h): the expectation is a slight
+under-estimate wherever heads of a layer differ in width. ``pruned_macs`` counts decisions
+exactly as the shrunk model runs (``macs`` of ``accounting.pruned_spec``), and the budget
+decision checks that exact count.
 """
 
 from __future__ import annotations
 
+import torch
+
+from .accounting import pruned_spec
 from .encoder import EncoderSpec
+from .gates import GateValues
 
 PARTS = ("cnn", "projection", "pos_conv", "attention", "ffn")
 
 
-def frames(spec: EncoderSpec, samples: int) -> int:
-    """Frames T' the CNN makes from ``samples`` (0 when the input is shorter than its receptive field)."""
+def conv_lengths(spec: EncoderSpec, samples: int) -> list[int]:
+    """Output length of every conv layer for one input of ``samples`` (0 once the input is
+    shorter than a layer's kernel: the CNN makes no frame from it)."""
+    lengths = []
     for kernel, stride in zip(spec.conv_kernels, spec.conv_strides):
         samples = (samples - kernel) // stride + 1 if samples >= kernel else 0
+        lengths.append(samples)
+    return lengths
+
+
+def frames(spec: EncoderSpec, samples: int) -> int:
+    """Frames T' the CNN makes from ``samples`` (0 when the input is shorter than its receptive field)."""
+    return conv_lengths(spec, samples)[-1]
+
+
+def min_samples(spec: EncoderSpec) -> int:
+    """The CNN's receptive field: the shortest input that makes one frame."""
+    samples = 1
+    for kernel, stride in reversed(list(zip(spec.conv_kernels, spec.conv_strides))):
+        samples = (samples - 1) * stride + kernel
     return samples
+
+
+def _pos_conv_macs(spec: EncoderSpec, t: int) -> int:
+    # grouped conv padded by kernel // 2 on both sides: T' + 1 frames for an even kernel (the
+    # last one is trimmed, but computed); each output frame reads D / groups channels x kernel
+    k, d = spec.pos_conv_kernel, spec.hidden_size
+    return (t + 2 * (k // 2) - k + 1) * d * (d // spec.pos_conv_groups) * k
+
+
+def _check_frames(spec: EncoderSpec, samples: int) -> None:
+    if frames(spec, samples) < 1:
+        raise ValueError(f"{samples} samples make no frame; the CNN needs at least {min_samples(spec)}")
 
 
 def macs(spec: EncoderSpec, samples: int, batch: int = 1) -> dict[str, int]:
     """MACs of each part (``PARTS``) and their ``total``, for ``batch`` inputs of ``samples`` each."""
-    if frames(spec, samples) < 1:
-        raise ValueError(f"{samples} samples make no frame; the CNN needs more")
+    _check_frames(spec, samples)
     parts = dict.fromkeys(PARTS, 0)
-    length, channels = samples, 1  # conv layer input: (channels, length)
-    for out_channels, kernel, stride in zip(spec.conv_channels, spec.conv_kernels, spec.conv_strides):
-        length = (length - kernel) // stride + 1
+    channels = 1  # conv layer input: the waveform
+    lengths = conv_lengths(spec, samples)
+    for length, out_channels, kernel in zip(lengths, spec.conv_channels, spec.conv_kernels):
         parts["cnn"] += length * out_channels * channels * kernel
         channels = out_channels
-    t, d = length, spec.hidden_size
+    t, d = lengths[-1], spec.hidden_size
     parts["projection"] = t * channels * d
-    # grouped conv padded by kernel // 2 on both sides: T' + 1 frames for an even kernel (the
-    # last one is trimmed, but computed); each output frame reads D / groups channels x kernel
-    k = spec.pos_conv_kernel
-    parts["pos_conv"] = (t + 2 * (k // 2) - k + 1) * d * (d // spec.pos_conv_groups) * k
+    parts["pos_conv"] = _pos_conv_macs(spec, t)
     for layer in spec.layers:
         if layer.attention and layer.heads:
             qk_widths, vo_widths = layer.head_widths()
-            qk, vo = sum(qk_widths), sum(vo_widths)
-            parts["attention"] += 2 * t * d * qk + t * d * vo + t * vo * d + t * t * (qk + vo)
+            width = max(layer.qk_dim, layer.vo_dim)  # the run-time width of every head
+            parts["attention"] += 2 * t * d * (sum(qk_widths) + sum(vo_widths)) + 2 * t * t * len(layer.heads) * width
             if spec.num_buckets:  # WavLM's gate on the position bias: Linear(head_dim, 8) per kept head
                 parts["attention"] += t * len(layer.heads) * spec.head_dim * 8
         if layer.ffn:
@@ -59,3 +95,53 @@ def macs(spec: EncoderSpec, samples: int, batch: int = 1) -> dict[str, int]:
     parts = {name: count * batch for name, count in parts.items()}
     parts["total"] = sum(parts.values())
     return parts
+
+
+def macs_breakdown(spec: EncoderSpec, keep: GateValues, samples: int) -> dict[str, torch.Tensor]:
+    """MACs per component for one input of ``samples``, as a multilinear function of the gates.
+
+    Keys: "cnn.c" per conv layer, "projection", "pos_conv", and per transformer layer
+    "attention.L" (projections), "scores.L" (the T'^2 products) and "ffn.L".
+    """
+    _check_frames(spec, samples)
+    ref = keep.flat
+
+    def get(kind, index, *shape):
+        value = keep.get(kind, index)
+        return torch.ones(shape, dtype=ref.dtype, device=ref.device) if value is None else value
+
+    parts: dict[str, torch.Tensor] = {}
+    lengths = conv_lengths(spec, samples)
+    previous = torch.ones((), dtype=ref.dtype, device=ref.device)  # the waveform: one input channel
+    for c, (length, channels, kernel) in enumerate(zip(lengths, spec.conv_channels, spec.conv_kernels)):
+        kept = get("conv", c, channels).sum()
+        parts[f"cnn.{c}"] = length * kernel * kept * previous
+        previous = kept
+    t, d = lengths[-1], spec.hidden_size
+    parts["projection"] = t * d * previous
+    parts["pos_conv"] = torch.tensor(float(_pos_conv_macs(spec, t)), dtype=ref.dtype, device=ref.device)
+    for l, layer in enumerate(spec.layers):
+        h = len(layer.heads)
+        mha = get("mha", l)
+        head = get("head", l, h)
+        qk = get("qk", l, h, layer.qk_dim)
+        vo = get("vo", l, h, layer.vo_dim)
+        present = mha * head * (1 - torch.prod(1 - vo, dim=-1))  # (H,) as in accounting
+        qk_kept = (present * qk.sum(-1)).sum()
+        vo_kept = mha * (head * vo.sum(-1)).sum()
+        parts[f"attention.{l}"] = 2 * t * d * (qk_kept + vo_kept)
+        if spec.num_buckets:
+            parts[f"attention.{l}"] = parts[f"attention.{l}"] + t * spec.head_dim * 8 * present.sum()
+        parts[f"scores.{l}"] = t * t * (qk_kept + vo_kept)
+        parts[f"ffn.{l}"] = 2 * t * d * get("ffn", l) * get("int", l, layer.ffn_dim).sum()
+    return parts
+
+
+def macs_count(spec: EncoderSpec, keep: GateValues, samples: int) -> torch.Tensor:
+    """Scalar: expected MACs on keep probabilities (differentiable)."""
+    return torch.stack(list(macs_breakdown(spec, keep, samples).values())).sum()
+
+
+def pruned_macs(spec: EncoderSpec, keep: GateValues, samples: int) -> int:
+    """Exact MACs of the shrunk model that decisions (gate values > 0) stand for, as it runs."""
+    return macs(pruned_spec(spec, keep), samples)["total"]

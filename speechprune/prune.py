@@ -1,4 +1,4 @@
-"""The ``prune`` job: gated distillation of an encoder down to a parameter target.
+"""The ``prune`` job: gated distillation of an encoder down to its budgets (parameters, MACs).
 
 Reading order: ``prune`` checks everything that is cheap (options, model config, run
 folder, audio) before it loads any weights, then hands over to ``Pruning``, whose ``run``
@@ -24,13 +24,15 @@ from torch import nn
 from . import __version__, atomic
 from .accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from .audio import CropSampler, scan_audio, split_validation, validation_batches
+from .budget import Budget, macs_budget, params_budget
 from .config import PruneConfig
-from .decision import decide
+from .decision import decide, value_per_cost
 from .distill import DistillHeads, distill_loss
 from .encoder import Encoder
 from .errors import DataError, SpeechpruneError, UsageError
 from .gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
-from .loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
+from .macs import macs, pruned_macs
+from .loading import LoadedEncoder, describe_source, inspect_model, load_encoder
 from .progress import Reporter
 from .runfolder import RUN_FORMAT, RunFolder
 from .runtime import Distributed, autocast, check_precision, resolve_device
@@ -56,8 +58,9 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     info = inspect_model(config.model, config.revision)
     config.resolve(len(info.spec.layers))
     layout = GateLayout(info.spec, config.structures)
-    dense = dense_count(info.spec, layout)
-    _check_reachable(info, layout, dense, config)
+    budgets = build_budgets(config, info.spec, layout, info.sampling_rate)
+    for budget in budgets:
+        budget.check_reachable(layout, config.structures)
     scores = read_scores(config.scores, layout) if config.scores else None
 
     run = RunFolder(config.out)
@@ -85,7 +88,7 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
 
     ranks.init(device)
     try:
-        job = Pruning(config, loaded, layout, dense, run, ranks, device, reporter, train, val)
+        job = Pruning(config, loaded, layout, budgets, run, ranks, device, reporter, train, val)
         if plan == "resume":
             job.load_checkpoint()
         else:
@@ -95,16 +98,19 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
         ranks.close()
 
 
-def _check_reachable(info: ModelInfo, layout: GateLayout, dense: int, config: PruneConfig) -> None:
-    """Refuse targets the chosen structures cannot reach, before any weights are loaded."""
-    smallest = parameter_count(info.spec, GateValues(layout, torch.zeros(layout.size, dtype=torch.float64))).item()
-    reachable = 1 - smallest / dense
-    if config.sparsity > reachable + config.tolerance:
-        raise UsageError(
-            f"--sparsity {config.sparsity} is out of reach with --structures {','.join(config.structures)}: "
-            f"removing all of them leaves {smallest / 1e6:.2f}M of {dense / 1e6:.2f}M parameters "
-            f"(sparsity {reachable:.3f}); lower --sparsity or add structures"
-        )
+def build_budgets(config: PruneConfig, spec, layout: GateLayout, sampling_rate: int) -> list[Budget]:
+    """The run's budgets, in a fixed order (parameters, then MACs); at least one."""
+    budgets = []
+    if config.sparsity is not None:
+        budgets.append(params_budget(spec, layout, config.sparsity, config.tolerance))
+    if config.macs_sparsity is not None:
+        samples = reference_samples(config, sampling_rate)
+        budgets.append(macs_budget(spec, layout, config.macs_sparsity, samples, config.tolerance))
+    return budgets
+
+
+def reference_samples(config: PruneConfig, sampling_rate: int) -> int:
+    return round(config.reference_seconds * sampling_rate)
 
 
 def read_scores(path: str, layout: GateLayout) -> torch.Tensor:
@@ -184,28 +190,39 @@ def build_optimizers(model: GatedStudent, lambdas: torch.Tensor, config: PruneCo
     return weights, optimizer, torch.optim.Adam([lambdas], lr=config.lambda_lr, maximize=True)
 
 
-def lagrangian_term(spec, layout, gates: HardConcreteGates, lambdas: torch.Tensor, dense: int, target: float):
-    """(lambda1 gap + lambda2 gap^2, expected sparsity), gap = expected sparsity - target.
+def lagrangian_term(budgets: list[Budget], gates: HardConcreteGates, lambdas: torch.Tensor, ramp: float):
+    """(sum over budgets of lambda1 gap + lambda2 gap^2, expected sparsity per budget (B,)),
+    gap = expected sparsity - the budget's target at this point of the ramp.
 
-    Sets ``lambdas.grad`` to d term / d lambda = (gap, gap^2), which the multipliers' optimizer
-    climbs (maximize=True); the term itself only sends gradients to the gates.
+    Every budget has its own multiplier pair (row of ``lambdas``, (B, 2)). Sets ``lambdas.grad``
+    to d term / d lambda = (gap, gap^2) per row, which the multipliers' optimizer climbs
+    (maximize=True); the term itself only sends gradients to the gates.
     """
-    expected_sparsity = 1 - parameter_count(spec, layout.values(gates.keep_probability())) / dense
-    gap = expected_sparsity - target
-    lambdas.grad = torch.stack([gap.detach(), gap.detach() ** 2])
-    return lambdas[0].detach() * gap + lambdas[1].detach() * gap**2, expected_sparsity
+    values = gates.layout.values(gates.keep_probability())
+    expected = torch.stack([budget.expected_sparsity(values) for budget in budgets])  # (B,)
+    gap = expected - torch.tensor([budget.sparsity * ramp for budget in budgets], dtype=expected.dtype,
+                                  device=expected.device)
+    lambdas.grad = torch.stack([gap.detach(), gap.detach() ** 2], dim=1).to(lambdas.dtype)
+    term = (lambdas[:, 0].detach() * gap + lambdas[:, 1].detach() * gap**2).sum()
+    return term, expected
+
+
+def metric_prefix(budget: Budget) -> str:
+    """Metric and summary keys of a budget: "sparsity" for parameters, "macs_sparsity" for MACs."""
+    return "" if budget.name == "params" else f"{budget.name}_"
 
 
 class Pruning:
     """The state of one pruning run and its training loop."""
 
-    def __init__(self, config, loaded: LoadedEncoder, layout, dense, run, ranks, device, reporter, train, val):
+    def __init__(self, config, loaded: LoadedEncoder, layout, budgets: list[Budget], run, ranks, device, reporter,
+                 train, val):
         self.config = config
         self.info = loaded.info
         self.loaded = loaded
         self.spec = loaded.info.spec
         self.layout = layout
-        self.dense = dense
+        self.budgets = budgets
         self.run_folder = run
         self.ranks = ranks
         self.device = device
@@ -215,7 +232,7 @@ class Pruning:
         torch.manual_seed(config.seed)
         self.model = build_student(self.teacher, layout, config).to(device)
         self.gates = self.model.gates
-        self.lambdas = torch.zeros(2, device=device, requires_grad=True)  # lambda1, lambda2
+        self.lambdas = torch.zeros(len(budgets), 2, device=device, requires_grad=True)  # (lambda1, lambda2) per budget
         self.weight_params, self.optimizer, self.lambda_optimizer = build_optimizers(self.model, self.lambdas, config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
 
@@ -227,6 +244,7 @@ class Pruning:
 
         self.step = 0
         self.keep: torch.Tensor | None = None  # final decision (bool, (N,)) once the pruning phase is over
+        self.adjusted = 0  # gates the decision flipped against 1[log_alpha > 0] (all removed ones, one-shot)
         self.elapsed = 0.0
         self.last_val: float | None = None
         self.interrupted = False
@@ -263,21 +281,24 @@ class Pruning:
                     "hours": round(corpus.seconds / 3600, 4),
                 },
                 "gates": {"structures": self.layout.kinds, "count": self.layout.size, "ste": self.config.ste},
-                "params_dense": self.dense,
+                "params_dense": dense_count(self.spec, self.layout),
+                "budgets": {b.name: {"option": b.option, "sparsity": b.sparsity, "dense": b.dense} for b in self.budgets},
             }
             self.run_folder.start_fresh(record, self.spec, self.info.config.to_dict())
         self.ranks.barrier()
 
     def _start_gates_from(self, scores: torch.Tensor) -> None:
-        """One-shot (--steps 0): the scores are the ranking the budget decision uses.
-        Warm start (--init-from-scores): the structures the one-shot decision would remove
-        start nearly undecided (keep probability sigmoid(0.5) = 0.62), the rest clearly on."""
+        """One-shot (--steps 0): the gates hold the ranking the budget decision uses, importance
+        per unit of budget (``value_per_cost``). Warm start (--init-from-scores): the structures
+        the one-shot decision would remove start nearly undecided (keep probability
+        sigmoid(0.5) = 0.62), the rest clearly on."""
+        ranking = value_per_cost(self.layout, self.budgets, scores)
         with torch.no_grad():
             if self.config.steps == 0:
-                self.gates.log_alpha.copy_(scores)
+                self.gates.log_alpha.copy_(ranking)
                 return
-            target = self.dense * (1 - self.config.sparsity)
-            keep = decide(self.spec, self.layout, scores, target, self.config.tolerance).keep.to(self.device)
+            everything = torch.ones(self.layout.size, dtype=torch.bool)
+            keep = decide(self.layout, self.budgets, ranking, initial=everything).keep.to(self.device)
             self.gates.log_alpha.copy_(torch.where(keep, INIT_LOG_ALPHA, WARM_START_REMOVED))
 
     def load_checkpoint(self) -> None:
@@ -287,7 +308,7 @@ class Pruning:
         gates = checkpoint.tensors("gates")
         with torch.no_grad():
             self.gates.log_alpha.copy_(gates["log_alpha"])
-            self.lambdas.copy_(gates["lambdas"])
+            self.lambdas.copy_(gates["lambdas"].view_as(self.lambdas))  # 0.1.0 runs saved (2,)
         saved = checkpoint.torch_state()
         self.optimizer.load_state_dict(saved["optimizer"])
         self.lambda_optimizer.load_state_dict(saved["lambda_optimizer"])
@@ -299,6 +320,7 @@ class Pruning:
         self.step = state["step"]
         self.elapsed = state["elapsed"]
         self.last_val = state.get("val_distill")
+        self.adjusted = state.get("decision_adjusted", 0)
         self.sampler.load_state_dict(state["sampler"])
         if self.ranks.is_main:
             self.run_folder.truncate_metrics(self.step)
@@ -382,18 +404,18 @@ class Pruning:
                 distill, pairs = model(waveforms, model_mask, teacher.hidden_states, frame_mask, self.final_values)
         loss = distill.float()
         if phase == "prune":
-            target = config.target_sparsity(step)
-            lagrangian, expected_sparsity = lagrangian_term(
-                self.spec, self.layout, self.gates, self.lambdas, self.dense, target
-            )
+            ramp = config.ramp(step)
+            lagrangian, expected = lagrangian_term(self.budgets, self.gates, self.lambdas, ramp)
             loss = loss + lagrangian
-            metrics.update(
-                expected_sparsity=round(expected_sparsity.item(), 6),
-                target_sparsity=round(target, 6),
-                lagrangian=lagrangian.item(),
-                lambda1=self.lambdas[0].item(),
-                lambda2=self.lambdas[1].item(),
-            )
+            metrics["lagrangian"] = lagrangian.item()
+            for budget, sparsity, (lambda1, lambda2) in zip(self.budgets, expected.tolist(), self.lambdas.tolist()):
+                prefix = metric_prefix(budget)
+                metrics.update({
+                    f"expected_{prefix}sparsity": round(sparsity, 6),
+                    f"target_{prefix}sparsity": round(budget.sparsity * ramp, 6),
+                    f"{prefix}lambda1": lambda1,
+                    f"{prefix}lambda2": lambda2,
+                })
 
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -420,17 +442,21 @@ class Pruning:
     # --- decisions, validation, checkpoints --------------------------------------------------
 
     def _decide(self) -> None:
-        decision = decide(self.spec, self.layout, self.gates.log_alpha, self.dense * (1 - self.config.sparsity),
-                          self.config.tolerance)
+        # one-shot: the gates hold a ranking, not a trained decision; nothing is kept by default
+        initial = torch.ones(self.layout.size, dtype=torch.bool) if self.config.steps == 0 else None
+        decision = decide(self.layout, self.budgets, self.gates.log_alpha, initial)
         self.keep = decision.keep.to(self.device)
-        if decision.adjusted:
+        self.adjusted = decision.adjusted
+        if decision.adjusted and self.config.steps:
             self.reporter.message(
-                f"budget: adjusted {decision.adjusted} gate decisions by log_alpha rank to land on the target"
+                f"budget: adjusted {decision.adjusted} of {self.layout.size} gate decisions by log_alpha rank "
+                "to land on the target"
             )
         if not decision.within_tolerance:
+            costs = ", ".join(f"{cost:,.0f} {b.unit}" for b, cost in zip(self.budgets, decision.costs.values()))
             self.reporter.warning(
                 f"the gated structures are too coarse to land within {self.config.tolerance:.1%} of the target; "
-                f"closest size is {decision.params:,} parameters"
+                f"closest is {costs}"
             )
 
     @property
@@ -487,6 +513,7 @@ class Pruning:
                 "phase": phase,
                 "elapsed": self.elapsed,
                 "val_distill": self.last_val,
+                "decision_adjusted": self.adjusted,
                 "sampler": self.sampler.state_dict(),
             },
         )
@@ -509,18 +536,33 @@ class Pruning:
         if self.config.final_steps == 0 or self.last_val is None:
             self.last_val = self._validation_loss(self.final_values) if self.ranks.is_main else None
         ones = GateValues(self.layout, torch.ones(self.layout.size, dtype=torch.float64))
-        target_params = self.dense * (1 - self.config.sparsity)
+        dense = dense_count(self.spec, self.layout)
+        samples = reference_samples(self.config, self.info.sampling_rate)
+        macs_dense, macs_pruned = macs(self.spec, samples)["total"], pruned_macs(self.spec, binary, samples)
+        budgets = {b.name: b.summary(binary) for b in self.budgets}
+        params_target = budgets.get("params", {}).get("target")
+        binding = max(self.budgets, key=lambda b: budgets[b.name]["achieved"] / b.target)  # highest cost / target
         summary = {
             "run_dir": str(self.run_folder.root),
             "model": self.info.source,
             "family": self.info.family.name,
-            "params_dense": self.dense,
+            "params_dense": dense,
             "params_pruned": params,
-            "sparsity": round(1 - params / self.dense, 6),
+            "sparsity": round(1 - params / dense, 6),
             "target_sparsity": self.config.sparsity,
-            "target_params": int(round(target_params)),
-            "target_miss": round(params / target_params - 1, 6),
-            "within_tolerance": abs(params / target_params - 1) <= self.config.tolerance,
+            "target_params": params_target,
+            "target_miss": round(params / params_target - 1, 6) if params_target else None,
+            "macs_seconds": self.config.reference_seconds,
+            "macs_dense": macs_dense,
+            "macs_pruned": macs_pruned,
+            "macs_sparsity": round(1 - macs_pruned / macs_dense, 6),
+            "target_macs_sparsity": self.config.macs_sparsity,
+            "budgets": budgets,
+            "binding_budget": binding.name,
+            "within_tolerance": all(b["within_tolerance"] for b in budgets.values())
+            and binding.lands(budgets[binding.name]["achieved"]),
+            "decision_adjusted": self.adjusted,
+            "decision_adjusted_share": round(self.adjusted / max(self.layout.size, 1), 6),
             "steps": self.step,
             "final_steps": self.config.final_steps,
             "world_size": self.ranks.world_size,
@@ -552,9 +594,12 @@ def _transformers_version() -> str:
 
 
 def summary_line(summary: dict) -> str:
+    targets = ", ".join(f"{b['option']} {b['target_sparsity']}" for b in summary["budgets"].values())
     return (
         f"{summary['params_dense'] / 1e6:.2f}M -> {summary['params_pruned'] / 1e6:.2f}M parameters "
-        f"(sparsity {summary['sparsity']:.3f}, target {summary['target_sparsity']}) in {summary['steps']} steps; "
+        f"(sparsity {summary['sparsity']:.3f}), {summary['macs_dense'] / 1e9:.2f} -> {summary['macs_pruned'] / 1e9:.2f} "
+        f"GMACs per {summary['macs_seconds']:g} s (MACs sparsity {summary['macs_sparsity']:.3f}); "
+        f"targets {targets}; {summary['steps']} steps; "
         f"run saved in {summary['run_dir']}"
     )
 

@@ -1,13 +1,22 @@
-"""Landing on the parameter budget from trained gate scores."""
+"""Landing on the budgets (parameters, MACs, both) from gate scores."""
 
 import pytest
 import torch
 import transformers
 
 from speechprune.accounting import dense_count, parameter_count
+from speechprune.budget import params_budget
 from speechprune.decision import decide
 from speechprune.families import FAMILIES
 from speechprune.gates import GATE_KINDS, GateLayout
+
+
+def decide_params(spec, layout, scores, target):
+    """The decision on one parameter budget of ``target`` parameters."""
+    budget = params_budget(spec, layout, 1 - target / dense_count(spec, layout))
+    decision = decide(layout, [budget], scores)
+    decision.params = decision.costs["params"]
+    return decision
 
 
 def base_spec(family="wav2vec2"):
@@ -22,7 +31,7 @@ def test_lands_within_half_a_percent(kinds, sparsity):
     layout = GateLayout(spec, kinds)
     target = dense_count(spec, layout) * (1 - sparsity)
     scores = torch.randn(layout.size, generator=torch.Generator().manual_seed(0)) + 0.5
-    decision = decide(spec, layout, scores, target)
+    decision = decide_params(spec, layout, scores, target)
     assert decision.within_tolerance and abs(decision.params / target - 1) <= 0.005
     assert decision.params == parameter_count(spec, layout.values(decision.keep.double())).item()
 
@@ -32,7 +41,7 @@ def test_keeps_the_gate_decision_when_it_already_fits():
     layout = GateLayout(spec)
     scores = torch.randn(layout.size, generator=torch.Generator().manual_seed(1))
     exact = parameter_count(spec, layout.values((scores > 0).double())).item()
-    decision = decide(spec, layout, scores, exact)
+    decision = decide_params(spec, layout, scores, exact)
     assert decision.adjusted == 0 and torch.equal(decision.keep, scores > 0)
 
 
@@ -40,7 +49,7 @@ def test_adjustment_follows_the_ranking():
     spec = base_spec()
     layout = GateLayout(spec, ("int",))
     scores = torch.linspace(1, 2, layout.size)  # all positive: everything kept at first
-    decision = decide(spec, layout, scores, dense_count(spec, layout) * 0.8)
+    decision = decide_params(spec, layout, scores, dense_count(spec, layout) * 0.8)
     removed = scores[~decision.keep]
     assert removed.max() < scores[decision.keep].min()  # the lowest scores went first
 
@@ -50,14 +59,14 @@ def test_many_tied_scores_still_land():
     layout = GateLayout(spec)
     scores = torch.randint(0, 4, (layout.size,), generator=torch.Generator().manual_seed(2)).double()
     target = dense_count(spec, layout) * 0.28
-    assert decide(spec, layout, scores, target).within_tolerance
+    assert decide_params(spec, layout, scores, target).within_tolerance
 
 
 def test_coarse_structures_report_the_closest_size():
     spec = base_spec()
     layout = GateLayout(spec, ("mha", "ffn"))
     target = dense_count(spec, layout) * 0.28
-    decision = decide(spec, layout, torch.randn(layout.size, generator=torch.Generator().manual_seed(0)), target)
+    decision = decide_params(spec, layout, torch.randn(layout.size, generator=torch.Generator().manual_seed(0)), target)
     assert not decision.within_tolerance
     assert abs(decision.params / target - 1) < 0.05  # the closest block combination, not a far one
 
@@ -67,6 +76,6 @@ def test_every_conv_layer_keeps_a_channel():
     layout = GateLayout(spec, ("conv", "int"))
     scores = torch.ones(layout.size, dtype=torch.float64)
     scores[layout.group("conv", 3).offset : layout.group("conv", 3).offset + 512] = -5  # gates say: drop it all
-    decision = decide(spec, layout, scores, dense_count(spec, layout) * 0.5)
+    decision = decide_params(spec, layout, scores, dense_count(spec, layout) * 0.5)
     kept = layout.values(decision.keep.double()).get("conv", 3)
     assert kept.sum() == 1 and decision.within_tolerance

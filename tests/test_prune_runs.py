@@ -193,14 +193,17 @@ def write_scores(path, model, structures=None, seed=0):
 
 
 def test_one_shot_from_scores_lands_and_shrinks(model_dir, audio_dir, tmp_path):
-    from speechprune.decision import decide
+    from speechprune.budget import params_budget
+    from speechprune.decision import decide, value_per_cost
     from speechprune.export import shrink_run
 
     model = model_dir("wav2vec2")
     layout, scores = write_scores(tmp_path / "scores.json", model)
     summary = prune(fast_config(model, audio_dir, tmp_path / "run", 0.6, steps=0, scores=str(tmp_path / "scores.json")))
     assert summary["steps"] == 0 and summary["within_tolerance"] and summary["val_distill"] is not None
-    expected = decide(read_spec(RunFolder(tmp_path / "run")), layout, scores, summary["params_dense"] * 0.4)
+    budgets = [params_budget(read_spec(RunFolder(tmp_path / "run")), layout, 0.6)]
+    ranking = value_per_cost(layout, budgets, scores)  # importance per parameter
+    expected = decide(layout, budgets, ranking, initial=torch.ones(layout.size, dtype=torch.bool))
     _, values = final_student(tmp_path / "run")
     assert torch.equal(values.flat > 0, expected.keep)  # exactly the ranking of the scores
     report = shrink_run(tmp_path / "run", tmp_path / "model")

@@ -16,6 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..progress import Reporter
 
 
+# (label, metric key prefix) of each budget the progress shows: expected/target sparsity
+BUDGET_METRICS = (("sparsity", ""), ("MACs sparsity", "macs_"))
+
+
 class Output:
     def __init__(self, json_mode: bool = False, quiet: bool = False):
         self.json_mode = json_mode
@@ -103,8 +107,9 @@ class BarReporter(QuietReporter):
 
     def update(self, step: int, metrics: dict) -> None:
         status = f"loss {metrics['loss']:.4f}"
-        if "expected_sparsity" in metrics:
-            status += f"  sparsity {metrics['expected_sparsity']:.3f}/{metrics['target_sparsity']:.3f}"
+        for label, prefix in BUDGET_METRICS:
+            if f"expected_{prefix}sparsity" in metrics:
+                status += f"  {label} {metrics[f'expected_{prefix}sparsity']:.3f}/{metrics[f'target_{prefix}sparsity']:.3f}"
         if metrics.get("val_distill") is not None:
             status += f"  val {metrics['val_distill']:.4f}"
         self.progress.update(self.task, advance=1, status=status)
@@ -117,9 +122,10 @@ class BarReporter(QuietReporter):
 
 def format_metrics(m: dict) -> str:
     parts = [f"step {m['step']}", f"loss {m['loss']:.4f}", f"distill {m['distill']:.4f}"]
-    if "expected_sparsity" in m:
-        parts.append(f"sparsity {m['expected_sparsity']:.3f}/{m['target_sparsity']:.3f}")
-        parts.append(f"lambda {m['lambda1']:+.3f},{m['lambda2']:+.3f}")
+    for label, prefix in BUDGET_METRICS:
+        if f"expected_{prefix}sparsity" in m:
+            parts.append(f"{label} {m[f'expected_{prefix}sparsity']:.3f}/{m[f'target_{prefix}sparsity']:.3f}")
+            parts.append(f"lambda {m[f'{prefix}lambda1']:+.3f},{m[f'{prefix}lambda2']:+.3f}")
     if m.get("val_distill") is not None:
         parts.append(f"val {m['val_distill']:.4f}")
     parts.append(f"{m['audio_seconds_per_second']:.1f} audio-s/s")

@@ -25,6 +25,8 @@ DEMO_FOLDER = Path("runs") / "demo-inputs"
 def command(
     model: Optional[str] = typer.Argument(None, help="Hub id (facebook/wav2vec2-base) or local folder saved with save_pretrained."),
     sparsity: Optional[float] = typer.Option(None, help="Fraction of encoder parameters to remove, in (0, 1). [default: 0.72 with --demo]"),
+    macs_sparsity: Optional[float] = typer.Option(None, help="Fraction of encoder MACs to remove, in (0, 1), for --macs-seconds of audio; alone or with --sparsity."),
+    macs_seconds: Optional[float] = typer.Option(None, help="Audio length (batch 1) the MACs budget counts. [default: 10]"),
     data: Optional[str] = typer.Option(None, envvar="SPEECHPRUNE_DATA", help="Folder of audio (searched recursively) or manifest file."),
     out: Optional[str] = typer.Option(None, help="Run folder. [default: runs/<model>-<sparsity>]"),
     demo: bool = typer.Option(False, "--demo", help="Run offline on a built-in tiny model and generated audio."),
@@ -55,7 +57,10 @@ def command(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the summary with --json)."),
 ) -> None:
-    """Prune MODEL to --sparsity by gated distillation on unlabelled audio."""
+    """Prune MODEL to --sparsity (parameters) and/or --macs-sparsity (compute) by gated distillation on unlabelled audio.
+
+    Example: speechprune prune facebook/wav2vec2-base --sparsity 0.72 --macs-sparsity 0.72 --data /data/LibriSpeech/train-clean-100
+    """
     main_rank = Distributed.from_env().is_main  # under torchrun only rank 0 talks
     output = Output(json_mode=json_output and main_rank, quiet=quiet or not main_rank)
     if demo:
@@ -73,15 +78,20 @@ def command(
         out = out or "runs/demo"
     if model is None:
         raise UsageError("missing MODEL: give a hub id or model folder, e.g. speechprune prune facebook/wav2vec2-base --sparsity 0.72")
-    if sparsity is None:
-        raise UsageError("missing --sparsity: the fraction of parameters to remove, e.g. --sparsity 0.72")
+    if sparsity is None and macs_sparsity is None:
+        raise UsageError(
+            "missing budget: give --sparsity (fraction of parameters to remove), --macs-sparsity (fraction of MACs) "
+            "or both, e.g. --sparsity 0.72 --macs-sparsity 0.72"
+        )
     if not data:
         raise DataError(NO_DATA)
     config = PruneConfig(
         model=model,
         sparsity=sparsity,
         data=data,
-        out=out or str(Path("runs") / f"{Path(model.rstrip('/')).name}-{round(sparsity * 100)}"),
+        out=out or default_out(model, sparsity, macs_sparsity),
+        macs_sparsity=macs_sparsity,
+        macs_seconds=macs_seconds,
         revision=revision,
         structures=[s.strip() for s in structures.split(",") if s.strip()],
         ste=ste,
@@ -113,3 +123,10 @@ def command(
 
     summary = prune(config, output.reporter(log_every))
     output.result(summary, summary_line(summary))
+
+
+def default_out(model: str, sparsity: float | None, macs_sparsity: float | None) -> str:
+    """runs/<model>-p<sparsity>-m<macs sparsity>, with the values as given (0.72 -> 0.72)."""
+    name = Path(model.rstrip("/")).name
+    budgets = [f"{tag}{value:g}" for tag, value in (("p", sparsity), ("m", macs_sparsity)) if value is not None]
+    return str(Path("runs") / "-".join([name, *budgets]))

@@ -1,6 +1,6 @@
 """speechprune: make self-supervised speech encoders smaller and faster without task labels."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 
 def load(path, dtype=None):

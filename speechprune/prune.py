@@ -38,6 +38,7 @@ from .runfolder import RUN_FORMAT, RunFolder
 from .runtime import Distributed, autocast, check_precision, resolve_device
 
 GRAD_CLIP = 10.0
+SETTLE_ON_DECISION = True  # after the warm-up, the constraint measures the decision (see lagrangian_term)
 WARM_START_REMOVED = 0.5  # --init-from-scores: log_alpha of structures the one-shot decision removes
 
 
@@ -190,21 +191,29 @@ def build_optimizers(model: GatedStudent, lambdas: torch.Tensor, config: PruneCo
     return weights, optimizer, torch.optim.Adam([lambdas], lr=config.lambda_lr, maximize=True)
 
 
-def lagrangian_term(budgets: list[Budget], gates: HardConcreteGates, lambdas: torch.Tensor, ramp: float):
-    """(sum over budgets of lambda1 gap + lambda2 gap^2, expected sparsity per budget (B,)),
-    gap = expected sparsity - the budget's target at this point of the ramp.
+def lagrangian_term(budgets: list[Budget], gates: HardConcreteGates, lambdas: torch.Tensor, ramp: float,
+                    on_decision: bool = False):
+    """(sum over budgets of lambda1 gap + lambda2 gap^2, sparsity per budget (B,)),
+    gap = sparsity - the budget's target at this point of the ramp.
+
+    The sparsity is the expected one (keep probabilities) while the target ramps up. With
+    ``on_decision`` (once the targets are final) it is the sparsity of the current decision
+    1[log_alpha > 0], with the gradient of the probabilities: the multipliers then hold the
+    decision itself on the budget, so the final decision lands where training went instead
+    of being adjusted by rank at the end.
 
     Every budget has its own multiplier pair (row of ``lambdas``, (B, 2)). Sets ``lambdas.grad``
     to d term / d lambda = (gap, gap^2) per row, which the multipliers' optimizer climbs
     (maximize=True); the term itself only sends gradients to the gates.
     """
-    values = gates.layout.values(gates.keep_probability())
-    expected = torch.stack([budget.expected_sparsity(values) for budget in budgets])  # (B,)
-    gap = expected - torch.tensor([budget.sparsity * ramp for budget in budgets], dtype=expected.dtype,
-                                  device=expected.device)
+    keep = gates.decision_with_gradient() if on_decision else gates.keep_probability()
+    values = gates.layout.values(keep)
+    sparsity = torch.stack([budget.expected_sparsity(values) for budget in budgets])  # (B,)
+    gap = sparsity - torch.tensor([budget.sparsity * ramp for budget in budgets], dtype=sparsity.dtype,
+                                  device=sparsity.device)
     lambdas.grad = torch.stack([gap.detach(), gap.detach() ** 2], dim=1).to(lambdas.dtype)
     term = (lambdas[:, 0].detach() * gap + lambdas[:, 1].detach() * gap**2).sum()
-    return term, expected
+    return term, sparsity
 
 
 def metric_prefix(budget: Budget) -> str:
@@ -405,7 +414,8 @@ class Pruning:
         loss = distill.float()
         if phase == "prune":
             ramp = config.ramp(step)
-            lagrangian, expected = lagrangian_term(self.budgets, self.gates, self.lambdas, ramp)
+            on_decision = SETTLE_ON_DECISION and step > config.warmup_steps
+            lagrangian, expected = lagrangian_term(self.budgets, self.gates, self.lambdas, ramp, on_decision)
             loss = loss + lagrangian
             metrics["lagrangian"] = lagrangian.item()
             for budget, sparsity, (lambda1, lambda2) in zip(self.budgets, expected.tolist(), self.lambdas.tolist()):

@@ -36,6 +36,7 @@ from .errors import ModelError, UsageError
 from .loading import ModelInfo, inspect_model, quiet_transformers
 from .macs import frames, macs
 from .progress import Reporter
+from .quantize import check_scheme, describe as describe_quantization, quantize
 from .runtime import resolve_device
 
 DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
@@ -58,6 +59,8 @@ class BenchOptions:
     compile: bool = False  # also time each model under torch.compile (CUDA graphs on GPUs)
     breakdown: bool = False  # also time the parts of the forward pass separately
     seed: int = 0  # of the generated input audio
+    quantize: str | None = None  # scheme of speechprune.quantize applied to the models under test
+    baseline_quantize: str | None = None  # the same for the baseline (None: it stays float)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class BenchModel:
     forward: Callable | None = None  # input_values (B, T) -> output
     params: int = 0
     file_bytes: int | None = None
+    quantize: str | None = None  # scheme applied after loading
 
 
 def all_cores() -> int:
@@ -101,7 +105,20 @@ def check_options(options: BenchOptions) -> torch.device:
             raise UsageError(f"--dtype {dtype} is not supported on {device.type}; use {' or '.join(DEVICE_DTYPES[device.type])}")
         if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UsageError("--dtype bfloat16: this GPU has no bfloat16 support; use float16 or float32")
+    _check_quantization(options, device)
     return device
+
+
+def _check_quantization(options: BenchOptions, device: torch.device) -> None:
+    check_scheme(options.quantize, device, "--quantize")
+    check_scheme(options.baseline_quantize, device, "--baseline-quantize")
+    if options.baseline_quantize and not options.baseline:
+        raise UsageError("--baseline-quantize needs a --baseline to quantize")
+    option = "--quantize" if options.quantize else "--baseline-quantize"
+    if (options.quantize or options.baseline_quantize) and options.dtypes != ["float32"]:
+        raise UsageError(f"{option} quantizes float32 models: drop --dtype {','.join(options.dtypes)}")
+    if (options.quantize or options.baseline_quantize) and options.compile:
+        raise UsageError(f"--compile does not apply to dynamically quantized models; drop --compile or {option}")
 
 
 # --- what each model is (config files only), then its weights ----------------------------------
@@ -153,7 +170,8 @@ def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds:
 
 
 def load(model: BenchModel, device: torch.device) -> None:
-    """Load the weights of ``model`` (float32, eval mode) onto ``device``; fills module/forward/params/file_bytes."""
+    """Load the weights of ``model`` (float32, eval mode) onto ``device``, quantized if asked; fills
+    module/forward/params/file_bytes."""
     if model.kind == "shrunk":
         from .artifact import load as load_shrunk
 
@@ -166,7 +184,10 @@ def load(model: BenchModel, device: torch.device) -> None:
         _load_stock(model)
     model.module = model.module.to(device=device, dtype=torch.float32).eval()
     model.forward = model.forward or model.module
-    model.params = sum(p.numel() for p in model.module.parameters())
+    model.params = sum(p.numel() for p in model.module.parameters())  # quantized layers hide theirs: count first
+    if model.quantize:  # in place: a prune run's forward holds the module
+        quantize(model.module, model.quantize, inplace=True)
+        model.note = f"{model.note}; {describe_quantization(model.quantize)}"
 
 
 def _load_stock(model: BenchModel) -> None:
@@ -361,6 +382,10 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     baseline = describe(options.baseline) if options.baseline else None
     models = ([baseline] if baseline else []) + [describe(source) for source in options.models]
     check_inputs(models, baseline, options.seconds)
+    for model in models:
+        model.quantize = options.baseline_quantize if model is baseline else options.quantize
+        if model.quantize:
+            model.label += f" [{model.quantize}]"
     _unique_labels(models, baseline)
 
     threads = options.threads or all_cores()
@@ -401,7 +426,8 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
         "baseline": baseline.label if baseline else None,
         "models": [
             {"label": m.label, "source": m.source, "kind": m.kind, "note": m.note, "params": m.params,
-             "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate}
+             "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate, "quantize": m.quantize,
+             "quantization": describe_quantization(m.quantize)}
             for m in models
         ],
         "results": results,

@@ -308,7 +308,10 @@ class Attention(nn.Module):
             return linear_bias(self.out_proj).expand(b, t, -1).to(x.dtype)
         q, k, v, attn_mask = self.inputs(x, key_mask, position_bias, masks)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)  # (B, H, T, w)
-        o = o.transpose(1, 2).reshape(b, t, self.num_heads * self.vo_dim)  # (B, T, H * w)
+        o = o.transpose(1, 2)  # (B, T, H, w): the layout SDPA's fused kernels write, so no copy is made here
+        if torch.compiler.is_exporting():  # export's decompositions may assume other strides: copy explicitly
+            o = o.clone(memory_format=torch.contiguous_format)
+        o = o.reshape(b, t, self.num_heads * self.vo_dim)  # (B, T, H * w)
         if self.slots["out"] is not None:  # drop the padded slots (zeros): back to the stored columns
             o = o.index_select(-1, self._index("out", o.device))  # (B, T, sum of stored v/o widths)
         return self.out_proj(o)

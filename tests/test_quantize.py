@@ -23,7 +23,7 @@ from conftest import build_model
 from test_accounting import edge_case_values
 from test_cli import assert_clean_error, cli
 from test_encoder import encoder_from
-from test_probe import write_tones
+from test_probe import run_dir, write_tones  # noqa: F401 (run_dir: a fixture)
 
 FAST = ["--device", "cpu", "--warmup", "0", "--repeat", "1", "--min-time", "0", "--seconds", "0.5"]
 
@@ -167,9 +167,10 @@ def test_quantize_on_a_gpu_is_a_usage_error(capsys, tiny_shrunk, no_loading, mon
     assert_clean_error(result, 2, "--quantize must be one of int8")
 
 
-@pytest.mark.parametrize("kind", ["shrunk", "stock"])
-def test_eval_probes_the_quantized_model(capsys, tiny_shrunk, model_dir, tmp_path, kind):
-    model = tiny_shrunk if kind == "shrunk" else model_dir("wav2vec2", "large")
+@pytest.mark.parametrize("kind", ["shrunk", "stock", "run"])
+def test_eval_probes_the_quantized_model(capsys, tiny_shrunk, model_dir, tmp_path, kind, request):
+    model = {"shrunk": lambda: tiny_shrunk, "stock": lambda: model_dir("wav2vec2", "large"),
+             "run": lambda: request.getfixturevalue("run_dir")}[kind]()  # a run: quantized with its masks
     tones = write_tones(tmp_path / "tones", per_class=4)
     code, out, err = cli(capsys, "eval", model, "--data", tones, "--quantize", "int8", "--no-per-layer",
                          "--epochs", "20", "--json")

@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# True while torch.export traces the model (ONNX export); older torch releases without the query: False
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
 ACTIVATIONS = {
     "gelu": nn.GELU,
     "gelu_new": lambda: nn.GELU(approximate="tanh"),
@@ -309,7 +312,7 @@ class Attention(nn.Module):
         q, k, v, attn_mask = self.inputs(x, key_mask, position_bias, masks)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)  # (B, H, T, w)
         o = o.transpose(1, 2)  # (B, T, H, w): the layout SDPA's fused kernels write, so no copy is made here
-        if torch.compiler.is_exporting():  # export's decompositions may assume other strides: copy explicitly
+        if _is_exporting():  # export's decompositions may assume other strides: copy explicitly
             o = o.clone(memory_format=torch.contiguous_format)
         o = o.reshape(b, t, self.num_heads * self.vo_dim)  # (B, T, H * w)
         if self.slots["out"] is not None:  # drop the padded slots (zeros): back to the stored columns

@@ -6,6 +6,7 @@
       modeling_speechprune.py     self-contained (torch + transformers) model code
       preprocessor_config.json    sampling rate / normalisation of the source model
       README.md                   model card: source, sparsity, counts, command, fidelity
+      model.onnx                  only with `shrink --onnx`: the same model for ONNX Runtime
       stock/                      only when the result fits a stock transformers config
 
 The folder is written to a temporary sibling and renamed into place, so a crash or a full
@@ -18,6 +19,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import save_file
@@ -81,8 +83,10 @@ def write_model_folder(
     preprocessor: dict,
     stock: tuple[dict, dict] | None = None,
     overwrite: bool = False,
+    extra: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write the model folder atomically. ``stock`` is (transformers config dict, state dict)."""
+    """Write the model folder atomically. ``stock`` is (transformers config dict, state dict);
+    ``extra(folder)`` writes more files into the folder before it is moved into place."""
     from .hf_model import SpeechpruneConfig
 
     out = Path(out)
@@ -113,6 +117,8 @@ def write_model_folder(
             (tmp / "stock" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
             stock_tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in stock_state.items()}
             save_file(stock_tensors, str(tmp / "stock" / "model.safetensors"), metadata={"format": "pt"})
+        if extra is not None:
+            extra(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -47,3 +47,8 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
 
 def write_torch(path: Path, obj) -> None:
     _write_via_temp(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_file(path: Path, write: Callable[[Path], None]) -> None:
+    """Any file: ``write(tmp)`` writes (and may check) it under a temporary name; an exception leaves nothing."""
+    _write_via_temp(path, write)

@@ -9,7 +9,10 @@ each model's speedup as the baseline's median over its own.
 
 What is timed is what users deploy: the stock ``transformers`` model for a stock folder or
 hub id, ``speechprune.load`` for a shrunk folder, and, for a prune run, the dense encoder
-multiplied by its current masks (dense compute: no speedup until it is shrunk).
+multiplied by its current masks (dense compute: no speedup until it is shrunk). With
+``--quantize`` the models under test are quantized after loading (``speechprune.quantize``),
+and with ``--runtime onnxruntime`` they run as ONNX exports checked against torch
+(``speechprune.onnx_export``); the baseline stays float32 torch unless ``--baseline-quantize``.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from .encoder import Encoder, EncoderSpec
 from .errors import ModelError, UsageError
 from .loading import ModelInfo, inspect_model, quiet_transformers
 from .macs import frames, macs, min_samples
+from .onnx_export import export_onnx, quantize_onnx, require_onnx, session
 from .progress import Reporter
+from .quantize import check_scheme, describe as describe_quantization, quantize
 from .runtime import resolve_device
 
 DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
 PARTS = ("cnn", "projection", "pos_conv", "layers")  # --breakdown; "other" is the rest of the forward
+RUNTIMES = ("torch", "onnxruntime")
 BUSY_LIMIT = 0.25  # cores kept busy by other processes while timing, above which the numbers are flagged
 
 
@@ -58,6 +64,9 @@ class BenchOptions:
     compile: bool = False  # also time each model under torch.compile (CUDA graphs on GPUs)
     breakdown: bool = False  # also time the parts of the forward pass separately
     seed: int = 0  # of the generated input audio
+    quantize: str | None = None  # scheme of speechprune.quantize applied to the models under test
+    baseline_quantize: str | None = None  # the same for the baseline (None: it stays float)
+    runtime: str = "torch"  # or "onnxruntime": the models under test run as checked ONNX exports (the baseline in torch)
 
 
 @dataclass
@@ -73,6 +82,8 @@ class BenchModel:
     forward: Callable | None = None  # input_values (B, T) -> output
     params: int = 0
     file_bytes: int | None = None
+    quantize: str | None = None  # scheme applied after loading
+    runtime: str = "torch"
 
 
 def all_cores() -> int:
@@ -101,7 +112,35 @@ def check_options(options: BenchOptions) -> torch.device:
             raise UsageError(f"--dtype {dtype} is not supported on {device.type}; use {' or '.join(DEVICE_DTYPES[device.type])}")
         if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UsageError("--dtype bfloat16: this GPU has no bfloat16 support; use float16 or float32")
+    _check_quantization(options, device)
+    _check_runtime(options, device)
     return device
+
+
+def _check_runtime(options: BenchOptions, device: torch.device) -> None:
+    if options.runtime not in RUNTIMES:
+        raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {options.runtime!r}")
+    if options.runtime == "torch":
+        return
+    if device.type != "cpu":
+        raise UsageError("--runtime onnxruntime runs on the CPU (CPUExecutionProvider); use --device cpu")
+    for given, option in ((options.dtypes != ["float32"], "--dtype"), (options.compile, "--compile"),
+                          (options.breakdown, "--breakdown")):
+        if given:
+            raise UsageError(f"{option} does not apply to --runtime onnxruntime (float32 graphs, timed whole)")
+    require_onnx()
+
+
+def _check_quantization(options: BenchOptions, device: torch.device) -> None:
+    check_scheme(options.quantize, device, "--quantize")
+    check_scheme(options.baseline_quantize, device, "--baseline-quantize")
+    if options.baseline_quantize and not options.baseline:
+        raise UsageError("--baseline-quantize needs a --baseline to quantize")
+    option = "--quantize" if options.quantize else "--baseline-quantize"
+    if (options.quantize or options.baseline_quantize) and options.dtypes != ["float32"]:
+        raise UsageError(f"{option} quantizes float32 models: drop --dtype {','.join(options.dtypes)}")
+    if (options.quantize or options.baseline_quantize) and options.compile:
+        raise UsageError(f"--compile does not apply to dynamically quantized models; drop --compile or {option}")
 
 
 # --- what each model is (config files only), then its weights ----------------------------------
@@ -144,8 +183,9 @@ def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds:
                 raise UsageError(f"--seconds {s:g} is too short for {model.source}: it needs at least {shortest:.3f} s")
 
 
-def load(model: BenchModel, device: torch.device) -> None:
-    """Load the weights of ``model`` (float32, eval mode) onto ``device``; fills module/forward/params/file_bytes."""
+def load(model: BenchModel, device: torch.device, threads: int | None = None) -> None:
+    """Load the weights of ``model`` (float32, eval mode) onto ``device``, quantized if asked; fills
+    module/forward/params/file_bytes."""
     if model.kind == "shrunk":
         from .artifact import load as load_shrunk
 
@@ -158,7 +198,36 @@ def load(model: BenchModel, device: torch.device) -> None:
         _load_stock(model)
     model.module = model.module.to(device=device, dtype=torch.float32).eval()
     model.forward = model.forward or model.module
-    model.params = sum(p.numel() for p in model.module.parameters())
+    model.params = sum(p.numel() for p in model.module.parameters())  # quantized layers hide theirs: count first
+    if model.runtime == "onnxruntime":
+        _load_onnxruntime(model, threads)
+    elif model.quantize:  # in place: a prune run's forward holds the module
+        quantize(model.module, model.quantize, inplace=True)
+        model.note = f"{model.note}; {describe_quantization(model.quantize)}"
+
+
+def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
+    """Export ``model`` to ONNX (checked against torch), quantize it if asked, and time an ORT session of it.
+
+    The graph takes input_values only, as every model is timed. The session holds the graph in
+    memory, so the files go as soon as it is made.
+    """
+    import tempfile
+
+    from .targets import load_target, read_target
+
+    encoder, _, _ = load_target(read_target(model.source), torch.device("cpu"))
+    with tempfile.TemporaryDirectory(prefix="speechprune-bench-") as folder:
+        path = Path(folder) / "model.onnx"
+        export_onnx(encoder, path, attention_mask=False, sampling_rate=model.sampling_rate)
+        if model.quantize:
+            quantize_onnx(path, Path(folder) / "int8.onnx")
+            path = Path(folder) / "int8.onnx"
+        runner = session(path, threads)
+    model.forward = lambda waveforms: runner.run(None, {"input_values": waveforms.numpy()})[0]
+    model.note = f"{model.note}; ONNX Runtime (CPU) of an ONNX export checked against torch"
+    if model.quantize:
+        model.note += f"; {describe_quantization(model.quantize, 'onnxruntime')}"
 
 
 def _load_stock(model: BenchModel) -> None:
@@ -353,13 +422,21 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     baseline = describe(options.baseline) if options.baseline else None
     models = ([baseline] if baseline else []) + [describe(source) for source in options.models]
     check_inputs(models, baseline, options.seconds)
+    for model in models:
+        model.quantize = options.baseline_quantize if model is baseline else options.quantize
+        model.runtime = "torch" if model is baseline else options.runtime
+        if model.runtime != "torch" and model.kind == "run":
+            raise UsageError(f"--runtime {model.runtime} takes models, not prune runs: shrink {model.source} first")
+        tags = ([model.runtime] if model.runtime != "torch" else []) + ([model.quantize] if model.quantize else [])
+        if tags:
+            model.label += f" [{' '.join(tags)}]"
     _unique_labels(models, baseline)
 
     threads = options.threads or all_cores()
     torch.set_num_threads(threads)
     for model in models:
         reporter.message(f"loading {model.source}")
-        load(model, device)
+        load(model, device, threads)
     sync = {"cuda": lambda: torch.cuda.synchronize(device), "mps": torch.mps.synchronize}.get(device.type, lambda: None)
 
     results = []
@@ -393,7 +470,8 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
         "baseline": baseline.label if baseline else None,
         "models": [
             {"label": m.label, "source": m.source, "kind": m.kind, "note": m.note, "params": m.params,
-             "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate}
+             "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate, "runtime": m.runtime,
+             "quantize": m.quantize, "quantization": describe_quantization(m.quantize, m.runtime)}
             for m in models
         ],
         "results": results,

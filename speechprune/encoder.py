@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# True while torch.export traces the model (ONNX export); older torch releases without the query: False
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
 ACTIVATIONS = {
     "gelu": nn.GELU,
     "gelu_new": lambda: nn.GELU(approximate="tanh"),
@@ -256,6 +259,12 @@ class PositionalConv(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with per-layer head count and q/k and v/o widths.
 
+    The projections are called as modules at their stored widths (the sum of the kept
+    per-head widths), so they cost exactly what is stored and torch's quantized replacements
+    of nn.Linear drop in. Only the activations are padded, to one run-time width per layer:
+    SDPA's fused CPU and GPU kernels need q, k and v of equal widths, and are ~4x faster than
+    the unfused path they otherwise fall back to. A dense layer is never copied for it.
+
     The scale is the dense model's head_dim ** -0.5 whatever width is kept: masked query
     dims only drop terms from q.k, they do not change its scale.
     """
@@ -264,9 +273,7 @@ class Attention(nn.Module):
         super().__init__()
         d = spec.hidden_size
         self.num_heads = len(layer.heads)
-        # One run-time width for q, k and v: SDPA's fused CPU and GPU kernels need equal
-        # widths, and are ~4x faster than the unfused path they otherwise fall back to.
-        self.qk_dim = self.vo_dim = max(layer.qk_dim, layer.vo_dim)
+        self.qk_dim = self.vo_dim = max(layer.qk_dim, layer.vo_dim)  # the run-time width w of every head
         self.scaling = spec.head_dim**-0.5
         self.heads = list(layer.heads)
         qk_widths, vo_widths = layer.head_widths()
@@ -274,11 +281,15 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, sum(qk_widths))
         self.v_proj = nn.Linear(d, sum(vo_widths))
         self.out_proj = nn.Linear(sum(vo_widths), d)
-        # Heads narrower than the run-time width: where each padded slot reads its stored row
-        # (or the zero row)
-        self.qk_slots = _padding_slots(qk_widths, self.qk_dim)
-        self.vo_slots = _padding_slots(vo_widths, self.vo_dim)
-        self._slot_tensors: dict[str, torch.Tensor] = {}
+        # Column indices, None where every head already has the run-time width: "qk"/"vo",
+        # for each slot of the padded (H * w) layout, the stored column it reads (sum(widths):
+        # the zero column); "out", for each stored v/o column, its slot in the padded layout.
+        self.slots = {
+            "qk": _padding_slots(qk_widths, self.qk_dim),
+            "vo": _padding_slots(vo_widths, self.vo_dim),
+            "out": _stored_slots(vo_widths, self.vo_dim),
+        }
+        self._index_tensors: dict[str, torch.Tensor] = {}
         self.gated_bias = spec.num_buckets > 0
         if self.gated_bias:  # WavLM's gate on the relative position bias
             self.dense_heads = spec.num_heads
@@ -297,20 +308,23 @@ class Attention(nn.Module):
         # x: (B, T, D); key_mask: (B, 1, 1, T) bool, True = attend; position_bias: (H_rel, T, T)
         b, t, _ = x.shape
         if self.num_heads == 0:  # a kept block without heads adds its output bias
-            return self.out_proj.bias.expand(b, t, -1).to(x.dtype)
+            return linear_bias(self.out_proj).expand(b, t, -1).to(x.dtype)
         q, k, v, attn_mask = self.inputs(x, key_mask, position_bias, masks)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)  # (B, H, T, d_vo)
-        o = o.transpose(1, 2).reshape(b, t, self.num_heads * self.vo_dim)
-        return F.linear(o, self.output_weight(), self.out_proj.bias)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)  # (B, H, T, w)
+        o = o.transpose(1, 2)  # (B, T, H, w): the layout SDPA's fused kernels write, so no copy is made here
+        if _is_exporting():  # export's decompositions may assume other strides: copy explicitly
+            o = o.clone(memory_format=torch.contiguous_format)
+        o = o.reshape(b, t, self.num_heads * self.vo_dim)  # (B, T, H * w)
+        if self.slots["out"] is not None:  # drop the padded slots (zeros): back to the stored columns
+            o = o.index_select(-1, self._index("out", o.device))  # (B, T, sum of stored v/o widths)
+        return self.out_proj(o)
 
     def inputs(self, x, key_mask, position_bias, masks: LayerMasks | None = None):
         """(q, k, v, attn_mask) as attention consumes them: masked, at the run-time width, with
         the padding mask and WavLM's gated position bias merged into ``attn_mask``."""
-        b, t, _ = x.shape
-        q_proj, k_proj, v_proj = self._projections()
-        q = F.linear(x, *q_proj).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
-        k = F.linear(x, *k_proj).view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)  # (B, H, T, d_qk)
-        v = F.linear(x, *v_proj).view(b, t, self.num_heads, self.vo_dim).transpose(1, 2)  # (B, H, T, d_vo)
+        q = self._per_head(self.q_proj(x), "qk")  # (B, H, T, w)
+        k = self._per_head(self.k_proj(x), "qk")  # (B, H, T, w)
+        v = self._per_head(self.v_proj(x), "vo")  # (B, H, T, w)
         if masks is not None:
             if masks.qk is not None:  # masking q alone is enough: q.k sums over kept dims only
                 q = q * masks.qk[:, None, :].to(q.dtype)
@@ -324,38 +338,25 @@ class Attention(nn.Module):
                 attn_mask = attn_mask.masked_fill(~key_mask, float("-inf"))
         return q, k, v, attn_mask
 
-    def _projections(self):
-        """(weight, bias) of q, k and v at the uniform run-time width.
-
-        Heads stored at different widths get zero rows up to the layer's run-time width.
-        Padding the weights costs far less than padding activations.
-        """
-        return (
-            self._pad_rows(self.q_proj, self.qk_slots, "qk"),
-            self._pad_rows(self.k_proj, self.qk_slots, "qk"),
-            self._pad_rows(self.v_proj, self.vo_slots, "vo"),
-        )
+    def _per_head(self, y: torch.Tensor, kind: str) -> torch.Tensor:
+        """(B, T, sum of stored widths) -> (B, H, T, w), narrower heads zero-padded to w."""
+        b, t, _ = y.shape
+        if self.slots[kind] is not None:
+            y = F.pad(y, (0, 1)).index_select(-1, self._index(kind, y.device))  # (B, T, H * w)
+        return y.view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)
 
     def output_weight(self) -> torch.Tensor:
-        """out_proj's weight (D, H * d_vo) at the run-time width: zero columns for padded slots."""
+        """out_proj's weight (D, H * w) at the run-time width: zero columns for padded slots."""
         weight = self.out_proj.weight  # (D, sum of stored v/o widths)
-        if self.vo_slots is None:
+        if self.slots["vo"] is None:
             return weight
-        zero = weight.new_zeros(weight.shape[0], 1)
-        return torch.cat([weight, zero], dim=1)[:, self._slots("vo", weight.device)]
+        return F.pad(weight, (0, 1))[:, self._index("vo", weight.device)]
 
-    def _pad_rows(self, linear: nn.Linear, slots: list[int] | None, kind: str):
-        if slots is None:
-            return linear.weight, linear.bias
-        index = self._slots(kind, linear.weight.device)
-        weight = torch.cat([linear.weight, linear.weight.new_zeros(1, linear.weight.shape[1])])[index]
-        return weight, torch.cat([linear.bias, linear.bias.new_zeros(1)])[index]
-
-    def _slots(self, kind: str, device: torch.device) -> torch.Tensor:
+    def _index(self, kind: str, device: torch.device) -> torch.Tensor:
         key = f"{kind}:{device}"
-        if key not in self._slot_tensors:  # built on first use: from_pretrained creates modules on "meta"
-            self._slot_tensors[key] = torch.tensor(self.qk_slots if kind == "qk" else self.vo_slots, device=device)
-        return self._slot_tensors[key]
+        if key not in self._index_tensors:  # built on first use: from_pretrained creates modules on "meta"
+            self._index_tensors[key] = torch.tensor(self.slots[kind], device=device)
+        return self._index_tensors[key]
 
     def _gated_position_bias(self, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
         # WavLM: head h's gate reads the h-th head_dim-wide slice of the layer input (not the
@@ -372,9 +373,19 @@ class Attention(nn.Module):
         return gate * bias.to(x.dtype)
 
 
+def linear_bias(linear: nn.Module) -> torch.Tensor:
+    """The bias of a Linear layer, also of torch's quantized replacements (where it is a method).
+
+    Layers whose input width is pruned to zero only add their bias: they are never called,
+    because quantized kernels do not support an empty reduction.
+    """
+    bias = linear.bias
+    return bias() if callable(bias) else bias
+
+
 def _padding_slots(widths: list[int], width: int) -> list[int] | None:
-    """For heads stored at ``widths``, the stored row of each slot of a (H * width) padded layout;
-    ``sum(widths)`` marks a zero slot. None when no padding is needed."""
+    """For heads stored at ``widths``, the stored column of each slot of a (H * width) padded
+    layout; ``sum(widths)`` marks a zero slot. None when no padding is needed."""
     if all(w == width for w in widths):
         return None
     slots, start = [], 0
@@ -382,6 +393,14 @@ def _padding_slots(widths: list[int], width: int) -> list[int] | None:
         slots += list(range(start, start + w)) + [sum(widths)] * (width - w)
         start += w
     return slots
+
+
+def _stored_slots(widths: list[int], width: int) -> list[int] | None:
+    """For heads stored at ``widths``, the slot in the (H * width) padded layout of each stored
+    column, in order. None when no padding is needed."""
+    if all(w == width for w in widths):
+        return None
+    return [h * width + j for h, w in enumerate(widths) for j in range(w)]
 
 
 def _head_value_mask(masks: LayerMasks) -> torch.Tensor | None:
@@ -399,8 +418,11 @@ class FeedForward(nn.Module):
         self.intermediate_dense = nn.Linear(spec.hidden_size, layer.ffn_dim)
         self.intermediate_act_fn = ACTIVATIONS[spec.hidden_act]()
         self.output_dense = nn.Linear(layer.ffn_dim, spec.hidden_size)
+        self.units = layer.ffn_dim
 
     def forward(self, x: torch.Tensor, units: torch.Tensor | None = None) -> torch.Tensor:
+        if self.units == 0:  # a kept block without units adds its output bias
+            return linear_bias(self.output_dense).expand(*x.shape[:-1], -1).to(x.dtype)
         h = self.intermediate_act_fn(self.intermediate_dense(x))  # (B, T, F)
         if units is not None:
             h = h * units.to(h.dtype)

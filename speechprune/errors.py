@@ -23,3 +23,7 @@ class ModelError(SpeechpruneError):
 
 class RunFolderError(SpeechpruneError):
     """A run folder that is missing, belongs to another run, or would be overwritten."""
+
+
+class ExportError(SpeechpruneError):
+    """An exported model that does not compute what the torch model computes, or a missing exporter."""

@@ -31,6 +31,7 @@ from .bench import min_samples
 from .errors import DataError, UsageError
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
 from .progress import Reporter
+from .quantize import check_scheme, describe as describe_quantization, quantize
 from .runtime import resolve_device
 from .targets import Target, check_teacher, load_target, model_fields, read_target
 
@@ -56,6 +57,7 @@ class EvalOptions:
     seed: int = 0
     device: str = "cpu"
     out: str | None = None
+    quantize: str | None = None  # probe the model quantized by this scheme (speechprune.quantize)
 
 
 @dataclass
@@ -102,7 +104,9 @@ def check_options(options: EvalOptions):
             raise UsageError(f"--out {options.out} is a folder; give a file name")
         if not target.parent.exists():
             raise UsageError(f"--out {options.out}: folder {target.parent} does not exist")
-    return resolve_device(options.device)
+    device = resolve_device(options.device)
+    check_scheme(options.quantize, device)
+    return device
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -274,6 +278,13 @@ def _probe(net, masks, target: Target, clips: list[np.ndarray], n_train: int, tr
     return section, passes, fits
 
 
+def _test_batches(test: Clips, target: Target, batch_seconds: float, same_length: bool | None = None) -> list:
+    """The test clips in padded batches as ``target`` takes them (equal lengths unless it uses a padding mask)."""
+    same_length = not target.attention_mask if same_length is None else same_length
+    return [batch for _, batch in clip_batches(test.audio, batch_seconds=batch_seconds, sampling_rate=target.sampling_rate,
+                                               normalize=target.normalize, same_length=same_length)]
+
+
 def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     started = time.perf_counter()
@@ -289,6 +300,9 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     reporter.message(f"loading {options.model} ({target.kind})")
     mark = time.perf_counter()
     net, masks, _ = load_target(target, device)
+    floats = None
+    if options.quantize:  # the quantized model is the one evaluated; its float32 self is the reference
+        floats, net = net, quantize(net, options.quantize)
     seconds["load"] = round(time.perf_counter() - mark, 3)
     mark = time.perf_counter()
     section, forward, fits = _probe(net, masks, target, clips, len(train.audio), train, test, classes, options,
@@ -303,6 +317,7 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
         "data": data,
         **section,
         "teacher": None,
+        "quantization": None,
         "method": {
             "features": "per clip and hidden state (0 = input of layer 1, k = output of layer k): mean over real "
                         "frames of layer_norm(h) per frame, no affine; frozen encoder",
@@ -314,9 +329,21 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
             "batch_seconds": options.batch_seconds,
             "chance": "test accuracy of always answering the most common training label",
         },
-        "passes": {"student_forward": forward, "teacher_forward": 0, "classifier_fits": fits},
+        "passes": {"student_forward": forward, "teacher_forward": 0, "float32_forward": 0, "classifier_fits": fits},
         "time_seconds": seconds,
     }
+    if floats is not None:
+        mark = time.perf_counter()
+        reporter.message(f"comparing the {options.quantize} model's hidden states with its float32 self")
+        fidelity = compare_hidden_states(net, floats, _test_batches(test, target, options.batch_seconds),
+                                         student_mask=target.attention_mask, teacher_mask=target.attention_mask,
+                                         device=device, student_masks=masks, teacher_masks=masks)
+        passes = fidelity.pop("passes")
+        report["passes"]["student_forward"] += passes["student_forward"]
+        report["passes"]["float32_forward"] = passes["teacher_forward"]
+        report["quantization"] = {"scheme": options.quantize, "quantized": describe_quantization(options.quantize),
+                                  "fidelity": {**fidelity, "clips": len(test.audio)}}
+        seconds["quantization"] = round(time.perf_counter() - mark, 3)
     if teacher_target is not None:
         mark = time.perf_counter()
         reporter.message(f"loading teacher {options.teacher} ({teacher_target.kind})")
@@ -326,9 +353,7 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
             "teacher")
         # hidden-state fidelity on the test clips, both models fed the student's input
         both_masked = target.attention_mask and teacher_target.attention_mask
-        batches = [batch for _, batch in clip_batches(test.audio, batch_seconds=options.batch_seconds,
-                                                      sampling_rate=target.sampling_rate, normalize=target.normalize,
-                                                      same_length=not both_masked)]
+        batches = _test_batches(test, target, options.batch_seconds, same_length=not both_masked)
         fidelity = compare_hidden_states(net, teacher, batches, student_mask=target.attention_mask,
                                          teacher_mask=teacher_target.attention_mask, device=device,
                                          student_masks=masks, progress=reporter.message)

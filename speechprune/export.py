@@ -20,6 +20,7 @@ from .artifact import DTYPES, check_output_folder, stock_compatible, write_model
 from .encoder import Encoder
 from .errors import UsageError
 from .families import family_by_name
+from .onnx_export import ONNX_FILE, export_onnx, require_onnx
 from .progress import Reporter
 from .shrink import RunSnapshot, max_relative_error, read_run, shrink_encoder
 
@@ -34,6 +35,7 @@ def shrink_run(
     data: str | None = None,
     fidelity_seconds: float = 20.0,
     overwrite: bool = False,
+    onnx: bool = False,
     command: str | None = None,
     reporter: Reporter | None = None,
 ) -> dict:
@@ -45,6 +47,8 @@ def shrink_run(
         raise UsageError(f"--fidelity-seconds must be positive, got {fidelity_seconds}")
     out = Path(out)
     check_output_folder(out, overwrite)
+    if onnx:
+        require_onnx()
 
     snap = read_run(run_dir)
     if not snap.finished:
@@ -84,7 +88,17 @@ def shrink_run(
         "max_relative_error_vs_masked": error,
         "fidelity_cosine": fidelity,
         "stock_config": stock is not None,
+        "onnx": None,
     }
+
+    def write_onnx(folder: Path) -> None:  # into the folder before it moves into place: all or nothing
+        reporter.message("exporting model.onnx and checking it with ONNX Runtime")
+        audio = snap.record["audio"]
+        written = export_onnx(small, folder / ONNX_FILE, attention_mask=audio["attention_mask"],
+                              sampling_rate=audio["sampling_rate"])
+        report["onnx"] = {"file": ONNX_FILE, "inputs": written["inputs"], "outputs": written["outputs"],
+                          "max_relative_error": written["max_relative_error"]}
+
     write_model_folder(
         out,
         spec,
@@ -96,6 +110,7 @@ def shrink_run(
         preprocessor=_preprocessor(snap.record["audio"]),
         stock=stock,
         overwrite=overwrite,
+        extra=write_onnx if onnx else None,
     )
     report["file_bytes"] = (out / "model.safetensors").stat().st_size
     return report

@@ -202,9 +202,9 @@ def test_macs_equal_the_flop_counter_of_stock_and_shrunk_models(family):
                 model(x)
             counted.append(counter.get_total_flops() // 2)  # a multiply-accumulate is 2 FLOPs
     assert counted[0] == macs(spec, 16000, batch=2)["total"]
-    # ragged heads run padded to the layer's widest head: the ideal count is lower
+    # ragged heads: projections at the stored widths, attention products padded to the widest head
     assert small_spec.layers[0].qk_dims is not None
-    assert macs(small_spec, 16000, batch=2)["total"] < counted[1] < counted[0]
+    assert macs(small_spec, 16000, batch=2)["total"] == counted[1] < counted[0]
 
 
 def test_macs_scale_linearly_except_attention_scores():

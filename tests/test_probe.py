@@ -198,7 +198,7 @@ def test_eval_end_to_end(model_dir, tones, tmp_path, capsys):
     assert data["per_class"] == {label: {"train": 4, "test": 2} for label in TONES_HZ}
     assert 0.8 <= probe["accuracy"] <= 1 and probe["chance"] == pytest.approx(1 / 3, abs=1e-5)
     assert len(probe["layer_weights"]) == 4 and len(report["per_layer_accuracy"]) == 4
-    assert report["passes"] == {"student_forward": 1, "teacher_forward": 0, "classifier_fits": 5}
+    assert report["passes"] == {"student_forward": 1, "teacher_forward": 0, "float32_forward": 0, "classifier_fits": 5}
     assert report["kind"] == "stock" and report["teacher"] is None and "features: batch 1/1" in err
 
 

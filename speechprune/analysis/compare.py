@@ -40,11 +40,12 @@ class _Cka:
 
 
 def compare_hidden_states(student, teacher, batches, *, student_mask: bool, teacher_mask: bool, device,
-                          student_masks=None, progress=None) -> dict:
+                          student_masks=None, teacher_masks=None, progress=None) -> dict:
     """Per hidden state (0 = input of layer 1, k = output of layer k): cosine, L1, CKA of student vs teacher.
 
     ``student_masks`` (EncoderMasks) multiply the student's structures: a prune run's masks, so that
-    the masked student is compared, not the dense model it was pruned from.
+    the masked student is compared, not the dense model it was pruned from; ``teacher_masks`` the same
+    for the teacher (a quantized prune run is compared with the same run in float32).
     """
     n_states = len(student.spec.layers) + 1
     cos_sum = [0.0] * n_states
@@ -57,7 +58,7 @@ def compare_hidden_states(student, teacher, batches, *, student_mask: bool, teac
                 progress(f"teacher comparison: batch {index + 1}/{len(batches)}")  # about ten lines in all
             waveforms, attention = batch.waveforms.to(device), batch.attention_mask.to(device)
             got = student.encode(waveforms, attention if student_mask else None, student_masks)
-            expected = teacher.encode(waveforms, attention if teacher_mask else None)
+            expected = teacher.encode(waveforms, attention if teacher_mask else None, teacher_masks)
             real = student.frame_mask(attention, got.last_hidden_state.shape[1])  # (B, T)
             frames_total += float(real.sum())
             for k in range(n_states):

@@ -13,7 +13,7 @@ import typer
 
 from .. import __version__
 from ..errors import SpeechpruneError
-from . import analyze, bench, invocation, prune, shrink
+from . import analyze, bench, export_onnx, invocation, prune, shrink
 from . import eval as eval_command
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ app.command("prune")(prune.command)
 app.command("shrink")(shrink.command)
 app.command("bench")(bench.command)
 app.command("eval")(eval_command.command)
+app.command("export-onnx")(export_onnx.command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,9 @@ def command(
     compile_: bool = typer.Option(False, "--compile", help="Also time under torch.compile (CUDA graphs on GPUs)."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also time the CNN, projection, positional conv and layers."),
     seed: int = typer.Option(0, help="Seed of the generated input audio."),
+    quantize: Optional[str] = typer.Option(None, help="Quantize the models under test: int8 (dynamic, Linear layers; CPU)."),
+    baseline_quantize: Optional[str] = typer.Option(None, help="Quantize the baseline too: int8. [default: it stays float32]"),
+    runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
 ) -> None:
@@ -48,6 +51,9 @@ def command(
         compile=compile_,
         breakdown=breakdown,
         seed=seed,
+        quantize=quantize,
+        baseline_quantize=baseline_quantize,
+        runtime=runtime,
     )
     report = bench(options, reporter=output.reporter(log_every=1))
     if output.json_mode or output.quiet or not output.out.is_terminal:

@@ -25,6 +25,7 @@ def command(
     per_layer: bool = typer.Option(True, "--per-layer/--no-per-layer", help="Also fit one probe per hidden state alone."),
     seed: int = typer.Option(0, help="Seed of the clip choice, the split and the probe."),
     device: str = typer.Option("cpu", help="auto|cpu|cuda|cuda:N|mps."),
+    quantize: Optional[str] = typer.Option(None, help="Probe the model quantized: int8 (dynamic, Linear layers; CPU), compared with its float32 self."),
     out: Optional[str] = typer.Option(None, help="Write the report as JSON to this file."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
@@ -36,7 +37,7 @@ def command(
     options = EvalOptions(model=model, data=data, test_data=test_data, test_fraction=test_fraction, teacher=teacher,
                           max_per_class=max_per_class, max_seconds_per_clip=max_seconds_per_clip,
                           batch_seconds=batch_seconds, epochs=epochs, per_layer=per_layer, seed=seed, device=device,
-                          out=out)
+                          out=out, quantize=quantize)
     report = evaluate(options, reporter=output.reporter(log_every=1))
     output.result(report, plain(report))
 
@@ -54,8 +55,10 @@ def plain(report: dict) -> str:
     teacher = report["teacher"]
     test_from = (f"{data['split']['test_fraction']:g} of each label held out" if data["split"]["method"] == "stratified"
                  else f"test clips from {data['test_source']}")
+    quantization = report["quantization"]
     lines = [
-        f"speechprune eval {report['model']} ({report['kind']}, {report['family']}, {report['layers']} layers)",
+        f"speechprune eval {report['model']} ({report['kind']}, {report['family']}, {report['layers']} layers)"
+        + (f", quantized ({quantization['quantized']})" if quantization else ""),
         (f"data: {data['train_clips']} training and {data['test_clips']} test clips, {len(data['classes'])} labels, "
          f"from {data['source']} ({test_from}; seed {report['seed']})"),
         "",
@@ -73,6 +76,8 @@ def plain(report: dict) -> str:
     if teacher:
         header += f" {'t.weight':>8}" + (f" {'t.alone':>7}" if teacher["per_layer_accuracy"] else "")
         header += f" {'cosine':>7} {'CKA':>6}"
+    if quantization:
+        header += f" {'q.cos':>7}"
     lines.append(header)
     for k, weight in enumerate(weights):
         row = f"{k:>5} {weight:7.3f}"
@@ -83,8 +88,13 @@ def plain(report: dict) -> str:
             if teacher["per_layer_accuracy"]:
                 row += f" {teacher['per_layer_accuracy'][k]:7.3f}"
             row += f" {teacher['fidelity']['cosine'][k]:7.4f} {teacher['fidelity']['cka'][k]:6.3f}"
+        if quantization:
+            row += f" {quantization['fidelity']['cosine'][k]:7.4f}"
         lines.append(row)
     if teacher:
         lines.append(f"cosine, CKA: similarity to teacher {teacher['model']} on the "
                      f"{teacher['fidelity']['clips']} test clips ({teacher['fidelity']['frames']} frames)")
+    if quantization:
+        lines.append(f"q.cos: cosine of the {quantization['scheme']} model's hidden states to its float32 self on the "
+                     f"{quantization['fidelity']['clips']} test clips ({quantization['fidelity']['frames']} frames)")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ def command(
     data: Optional[str] = typer.Option(None, help="Audio to measure fidelity to the dense teacher on (folder or manifest)."),
     fidelity_seconds: float = typer.Option(20.0, help="At most this much audio for the fidelity measurement."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    onnx: bool = typer.Option(False, "--onnx", help="Also write model.onnx, checked with ONNX Runtime (needs speechprune[onnx])."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
 ) -> None:
@@ -34,6 +35,7 @@ def command(
         data=data,
         fidelity_seconds=fidelity_seconds,
         overwrite=overwrite,
+        onnx=onnx,
         command="speechprune " + " ".join(shlex.quote(a) for a in invocation),
         reporter=output.reporter(log_every=1),
     )
@@ -45,6 +47,8 @@ def summary_line(report: dict) -> str:
         f"{report['params_dense'] / 1e6:.2f}M -> {report['params'] / 1e6:.2f}M parameters "
         f"({report['file_bytes'] / 1e6:.1f} MB {report['dtype']}), saved in {report['model_dir']}"
     )
+    if report["onnx"]:
+        line += f"; model.onnx within {report['onnx']['max_relative_error']:.0e} of torch"
     if report["fidelity_cosine"]:
         line += "; cosine to teacher " + ", ".join(f"L{k} {v:.3f}" for k, v in report["fidelity_cosine"].items())
     return line

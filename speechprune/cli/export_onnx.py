@@ -1,0 +1,27 @@
+"""`speechprune export-onnx`: a stock or shrunk model to one ONNX file, checked with ONNX Runtime."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .output import Output
+
+
+def command(
+    model: str = typer.Argument(..., help="Stock model (folder or hub id) or shrunk folder."),
+    out: Optional[str] = typer.Option(None, help="ONNX file to write. [default: MODEL/model.onnx for a folder]"),
+    hidden_states: bool = typer.Option(False, "--hidden-states", help="Also output every hidden state, (L + 1, B, T', D)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
+) -> None:
+    """Export a model to ONNX (dynamic batch and time), kept only if ONNX Runtime matches torch."""
+    from ..onnx_export import export_model
+
+    output = Output(json_mode=json_output, quiet=quiet)
+    report = export_model(model, out, hidden_states=hidden_states, overwrite=overwrite,
+                          reporter=output.reporter(log_every=1))
+    output.result(report, f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB; inputs {', '.join(report['inputs'])}; "
+                          f"max relative error vs torch {report['max_relative_error']:.1e})")

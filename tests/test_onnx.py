@@ -1,0 +1,132 @@
+"""ONNX export (dynamic batch and time, checked with ONNX Runtime before it is kept), the
+`export-onnx` command, `shrink --onnx` and `bench --runtime onnxruntime`."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import speechprune.bench as bench_core
+import speechprune.onnx_export as onnx_export
+import speechprune.targets as targets
+from speechprune.onnx_export import export_onnx, session
+from conftest import ALL_KINDS
+from test_artifact import pruned_run  # noqa: F401 (a fixture)
+from test_cli import assert_clean_error, cli
+from test_quantize import shrunk_encoder, speech, write_shrunk
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    threads = torch.get_num_threads()  # bench sets the process's thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+def relative_error(got: np.ndarray, expected: torch.Tensor) -> float:
+    return float(np.abs(got - expected.numpy()).max() / expected.abs().max())
+
+
+@pytest.mark.parametrize("family,style", ALL_KINDS)
+def test_shrunk_models_of_every_family_run_in_onnxruntime(family, style, tmp_path):
+    small = shrunk_encoder(family, style)
+    masked = style == "large"  # Large-style models take padding masks
+    written = export_onnx(small, tmp_path / "model.onnx", attention_mask=masked, sampling_rate=16000)
+    assert written["inputs"] == (["input_values", "attention_mask"] if masked else ["input_values"])
+    assert written["max_relative_error"] < 1e-4
+    waveforms = torch.cat([speech(1.7, seed=2), speech(1.7, seed=3)])  # another batch and length than the export's
+    inputs = {"input_values": waveforms}
+    if masked:
+        inputs["attention_mask"] = torch.ones(2, waveforms.shape[1], dtype=torch.long)
+        inputs["attention_mask"][1, 15000:] = 0
+        waveforms[1, 15000:] = 0
+    with torch.no_grad():
+        expected = small(waveforms, inputs.get("attention_mask")).last_hidden_state
+    got = session(tmp_path / "model.onnx", threads=1).run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    assert relative_error(got, expected) < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left
+
+
+def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "RELATIVE_LIMIT", 0.0)
+    with pytest.raises(onnx_export.ExportError, match="differs from the torch model"):
+        export_onnx(shrunk_encoder("hubert", "base"), tmp_path / "model.onnx", attention_mask=False, sampling_rate=16000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_onnx_command_on_a_stock_model_with_hidden_states(capsys, model_dir, tmp_path):
+    out = tmp_path / "stock.onnx"
+    code, stdout, err = cli(capsys, "export-onnx", model_dir("wavlm", "large"), "--out", out, "--hidden-states", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["kind"] == "stock" and report["family"] == "wavlm" and report["path"] == str(out)
+    assert report["inputs"] == ["input_values", "attention_mask"]
+    assert report["outputs"] == ["last_hidden_state", "hidden_states"] and report["max_relative_error"] < 1e-4
+    waveforms = speech(0.8)
+    outputs = session(out, threads=1).run(None, {"input_values": waveforms.numpy(),
+                                                 "attention_mask": np.ones(waveforms.shape, dtype=np.int64)})
+    assert outputs[1].shape[0] == 4 and outputs[1].shape[1:] == outputs[0].shape  # (L + 1, B, T', D)
+    assert_clean_error(cli(capsys, "export-onnx", model_dir("wavlm", "large"), "--out", out), 2, "--overwrite")
+
+
+def test_shrink_onnx_writes_a_checked_model_onnx(capsys, pruned_run, tmp_path):
+    out = tmp_path / "model"
+    code, stdout, err = cli(capsys, "shrink", pruned_run, "--out", out, "--onnx", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["onnx"]["file"] == "model.onnx" and report["onnx"]["max_relative_error"] < 1e-4
+    assert report["onnx"]["inputs"] == ["input_values", "attention_mask"]  # a Large-style WavLM
+    assert (out / "model.onnx").is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_bench_times_onnxruntime_against_the_torch_baseline(capsys, model_dir, tmp_path):
+    shrunk = write_shrunk(tmp_path / "shrunk", "wav2vec2", "base")
+    code, stdout, err = cli(capsys, "bench", shrunk, "--baseline", model_dir("wav2vec2"), "--runtime", "onnxruntime",
+                            "--quantize", "int8", "--device", "cpu", "--warmup", "0", "--repeat", "1", "--min-time", "0",
+                            "--seconds", "0.5", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    baseline, model = report["models"]
+    assert (baseline["runtime"], baseline["quantize"]) == ("torch", None)
+    assert (model["runtime"], model["quantize"], model["label"]) == ("onnxruntime", "int8", "shrunk [onnxruntime int8]")
+    assert model["quantization"].startswith("ORT dynamic int8: MatMul")
+    assert "ONNX Runtime" in model["note"] and report["results"][1]["speedup"] > 0
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    def refuse(*_):
+        raise AssertionError("weights were loaded before the options were checked")
+
+    monkeypatch.setattr(bench_core, "load", refuse)
+    monkeypatch.setattr(targets, "load_target", refuse)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--runtime", "tensorrt"], ["--runtime", "torch, onnxruntime"]),
+    (["--runtime", "onnxruntime", "--dtype", "bfloat16"], ["--dtype", "onnxruntime"]),
+    (["--runtime", "onnxruntime", "--compile"], ["--compile", "onnxruntime"]),
+    (["--runtime", "onnxruntime", "--breakdown"], ["--breakdown", "onnxruntime"]),
+])
+def test_bench_runtime_option_errors(capsys, model_dir, no_loading, args, words):
+    assert_clean_error(cli(capsys, "bench", model_dir("wav2vec2"), "--device", "cpu", *args), 2, *words)
+
+
+def test_onnx_errors_before_loading(capsys, model_dir, pruned_run, tmp_path, no_loading, monkeypatch):
+    stock = model_dir("wav2vec2")
+    assert_clean_error(cli(capsys, "export-onnx", pruned_run, "--out", tmp_path / "x.onnx"), 2, "prune run", "shrink")
+    assert_clean_error(cli(capsys, "export-onnx", stock, "--out", tmp_path / "no" / "x.onnx"), 2, "does not exist")
+    assert_clean_error(cli(capsys, "export-onnx", "someone/model"), 2, "--out")
+    assert_clean_error(cli(capsys, "bench", pruned_run, "--runtime", "onnxruntime", "--device", "cpu"), 2,
+                       "prune runs", "shrink")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    for argv in (["export-onnx", stock, "--out", tmp_path / "x.onnx"],
+                 ["bench", stock, "--runtime", "onnxruntime", "--device", "cpu"],
+                 ["shrink", pruned_run, "--out", tmp_path / "m", "--onnx"]):
+        assert_clean_error(cli(capsys, *argv), 1, "onnxruntime", "pip install 'speechprune[onnx]'")
+    assert list(tmp_path.iterdir()) == []

@@ -18,12 +18,14 @@ import numpy as np
 import torch
 
 from . import __version__
-from .accounting import component_totals, kept_structure, parameter_breakdown
+from .accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
 from .analysis.compare import compare_hidden_states
 from .analysis.heads import head_statistics
 from .audio import AudioCorpus, scan_audio, validation_batches
 from .errors import DataError, UsageError
+from .config import DEFAULT_MACS_SECONDS
 from .gates import GateLayout, GateValues, HardConcreteGates, gate_dict
+from .macs import macs
 from .progress import Reporter
 from .runtime import resolve_device
 from .targets import Target, check_teacher, load_target, model_fields, read_target
@@ -122,6 +124,10 @@ def run_report(snap) -> dict:
             entry[name] = entry[f"attention_{name}"] + entry[f"ffn_{name}"]
         by_layer.append(entry)
     dense_totals, pruned_totals = component_totals(dense_parts), component_totals(pruned_parts)
+    # MACs for the run's reference input (--macs-seconds, batch 1), as the shrunk model runs
+    seconds = record["options"].get("macs_seconds") or DEFAULT_MACS_SECONDS
+    samples = round(seconds * record["audio"]["sampling_rate"])
+    dense_macs, pruned_macs = macs(spec, samples), macs(pruned_spec(spec, binary), samples)
     return {
         "run_dir": str(snap.run.root),
         "finished": snap.finished,
@@ -132,6 +138,11 @@ def run_report(snap) -> dict:
         "params_pruned": sum(pruned_totals.values()),
         "params_by_component": {"dense": dense_totals, "pruned": pruned_totals},
         "params_by_layer": by_layer,
+        "budgets": record.get("budgets", {"params": {"option": "--sparsity", "sparsity": record["options"]["sparsity"]}}),
+        "macs_seconds": seconds,
+        "macs_dense": dense_macs["total"],
+        "macs_pruned": pruned_macs["total"],
+        "macs_by_component": {"dense": dense_macs, "pruned": pruned_macs},
         "kept": kept,
         "removed_blocks": removed,
         "keep_probability": gate_dict(snap.layout, keep_probability),

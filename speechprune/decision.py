@@ -74,6 +74,25 @@ def value_per_cost(layout: GateLayout, budgets: list[Budget], importance: torch.
     return torch.log(importance.detach().double().cpu().clamp(min=tiny)) - torch.log(share.clamp(min=tiny))
 
 
+def one_shot_ranking(layout: GateLayout, budgets: list[Budget], importance: torch.Tensor) -> torch.Tensor:
+    """(N,) the ranking a one-shot decision from importance scores uses.
+
+    Cost is counted in the currency of the budget that binds: a budget that ends up under
+    its target should not make the structures it prices look dear. Each budget's own ranking
+    is tried in turn, and the first whose decision lands with that budget binding is taken;
+    when none does, the shares of all budgets are summed.
+    """
+    everything = torch.ones(layout.size, dtype=torch.bool)
+    if len(budgets) > 1:
+        for budget in budgets:
+            ranking = value_per_cost(layout, [budget], importance)
+            decision = decide(layout, budgets, ranking, initial=everything)
+            ratios = {b.name: decision.costs[b.name] / b.target for b in budgets}
+            if decision.within_tolerance and max(ratios, key=ratios.get) == budget.name:
+                return ranking
+    return value_per_cost(layout, budgets, importance)
+
+
 def _best_channel_per_conv_layer(layout: GateLayout, scores: torch.Tensor) -> torch.Tensor:
     """(N,) bool: the best channel of each conv layer, which is never removed (a conv layer
     without channels would turn the whole encoder into a constant)."""

@@ -26,7 +26,7 @@ from .accounting import component_totals, dense_count, kept_structure, parameter
 from .audio import CropSampler, scan_audio, split_validation, validation_batches
 from .budget import Budget, macs_budget, params_budget
 from .config import PruneConfig
-from .decision import decide, value_per_cost
+from .decision import decide, one_shot_ranking
 from .distill import DistillHeads, distill_loss
 from .encoder import Encoder
 from .errors import DataError, SpeechpruneError, UsageError
@@ -298,10 +298,11 @@ class Pruning:
 
     def _start_gates_from(self, scores: torch.Tensor) -> None:
         """One-shot (--steps 0): the gates hold the ranking the budget decision uses, importance
-        per unit of budget (``value_per_cost``). Warm start (--init-from-scores): the structures
+        per unit of the binding budget (``one_shot_ranking``). Warm start (--init-from-scores):
+        the structures
         the one-shot decision would remove start nearly undecided (keep probability
         sigmoid(0.5) = 0.62), the rest clearly on."""
-        ranking = value_per_cost(self.layout, self.budgets, scores)
+        ranking = one_shot_ranking(self.layout, self.budgets, scores)
         with torch.no_grad():
             if self.config.steps == 0:
                 self.gates.log_alpha.copy_(ranking)

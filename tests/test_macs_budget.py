@@ -10,7 +10,7 @@ import transformers
 
 from speechprune.accounting import pruned_spec
 from speechprune.budget import macs_budget, params_budget
-from speechprune.decision import decide, value_per_cost
+from speechprune.decision import decide, one_shot_ranking, value_per_cost
 from speechprune.encoder import Encoder
 from speechprune.families import FAMILIES
 from speechprune.gates import GATE_KINDS, GateLayout, HardConcreteGates
@@ -101,6 +101,19 @@ def test_one_shot_ranking_is_importance_per_share_of_the_budgets():
     assert ranking[channel] < ranking[unit]  # a CNN channel is dear in MACs
 
 
+def test_one_shot_prices_structures_in_the_binding_budget():
+    """With both budgets, a MACs-bound decision is ranked by MACs alone: the parameter budget,
+    left under its target, does not make FFN units look dear."""
+    spec = base_spec()
+    layout = GateLayout(spec)
+    budgets = [params_budget(spec, layout, 0.5), macs_budget(spec, layout, 0.72, 160000)]
+    importance = torch.rand(layout.size, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    ranking = one_shot_ranking(layout, budgets, importance)
+    assert torch.equal(ranking, value_per_cost(layout, budgets[1:], importance))
+    decision = decide(layout, budgets, ranking, initial=torch.ones(layout.size, dtype=torch.bool))
+    assert decision.within_tolerance and decision.costs["params"] < budgets[0].target
+
+
 @pytest.mark.parametrize("macs_sparsity", [0.5, 0.72, 0.8])
 def test_two_budgets_land_on_the_binding_one_and_stay_under_the_other(macs_sparsity):
     spec = base_spec("wavlm")
@@ -159,6 +172,11 @@ def test_prune_to_a_macs_budget_from_the_command_line(budget, model_dir, audio_d
     assert "expected_macs_sparsity" in metrics[-1] and "macs_lambda1" in metrics[-1]
     record = json.loads((out / "config.json").read_text())
     assert record["options"]["macs_sparsity"] == 0.6
+    code, stdout, stderr = run_cli("analyze", str(out), "--json")  # the run's structure: MACs beside params
+    assert code == 0, stderr
+    report = json.loads(stdout)["run"]
+    assert (report["macs_pruned"], report["params_pruned"]) == (summary["macs_pruned"], summary["params_pruned"])
+    assert report["macs_seconds"] == 2 and report["budgets"]["macs"]["sparsity"] == 0.6
 
 
 def test_no_budget_is_a_usage_error(model_dir, audio_dir):

@@ -82,6 +82,8 @@ def run_lines(report: dict, width: int = 40) -> list[str]:
              f"{run['params_dense']:,} -> {run['params_pruned']:,} parameters"]
     for name in run["params_by_component"]["dense"]:
         lines.append(f"  {name:<11}{run['params_by_component']['dense'][name]:>12,} -> {run['params_by_component']['pruned'][name]:>12,}")
+    lines.append(f"{run['macs_dense'] / 1e9:.2f} -> {run['macs_pruned'] / 1e9:.2f} GMACs for {run['macs_seconds']:g} s of audio; "
+                 "budgets: " + ", ".join(f"{b['option']} {b['sparsity']}" for b in run["budgets"].values()))
     lines.append("parameters per layer (# before, = after):")
     top = max((l["dense"] for l in run["params_by_layer"]), default=1) or 1
     for entry, kept in zip(run["params_by_layer"], run["kept"]["layers"]):

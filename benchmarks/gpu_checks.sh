@@ -13,10 +13,19 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
 
-python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -n 15 | tee "$out/pytest-gpu.txt" || echo "CUDA tests failed: see $out/pytest-gpu.txt"
+# A failing CUDA test fails the script, after the benchmarks below have still run.
+tests_status=0
+python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/pytest-gpu.txt" || tests_status=$?
 
 models=$(mktemp -d)
 python benchmarks/shrink_speed.py --device cuda --dtype bfloat16 --batch 8 --rounds 20 --keep "$models" --json \
     > "$out/shrink-speed-bfloat16-b8.json"
 python -m speechprune bench "$models/shrunk" --baseline "$models/dense" --device cuda --dtype float32,bfloat16 \
     --seconds 10 --batch 1,8 --json > "$out/bench-base-0.72.json"
+# the method's own one-shot choices under each budget (analyze scores), stock against pruned
+python benchmarks/speed_budget.py --device cuda --dtype float32,bfloat16 --batch 1,8 --work "$out/speed-budget" \
+    --json > "$out/speed-budget.json"
+if [ "$tests_status" -ne 0 ]; then
+    echo "error: CUDA tests failed (exit $tests_status): see $out/pytest-gpu.txt" >&2
+    exit "$tests_status"
+fi

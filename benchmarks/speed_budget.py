@@ -10,6 +10,7 @@ budget, never random scores.
     python benchmarks/speed_budget.py                       # CPU, 10 s, batch 1, float32, all cores
     python benchmarks/speed_budget.py --budgets params:0.72 macs:0.72 params:0.72+macs:0.72
     python benchmarks/speed_budget.py --work /tmp/speed --json
+    python benchmarks/speed_budget.py --device cuda --dtype float32,bfloat16 --batch 1,8
 
 Stages are cached in --work (model, audio, scores, runs, models); delete a subfolder to redo
 it. Benchmark alone: another CPU-heavy process makes the timings lie.
@@ -33,9 +34,11 @@ def parse_args():
     p.add_argument("--work", default="benchmarks/work/speed-budget", help="cache folder of every stage")
     p.add_argument("--budgets", nargs="+", default=DEFAULT_BUDGETS,
                    help="one pruned model per item: params:S, macs:S or both joined by +")
+    p.add_argument("--device", default="cpu", help="device of analyze and bench: cpu, cuda")
+    p.add_argument("--dtype", default="float32", help="bench precisions, e.g. float32,bfloat16")
     p.add_argument("--seconds", default="10")
     p.add_argument("--batch", default="1")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads of bench")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print the bench report as JSON")
     return p.parse_args()
@@ -85,7 +88,7 @@ def main() -> None:
     scores = work / "scores.json"
     if not scores.exists():
         speechprune("analyze", str(model), "--data", str(data), "--no-drop-one", "--max-seconds", "64",
-                    "--out", str(scores), "--quiet")
+                    "--device", args.device, "--out", str(scores), "--quiet")
     shrunk = []
     for item in args.budgets:
         name = item.replace(":", "").replace("+", "-")
@@ -96,8 +99,9 @@ def main() -> None:
         if not (folder / "config.json").exists():
             speechprune("shrink", str(run), "--out", str(folder), "--quiet")
         shrunk.append(str(folder))
-    report = speechprune("bench", *shrunk, "--baseline", str(model), "--device", "cpu", "--seconds", args.seconds,
-                         "--batch", args.batch, "--threads", str(args.threads), "--repeat", str(args.repeat),
+    report = speechprune("bench", *shrunk, "--baseline", str(model), "--device", args.device, "--dtype", args.dtype,
+                         "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads),
+                         "--repeat", str(args.repeat),
                          *(["--json"] if args.json else []), capture=True)
     print(report, end="")
     if args.json:

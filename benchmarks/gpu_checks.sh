@@ -23,7 +23,7 @@ python benchmarks/shrink_speed.py --device cuda --dtype bfloat16 --batch 8 --rou
 python -m speechprune bench "$models/shrunk" --baseline "$models/dense" --device cuda --dtype float32,bfloat16 \
     --seconds 10 --batch 1,8 --json > "$out/bench-base-0.72.json"
 # the method's own one-shot choices under each budget (analyze scores), stock against pruned
-python benchmarks/speed_budget.py --device cuda --dtype float32,bfloat16 --batch 1,8 --work "$out/speed-budget" \
+python benchmarks/speed_budget.py --device cuda --dtype float32,bfloat16 --batch 1,8 --work "$models/speed-budget" \
     --json > "$out/speed-budget.json"
 if [ "$tests_status" -ne 0 ]; then
     echo "error: CUDA tests failed (exit $tests_status): see $out/pytest-gpu.txt" >&2

@@ -23,3 +23,15 @@ class ModelError(SpeechpruneError):
 
 class RunFolderError(SpeechpruneError):
     """A run folder that is missing, belongs to another run, or would be overwritten."""
+
+
+class DiskFullError(SpeechpruneError):
+    """The disk filled up while writing ``path``; ``rerun`` says how to continue once space is freed."""
+
+    def __init__(self, path, rerun: str = "rerun"):
+        super().__init__(path)
+        self.path = path
+        self.rerun = rerun
+
+    def __str__(self) -> str:
+        return f"no space left on device while writing {self.path}; free space and {self.rerun}"

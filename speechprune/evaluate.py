@@ -24,6 +24,7 @@ from .audio import (
     AudioFile,
     AudioReadError,
     SkipCounts,
+    is_finite,
     load_audio,
     scan_audio,
 )
@@ -165,8 +166,8 @@ def read_clips(files: dict[str, list[AudioFile]], classes: list[str], rate: int,
                skipped: SkipCounts) -> Clips:
     """Mono float32 at ``rate``; a file longer than ``seconds`` keeps its centre ``seconds``.
 
-    Files that fail to decode, or come out shorter than the model's receptive field, are skipped
-    and counted in ``skipped``.
+    Files that fail to decode, come out shorter than the model's receptive field, or hold NaN or
+    infinite samples are skipped and counted in ``skipped``.
     """
     clips = Clips()
     for label, items in files.items():
@@ -179,6 +180,9 @@ def read_clips(files: dict[str, list[AudioFile]], classes: list[str], rate: int,
                 continue
             if len(audio) < shortest:
                 skipped.add("too_short")
+                continue
+            if not is_finite(audio):
+                skipped.add("non_finite")
                 continue
             clips.audio.append(audio)
             clips.labels.append(classes.index(label))

@@ -19,7 +19,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from . import __version__, atomic
 from .encoder import EncoderSpec
@@ -89,8 +88,8 @@ def write_model_folder(
     tmp = atomic.temp_dir(out)
     try:
         with atomic.disk_full_names(out):  # a full disk is said plainly, naming the model folder
-            tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in state.items()}
-            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            tensors = {k: v.to(DTYPES[dtype]) for k, v in state.items()}
+            atomic.write_safetensors(tmp / "model.safetensors", tensors, metadata={"format": "pt"})
             config = SpeechpruneConfig(
                 encoder=spec.to_dict(),
                 architectures=["SpeechpruneModel"],
@@ -110,8 +109,8 @@ def write_model_folder(
                 (tmp / "stock").mkdir()
                 (tmp / "stock" / "config.json").write_text(json.dumps(stock_config, indent=2) + "\n")
                 (tmp / "stock" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-                stock_tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in stock_state.items()}
-                save_file(stock_tensors, str(tmp / "stock" / "model.safetensors"), metadata={"format": "pt"})
+                stock_tensors = {k: v.to(DTYPES[dtype]) for k, v in stock_state.items()}
+                atomic.write_safetensors(tmp / "stock" / "model.safetensors", stock_tensors, metadata={"format": "pt"})
             _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

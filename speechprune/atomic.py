@@ -68,13 +68,13 @@ def _write_via_temp(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         with disk_full_names(path):
             write(Path(tmp))
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # after writing: safetensors recreates the file as 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -83,10 +83,12 @@ def _write_via_temp(path: Path, write: Callable[[Path], None]) -> None:
 
 @contextmanager
 def disk_full_names(path: Path):
-    """A disk-full error raised inside becomes ``DiskFullError`` naming ``path``."""
+    """A disk-full error raised inside becomes ``DiskFullError`` naming ``path`` (nested: the outermost
+    name wins, e.g. the checkpoint rather than its temporary file)."""
     try:
         yield
-    except DiskFullError:
+    except DiskFullError as error:
+        error.path = path
         raise
     except Exception as error:
         if is_disk_full(error):
@@ -101,7 +103,7 @@ def is_disk_full(error: BaseException) -> bool:
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
     text = str(error)
-    if isinstance(error, RuntimeError) and "inline_container.cc" in text and "write" in text:
+    if isinstance(error, RuntimeError) and "inline_container.cc" in text and ("write" in text or "unexpected pos" in text):
         return True
     return type(error).__name__ == "SafetensorError" and ("os error 28" in text or "No space left" in text)
 

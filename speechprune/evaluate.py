@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .analysis.compare import compare_hidden_states
+from .analysis.compare import compare_hidden_states, require_finite
 from .atomic import write_json
 from .audio import (
     AUDIO_EXTENSIONS,
@@ -30,6 +30,7 @@ from .audio import (
 )
 from .bench import min_samples
 from .errors import DataError, UsageError
+from .outputs import check_apart
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
 from .progress import Reporter
 from .runtime import resolve_device
@@ -103,6 +104,8 @@ def check_options(options: EvalOptions):
             raise UsageError(f"--out {options.out} is a folder; give a file name")
         if not target.parent.exists():
             raise UsageError(f"--out {options.out}: folder {target.parent} does not exist")
+        check_apart(target, "--out", {"MODEL": options.model, "--data": options.data, "--test-data": options.test_data,
+                                      "--teacher": options.teacher}, folder=False)
     return resolve_device(options.device)
 
 
@@ -260,6 +263,7 @@ def _probe(net, masks, target: Target, clips: list[np.ndarray], n_train: int, tr
     features = pooled_features(net, clips, masks=masks, attention_mask=target.attention_mask, normalize=target.normalize,
                                sampling_rate=target.sampling_rate, batch_seconds=options.batch_seconds, device=device,
                                progress=reporter.message)  # (N, L + 1, D)
+    require_finite(features, f"{who} {options.teacher if who == 'teacher' else options.model}")
     train_x, test_x = features[:n_train], features[n_train:]
     fit = {"classes": classes, "seed": options.seed, "epochs": options.epochs, "lr": options.lr,
            "weight_decay": options.weight_decay}

@@ -75,8 +75,9 @@ def is_within(path: str | Path, folder: str | Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | None]) -> None:
-    """Refuse (usage error) an output that is, contains or lies inside an input.
+def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | None], folder: bool = True) -> None:
+    """Refuse (usage error) an output folder that is, contains or lies inside an input; an output
+    file (``folder=False``) only must not be an input (a new file inside an input folder harms nothing).
 
     ``inputs`` maps an option name (``--data``) to its path; None and names that are not local
     paths (hub ids) are skipped.
@@ -85,7 +86,7 @@ def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | Non
         if path is None or not Path(path).expanduser().exists():
             continue
         inside, around = is_within(out, path), is_within(path, out)
-        if inside or around:
+        if (inside or around) if folder else (inside and around):
             relation = "is" if inside and around else "lies inside" if inside else "contains"
             raise UsageError(
                 f"{option} {out} {relation} {name} {path}; writing there could destroy the input: "

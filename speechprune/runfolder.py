@@ -127,13 +127,14 @@ class RunFolder:
     ) -> Path:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         name = f"step-{step:08d}-{phase}"
-        tmp = atomic.temp_dir(self.checkpoints / name)
+        final = self.checkpoints / name
+        tmp = atomic.temp_dir(final)
         try:
-            for file, content in tensors.items():
-                atomic.write_safetensors(tmp / f"{file}.safetensors", content)
-            atomic.write_torch(tmp / "optimizer.pt", torch_state)
-            atomic.write_json(tmp / "state.json", state)
-            final = self.checkpoints / name
+            with atomic.disk_full_names(final):
+                for file, content in tensors.items():
+                    atomic.write_safetensors(tmp / f"{file}.safetensors", content)
+                atomic.write_torch(tmp / "optimizer.pt", torch_state)
+                atomic.write_json(tmp / "state.json", state)
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)

@@ -178,12 +178,12 @@ def test_bad_inputs(pruned_run, model_dir, tmp_path, capsys):
 
 
 def test_failed_write_leaves_nothing_behind(pruned_run, tmp_path, monkeypatch):
-    import speechprune.artifact as artifact
+    import speechprune.atomic as atomic
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifact, "save_file", disk_full)
+    monkeypatch.setattr(atomic, "save_file", disk_full)
     with pytest.raises(DiskFullError) as raised:
         shrink_run(pruned_run, tmp_path / "model")
     assert str(raised.value) == f"no space left on device while writing {tmp_path / 'model'}; free space and rerun"

@@ -64,7 +64,8 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
     return removed
 
 
-def _write_via_temp(path: Path, write: Callable[[Path], None]) -> None:
+def write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file that then replaces it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
@@ -125,7 +126,7 @@ def dumps(data, indent: int | None = 2) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    _write_via_temp(path, lambda tmp: tmp.write_text(text))
+    write_with(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, data) -> None:
@@ -135,8 +136,8 @@ def write_json(path: Path, data) -> None:
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     # safetensors refuses non-contiguous tensors and tensors sharing memory
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    _write_via_temp(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def write_torch(path: Path, obj) -> None:
-    _write_via_temp(path, lambda tmp: torch.save(obj, tmp))
+    write_with(path, lambda tmp: torch.save(obj, tmp))

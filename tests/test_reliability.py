@@ -22,7 +22,6 @@ from safetensors.torch import load_file, save_file
 
 from speechprune import atomic
 from speechprune.analysis.compare import require_finite
-from speechprune.cli.app import main
 from speechprune.cli.output import Output
 from speechprune.encoder import Encoder
 from speechprune.errors import DataError, ModelError

@@ -417,19 +417,21 @@ class Pruning:
 
         self.optimizer.zero_grad(set_to_none=True)
         # A non-finite loss or gradient never reaches the weights: the step is skipped and counted.
-        # Gradients are averaged across ranks, so only the loss needs the ranks to agree.
+        # Gradients are averaged across ranks, so only the loss needs the ranks to agree. With fp16
+        # the loss scaler already skips steps with inf gradients (and lowers its scale): its business.
         finite = not self.ranks.any(not bool(torch.isfinite(loss)))
         if finite:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(self.weight_params, GRAD_CLIP)
             gate_grad = self.gates.log_alpha.grad
-            finite = bool(torch.isfinite(norm)) and (gate_grad is None or bool(torch.isfinite(gate_grad).all()))
+            finite = self.scaler.is_enabled() or (
+                bool(torch.isfinite(norm)) and (gate_grad is None or bool(torch.isfinite(gate_grad).all())))
             if finite:
                 self.scaler.step(self.optimizer)
+                self.scaler.update()
                 if phase == "prune":
                     self.lambda_optimizer.step()
-            self.scaler.update()  # fp16: a step with inf gradients lowers the loss scale
         self._count_skipped(finite, metrics)
 
         seconds = time.perf_counter() - tick

@@ -175,16 +175,30 @@ def test_nan_features_are_refused():
         require_finite(np.array([np.inf]), "student")
 
 
-def test_analyze_refuses_a_model_with_nan_weights(capsys, model_dir, audio_dir, tmp_path):
+@pytest.fixture
+def nan_model(model_dir, tmp_path) -> Path:
+    """The tiny wav2vec2 with one FFN weight set to NaN (what a diverged run would have shrunk to)."""
     model = tmp_path / "nan-model"
     shutil.copytree(model_dir("wav2vec2"), model)
     weights = load_file(str(model / "model.safetensors"))
     name = next(k for k in weights if k.endswith("feed_forward.output_dense.weight"))
     weights[name] = torch.full_like(weights[name], math.nan)
     save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
-    result = cli(capsys, "analyze", model, "--data", audio_dir, "--max-seconds", "3", "--no-drop-one",
+    return model
+
+
+def test_analyze_refuses_a_model_with_nan_weights(capsys, nan_model, audio_dir):
+    result = cli(capsys, "analyze", nan_model, "--data", audio_dir, "--max-seconds", "3", "--no-drop-one",
                  "--projections", "1", "--json")
     assert_clean_error(result, 1, "NaN or infinite", only_line=False)
+
+
+def test_eval_refuses_nan_features(capsys, nan_model, audio_dir, tmp_path):
+    for index, path in enumerate(sorted(audio_dir.iterdir())[:8]):
+        (tmp_path / "labelled" / f"label{index % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / "labelled" / f"label{index % 2}" / path.name)
+    result = cli(capsys, "eval", nan_model, "--data", tmp_path / "labelled", "--epochs", "2", "--json")
+    assert_clean_error(result, 1, "model", "NaN or infinite", only_line=False)
 
 
 # ---------------------------------------------------------------- 3. outputs overlapping inputs

@@ -9,7 +9,6 @@ from config files and scan the audio, then load weights and compute. Statistics 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, atomic
 from .accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
-from .analysis.compare import compare_hidden_states
+from .analysis.compare import compare_hidden_states, require_finite
 from .analysis.heads import head_statistics
 from .audio import AudioCorpus, scan_audio, validation_batches
-from .errors import DataError, UsageError
 from .config import DEFAULT_MACS_SECONDS
+from .errors import DataError, UsageError
+from .outputs import check_apart
 from .gates import GateLayout, GateValues, HardConcreteGates, gate_dict
 from .macs import macs
 from .progress import Reporter
@@ -70,6 +70,8 @@ def check_options(options: AnalyzeOptions) -> torch.device:
             raise UsageError(f"{option} {path} is a folder; give a file name")
         if not target.parent.exists():
             raise UsageError(f"{option} {path}: folder {target.parent} does not exist")
+        check_apart(target, option, {"MODEL": options.model, "--data": options.data, "--teacher": options.teacher},
+                    folder=False)
     if options.png is not None:
         if not options.png.lower().endswith(".png"):
             raise UsageError(f"--png takes a .png file name, got {options.png}")
@@ -189,6 +191,7 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
                                 seed=options.seed, drop_one=options.drop_one, use_attention_mask=target.attention_mask,
                                 device=device, progress=reporter.message)
         scores = stats.pop("gate_importance")
+        require_finite(scores, f"{options.model}")
         passes = stats.pop("passes")
         report["heads"] = stats
         report["gate_scores"] = gate_dict(layout, scores)
@@ -205,7 +208,7 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
             net, teacher, batches, student_mask=target.attention_mask, teacher_mask=teacher_target.attention_mask,
             student_masks=base_masks, device=device, progress=reporter.message)}
     if options.out:
-        Path(options.out).expanduser().write_text(json.dumps(report, indent=2) + "\n")
+        atomic.write_json(Path(options.out).expanduser(), report)
         reporter.message(f"saved {options.out}")
     if options.png:
         from .analysis.plot import save_png

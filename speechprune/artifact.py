@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import save_file
 
-from . import __version__
+from . import __version__, atomic
 from .encoder import EncoderSpec
 from .errors import RunFolderError
 
@@ -91,35 +89,35 @@ def write_model_folder(
 
     out = Path(out)
     check_output_folder(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = atomic.temp_dir(out)
     try:
-        tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in state.items()}
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        config = SpeechpruneConfig(
-            encoder=spec.to_dict(),
-            architectures=["SpeechpruneModel"],
-            auto_map={
-                "AutoConfig": f"{MODELING_FILE[:-3]}.SpeechpruneConfig",
-                "AutoModel": f"{MODELING_FILE[:-3]}.SpeechpruneModel",
-            },
-            speechprune=provenance,
-        )
-        config.dtype = dtype
-        config.save_pretrained(tmp)
-        (tmp / MODELING_FILE).write_text(modeling_source())
-        (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-        (tmp / "README.md").write_text(card)
-        if stock is not None:
-            stock_config, stock_state = stock
-            (tmp / "stock").mkdir()
-            (tmp / "stock" / "config.json").write_text(json.dumps(stock_config, indent=2) + "\n")
-            (tmp / "stock" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-            stock_tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in stock_state.items()}
-            save_file(stock_tensors, str(tmp / "stock" / "model.safetensors"), metadata={"format": "pt"})
-        if extra is not None:
-            extra(tmp)
-        _swap_into_place(tmp, out)
+        with atomic.disk_full_names(out):  # a full disk is said plainly, naming the model folder
+            tensors = {k: v.to(DTYPES[dtype]) for k, v in state.items()}
+            atomic.write_safetensors(tmp / "model.safetensors", tensors, metadata={"format": "pt"})
+            config = SpeechpruneConfig(
+                encoder=spec.to_dict(),
+                architectures=["SpeechpruneModel"],
+                auto_map={
+                    "AutoConfig": f"{MODELING_FILE[:-3]}.SpeechpruneConfig",
+                    "AutoModel": f"{MODELING_FILE[:-3]}.SpeechpruneModel",
+                },
+                speechprune=provenance,
+            )
+            config.dtype = dtype
+            config.save_pretrained(tmp)
+            (tmp / MODELING_FILE).write_text(modeling_source())
+            (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
+            (tmp / "README.md").write_text(card)
+            if stock is not None:
+                stock_config, stock_state = stock
+                (tmp / "stock").mkdir()
+                (tmp / "stock" / "config.json").write_text(json.dumps(stock_config, indent=2) + "\n")
+                (tmp / "stock" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
+                stock_tensors = {k: v.to(DTYPES[dtype]) for k, v in stock_state.items()}
+                atomic.write_safetensors(tmp / "stock" / "model.safetensors", stock_tensors, metadata={"format": "pt"})
+            if extra is not None:
+                extra(tmp)
+            _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -127,7 +125,7 @@ def write_model_folder(
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
     if out.exists():  # --overwrite: move the old folder aside first, delete it only once the new one is in place
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        old = atomic.temp_dir(out)
         out.rename(old / "model")
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)

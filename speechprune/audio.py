@@ -23,6 +23,7 @@ _DECODE_ERRORS = (RuntimeError, OSError, ValueError, EOFError, sf.SoundFileError
 _DATA_HINT = "pass a folder of wav/flac/ogg/mp3 speech files or a manifest with --data"
 
 Progress = Callable[[int, int], None]
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class SkipCounts:
     empty: int = 0
     too_short: int = 0
     silent: int = 0
+    non_finite: int = 0  # NaN or infinite samples, which would turn the weights into NaN
 
     @property
     def total(self) -> int:
@@ -101,6 +103,7 @@ def scan_audio(
     min_seconds: float = 1.0,
     full_check_max_seconds: float = 3600.0,
     progress: Progress | None = None,
+    warn: Warn | None = None,
 ) -> AudioCorpus:
     """List the usable audio of a folder (searched recursively), a manifest, or a single audio file.
 
@@ -111,7 +114,8 @@ def scan_audio(
     Every file's header is read: files that cannot be opened, have no frames or are shorter than
     `min_seconds` are skipped. When the remaining files total at most `full_check_max_seconds`, each is
     also decoded in full now, so undecodable and silent files are skipped before training; bigger
-    corpora skip that up-front cost and CropSampler finds such files while it reads crops.
+    corpora skip that up-front cost and CropSampler finds such files while it reads crops. Files with NaN
+    or infinite samples are skipped as "non_finite", and named through `warn`.
 
     `progress(done, total)` is called after each file; `total` grows once, when the full check starts.
     Raises DataError when `source` is missing or yields no usable file.
@@ -142,6 +146,8 @@ def scan_audio(
         files, header_files = [], files
         for file in header_files:
             reason, file = _check_content(file, min_seconds)
+            if reason == "non_finite" and warn:
+                warn(_non_finite_message(file.path))
             if reason:
                 skipped.add(reason)
             else:
@@ -227,6 +233,8 @@ def _check_content(file: AudioFile, min_seconds: float) -> tuple[str | None, Aud
         peak, frames = _decode_peak(file)
     except AudioReadError:
         return "unreadable", file
+    if not math.isfinite(peak):
+        return "non_finite", file
     reason = _length_problem(frames, file.sample_rate, min_seconds)
     if not reason and peak < SILENCE_PEAK:
         reason = "silent"
@@ -234,13 +242,16 @@ def _check_content(file: AudioFile, min_seconds: float) -> tuple[str | None, Aud
 
 
 def _decode_peak(file: AudioFile) -> tuple[float, int]:
-    """Decode all of `file` block by block: (peak |x| of the mono mix, frames decoded)."""
+    """Decode all of `file` block by block: (peak |x| of the mono mix, frames decoded).
+
+    The peak is inf when any sample is NaN or infinite (``max`` alone would drop a NaN)."""
     peak, frames = 0.0, 0
     try:
         with sf.SoundFile(file.path) as sound:
             for block in sound.blocks(_DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (N, C)
                 if len(block):
-                    peak = max(peak, float(np.abs(block.mean(axis=1)).max()))
+                    block_peak = float(np.abs(block.mean(axis=1)).max())
+                    peak = max(peak, block_peak) if math.isfinite(block_peak) else math.inf
                     frames += len(block)
     except _DECODE_ERRORS as error:
         raise AudioReadError(_unreadable_message(file.path, error)) from error
@@ -249,6 +260,10 @@ def _decode_peak(file: AudioFile) -> tuple[float, int]:
 
 def _unreadable_message(path: str, error: BaseException) -> str:
     return f"cannot decode {path} ({_one_line(error)}); re-encode it as wav or flac, or leave it out of --data"
+
+
+def _non_finite_message(path: str) -> str:
+    return f"skipping {path}: it holds NaN or infinite samples; fix it or leave it out of --data"
 
 
 def _one_line(error: BaseException) -> str:
@@ -282,6 +297,10 @@ def load_audio(
 
 def _is_silent(audio: np.ndarray) -> bool:
     return not audio.size or float(np.abs(audio).max()) < SILENCE_PEAK
+
+
+def is_finite(audio: np.ndarray) -> bool:
+    return bool(np.isfinite(audio).all())
 
 
 def _batch_shape(sample_rate: int, crop_seconds: float, batch_seconds: float) -> tuple[int, int]:
@@ -332,7 +351,7 @@ def validation_batches(
 ) -> list[Batch]:
     """The first `crop_seconds` of each file (shorter ones padded), in file order, batched.
 
-    Files that cannot be read, or whose first crop is silent, are left out.
+    Files that cannot be read, or whose first crop is silent or not finite, are left out.
     """
     batch_size, crop_frames = _batch_shape(sample_rate, crop_seconds, batch_seconds)
     crops = []
@@ -341,7 +360,7 @@ def validation_batches(
             crop = load_audio(file, sample_rate, seconds=crop_seconds)
         except AudioReadError:
             continue
-        if not _is_silent(crop):
+        if is_finite(crop) and not _is_silent(crop):
             crops.append(crop)
     return [
         _collate(crops[start : start + batch_size], crop_frames, sample_rate, normalize)
@@ -356,7 +375,8 @@ class CropSampler:
     """Random fixed-length training crops, one batch per step, reproducible from (seed, step, rank).
 
     Each rank draws from its own shard, `files[rank::world_size]`. A file that fails to decode, or
-    turns out silent as a whole, is excluded from then on and its crop redrawn. Save `state_dict()`
+    turns out silent as a whole, or has a crop with NaN or infinite samples, is excluded from then
+    on (named through `warn`) and its crop redrawn. Save `state_dict()`
     with the checkpoint: a resumed run that loads it draws bit-identical batches.
     """
 
@@ -371,6 +391,7 @@ class CropSampler:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        warn: Warn | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
@@ -386,6 +407,7 @@ class CropSampler:
         self.normalize = normalize
         self.seed = seed
         self.rank = rank
+        self._warn = warn
         self._source = corpus.source
         self._corpus_skipped = replace(corpus.skipped)
         self._bad_files: dict[str, str] = {}  # path -> skip reason, found while reading
@@ -431,6 +453,9 @@ class CropSampler:
         if not crop.size:  # the header promised more audio than the file holds
             self._bad_files[file.path] = "unreadable"
             return None
+        if not is_finite(crop):
+            self._mark_non_finite(file)
+            return None
         if _is_silent(crop) and not self._whole_file_has_sound(file):
             return None
         return crop  # a silent crop of a file with sound is a pause: kept
@@ -443,11 +468,19 @@ class CropSampler:
         except AudioReadError:
             self._bad_files[file.path] = "unreadable"
             return False
+        if not math.isfinite(peak):
+            self._mark_non_finite(file)
+            return False
         if peak < SILENCE_PEAK:
             self._bad_files[file.path] = "silent"
             return False
         self._has_sound.add(file.path)
         return True
+
+    def _mark_non_finite(self, file: AudioFile) -> None:
+        self._bad_files[file.path] = "non_finite"
+        if self._warn:
+            self._warn(_non_finite_message(file.path))
 
     def state_dict(self) -> dict:
         """JSON-serialisable: the files found bad while reading, and the skip counts."""

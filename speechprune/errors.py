@@ -27,3 +27,15 @@ class RunFolderError(SpeechpruneError):
 
 class ExportError(SpeechpruneError):
     """An exported model that does not compute what the torch model computes, or a missing exporter."""
+
+
+class DiskFullError(SpeechpruneError):
+    """The disk filled up while writing ``path``; ``rerun`` says how to continue once space is freed."""
+
+    def __init__(self, path, rerun: str = "rerun"):
+        super().__init__(path)
+        self.path = path
+        self.rerun = rerun
+
+    def __str__(self) -> str:
+        return f"no space left on device while writing {self.path}; free space and {self.rerun}"

@@ -17,18 +17,20 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .analysis.compare import compare_hidden_states
+from .analysis.compare import compare_hidden_states, require_finite
 from .atomic import write_json
 from .audio import (
     AUDIO_EXTENSIONS,
     AudioFile,
     AudioReadError,
     SkipCounts,
+    is_finite,
     load_audio,
     scan_audio,
 )
 from .bench import min_samples
 from .errors import DataError, UsageError
+from .outputs import check_apart
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
 from .progress import Reporter
 from .quantize import check_scheme, describe as describe_quantization, quantize
@@ -104,6 +106,8 @@ def check_options(options: EvalOptions):
             raise UsageError(f"--out {options.out} is a folder; give a file name")
         if not target.parent.exists():
             raise UsageError(f"--out {options.out}: folder {target.parent} does not exist")
+        check_apart(target, "--out", {"MODEL": options.model, "--data": options.data, "--test-data": options.test_data,
+                                      "--teacher": options.teacher}, folder=False)
     device = resolve_device(options.device)
     check_scheme(options.quantize, device)
     return device
@@ -169,8 +173,8 @@ def read_clips(files: dict[str, list[AudioFile]], classes: list[str], rate: int,
                skipped: SkipCounts) -> Clips:
     """Mono float32 at ``rate``; a file longer than ``seconds`` keeps its centre ``seconds``.
 
-    Files that fail to decode, or come out shorter than the model's receptive field, are skipped
-    and counted in ``skipped``.
+    Files that fail to decode, come out shorter than the model's receptive field, or hold NaN or
+    infinite samples are skipped and counted in ``skipped``.
     """
     clips = Clips()
     for label, items in files.items():
@@ -183,6 +187,9 @@ def read_clips(files: dict[str, list[AudioFile]], classes: list[str], rate: int,
                 continue
             if len(audio) < shortest:
                 skipped.add("too_short")
+                continue
+            if not is_finite(audio):
+                skipped.add("non_finite")
                 continue
             clips.audio.append(audio)
             clips.labels.append(classes.index(label))
@@ -260,6 +267,7 @@ def _probe(net, masks, target: Target, clips: list[np.ndarray], n_train: int, tr
     features = pooled_features(net, clips, masks=masks, attention_mask=target.attention_mask, normalize=target.normalize,
                                sampling_rate=target.sampling_rate, batch_seconds=options.batch_seconds, device=device,
                                progress=reporter.message)  # (N, L + 1, D)
+    require_finite(features, f"{who} {options.teacher if who == 'teacher' else options.model}")
     train_x, test_x = features[:n_train], features[n_train:]
     fit = {"classes": classes, "seed": options.seed, "epochs": options.epochs, "lr": options.lr,
            "weight_decay": options.weight_decay}

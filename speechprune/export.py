@@ -9,6 +9,7 @@ audio, then write the folder atomically.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from . import __version__
 from .accounting import parameter_count
 from .artifact import DTYPES, check_output_folder, stock_compatible, write_model_folder
 from .encoder import Encoder
-from .errors import UsageError
+from .errors import ModelError, UsageError
 from .families import family_by_name
 from .onnx_export import ONNX_FILE, export_onnx, require_onnx
+from .outputs import OutputLock, check_apart
 from .progress import Reporter
+from .runfolder import RunFolder
 from .shrink import RunSnapshot, max_relative_error, read_run, shrink_encoder
 
 EXACTNESS_LIMIT = 1e-4  # max relative error of shrunk vs masked outputs (float32)
@@ -46,10 +49,23 @@ def shrink_run(
     if fidelity_seconds <= 0:
         raise UsageError(f"--fidelity-seconds must be positive, got {fidelity_seconds}")
     out = Path(out)
-    check_output_folder(out, overwrite)
     if onnx:
         require_onnx()
+    check_apart(out, "--out", {"RUN": run_dir, "--data": data, "the run's source model": _source_model(run_dir)})
+    with OutputLock(out):
+        return _shrink_run(run_dir, out, dtype, data, fidelity_seconds, overwrite, onnx, command, reporter)
 
+
+def _source_model(run_dir: str | Path) -> str | None:
+    """The teacher a run was pruned from, as its config.json names it (None when unreadable)."""
+    try:
+        return json.loads(RunFolder(run_dir).config_path.read_text())["source"]["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _shrink_run(run_dir, out: Path, dtype, data, fidelity_seconds, overwrite, onnx, command, reporter) -> dict:
+    check_output_folder(out, overwrite)
     snap = read_run(run_dir)
     if not snap.finished:
         reporter.warning(f"{run_dir} is not finished: shrinking its checkpoint at step {snap.step}")
@@ -65,7 +81,7 @@ def shrink_run(
     small.load_state_dict(state)
     masks = snap.layout.values(snap.values).masks()
     error = max_relative_error(dense, masks, small, snap.record["audio"]["sampling_rate"])
-    if error > EXACTNESS_LIMIT:
+    if not error <= EXACTNESS_LIMIT:  # NaN fails too
         raise RuntimeError(f"shrunk model differs from the masked one by {error:.2e} (limit {EXACTNESS_LIMIT})")
     reporter.message(f"shrunk {snap.record['params_dense']:,} -> {params:,} parameters; max relative error vs masked {error:.1e}")
 
@@ -165,6 +181,11 @@ def _fidelity(snap: RunSnapshot, small: Encoder, data: str, seconds: float, repo
                 sums[layer] += float((cos * real).sum())
             frames += float(real.sum())
     reporter.message(f"fidelity on {sum(b.seconds for b in batches):.1f} s of {data}")
+    if not all(math.isfinite(total) for total in sums.values()):
+        raise ModelError(
+            f"the shrunk model or its teacher {source['model']} gives NaN or infinite hidden states on {data}; "
+            "their weights are damaged: prune again from intact weights"
+        )
     return {str(layer): round(total / max(frames, 1.0), 4) for layer, total in sums.items()}
 
 

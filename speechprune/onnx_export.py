@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import write_file
+from .atomic import write_with
 from .errors import ExportError
 from .synth import speechlike
 
@@ -96,7 +96,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sam
             raise ExportError(f"the ONNX export differs from the torch model by {measured['error']:.1e} relative on "
                               f"another input length (limit {RELATIVE_LIMIT:.0e}); nothing was written")
 
-    write_file(path, save_checked)
+    write_with(path, save_checked)
     return {"path": str(path), "inputs": names, "outputs": outputs, "max_relative_error": measured["error"],
             "bytes": path.stat().st_size}
 

@@ -9,6 +9,7 @@ final phase that distils with the masks frozen.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import platform
@@ -29,16 +30,18 @@ from .config import PruneConfig
 from .decision import decide, one_shot_ranking
 from .distill import DistillHeads, distill_loss
 from .encoder import Encoder
-from .errors import DataError, SpeechpruneError, UsageError
+from .errors import DataError, DiskFullError, SpeechpruneError, UsageError
 from .gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
-from .macs import macs, pruned_macs
 from .loading import LoadedEncoder, describe_source, inspect_model, load_encoder
+from .macs import macs, pruned_macs
+from .outputs import OutputLock, check_apart
 from .progress import Reporter
 from .runfolder import RUN_FORMAT, RunFolder
 from .runtime import Distributed, autocast, check_precision, resolve_device
 
 GRAD_CLIP = 10.0
 SETTLE_ON_DECISION = True  # after the warm-up, the constraint measures the decision (see lagrangian_term)
+MAX_SKIPPED_IN_A_ROW = 20  # non-finite steps in a row before the run stops (its checkpoint is still good)
 WARM_START_REMOVED = 0.5  # --init-from-scores: log_alpha of structures the one-shot decision removes
 
 
@@ -52,7 +55,17 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     """Run (or resume) a pruning job and return its summary."""
     reporter = reporter or Reporter()
     config.validate()
+    check_apart(config.out, "--out", {"MODEL": config.model, "--data": config.data, "--scores": config.scores})
     ranks = Distributed.from_env()
+    try:  # one writer per run folder: rank 0 holds its lock (the other ranks write nothing)
+        with OutputLock(config.out) if ranks.is_main else contextlib.nullcontext():
+            return _prune(config, reporter, ranks)
+    except DiskFullError as error:
+        error.rerun = "rerun with --resume"
+        raise
+
+
+def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     device = resolve_device(config.device, ranks.local_rank)
     check_precision(config.precision, device)
 
@@ -69,8 +82,10 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     if plan == "finished":
         reporter.message(f"{run.root} is a finished run; nothing to do")
         return json.loads(run.summary_path.read_text())
+    if ranks.is_main:
+        run.remove_stale_temporaries()
 
-    corpus = scan_audio(config.data, min_seconds=config.min_seconds)
+    corpus = scan_audio(config.data, min_seconds=config.min_seconds, warn=reporter.warning)
     train, val = split_validation(corpus, fraction=config.val_fraction, max_files=config.val_max_files, seed=config.seed)
     if len(train.files) < ranks.world_size:
         raise DataError(
@@ -247,7 +262,8 @@ class Pruning:
 
         audio = dict(sample_rate=self.info.sampling_rate, crop_seconds=config.crop_seconds, normalize=self.info.normalize)
         self.sampler = CropSampler(
-            train, batch_seconds=config.batch_seconds, seed=config.seed, rank=ranks.rank, world_size=ranks.world_size, **audio
+            train, batch_seconds=config.batch_seconds, seed=config.seed, rank=ranks.rank, world_size=ranks.world_size,
+            warn=reporter.warning, **audio
         )
         self.val_batches = validation_batches(val, batch_seconds=config.batch_seconds, **audio) if ranks.is_main else []
 
@@ -257,6 +273,8 @@ class Pruning:
         self.elapsed = 0.0
         self.last_val: float | None = None
         self.interrupted = False
+        self.skipped_steps = 0  # steps whose loss or gradients were not finite: the weights were left alone
+        self.skipped_in_a_row = 0
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -331,6 +349,7 @@ class Pruning:
         self.elapsed = state["elapsed"]
         self.last_val = state.get("val_distill")
         self.adjusted = state.get("decision_adjusted", 0)
+        self.skipped_steps = state.get("skipped_steps", 0)
         self.sampler.load_state_dict(state["sampler"])
         if self.ranks.is_main:
             self.run_folder.truncate_metrics(self.step)
@@ -376,8 +395,9 @@ class Pruning:
                 if due:
                     metrics["val_distill"] = self._validate_and_save(phase)
                 if self.ranks.is_main:
-                    with self.run_folder.metrics_path.open("a") as handle:
-                        handle.write(json.dumps(metrics) + "\n")
+                    path = self.run_folder.metrics_path
+                    with atomic.disk_full_names(path), path.open("a") as handle:
+                        handle.write(atomic.dumps(metrics, indent=None) + "\n")
                 self.reporter.update(self.step, metrics)
                 if stop:
                     raise Interrupted(
@@ -429,13 +449,23 @@ class Pruning:
                 })
 
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.weight_params, GRAD_CLIP)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if phase == "prune":
-            self.lambda_optimizer.step()
+        # A non-finite loss or gradient never reaches the weights: the step is skipped and counted.
+        # Gradients are averaged across ranks, so only the loss needs the ranks to agree. With fp16
+        # the loss scaler already skips steps with inf gradients (and lowers its scale): its business.
+        finite = not self.ranks.any(not bool(torch.isfinite(loss)))
+        if finite:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.weight_params, GRAD_CLIP)
+            gate_grad = self.gates.log_alpha.grad
+            finite = self.scaler.is_enabled() or (
+                bool(torch.isfinite(norm)) and (gate_grad is None or bool(torch.isfinite(gate_grad).all())))
+            if finite:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if phase == "prune":
+                    self.lambda_optimizer.step()
+        self._count_skipped(finite, metrics)
 
         seconds = time.perf_counter() - tick
         self.elapsed += seconds
@@ -449,6 +479,21 @@ class Pruning:
             step_seconds=round(seconds, 4),
         )
         return metrics
+
+    def _count_skipped(self, finite: bool, metrics: dict) -> None:
+        if finite:
+            self.skipped_in_a_row = 0
+            return
+        self.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        metrics["skipped"] = True
+        self.reporter.warning(f"step {self.step}: the loss or its gradients are not finite (NaN or inf); step skipped")
+        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise DataError(
+                f"the loss was not finite for {MAX_SKIPPED_IN_A_ROW} steps in a row (up to step {self.step}); "
+                f"the weights were left untouched and the checkpoint in {self.run_folder.root} is good: "
+                "check --data for broken audio or lower --lr, then rerun with --resume"
+            )
 
     # --- decisions, validation, checkpoints --------------------------------------------------
 
@@ -525,6 +570,7 @@ class Pruning:
                 "elapsed": self.elapsed,
                 "val_distill": self.last_val,
                 "decision_adjusted": self.adjusted,
+                "skipped_steps": self.skipped_steps,
                 "sampler": self.sampler.state_dict(),
             },
         )
@@ -575,6 +621,7 @@ class Pruning:
             "decision_adjusted": self.adjusted,
             "decision_adjusted_share": round(self.adjusted / max(self.layout.size, 1), 6),
             "steps": self.step,
+            "skipped_steps": self.skipped_steps,
             "final_steps": self.config.final_steps,
             "world_size": self.ranks.world_size,
             "val_distill": self.last_val,

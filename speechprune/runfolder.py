@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,13 +127,14 @@ class RunFolder:
     ) -> Path:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         name = f"step-{step:08d}-{phase}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.checkpoints))
+        final = self.checkpoints / name
+        tmp = atomic.temp_dir(final)
         try:
-            for file, content in tensors.items():
-                atomic.write_safetensors(tmp / f"{file}.safetensors", content)
-            atomic.write_torch(tmp / "optimizer.pt", torch_state)
-            atomic.write_json(tmp / "state.json", state)
-            final = self.checkpoints / name
+            with atomic.disk_full_names(final):
+                for file, content in tensors.items():
+                    atomic.write_safetensors(tmp / f"{file}.safetensors", content)
+                atomic.write_torch(tmp / "optimizer.pt", torch_state)
+                atomic.write_json(tmp / "state.json", state)
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
@@ -142,7 +142,7 @@ class RunFolder:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic.write_text(self.checkpoints / "latest", name + "\n")
-        for old in self.checkpoints.iterdir():  # keep only the newest complete checkpoint
+        for old in self.checkpoints.iterdir():  # keep only the newest complete checkpoint (and drop temporaries)
             if old.is_dir() and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
         return final
@@ -158,20 +158,63 @@ class RunFolder:
             raise RunFolderError(f"checkpoint {folder} is damaged ({error}); start over with --overwrite")
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop metric lines past ``step`` (written after the checkpoint we resume from)."""
+        """Drop metric lines past ``step`` (written after the checkpoint we resume from), and a
+        last line cut short by a crash or a full disk."""
         if not self.metrics_path.exists():
             return
-        kept = [
-            line
-            for line in self.metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step
-        ]
+        lines = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):  # torn by the interruption: its step is redone anyway
+                    break
+                raise RunFolderError(
+                    f"{self.metrics_path} line {number} is not JSON; the run folder is damaged: "
+                    "repair or delete that line, or start over with --overwrite"
+                ) from None
+            if record["step"] <= step:
+                kept.append(line)
         atomic.write_text(self.metrics_path, "".join(line + "\n" for line in kept))
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporaries a killed writer left inside the run (call while holding the run's lock)."""
+        for folder in (self.root, self.checkpoints):
+            for child in folder.iterdir() if folder.is_dir() else ():
+                if child.name.endswith(atomic.TEMP_SUFFIX):
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def missing_files(self) -> list[Path]:
+        """Files a run with a checkpoint (and a finished run) cannot do without, that are gone."""
+        needed = [self.config_path, self.encoder_path]
+        checkpoint = self.latest_checkpoint()
+        if checkpoint is not None:
+            needed += [checkpoint.folder / "student.safetensors", checkpoint.folder / "gates.safetensors"]
+        if self.summary_path.exists():
+            needed.append(self.masks_path)
+        return [path for path in needed if not path.exists()]
+
+
+PATH_OPTIONS = ("model", "data", "scores")  # compared as resolved paths: data/ = data = /abs/data
+
+
+def _same_option(key: str, saved, current) -> bool:
+    if key in PATH_OPTIONS and saved and current and saved != current:
+        return _resolved(saved) == _resolved(current)
+    return saved == current
+
+
+def _resolved(value: str) -> str:
+    """The resolved local path, or ``value`` itself when nothing is there (a hub id)."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
 
 
 def _differences(saved: dict, current: dict) -> list[str]:
     keys = sorted(set(saved) | set(current))
-    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
+            if not _same_option(k, saved.get(k), current.get(k))]
 
 
 def read_spec(run: RunFolder) -> EncoderSpec:

@@ -13,6 +13,7 @@ conv's input columns (or the projection's columns) for CNN channels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,20 +189,26 @@ def read_run(path: str | Path) -> RunSnapshot:
     run = RunFolder(path)
     if not run.root.is_dir():
         raise RunFolderError(f"{path} is not a folder; pass the --out folder of a speechprune prune run")
-    if not run.config_path.exists() or not run.encoder_path.exists():
-        raise RunFolderError(f"{path} is not a speechprune run (no config.json/encoder.json); pass the --out folder of speechprune prune")
-    record = run.read_config()
+    record = run.read_config() if run.config_path.exists() else {}
+    if "format" not in record:  # a model folder's config.json has none
+        raise RunFolderError(f"{path} is not a speechprune run (no run config.json); pass the --out folder of speechprune prune")
     if record.get("format") != RUN_FORMAT:
         raise RunFolderError(
             f"{path} was written by an incompatible speechprune ({record.get('speechprune')}); "
             f"shrink it with that version or prune again"
+        )
+    missing = run.missing_files()
+    if missing:
+        raise RunFolderError(
+            f"the run folder {path} is damaged: {missing[0]} is missing; restore it, "
+            "or prune again into a new --out"
         )
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
         raise RunFolderError(f"{path} has no checkpoint yet; wait for the first one (--checkpoint-every) or the end of the run")
     spec = read_spec(run)
     layout = GateLayout(spec, record["gates"]["structures"])
-    finished = run.summary_path.exists() and run.masks_path.exists()
+    finished = run.summary_path.exists()
     if finished:
         values = load_file(str(run.masks_path))["values"]
     else:  # mid-run: the checkpoint's decision, or 1[log_alpha > 0]
@@ -210,13 +217,20 @@ def read_run(path: str | Path) -> RunSnapshot:
         with torch.no_grad():
             gates.log_alpha.copy_(saved["log_alpha"])
         values = gates.deterministic(saved["keep"].bool() if "keep" in saved else None)
-    return RunSnapshot(run, record, spec, layout, checkpoint.tensors("student"), values.double(),
-                       checkpoint.state["step"], finished)
+    state = checkpoint.tensors("student")
+    damaged = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if damaged or not torch.isfinite(values).all():
+        raise RunFolderError(
+            f"the run {path} holds NaN or infinite {'weights (' + damaged[0] + ')' if damaged else 'gate values'} "
+            f"at step {checkpoint.state['step']}: its training diverged or its files are damaged; prune again"
+        )
+    return RunSnapshot(run, record, spec, layout, state, values.double(), checkpoint.state["step"], finished)
 
 
 def max_relative_error(big: Encoder, masks, small: Encoder, sample_rate: int) -> float:
     """Largest relative difference of any hidden state, masked vs shrunk, on generated speech
-    (two utterances of unequal length, with and without a padding mask)."""
+    (two utterances of unequal length, with and without a padding mask); inf when any output is
+    not finite (Python's ``max`` would silently drop a NaN)."""
     rng = np.random.default_rng(0)
     a, b = speechlike(3.0, sample_rate, rng), speechlike(2.0, sample_rate, rng)
     waveforms = torch.zeros(2, len(a))
@@ -229,5 +243,7 @@ def max_relative_error(big: Encoder, masks, small: Encoder, sample_rate: int) ->
             got = small(waveforms, mask)
             for x, y in zip(expected.hidden_states + (expected.last_hidden_state,),
                             got.hidden_states + (got.last_hidden_state,)):
+                if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+                    return math.inf
                 worst = max(worst, ((x - y).abs().max() / x.abs().max().clamp(min=1e-12)).item())
     return worst

@@ -14,6 +14,7 @@ from safetensors import safe_open
 import speechprune
 from speechprune.artifact import stock_compatible, write_model_folder
 from speechprune.cli.app import main
+from speechprune.errors import DiskFullError
 from speechprune.export import shrink_run
 from speechprune.prune import prune
 from speechprune.shrink import read_run, shrink_encoder
@@ -177,12 +178,13 @@ def test_bad_inputs(pruned_run, model_dir, tmp_path, capsys):
 
 
 def test_failed_write_leaves_nothing_behind(pruned_run, tmp_path, monkeypatch):
-    import speechprune.artifact as artifact
+    import speechprune.atomic as atomic
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifact, "save_file", disk_full)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(atomic, "save_file", disk_full)
+    with pytest.raises(DiskFullError) as raised:
         shrink_run(pruned_run, tmp_path / "model")
+    assert str(raised.value) == f"no space left on device while writing {tmp_path / 'model'}; free space and rerun"
     assert list(tmp_path.iterdir()) == []

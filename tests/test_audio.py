@@ -93,7 +93,7 @@ def test_manifest_with_counts_comments_relative_paths_and_duplicates(tmp_path):
 
     assert [file.path for file in corpus.files] == [str(a), str(b)]
     assert corpus.files[0].frames == 24000  # from the header, not the manifest's 999
-    assert corpus.skipped.to_dict() == {"unreadable": 1, "empty": 0, "too_short": 0, "silent": 0}
+    assert corpus.skipped.to_dict() == {"unreadable": 1, "empty": 0, "too_short": 0, "silent": 0, "non_finite": 0}
 
 
 def test_fairseq_manifest_root_line(tmp_path):
@@ -120,7 +120,7 @@ def test_skip_counts_by_reason(tmp_path):
     corpus = scan_audio(tmp_path, min_seconds=1.0)
 
     assert len(corpus.files) == 2
-    assert corpus.skipped.to_dict() == {"unreadable": 1, "empty": 1, "too_short": 1, "silent": 1}
+    assert corpus.skipped.to_dict() == {"unreadable": 1, "empty": 1, "too_short": 1, "silent": 1, "non_finite": 0}
     assert corpus.skipped.total == 4
     assert corpus.skipped.describe() == "1 unreadable, 1 empty, 1 too short, 1 silent"
 
@@ -372,6 +372,41 @@ def test_every_file_bad_is_a_data_error(tmp_path):
     corpus = scan_audio(tmp_path, full_check_max_seconds=0.0)
     with pytest.raises(DataError, match=r"turned out unusable while reading \(1 silent\)"):
         sampler(corpus).batch(0)
+
+
+def with_bad_sample(audio: np.ndarray, index: int, value: float) -> np.ndarray:
+    audio = audio.copy()
+    audio[index] = value
+    return audio
+
+
+@pytest.mark.parametrize("value,index", [(np.inf, 100), (np.nan, (1 << 20) + 5), (-np.inf, -1)])
+def test_whole_file_check_skips_non_finite_files_and_names_them(tmp_path, value, index):
+    # NaN after the first decode block used to pass (max(peak, nan) drops the NaN)
+    write(tmp_path / "good.wav", speech(2.0))
+    bad = write(tmp_path / "bad.wav", with_bad_sample(speech(70.0, seed=1), index, value), subtype="FLOAT")
+    warnings = []
+    corpus = scan_audio(tmp_path, warn=warnings.append)
+    assert [Path(f.path).name for f in corpus.files] == ["good.wav"]
+    assert corpus.skipped.non_finite == 1 and corpus.skipped.silent == 0
+    assert "1 non finite" in corpus.skipped.describe()
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "NaN or infinite" in warnings[0]
+
+
+def test_every_crop_is_checked_for_non_finite_samples(tmp_path):
+    write(tmp_path / "good.wav", speech(3.0))
+    inf_everywhere = np.full(3 * SR, np.inf, np.float32)
+    write(tmp_path / "bad.wav", inf_everywhere, subtype="FLOAT")
+    corpus = scan_audio(tmp_path, full_check_max_seconds=0.0)  # big-corpus mode: no up-front check
+    warnings = []
+    crop_sampler = sampler(corpus, warn=warnings.append)
+    batches = [crop_sampler.batch(step) for step in range(4)]
+    assert all(torch.isfinite(b.waveforms).all() for b in batches)
+    assert crop_sampler.state_dict()["bad_files"] == {str(tmp_path / "bad.wav"): "non_finite"}
+    assert crop_sampler.skipped.non_finite == 1 and crop_sampler.skipped.silent == 0
+    assert len(warnings) == 1 and "bad.wav" in warnings[0]
+    validation = validation_batches(corpus, sample_rate=SR, crop_seconds=1.0, batch_seconds=4.0, normalize=True)
+    assert sum(len(b.waveforms) for b in validation) == 1 and torch.isfinite(validation[0].waveforms).all()
 
 
 # ---------------------------------------------------------------- synthetic speech

@@ -8,7 +8,20 @@ with the amount of audio. One forward pass per model and batch.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ..errors import ModelError
+
+
+def require_finite(values, what: str) -> None:
+    """Refuse NaN or infinite model outputs (a tensor or an array) instead of averaging them into a report."""
+    finite = values.isfinite().all() if isinstance(values, torch.Tensor) else np.isfinite(values).all()
+    if not finite:
+        raise ModelError(
+            f"{what} gives NaN or infinite values: its weights are damaged (a diverged run or a broken file); "
+            "use intact weights"
+        )
 
 
 class _Cka:
@@ -63,6 +76,8 @@ def compare_hidden_states(student, teacher, batches, *, student_mask: bool, teac
             frames_total += float(real.sum())
             for k in range(n_states):
                 x, y = got.hidden_states[k], expected.hidden_states[k]
+                require_finite(x, "the model")
+                require_finite(y, "the teacher")
                 cos_sum[k] += float((torch.nn.functional.cosine_similarity(x, y, dim=-1) * real).sum())
                 l1_sum[k] += float(((x - y).abs().mean(-1) * real).sum())
                 cka[k].add(x[real], y[real])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from .. import atomic
 from ..errors import SpeechpruneError
 
 HEATMAPS = (
@@ -65,5 +66,5 @@ def save_png(report: dict, path: str | Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"speechprune analyze {report['model']}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic.write_with(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

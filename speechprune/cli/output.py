@@ -7,12 +7,12 @@ rich's rules, which honour NO_COLOR.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..atomic import dumps
 from ..progress import Reporter
 
 
@@ -37,7 +37,7 @@ class Output:
     def result(self, data: dict, human: str) -> None:
         """The command's result: JSON on stdout with --json, else ``human`` on stdout."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            sys.stdout.write(dumps(data) + "\n")  # strict JSON: NaN and inf become null
             sys.stdout.flush()
         elif not self.quiet:
             self.out.print(human, markup=False, soft_wrap=True)

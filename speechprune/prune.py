@@ -30,7 +30,7 @@ from .config import PruneConfig
 from .decision import decide, one_shot_ranking
 from .distill import DistillHeads, distill_loss
 from .encoder import Encoder
-from .errors import DataError, DiskFullError, SpeechpruneError, UsageError
+from .errors import DataError, DiskFullError, SpeechpruneError
 from .gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
 from .loading import LoadedEncoder, describe_source, inspect_model, load_encoder
 from .macs import macs, pruned_macs

@@ -58,6 +58,7 @@ class BenchOptions:
     compile: bool = False  # also time each model under torch.compile (CUDA graphs on GPUs)
     breakdown: bool = False  # also time the parts of the forward pass separately
     seed: int = 0  # of the generated input audio
+    latency_table: str | None = None  # cost table (``latency``): predicted latency beside the measured one
 
 
 @dataclass
@@ -232,6 +233,11 @@ def interleaved(runs: list[Callable[[], object]], *, warmup: int, repeat: int, m
     return times
 
 
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device`` to finish its queued work (CUDA and MPS run asynchronously)."""
+    return {"cuda": lambda: torch.cuda.synchronize(device), "mps": torch.mps.synchronize}.get(device.type, lambda: None)
+
+
 def speedup(baseline: list[float], model: list[float]) -> tuple[float, list[float]]:
     """Baseline median / model median, and the spread: the 10th and 90th percentiles of the
     per-round ratios (each round's baseline and model calls ran back to back)."""
@@ -356,11 +362,12 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     _unique_labels(models, baseline)
 
     threads = options.threads or all_cores()
+    predict = _latency_predictor(options, models, device, threads) if options.latency_table else None
     torch.set_num_threads(threads)
     for model in models:
         reporter.message(f"loading {model.source}")
         load(model, device)
-    sync = {"cuda": lambda: torch.cuda.synchronize(device), "mps": torch.mps.synchronize}.get(device.type, lambda: None)
+    sync = device_sync(device)
 
     results = []
     started, ticks = time.monotonic(), cpu_ticks()
@@ -372,7 +379,8 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
                 for seconds in options.seconds:
                     for batch in options.batches:
                         setting = dict(seconds=seconds, batch=batch, dtype=dtype, compiled=compiled)
-                        results += _measure_setting(models, baseline, setting, options, device, clock, sync, reporter)
+                        results += _measure_setting(models, baseline, setting, options, device, clock, sync, reporter,
+                                                    predict)
     others = other_load(ticks, cpu_ticks(), time.monotonic() - started)
     if others is not None and others > BUSY_LIMIT:
         reporter.warning(f"other processes kept {others:.1f} cores busy on average while timing ({threads} threads "
@@ -391,6 +399,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
             "macs": "analytic, at each head's stored width (the ideal for a pruned model)",
         },
         "baseline": baseline.label if baseline else None,
+        "latency_table": options.latency_table,
         "models": [
             {"label": m.label, "source": m.source, "kind": m.kind, "note": m.note, "params": m.params,
              "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate}
@@ -398,6 +407,25 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
         ],
         "results": results,
     }
+
+
+def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: torch.device,
+                       threads: int) -> Callable[[EncoderSpec], float]:
+    """Predicted ms of a spec from --latency-table, refused unless the table was measured for
+    these models under this setting."""
+    from .latency import CostTable, check_architecture, check_conditions, predict_ms  # latency builds on this module
+
+    table = CostTable.read(options.latency_table)
+    if options.compile:
+        raise UsageError("--latency-table predicts eager calls; drop --compile")
+    for seconds in options.seconds:  # several values: the one that is not the table's is named
+        for batch in options.batches:
+            for dtype in options.dtypes:
+                check_conditions(table, {"device": device.type, "threads": threads, "dtype": dtype, "batch": batch,
+                                         "seconds": seconds})
+    for model in models:
+        check_architecture(table, model.spec, model.sampling_rate, model.source, dense=model.kind != "shrunk")
+    return lambda spec: predict_ms(table, spec)
 
 
 def _unique_labels(models: list[BenchModel], baseline: BenchModel | None) -> None:
@@ -415,7 +443,7 @@ def _compile_mode(device: torch.device) -> str:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
-def _measure_setting(models, baseline, setting, options, device, clock, sync, reporter) -> list[dict]:
+def _measure_setting(models, baseline, setting, options, device, clock, sync, reporter, predict=None) -> list[dict]:
     seconds, batch, dtype, compiled = setting["seconds"], setting["batch"], setting["dtype"], setting["compiled"]
     if compiled:
         torch._dynamo.reset()  # code compiled for earlier settings would count against the recompile limit
@@ -452,7 +480,12 @@ def _measure_setting(models, baseline, setting, options, device, clock, sync, re
             "speedup_spread": None,
             "efficiency": None,
             "breakdown_ms": None,
+            "predicted_ms": None,
+            "prediction_error": None,
         }
+        if predict is not None:
+            row["predicted_ms"] = predict(model.spec)
+            row["prediction_error"] = row["predicted_ms"] / (median * 1e3) - 1
         if baseline is not None:
             row["speedup"], row["speedup_spread"] = speedup(times[0], spent)
             baseline_macs = macs(baseline.spec, round(seconds * baseline.sampling_rate), batch)["total"]
@@ -473,13 +506,13 @@ def environment(device: torch.device, threads: int, dtypes: list[str]) -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "device": str(device),
-        "device_name": _device_name(device),
+        "device_name": device_name(device),
         "threads": threads,
         "dtypes": list(dtypes),
     }
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu" and sys.platform.startswith("linux"):

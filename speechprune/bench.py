@@ -362,7 +362,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     _unique_labels(models, baseline)
 
     threads = options.threads or all_cores()
-    predict = _latency_predictor(options, models, device, threads) if options.latency_table else None
+    predict = _latency_predictor(options, models, device, threads, reporter) if options.latency_table else None
     torch.set_num_threads(threads)
     for model in models:
         reporter.message(f"loading {model.source}")
@@ -409,8 +409,8 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     }
 
 
-def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: torch.device,
-                       threads: int) -> Callable[[EncoderSpec], float]:
+def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: torch.device, threads: int,
+                       reporter: Reporter) -> Callable[[EncoderSpec], float]:
     """Predicted ms of a spec from --latency-table, refused unless the table was measured for
     these models under this setting."""
     from .latency import CostTable, check_architecture, check_conditions, predict_ms  # latency builds on this module
@@ -425,6 +425,9 @@ def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: 
                                          "seconds": seconds})
     for model in models:
         check_architecture(table, model.spec, model.sampling_rate, model.source, dense=model.kind != "shrunk")
+    if table.conditions["device_name"] != device_name(device):
+        reporter.warning(f"--latency-table was measured on {table.conditions['device_name']}, this is "
+                         f"{device_name(device)}: expect larger prediction errors")
     return lambda spec: predict_ms(table, spec)
 
 

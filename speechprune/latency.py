@@ -16,16 +16,18 @@ several widths, and fits by non-negative least squares (on relative errors):
   whole encoder      scale * (sum of the parts) + overhead
 
 A transformer layer is timed at about a dozen shapes (head counts, head widths, FFN widths,
-one shape with heads of two widths so that the projections at stored widths and the T'^2
-products at the padded width separate). MACs are those of ``macs.py``: projections at each
-head's stored widths, the two T'^2 products at the layer's run-time width w = max(qk, vo)
-for every head. Features are per input, in millions; the coefficients absorb the batch.
+and two shapes whose heads are padded to a wider run-time width, so that the projections at
+stored widths and the T'^2 products at the padded width separate). MACs are those of
+``macs.py``: projections at each head's stored widths, the two T'^2 products at the layer's
+run-time width w = max(qk, vo) for every head. Features are per input, in millions; the
+coefficients absorb the batch. They are non-negative, so removing a structure never
+predicts a slower model (the budget decision's threshold search relies on costs that only
+fall).
 
-Parts timed alone are not parts timed in a row: caches hold a part's inputs and weights
-when it runs again and again, and not when the CNN's layers follow each other. So the whole
-encoder is timed too, dense and uniformly pruned to 1/2 and 1/4 of its widths, and a scale
-and a constant (the relative position bias, the glue between parts) are fitted to those
-three, both non-negative.
+Parts timed alone need not add up to the whole: a part called again and again finds its
+inputs and weights in cache, and the glue between parts (WavLM's relative position bias,
+norms, masks) is not timed. So the whole encoder is timed too, dense and evenly shrunk to
+1/2 and 1/4 of its widths, and a scale and a constant are fitted to those three.
 
 ``predict_ms`` prices any spec (a shrunk one: its padded widths). ``expected_ms`` is the same
 sum as a multilinear function of gate values, like ``macs.macs_breakdown``: "attention runs"

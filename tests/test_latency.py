@@ -178,6 +178,16 @@ def test_prune_to_a_predicted_speedup(model_dir, audio_dir, tmp_path):
     record = json.loads((out / "config.json").read_text())
     assert record["budgets"]["latency"]["table_sha256"] == CostTable.read(str(table)).sha256
 
+    # the workflow's end: shrink, then bench predicts the shrunk model as prune did
+    small = tmp_path / "small"
+    code, _, stderr = run_captured("shrink", out, "--out", small, "--quiet")
+    assert code == 0, stderr
+    assert "- Budgets: predicted speedup 1.5x (--speedup)" in (small / "README.md").read_text()
+    code, stdout, stderr = run_captured("bench", small, "--latency-table", table, "--seconds", "1", *QUICK_TIMING,
+                                        "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["results"][0]["predicted_ms"] == pytest.approx(summary["predicted_ms_pruned"], abs=1e-3)
+
     changed = synthetic_table(tiny_spec())
     changed.coefficients["overhead"] = 0.5
     changed.write(table)

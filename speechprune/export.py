@@ -224,7 +224,7 @@ def _budget_line(name: str, budget: dict) -> str:
     """One budget of the run's config.json, as the model card states it."""
     if name == "latency":
         c = budget["conditions"]
-        return (f"predicted speedup {1 / (1 - budget['sparsity']):g}x ({budget['option']}) from a cost table measured on "
+        return (f"predicted speedup {budget['speedup']:g}x ({budget['option']}) from a cost table measured on "
                 f"{c['device_name']} ({c['device']}, {c['threads']} threads, {c['dtype']}, {c['seconds']:g} s x{c['batch']})")
     unit = {"params": "parameters", "macs": "MACs"}[name]
     return f"remove {budget['sparsity']:g} of the {unit} ({budget['option']} {budget['sparsity']:g})"

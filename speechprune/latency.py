@@ -260,7 +260,7 @@ def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, spee
 
     return Budget("latency", "--speedup", "ms", predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
                   option_value=lambda sparsity: 1 / (1 - sparsity), decimals=3,
-                  record={"table_sha256": table.sha256, "conditions": table.conditions})
+                  record={"speedup": speedup, "table_sha256": table.sha256, "conditions": table.conditions})
 
 
 # --- measuring -----------------------------------------------------------------------------------

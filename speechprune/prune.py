@@ -26,15 +26,15 @@ from . import __version__, atomic
 from .accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from .audio import CropSampler, scan_audio, split_validation, validation_batches
 from .budget import Budget, macs_budget, params_budget
-from .latency import CostTable, check_architecture, latency_budget
 from .config import PruneConfig
 from .decision import decide, value_per_cost
 from .distill import DistillHeads, distill_loss
 from .encoder import Encoder
 from .errors import DataError, SpeechpruneError, UsageError
 from .gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
+from .latency import CostTable, check_architecture, latency_budget
 from .macs import macs, pruned_macs
-from .loading import LoadedEncoder, describe_source, inspect_model, load_encoder
+from .loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
 from .progress import Reporter
 from .runfolder import RUN_FORMAT, RunFolder
 from .runtime import Distributed, autocast, check_precision, resolve_device
@@ -117,7 +117,7 @@ def build_budgets(config: PruneConfig, spec, layout: GateLayout, sampling_rate: 
     return budgets
 
 
-def read_latency_table(config: PruneConfig, info) -> CostTable:
+def read_latency_table(config: PruneConfig, info: ModelInfo) -> CostTable:
     """--latency-table, refused unless it was measured for this model's architecture."""
     table = CostTable.read(config.latency_table)
     check_architecture(table, info.spec, info.sampling_rate, config.model)

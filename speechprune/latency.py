@@ -89,7 +89,8 @@ class CostTable:
     def from_dict(cls, data: dict) -> "CostTable":
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
             raise ValueError(f"not a cost table of format {TABLE_FORMAT}")
-        missing = [name for name in ("conditions", "architecture", "coefficients", "fit", "provenance") if name not in data]
+        missing = [name for name in ("conditions", "architecture", "coefficients", "fit", "provenance")
+                   if name not in data]
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
         return cls(**data)
@@ -197,7 +198,8 @@ def _dot(coefficients: dict, features: dict):
 
 def predict_ms(table: CostTable, spec: EncoderSpec) -> float:
     """Predicted latency of an encoder of shape ``spec`` (dense or shrunk) under the table's conditions."""
-    return table.coefficients["scale"] * _parts_ms(table.coefficients, spec, table.samples) + table.coefficients["overhead"]
+    coefficients = table.coefficients
+    return coefficients["scale"] * _parts_ms(coefficients, spec, table.samples) + coefficients["overhead"]
 
 
 def _parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
@@ -304,7 +306,8 @@ def _with_conv(spec: EncoderSpec, changes: dict[int, int]) -> EncoderSpec:
     """``spec`` with some conv layers at other channel counts (norms still over the dense count,
     as in a shrunk model)."""
     channels = [changes.get(c, n) for c, n in enumerate(spec.conv_channels)]
-    return EncoderSpec.from_dict({**spec.to_dict(), "conv_channels": channels, "conv_norm_channels": spec.conv_norm_channels})
+    return EncoderSpec.from_dict({**spec.to_dict(), "conv_channels": channels,
+                                  "conv_norm_channels": spec.conv_norm_channels})
 
 
 def _share(n: int, fraction: float) -> int:
@@ -349,8 +352,10 @@ def _layer_shapes(spec: EncoderSpec) -> list[LayerSpec]:
 
 def _describe_layer(layer: LayerSpec) -> str:
     qk, vo = layer.head_widths()
-    heads = f"{len(layer.heads)} heads q/k {sorted(set(qk))} v/o {sorted(set(vo))}" if layer.attention else "no attention"
-    return f"layer: {heads}, FFN {layer.ffn_dim if layer.ffn else 'none'}"
+    attention = "no attention"
+    if layer.attention:
+        attention = f"{len(layer.heads)} heads q/k {sorted(set(qk))} v/o {sorted(set(vo))}"
+    return f"layer: {attention}, FFN {layer.ffn_dim if layer.ffn else 'none'}"
 
 
 def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -427,7 +432,8 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
             for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
                 module = ConvLayer(_with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out}), c)
                 ms = timer.ms(module, timer.input(k_in, samples if c == 0 else lengths[c - 1]))
-                shapes.append((f"conv {c}: {k_in} -> {k_out} channels", _conv_features(length, kernel, k_in, k_out), ms))
+                features = _conv_features(length, kernel, k_in, k_out)
+                shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features, ms))
             conv.append(fitted(f"conv.{c}", shapes))
 
         reporter.message("timing the feature projection and the positional convolution")

@@ -67,6 +67,7 @@ class BenchOptions:
     quantize: str | None = None  # scheme of speechprune.quantize applied to the models under test
     baseline_quantize: str | None = None  # the same for the baseline (None: it stays float)
     runtime: str = "torch"  # or "onnxruntime": the models under test run as checked ONNX exports (the baseline in torch)
+    latency_table: str | None = None  # cost table (``latency``): predicted latency beside the measured one
 
 
 @dataclass
@@ -301,6 +302,11 @@ def interleaved(runs: list[Callable[[], object]], *, warmup: int, repeat: int, m
     return times
 
 
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device`` to finish its queued work (CUDA and MPS run asynchronously)."""
+    return {"cuda": lambda: torch.cuda.synchronize(device), "mps": torch.mps.synchronize}.get(device.type, lambda: None)
+
+
 def speedup(baseline: list[float], model: list[float]) -> tuple[float, list[float]]:
     """Baseline median / model median, and the spread: the 10th and 90th percentiles of the
     per-round ratios (each round's baseline and model calls ran back to back)."""
@@ -433,11 +439,12 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     _unique_labels(models, baseline)
 
     threads = options.threads or all_cores()
+    predict = _latency_predictor(options, models, device, threads, reporter) if options.latency_table else None
     torch.set_num_threads(threads)
     for model in models:
         reporter.message(f"loading {model.source}")
         load(model, device, threads)
-    sync = {"cuda": lambda: torch.cuda.synchronize(device), "mps": torch.mps.synchronize}.get(device.type, lambda: None)
+    sync = device_sync(device)
 
     results = []
     started, ticks = time.monotonic(), cpu_ticks()
@@ -449,7 +456,8 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
                 for seconds in options.seconds:
                     for batch in options.batches:
                         setting = dict(seconds=seconds, batch=batch, dtype=dtype, compiled=compiled)
-                        results += _measure_setting(models, baseline, setting, options, device, clock, sync, reporter)
+                        results += _measure_setting(models, baseline, setting, options, device, clock, sync, reporter,
+                                                    predict)
     others = other_load(ticks, cpu_ticks(), time.monotonic() - started)
     if others is not None and others > BUSY_LIMIT:
         reporter.warning(f"other processes kept {others:.1f} cores busy on average while timing ({threads} threads "
@@ -468,6 +476,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
             "macs": "analytic, at each head's stored width (the ideal for a pruned model)",
         },
         "baseline": baseline.label if baseline else None,
+        "latency_table": options.latency_table,
         "models": [
             {"label": m.label, "source": m.source, "kind": m.kind, "note": m.note, "params": m.params,
              "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate, "runtime": m.runtime,
@@ -476,6 +485,30 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
         ],
         "results": results,
     }
+
+
+def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: torch.device, threads: int,
+                       reporter: Reporter) -> Callable[[EncoderSpec], float]:
+    """Predicted ms of a spec from --latency-table, refused unless the table was measured for
+    these models under this setting."""
+    from .latency import CostTable, check_architecture, check_conditions, predict_ms  # latency builds on this module
+
+    table = CostTable.read(options.latency_table)
+    for option, given in (("--compile", options.compile), ("--quantize", options.quantize),
+                          ("--runtime onnxruntime", options.runtime != "torch")):
+        if given:  # the table times float eager torch calls
+            raise UsageError(f"--latency-table predicts eager torch calls at the table's dtype; drop {option}")
+    for seconds in options.seconds:  # several values: the one that is not the table's is named
+        for batch in options.batches:
+            for dtype in options.dtypes:
+                check_conditions(table, {"device": device.type, "threads": threads, "dtype": dtype, "batch": batch,
+                                         "seconds": seconds})
+    for model in models:
+        check_architecture(table, model.spec, model.sampling_rate, model.source, dense=model.kind != "shrunk")
+    if table.conditions["device_name"] != device_name(device):
+        reporter.warning(f"--latency-table was measured on {table.conditions['device_name']}, this is "
+                         f"{device_name(device)}: expect larger prediction errors")
+    return lambda spec: predict_ms(table, spec)
 
 
 def _unique_labels(models: list[BenchModel], baseline: BenchModel | None) -> None:
@@ -493,7 +526,7 @@ def _compile_mode(device: torch.device) -> str:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
-def _measure_setting(models, baseline, setting, options, device, clock, sync, reporter) -> list[dict]:
+def _measure_setting(models, baseline, setting, options, device, clock, sync, reporter, predict=None) -> list[dict]:
     seconds, batch, dtype, compiled = setting["seconds"], setting["batch"], setting["dtype"], setting["compiled"]
     if compiled:
         torch._dynamo.reset()  # code compiled for earlier settings would count against the recompile limit
@@ -530,7 +563,12 @@ def _measure_setting(models, baseline, setting, options, device, clock, sync, re
             "speedup_spread": None,
             "efficiency": None,
             "breakdown_ms": None,
+            "predicted_ms": None,
+            "prediction_error": None,
         }
+        if predict is not None:
+            row["predicted_ms"] = predict(model.spec)
+            row["prediction_error"] = row["predicted_ms"] / (median * 1e3) - 1
         if baseline is not None:
             row["speedup"], row["speedup_spread"] = speedup(times[0], spent)
             baseline_macs = macs(baseline.spec, round(seconds * baseline.sampling_rate), batch)["total"]
@@ -551,13 +589,13 @@ def environment(device: torch.device, threads: int, dtypes: list[str]) -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "device": str(device),
-        "device_name": _device_name(device),
+        "device_name": device_name(device),
         "threads": threads,
         "dtypes": list(dtypes),
     }
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu" and sys.platform.startswith("linux"):

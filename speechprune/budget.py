@@ -1,4 +1,5 @@
-"""Budgets: what a pruning run must remove, each in its own currency (parameters, MACs).
+"""Budgets: what a pruning run must remove, each in its own currency (parameters, MACs,
+predicted milliseconds: ``latency.latency_budget``).
 
 A ``Budget`` holds one target in one unit: the dense cost, the fraction to remove, the
 tolerance window, and two views of the cost of a gate assignment:
@@ -15,7 +16,7 @@ than re-deriving ``dense * (1 - sparsity)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -31,14 +32,30 @@ DEFAULT_TOLERANCE = 0.005  # relative miss of a target allowed at the end
 
 @dataclass(frozen=True)
 class Budget:
-    name: str  # "params" | "macs": the key in metrics and the summary
+    name: str  # "params" | "macs" | "latency": the key in metrics and the summary
     option: str  # the option that set it, for messages
-    unit: str  # "parameters" | "MACs"
+    unit: str  # "parameters" | "MACs" | "ms"
     dense: float  # cost of the dense model
     sparsity: float  # fraction of ``dense`` to remove
     tolerance: float
     expected: Callable[[GateValues], torch.Tensor]
     exact: Callable[[GateValues], float]
+    # the option's value for a sparsity (--speedup X removes 1 - 1/X of the latency)
+    option_value: Callable[[float], float] = lambda sparsity: sparsity
+    decimals: int = 0  # of costs in the summary: 0 for counts, 3 for milliseconds
+    record: dict = field(default_factory=dict)  # what else config.json keeps (a latency budget: its table)
+
+    @property
+    def setting(self) -> float:
+        """The option's value as given, e.g. --speedup 3."""
+        return round(self.option_value(self.sparsity), 9)
+
+    def amount(self, cost: float) -> str:
+        """A cost for messages: "45.67M MACs", "12.3 ms"."""
+        return f"{cost:.1f} {self.unit}" if self.decimals else f"{cost / 1e6:.2f}M {self.unit}"
+
+    def _rounded(self, cost: float) -> float:
+        return round(cost, self.decimals) if self.decimals else int(round(cost))
 
     @property
     def target(self) -> float:
@@ -65,11 +82,12 @@ class Budget:
         cost = self.exact(values)
         return {
             "option": self.option,
+            "option_value": self.setting,
             "unit": self.unit,
-            "dense": int(round(self.dense)),
-            "target": int(round(self.target)),
+            "dense": self._rounded(self.dense),
+            "target": self._rounded(self.target),
             "target_sparsity": self.sparsity,
-            "achieved": int(round(cost)),
+            "achieved": self._rounded(cost),
             "achieved_sparsity": round(1 - cost / self.dense, 6),
             "miss": round(cost / self.target - 1, 6),
             "within_tolerance": self.fits(cost),
@@ -81,9 +99,9 @@ class Budget:
         reachable = 1 - smallest / self.dense
         if self.sparsity > reachable + self.tolerance:
             raise UsageError(
-                f"{self.option} {self.sparsity} is out of reach with --structures {','.join(structures)}: "
-                f"removing all of them leaves {smallest / 1e6:.2f}M of {self.dense / 1e6:.2f}M {self.unit} "
-                f"(sparsity {reachable:.3f}); lower {self.option} or add structures"
+                f"{self.option} {self.setting:g} is out of reach with --structures {','.join(structures)}: "
+                f"removing all of them leaves {self.amount(smallest)} of {self.amount(self.dense)} "
+                f"({self.option} {self.option_value(reachable):.3f} at most); lower {self.option} or add structures"
             )
 
 

@@ -12,7 +12,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_MACS_SECONDS = 10.0  # reference input of the MACs budget and of reported MACs: 10 s, batch 1
 
 # Options that change nothing in the result: a run may be resumed with other values.
-NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "checkpoint_every"}
+# The cost table is compared by content (config.json "budgets"), not by path.
+NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "checkpoint_every", "latency_table"}
 
 
 @dataclass
@@ -23,6 +24,8 @@ class PruneConfig:
     out: str
     macs_sparsity: float | None = None  # fraction of MACs to remove (None: no MACs budget)
     macs_seconds: float | None = None  # audio length the MACs are counted for; None: DEFAULT_MACS_SECONDS
+    latency_table: str | None = None  # cost table (bench --cost-model) that predicts latency
+    speedup: float | None = None  # predicted dense latency / pruned latency to reach (None: no latency budget)
     revision: str | None = None
     structures: list[str] = field(default_factory=lambda: list(GATE_KINDS))
     ste: bool = True
@@ -52,8 +55,19 @@ class PruneConfig:
 
     def validate(self) -> None:
         """Check every option on its own; nothing here reads files or weights."""
-        if self.sparsity is None and self.macs_sparsity is None:
-            raise UsageError("no budget: give --sparsity (parameters), --macs-sparsity (MACs) or both, e.g. --sparsity 0.72")
+        if self.sparsity is None and self.macs_sparsity is None and self.speedup is None:
+            raise UsageError(
+                "no budget: give --sparsity (parameters), --macs-sparsity (MACs), --speedup with --latency-table "
+                "(predicted latency), or several, e.g. --sparsity 0.72"
+            )
+        if (self.speedup is None) != (self.latency_table is None):
+            raise UsageError(
+                "--speedup and --latency-table go together: the table (speechprune bench MODEL --cost-model FILE) "
+                "predicts the latency that --speedup divides"
+            )
+        if self.speedup is not None and not (isinstance(self.speedup, (int, float)) and math.isfinite(self.speedup)
+                                             and self.speedup > 1):
+            raise UsageError(f"--speedup must be a finite number above 1, got {self.speedup}; e.g. --speedup 3")
         for option, value in (("--sparsity", self.sparsity), ("--macs-sparsity", self.macs_sparsity)):
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise UsageError(f"{option} must be between 0 and 1 (exclusive), got {value}; e.g. {option} 0.72")

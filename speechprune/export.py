@@ -198,6 +198,8 @@ def _model_card(snap: RunSnapshot, spec, report: dict, command: str | None) -> s
         for i, layer in enumerate(spec.layers)
     )
     fidelity = report["fidelity_cosine"]
+    # runs from before budgets were recorded had a parameter budget only
+    budgets = snap.record.get("budgets") or {"params": {"option": "--sparsity", "sparsity": options["sparsity"]}}
     fidelity_text = (
         "Cosine similarity to the dense teacher per distilled layer: "
         + ", ".join(f"layer {k}: {v}" for k, v in fidelity.items())
@@ -205,7 +207,7 @@ def _model_card(snap: RunSnapshot, spec, report: dict, command: str | None) -> s
         else "Fidelity to the teacher not measured (run `speechprune shrink` with `--data`)."
     )
     prune_command = (
-        f"speechprune prune {options['model']} --sparsity {options['sparsity']} --data {options['data']} "
+        f"speechprune prune {options['model']} {_budget_options(snap.record.get('all_options', options))} --data {options['data']} "
         f"--steps {options['steps']} --structures {','.join(options['structures'])}"
         + ("" if options["ste"] else " --no-ste")
         + (f" --final-steps {options['final_steps']}" if options["final_steps"] else "")
@@ -218,7 +220,8 @@ tags: [speechprune, pruned, {spec.family}]
 # {spec.family} encoder pruned by speechprune
 
 - Source model: `{report['source_model']}` ({snap.record['source']['architecture']}; encoder taken)
-- Parameters: {report['params_dense']:,} -> {report['params']:,} (sparsity {report['sparsity']:.4f}, target {options['sparsity']})
+- Parameters: {report['params_dense']:,} -> {report['params']:,} (sparsity {report['sparsity']:.4f})
+- Budgets: {'; '.join(_budget_line(name, budget) for name, budget in budgets.items())}
 - Saved as {report['dtype']}; run step {report['run_step']}{'' if report['run_finished'] else ' (unfinished run)'}
 - Shrunk model vs masked model: max relative error {report['max_relative_error_vs_masked']:.1e}
 - {fidelity_text}
@@ -251,3 +254,20 @@ CNN channels: {spec.conv_channels}
 {command or 'speechprune shrink ' + str(snap.run.root)}
 ```
 """
+
+
+def _budget_line(name: str, budget: dict) -> str:
+    """One budget of the run's config.json, as the model card states it."""
+    if name == "latency":
+        c = budget["conditions"]
+        return (f"predicted speedup {budget['speedup']:g}x ({budget['option']}) from a cost table measured on "
+                f"{c['device_name']} ({c['device']}, {c['threads']} threads, {c['dtype']}, {c['seconds']:g} s x{c['batch']})")
+    unit = {"params": "parameters", "macs": "MACs"}[name]
+    return f"remove {budget['sparsity']:g} of the {unit} ({budget['option']} {budget['sparsity']:g})"
+
+
+def _budget_options(options: dict) -> str:
+    given = [("--sparsity", options.get("sparsity")), ("--macs-sparsity", options.get("macs_sparsity")),
+             ("--macs-seconds", options.get("macs_seconds")), ("--speedup", options.get("speedup"))]
+    text = " ".join(f"{option} {value:g}" for option, value in given if value is not None)
+    return text + (f" --latency-table {options['latency_table']}" if options.get("latency_table") else "")

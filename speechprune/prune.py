@@ -1,4 +1,5 @@
-"""The ``prune`` job: gated distillation of an encoder down to its budgets (parameters, MACs).
+"""The ``prune`` job: gated distillation of an encoder down to its budgets (parameters, MACs,
+predicted latency).
 
 Reading order: ``prune`` checks everything that is cheap (options, model config, run
 folder, audio) before it loads any weights, then hands over to ``Pruning``, whose ``run``
@@ -32,7 +33,8 @@ from .distill import DistillHeads, distill_loss
 from .encoder import Encoder
 from .errors import DataError, DiskFullError, SpeechpruneError
 from .gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
-from .loading import LoadedEncoder, describe_source, inspect_model, load_encoder
+from .latency import CostTable, check_architecture, latency_budget
+from .loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
 from .macs import macs, pruned_macs
 from .outputs import OutputLock, check_apart
 from .progress import Reporter
@@ -72,13 +74,16 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     info = inspect_model(config.model, config.revision)
     config.resolve(len(info.spec.layers))
     layout = GateLayout(info.spec, config.structures)
-    budgets = build_budgets(config, info.spec, layout, info.sampling_rate)
+    table = read_latency_table(config, info) if config.latency_table else None
+    budgets = build_budgets(config, info.spec, layout, info.sampling_rate, table)
     for budget in budgets:
         budget.check_reachable(layout, config.structures)
     scores = read_scores(config.scores, layout) if config.scores else None
 
     run = RunFolder(config.out)
     plan = run.plan(config, world_size=ranks.world_size)
+    if plan != "fresh":
+        run.check_budgets(budget_records(budgets))
     if plan == "finished":
         reporter.message(f"{run.root} is a finished run; nothing to do")
         return json.loads(run.summary_path.read_text())
@@ -114,15 +119,31 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
         ranks.close()
 
 
-def build_budgets(config: PruneConfig, spec, layout: GateLayout, sampling_rate: int) -> list[Budget]:
-    """The run's budgets, in a fixed order (parameters, then MACs); at least one."""
+def build_budgets(config: PruneConfig, spec, layout: GateLayout, sampling_rate: int,
+                  table: CostTable | None = None) -> list[Budget]:
+    """The run's budgets, in a fixed order (parameters, MACs, latency); at least one."""
     budgets = []
     if config.sparsity is not None:
         budgets.append(params_budget(spec, layout, config.sparsity, config.tolerance))
     if config.macs_sparsity is not None:
         samples = reference_samples(config, sampling_rate)
         budgets.append(macs_budget(spec, layout, config.macs_sparsity, samples, config.tolerance))
+    if config.speedup is not None:
+        budgets.append(latency_budget(table, spec, layout, config.speedup, config.tolerance))
     return budgets
+
+
+def read_latency_table(config: PruneConfig, info: ModelInfo) -> CostTable:
+    """--latency-table, refused unless it was measured for this model's architecture."""
+    table = CostTable.read(config.latency_table)
+    check_architecture(table, info.spec, info.sampling_rate, config.model)
+    return table
+
+
+def budget_records(budgets: list[Budget]) -> dict:
+    """What config.json keeps of each budget; a resumed run must have the same (a latency
+    budget's table is named by the hash of its content)."""
+    return {b.name: {"option": b.option, "sparsity": b.sparsity, "dense": b.dense, **b.record} for b in budgets}
 
 
 def reference_samples(config: PruneConfig, sampling_rate: int) -> int:
@@ -309,7 +330,7 @@ class Pruning:
                 },
                 "gates": {"structures": self.layout.kinds, "count": self.layout.size, "ste": self.config.ste},
                 "params_dense": dense_count(self.spec, self.layout),
-                "budgets": {b.name: {"option": b.option, "sparsity": b.sparsity, "dense": b.dense} for b in self.budgets},
+                "budgets": budget_records(self.budgets),
             }
             self.run_folder.start_fresh(record, self.spec, self.info.config.to_dict())
         self.ranks.barrier()
@@ -509,7 +530,7 @@ class Pruning:
                 "to land on the target"
             )
         if not decision.within_tolerance:
-            costs = ", ".join(f"{cost:,.0f} {b.unit}" for b, cost in zip(self.budgets, decision.costs.values()))
+            costs = ", ".join(b.amount(cost) for b, cost in zip(self.budgets, decision.costs.values()))
             self.reporter.warning(
                 f"the gated structures are too coarse to land within {self.config.tolerance:.1%} of the target; "
                 f"closest is {costs}"
@@ -597,6 +618,8 @@ class Pruning:
         samples = reference_samples(self.config, self.info.sampling_rate)
         macs_dense, macs_pruned = macs(self.spec, samples)["total"], pruned_macs(self.spec, binary, samples)
         budgets = {b.name: b.summary(binary) for b in self.budgets}
+        latency = next((b for b in self.budgets if b.name == "latency"), None)  # predictions need its table
+        predicted = latency.exact(binary) if latency else None
         params_target = budgets.get("params", {}).get("target")
         binding = max(self.budgets, key=lambda b: budgets[b.name]["achieved"] / b.target)  # highest cost / target
         summary = {
@@ -614,6 +637,9 @@ class Pruning:
             "macs_pruned": macs_pruned,
             "macs_sparsity": round(1 - macs_pruned / macs_dense, 6),
             "target_macs_sparsity": self.config.macs_sparsity,
+            "predicted_ms_dense": round(latency.dense, 3) if latency else None,
+            "predicted_ms_pruned": round(predicted, 3) if latency else None,
+            "predicted_speedup": round(latency.dense / predicted, 4) if latency else None,
             "budgets": budgets,
             "binding_budget": binding.name,
             "within_tolerance": all(b["within_tolerance"] for b in budgets.values())
@@ -652,11 +678,16 @@ def _transformers_version() -> str:
 
 
 def summary_line(summary: dict) -> str:
-    targets = ", ".join(f"{b['option']} {b['target_sparsity']}" for b in summary["budgets"].values())
+    # .get: summaries of runs finished before latency budgets lack these keys
+    targets = ", ".join(f"{b['option']} {b.get('option_value', b['target_sparsity']):g}" for b in summary["budgets"].values())
+    latency = ""
+    if summary.get("predicted_speedup") is not None:
+        latency = (f", predicted {summary['predicted_ms_dense']:.1f} -> {summary['predicted_ms_pruned']:.1f} ms "
+                   f"(speedup {summary['predicted_speedup']:.2f}x)")
     return (
         f"{summary['params_dense'] / 1e6:.2f}M -> {summary['params_pruned'] / 1e6:.2f}M parameters "
         f"(sparsity {summary['sparsity']:.3f}), {summary['macs_dense'] / 1e9:.2f} -> {summary['macs_pruned'] / 1e9:.2f} "
-        f"GMACs per {summary['macs_seconds']:g} s (MACs sparsity {summary['macs_sparsity']:.3f}); "
+        f"GMACs per {summary['macs_seconds']:g} s (MACs sparsity {summary['macs_sparsity']:.3f}){latency}; "
         f"targets {targets}; {summary['steps']} steps; "
         f"run saved in {summary['run_dir']}"
     )

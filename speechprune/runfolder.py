@@ -106,6 +106,19 @@ class RunFolder:
                 "changed since the run started; point --model at the original weights or choose another --out"
             )
 
+    def check_budgets(self, budgets: dict) -> None:
+        """Refuse to resume with other budgets than the run started with (same options, but a
+        cost table whose content changed)."""
+        saved = self.read_config().get("budgets")
+        if saved is None:  # a run from before budgets were recorded
+            return
+        changed = sorted(name for name in set(saved) | set(budgets) if saved.get(name) != budgets.get(name))
+        if changed:
+            raise RunFolderError(
+                f"refusing to resume {self.root}: the {', '.join(changed)} budget differs from the saved run "
+                "(for latency: the content of --latency-table changed); rerun with the saved inputs or choose another --out"
+            )
+
     # --- writing ---
 
     def start_fresh(self, config_record: dict, spec: EncoderSpec, source_config: dict) -> None:

@@ -34,7 +34,8 @@ from test_cli import assert_clean_error, cli, run_captured
 
 FAST = ["--device", "cpu", "--warmup", "1", "--repeat", "2", "--min-time", "0"]
 ROW_KEYS = {"model", "seconds", "batch", "dtype", "compiled", "latency_ms", "times_ms", "audio_seconds_per_second",
-            "real_time_factor", "peak_memory_bytes", "macs", "speedup", "speedup_spread", "efficiency", "breakdown_ms"}
+            "real_time_factor", "peak_memory_bytes", "macs", "speedup", "speedup_spread", "efficiency", "breakdown_ms",
+            "predicted_ms", "prediction_error"}
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +77,7 @@ def test_json_schema(report, models):
     assert data["method"]["warmup"] == 1 and data["method"]["repeat"] == 2 and data["method"]["inference_mode"]
     kinds = {m["kind"]: m for m in data["models"]}
     assert data["baseline"] == kinds["stock"]["label"] and data["baseline"].endswith(" (baseline)")
+    assert data["latency_table"] is None
     assert list(kinds) == ["stock", "shrunk", "run"]
     assert kinds["shrunk"]["params"] < kinds["stock"]["params"] == kinds["run"]["params"]
     assert kinds["shrunk"]["file_bytes"] < kinds["stock"]["file_bytes"] and kinds["run"]["file_bytes"] is None

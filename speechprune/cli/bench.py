@@ -23,18 +23,21 @@ def command(
     threads: Optional[int] = typer.Option(None, help="CPU threads. [default: every core]"),
     warmup: int = typer.Option(2, help="Untimed calls per model and setting."),
     repeat: int = typer.Option(5, help="At least this many timed rounds per setting."),
-    min_time: float = typer.Option(1.0, help="More rounds until every model has this many seconds timed."),
+    min_time: Optional[float] = typer.Option(None, help="More rounds until every model (with --cost-model: every timed shape) has this many seconds timed. [default: 1; 0.1 with --cost-model]"),
     compile_: bool = typer.Option(False, "--compile", help="Also time under torch.compile (CUDA graphs on GPUs)."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also time the CNN, projection, positional conv and layers."),
     seed: int = typer.Option(0, help="Seed of the generated input audio."),
     quantize: Optional[str] = typer.Option(None, help="Quantize the models under test: int8 (dynamic, Linear layers; CPU)."),
     baseline_quantize: Optional[str] = typer.Option(None, help="Quantize the baseline too: int8. [default: it stays float32]"),
     runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch."),
+    cost_model: Optional[str] = typer.Option(None, help="Measure a cost table of MODEL for this device, --threads, --dtype, --batch and --seconds (one each) and write it to this JSON file, for prune --latency-table."),
+    latency_table: Optional[str] = typer.Option(None, help="Cost table from --cost-model: adds each model's predicted latency beside the measured one."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
 ) -> None:
-    """Latency, throughput, memory and speedup against a baseline model."""
+    """Latency, throughput, memory and speedup against a baseline model; or, with --cost-model, a cost table."""
     from ..bench import BenchOptions, bench
+    from ..latency import COST_MODEL_MIN_TIME, measure_cost_table
 
     output = Output(json_mode=json_output, quiet=quiet)
     options = BenchOptions(
@@ -47,19 +50,35 @@ def command(
         threads=threads,
         warmup=warmup,
         repeat=repeat,
-        min_time=min_time,
+        min_time=(COST_MODEL_MIN_TIME if cost_model else 1.0) if min_time is None else min_time,
         compile=compile_,
         breakdown=breakdown,
         seed=seed,
         quantize=quantize,
         baseline_quantize=baseline_quantize,
         runtime=runtime,
+        latency_table=latency_table,
     )
+    if cost_model:
+        table = measure_cost_table(options, cost_model, reporter=output.reporter(log_every=1))
+        output.result({"cost_table": cost_model, **table.to_dict()}, cost_table_summary(cost_model, table))
+        return
     report = bench(options, reporter=output.reporter(log_every=1))
     if output.json_mode or output.quiet or not output.out.is_terminal:
         output.result(report, plain(report))
     else:
         show_rich(output, report)
+
+
+def cost_table_summary(path: str, table) -> str:
+    c, dense = table.conditions, table.fit["encoder"][0]
+    residuals = [abs(row["residual"]) for rows in table.fit.values() for row in rows]
+    return (
+        f"cost table of {table.provenance['model']} for {c['seconds']:g} s x{c['batch']} {c['dtype']} on {c['device']} "
+        f"({c['device_name']}), {c['threads']} threads: {len(residuals)} shapes timed, largest fit residual "
+        f"{max(residuals):.1%}; dense encoder {dense['measured_ms']:.1f} ms, fitted {dense['fitted_ms']:.1f} ms; "
+        f"written to {path}"
+    )
 
 
 # --- the report as tables: rich on a terminal, Markdown when piped ------------------------------
@@ -78,6 +97,9 @@ def main_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     models = {m["label"]: m for m in report["models"]}
     columns = ["model", "input", "median ms", "p90 ms", "audio s/s", "RTF", "peak MB", "params", "GMACs",
                "file MB", "speedup", "efficiency"]
+    predicted = report["latency_table"] is not None
+    if predicted:
+        columns += ["predicted ms", "prediction error"]
     rows = []
     for r in report["results"]:
         model = models[r["model"]]
@@ -100,7 +122,7 @@ def main_rows(report: dict) -> tuple[list[str], list[list[str]]]:
             "-" if model["file_bytes"] is None else f"{model['file_bytes'] / 1e6:.1f}",
             speedup,
             "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}",
-        ])
+        ] + ([f"{r['predicted_ms']:.1f}", f"{r['prediction_error']:+.1%}"] if predicted else []))
     return columns, rows
 
 
@@ -120,6 +142,9 @@ def notes(report: dict) -> list[str]:
     if report["baseline"]:
         lines.append("speedup: baseline median / model median (10th-90th percentile of the per-round ratios); "
                      "efficiency: speedup / (baseline MACs / model MACs)")
+    if report["latency_table"]:
+        lines.append(f"predicted: from the cost table {report['latency_table']}; "
+                     "prediction error: predicted / measured median - 1")
     return lines
 
 

@@ -17,7 +17,7 @@ from ..progress import Reporter
 
 
 # (label, metric key prefix) of each budget the progress shows: expected/target sparsity
-BUDGET_METRICS = (("sparsity", ""), ("MACs sparsity", "macs_"))
+BUDGET_METRICS = (("sparsity", ""), ("MACs sparsity", "macs_"), ("latency sparsity", "latency_"))
 
 
 class Output:

@@ -1,4 +1,4 @@
-"""`speechprune prune`: gated distillation of an encoder to a parameter target."""
+"""`speechprune prune`: gated distillation of an encoder to its budgets (parameters, MACs, predicted latency)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def command(
     sparsity: Optional[float] = typer.Option(None, help="Fraction of encoder parameters to remove, in (0, 1). [default: 0.72 with --demo]"),
     macs_sparsity: Optional[float] = typer.Option(None, help="Fraction of encoder MACs to remove, in (0, 1), for --macs-seconds of audio; alone or with --sparsity."),
     macs_seconds: Optional[float] = typer.Option(None, help="Audio length (batch 1) the MACs budget counts. [default: 10]"),
+    speedup: Optional[float] = typer.Option(None, help="Predicted speedup to reach, above 1 (e.g. 3: a third of the dense latency), predicted by --latency-table; alone or with the other budgets."),
+    latency_table: Optional[str] = typer.Option(None, help="Cost table of this model from speechprune bench MODEL --cost-model FILE, for --speedup."),
     data: Optional[str] = typer.Option(None, envvar="SPEECHPRUNE_DATA", help="Folder of audio (searched recursively) or manifest file."),
     out: Optional[str] = typer.Option(None, help="Run folder. [default: runs/<model>-<sparsity>]"),
     demo: bool = typer.Option(False, "--demo", help="Run offline on a built-in tiny model and generated audio."),
@@ -57,7 +59,7 @@ def command(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the summary with --json)."),
 ) -> None:
-    """Prune MODEL to --sparsity (parameters) and/or --macs-sparsity (compute) by gated distillation on unlabelled audio.
+    """Prune MODEL to --sparsity (parameters), --macs-sparsity (compute) and/or --speedup (predicted latency) by gated distillation on unlabelled audio.
 
     Example: speechprune prune facebook/wav2vec2-base --sparsity 0.72 --macs-sparsity 0.72 --data /data/LibriSpeech/train-clean-100
     """
@@ -78,10 +80,10 @@ def command(
         out = out or "runs/demo"
     if model is None:
         raise UsageError("missing MODEL: give a hub id or model folder, e.g. speechprune prune facebook/wav2vec2-base --sparsity 0.72")
-    if sparsity is None and macs_sparsity is None:
+    if sparsity is None and macs_sparsity is None and speedup is None:
         raise UsageError(
-            "missing budget: give --sparsity (fraction of parameters to remove), --macs-sparsity (fraction of MACs) "
-            "or both, e.g. --sparsity 0.72 --macs-sparsity 0.72"
+            "missing budget: give --sparsity (fraction of parameters to remove), --macs-sparsity (fraction of MACs), "
+            "--speedup with --latency-table (predicted speedup), or several, e.g. --sparsity 0.72 --macs-sparsity 0.72"
         )
     if not data:
         raise DataError(NO_DATA)
@@ -89,9 +91,11 @@ def command(
         model=model,
         sparsity=sparsity,
         data=data,
-        out=out or default_out(model, sparsity, macs_sparsity),
+        out=out or default_out(model, sparsity, macs_sparsity, speedup),
         macs_sparsity=macs_sparsity,
         macs_seconds=macs_seconds,
+        latency_table=latency_table,
+        speedup=speedup,
         revision=revision,
         structures=[s.strip() for s in structures.split(",") if s.strip()],
         ste=ste,
@@ -125,8 +129,9 @@ def command(
     output.result(summary, summary_line(summary))
 
 
-def default_out(model: str, sparsity: float | None, macs_sparsity: float | None) -> str:
-    """runs/<model>-p<sparsity>-m<macs sparsity>, with the values as given (0.72 -> 0.72)."""
+def default_out(model: str, sparsity: float | None, macs_sparsity: float | None, speedup: float | None) -> str:
+    """runs/<model>-p<sparsity>-m<macs sparsity>-x<speedup>, with the values as given (0.72 -> 0.72)."""
     name = Path(model.rstrip("/")).name
-    budgets = [f"{tag}{value:g}" for tag, value in (("p", sparsity), ("m", macs_sparsity)) if value is not None]
+    given = (("p", sparsity), ("m", macs_sparsity), ("x", speedup))
+    budgets = [f"{tag}{value:g}" for tag, value in given if value is not None]
     return str(Path("runs") / "-".join([name, *budgets]))

@@ -1,0 +1,478 @@
+"""Predicted latency: a cost table measured on one machine, and the latency of any shape of
+the encoder predicted from it, in closed form (the currency of ``prune --speedup``).
+
+A cost table holds, for one device, thread count, dtype, batch and input length, what each
+structure costs there. ``measure_cost_table`` (``bench MODEL --cost-model FILE``) times the
+parts of the encoder alone, built from the model's architecture with random weights, at
+several widths, and fits by non-negative least squares (on relative errors):
+
+  conv layer c       a_c * MACs_c + e_c * L_c * C_out + g_c    per layer: layer 0 (kernel 10,
+                                                               one input channel) is bound by
+                                                               elementwise work, the rest by matmuls
+  feature projection a * MACs + g                               (its LayerNorm is linear in C too)
+  positional conv    a constant (never pruned)
+  transformer layer  c0 + a_block * [attention runs] + a_head * H + a_proj * projection MACs
+                     + a_scores * T'^2 MACs + f_block * [FFN runs] + f_unit * FFN MACs
+  whole encoder      scale * (sum of the parts) + overhead
+
+A transformer layer is timed at about a dozen shapes (head counts, head widths, FFN widths,
+and two shapes whose heads are padded to a wider run-time width, so that the projections at
+stored widths and the T'^2 products at the padded width separate). MACs are those of
+``macs.py``: projections at each head's stored widths, the two T'^2 products at the layer's
+run-time width w = max(qk, vo) for every head. Features are per input, in millions; the
+coefficients absorb the batch. They are non-negative, so removing a structure never
+predicts a slower model (the budget decision's threshold search relies on costs that only
+fall).
+
+Parts timed alone need not add up to the whole: a part called again and again finds its
+inputs and weights in cache, and the glue between parts (WavLM's relative position bias,
+norms, masks) is not timed. So the whole encoder is timed too, dense and evenly shrunk to
+1/2 and 1/4 of its widths, and a scale and a constant are fitted to those three.
+
+``predict_ms`` prices any spec (a shrunk one: its padded widths). ``expected_ms`` is the same
+sum as a multilinear function of gate values, like ``macs.macs_breakdown``: "attention runs"
+is mha * (1 - prod_h(1 - head_h * any_vo_h)), "FFN runs" is ffn * (1 - prod_u(1 - unit_u)),
+and the T'^2 term counts each head at its own widths, so it may underestimate where heads of
+a layer differ in width (never over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__, atomic
+from .accounting import pruned_spec
+from .artifact import DTYPES
+from .bench import BenchOptions, all_cores, check_inputs, check_options, describe, device_name, device_sync, interleaved
+from .budget import DEFAULT_TOLERANCE, Budget
+from .encoder import ConvLayer, Encoder, EncoderLayer, EncoderSpec, FeatureProjection, LayerSpec, PositionalConv
+from .errors import UsageError
+from .gates import GateLayout, GateValues
+from .macs import conv_lengths
+from .progress import Reporter
+
+TABLE_FORMAT = 1
+COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes)
+CONDITIONS = ("device", "threads", "dtype", "batch", "seconds")  # what a prediction is valid for
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CostTable:
+    conditions: dict  # device (type), device_name, threads, dtype, batch, seconds
+    architecture: dict  # ``architecture(spec, sampling_rate)`` of the measured model
+    coefficients: dict  # conv: [per layer {name: ms per unit}], projection, pos_conv, layer, scale, overhead
+    fit: dict  # per group of timed shapes: measured and fitted ms, relative residual
+    provenance: dict  # model, speechprune, torch, date, warm-up and repeats
+    format: int = TABLE_FORMAT
+
+    @property
+    def samples(self) -> int:
+        return round(self.conditions["seconds"] * self.architecture["sampling_rate"])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CostTable":
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+            raise ValueError(f"not a cost table of format {TABLE_FORMAT}")
+        missing = [name for name in ("conditions", "architecture", "coefficients", "fit", "provenance")
+                   if name not in data]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        return cls(**data)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def read(cls, path: str) -> "CostTable":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise UsageError(
+                f"cannot read --latency-table {path}: {error}; write one with speechprune bench MODEL --cost-model FILE"
+            ) from None
+
+    def write(self, path: str | Path) -> None:
+        atomic.write_json(Path(path), self.to_dict())
+
+
+def architecture(spec: EncoderSpec, sampling_rate: int) -> dict:
+    """What a table is valid for. Read from any spec of the model: a shrunk spec keeps the dense
+    conv channel counts in ``conv_norm_channels``."""
+    return {
+        "family": spec.family,
+        "sampling_rate": sampling_rate,
+        "hidden_size": spec.hidden_size,
+        "layers": len(spec.layers),
+        "heads": spec.num_heads,
+        "head_dim": spec.head_dim,
+        "ffn_size": max(layer.ffn_dim for layer in spec.layers),
+        "pre_layer_norm": spec.stable_layer_norm,
+        "conv_channels": list(spec.conv_norm_channels),
+        "conv_kernels": list(spec.conv_kernels),
+        "conv_strides": list(spec.conv_strides),
+        "pos_conv": [spec.pos_conv_kernel, spec.pos_conv_groups],
+    }
+
+
+def check_architecture(table: CostTable, spec: EncoderSpec, sampling_rate: int, model: str, dense: bool = True) -> None:
+    """Refuse a table measured for another architecture, naming the first field that differs.
+    ``dense=False`` (a shrunk model): its FFN size is the pruned one, so it is not compared."""
+    ours = architecture(spec, sampling_rate)
+    for name, value in table.architecture.items():
+        if name == "ffn_size" and not dense:
+            continue
+        if ours.get(name) != value:
+            raise UsageError(
+                f"--latency-table was measured for {name} {value}, but {model} has {ours.get(name)}; "
+                f"measure a table for this model with speechprune bench MODEL --cost-model FILE"
+            )
+
+
+def check_conditions(table: CostTable, setting: dict) -> None:
+    """Refuse a table measured under other conditions than ``setting`` (same keys, ``CONDITIONS``)."""
+    for name in CONDITIONS:
+        if table.conditions[name] != setting[name]:
+            raise UsageError(
+                f"--latency-table was measured with {name} {table.conditions[name]}, this bench runs with "
+                f"{setting[name]}; bench with the table's setting or measure a table for this one"
+            )
+
+
+# --- prediction ----------------------------------------------------------------------------------
+# One feature function per part serves the fit, ``predict_ms`` (integers) and ``expected_ms``
+# (gate tensors): values per input, in millions.
+
+
+def _conv_features(length: int, kernel: int, channels_in, channels_out) -> dict:
+    return {"macs": length * kernel * channels_in * channels_out / 1e6, "outputs": length * channels_out / 1e6,
+            "const": 1.0}
+
+
+def _projection_features(t: int, d: int, channels) -> dict:
+    return {"macs": t * d * channels / 1e6, "const": 1.0}
+
+
+def _layer_features(t: int, d: int, attention, heads, dims, padded_dims, ffn, units) -> dict:
+    """``dims``: sum over heads of stored q/k + v/o widths; ``padded_dims``: the same at the
+    width the T'^2 products run at; ``attention``, ``ffn``: whether the block runs (0/1)."""
+    return {
+        "const": 1.0,
+        "attention": attention,
+        "heads": heads,
+        "projection_macs": 2 * t * d * dims / 1e6,
+        "score_macs": t * t * padded_dims / 1e6,
+        "ffn": ffn,
+        "ffn_macs": 2 * t * d * units / 1e6,
+    }
+
+
+def _spec_layer_features(t: int, d: int, layer: LayerSpec) -> dict:
+    heads = len(layer.heads) if layer.attention else 0
+    qk, vo = layer.head_widths()
+    width = max(layer.qk_dim, layer.vo_dim)  # the run-time width of every head
+    units = layer.ffn_dim if layer.ffn else 0
+    return _layer_features(t, d, float(heads > 0), heads, sum(qk) + sum(vo) if heads else 0, 2 * heads * width,
+                           float(units > 0), units)
+
+
+def _dot(coefficients: dict, features: dict):
+    return sum(coefficients[name] * value for name, value in features.items())
+
+
+def predict_ms(table: CostTable, spec: EncoderSpec) -> float:
+    """Predicted latency of an encoder of shape ``spec`` (dense or shrunk) under the table's conditions."""
+    coefficients = table.coefficients
+    return coefficients["scale"] * _parts_ms(coefficients, spec, table.samples) + coefficients["overhead"]
+
+
+def _parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
+    """Sum of the parts of ``spec`` as timed alone."""
+    lengths = conv_lengths(spec, samples)
+    t, d = lengths[-1], spec.hidden_size
+    total = coefficients["pos_conv"]["const"]
+    previous = 1  # the waveform: one input channel
+    for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
+        total += _dot(coefficients["conv"][c], _conv_features(length, kernel, previous, channels))
+        previous = channels
+    total += _dot(coefficients["projection"], _projection_features(t, d, previous))
+    for layer in spec.layers:
+        total += _dot(coefficients["layer"], _spec_layer_features(t, d, layer))
+    return float(total)
+
+
+def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.Tensor:
+    """Scalar: ``predict_ms`` as a multilinear function of the gates (expected latency on keep
+    probabilities, differentiable); equal to it on 0/1 decisions whose heads share one width."""
+    coefficients, ref = table.coefficients, keep.flat
+
+    def get(kind, index, *shape):
+        value = keep.get(kind, index)
+        return torch.ones(shape, dtype=ref.dtype, device=ref.device) if value is None else value
+
+    lengths = conv_lengths(spec, table.samples)
+    t, d = lengths[-1], spec.hidden_size
+    total = torch.tensor(coefficients["pos_conv"]["const"], dtype=ref.dtype, device=ref.device)
+    previous = torch.ones((), dtype=ref.dtype, device=ref.device)
+    for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
+        kept = get("conv", c, channels).sum()
+        total = total + _dot(coefficients["conv"][c], _conv_features(length, kernel, previous, kept))
+        previous = kept
+    total = total + _dot(coefficients["projection"], _projection_features(t, d, previous))
+    for l, layer in enumerate(spec.layers):
+        h = len(layer.heads)
+        mha, head = get("mha", l), get("head", l, h)
+        qk, vo = get("qk", l, h, layer.qk_dim), get("vo", l, h, layer.vo_dim)
+        alive = head * (1 - torch.prod(1 - vo, dim=-1))  # (H,): head kept with a v/o dim, as in accounting
+        present = mha * alive  # (H,)
+        attention = mha * (1 - torch.prod(1 - alive))  # the block runs: kept, with a present head
+        dims = (present * qk.sum(-1)).sum() + mha * (head * vo.sum(-1)).sum()
+        ffn, units = get("ffn", l), get("int", l, layer.ffn_dim)
+        ffn_runs = ffn * (1 - torch.prod(1 - units))
+        features = _layer_features(t, d, attention, present.sum(), dims, dims, ffn_runs, ffn * units.sum())
+        total = total + _dot(coefficients["layer"], features)
+    return coefficients["scale"] * total + coefficients["overhead"]
+
+
+def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, speedup: float,
+                   tolerance: float = DEFAULT_TOLERANCE) -> Budget:
+    """Predicted latency divided by ``speedup`` (``--speedup``)."""
+
+    def expected(values: GateValues) -> torch.Tensor:
+        return expected_ms(table, spec, values)
+
+    def exact(values: GateValues) -> float:
+        return predict_ms(table, pruned_spec(spec, GateValues(values.layout, values.flat.detach().cpu())))
+
+    return Budget("latency", "--speedup", "ms", predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
+                  option_value=lambda sparsity: 1 / (1 - sparsity), decimals=3,
+                  record={"speedup": speedup, "table_sha256": table.sha256, "conditions": table.conditions})
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def check_cost_model_options(options: BenchOptions, out: str) -> None:
+    """A table is for one model and one setting (before anything is read)."""
+    if len(options.models) != 1:
+        raise UsageError(f"--cost-model measures one model, got {len(options.models)}")
+    for option, values in (("--seconds", options.seconds), ("--batch", options.batches), ("--dtype", options.dtypes)):
+        if len(values) != 1:
+            raise UsageError(f"--cost-model measures one setting: give one {option}, got {','.join(map(str, values))}")
+    for option, given in (("--baseline", options.baseline), ("--compile", options.compile),
+                          ("--breakdown", options.breakdown), ("--latency-table", options.latency_table),
+                          ("--quantize", options.quantize), ("--runtime onnxruntime", options.runtime != "torch")):
+        if given:
+            raise UsageError(f"--cost-model does not combine with {option}")
+    if Path(out).is_dir():
+        raise UsageError(f"--cost-model {out} is a folder; give a file name such as cost-table.json")
+
+
+class _Timer:
+    """Median milliseconds of one module call on random inputs, with bench's warm-up and rounds."""
+
+    def __init__(self, options: BenchOptions, device: torch.device, dtype: torch.dtype, clock: Callable[[], float]):
+        self.options, self.device, self.dtype, self.clock = options, device, dtype, clock
+        self.sync = device_sync(device)
+        self.generator = torch.Generator().manual_seed(options.seed)
+
+    def input(self, *shape: int) -> torch.Tensor:
+        return torch.randn(self.options.batches[0], *shape, generator=self.generator).to(self.device, self.dtype)
+
+    def ms(self, module: torch.nn.Module, *inputs) -> float:
+        module = module.to(self.device, self.dtype).eval()
+        o = self.options
+        times = interleaved([lambda: module(*inputs)], warmup=o.warmup, repeat=o.repeat, min_time=o.min_time,
+                            clock=self.clock, sync=self.sync)[0]
+        return statistics.median(times) * 1e3
+
+
+def _with_conv(spec: EncoderSpec, changes: dict[int, int]) -> EncoderSpec:
+    """``spec`` with some conv layers at other channel counts (norms still over the dense count,
+    as in a shrunk model)."""
+    channels = [changes.get(c, n) for c, n in enumerate(spec.conv_channels)]
+    return EncoderSpec.from_dict({**spec.to_dict(), "conv_channels": channels,
+                                  "conv_norm_channels": spec.conv_norm_channels})
+
+
+def _share(n: int, fraction: float) -> int:
+    return max(1, round(n * fraction))
+
+
+def _uniform(spec: EncoderSpec, share: float) -> EncoderSpec:
+    """``spec`` shrunk evenly: ``share`` of every conv layer's channels, of the heads and of the FFN units."""
+    heads, units = _share(spec.num_heads, share), _share(spec.layers[0].ffn_dim, share)
+    layer = LayerSpec(heads=list(range(heads)), qk_dim=spec.head_dim, vo_dim=spec.head_dim, ffn_dim=units)
+    return EncoderSpec.from_dict({
+        **spec.to_dict(),
+        "conv_channels": [_share(n, share) for n in spec.conv_channels],
+        "conv_norm_channels": spec.conv_norm_channels,
+        "layers": [asdict(layer)] * len(spec.layers),
+    })
+
+
+def _layer_shapes(spec: EncoderSpec) -> list[LayerSpec]:
+    """About a dozen shapes of one layer: head counts, head widths, FFN widths, and two shapes
+    whose padded width differs from the stored ones (projections vs T'^2 products)."""
+    h, w, f = spec.num_heads, spec.head_dim, spec.layers[0].ffn_dim
+    two, third, half_w = _share(h, 2 / 3), _share(h, 1 / 3), _share(w, 1 / 2)
+
+    def shape(heads, width, units, qk_dims=None, vo_dims=None):
+        qk = max(qk_dims) if qk_dims else width
+        vo = max(vo_dims) if vo_dims else width
+        return LayerSpec(heads=list(range(heads)), qk_dim=qk if heads else 0, vo_dim=vo if heads else 0, ffn_dim=units,
+                         attention=heads > 0, ffn=units > 0, qk_dims=qk_dims, vo_dims=vo_dims)
+
+    shapes = [
+        shape(h, w, f), shape(h, w, _share(f, 1 / 2)), shape(h, w, _share(f, 1 / 6)), shape(h, w, 0),
+        shape(0, 0, f), shape(0, 0, 0), shape(two, w, f), shape(third, w, 0), shape(1, w, _share(f, 1 / 2)),
+        shape(h, half_w, f), shape(third, half_w, _share(f, 1 / 6)),
+        shape(h, w, _share(f, 1 / 2), qk_dims=[w if i % 2 else half_w for i in range(h)],
+              vo_dims=[w if i % 2 else half_w for i in range(h)]),
+        shape(two, w, 0, qk_dims=[half_w] * two, vo_dims=[w] * two),  # q/k narrower than v/o: padded to w
+    ]
+    unique = {json.dumps(asdict(s)): s for s in shapes}
+    return list(unique.values())
+
+
+def _describe_layer(layer: LayerSpec) -> str:
+    qk, vo = layer.head_widths()
+    attention = "no attention"
+    if layer.attention:
+        attention = f"{len(layer.heads)} heads q/k {sorted(set(qk))} v/o {sorted(set(vo))}"
+    return f"layer: {attention}, FFN {layer.ffn_dim if layer.ffn else 'none'}"
+
+
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x >= 0 minimising |a x - b| (Lawson and Hanson's active-set method)."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    tolerance = 1e-10 * max(1.0, float(np.abs(a).max()))
+    for _ in range(3 * n):
+        gradient = a.T @ (b - a @ x)
+        candidates = ~passive & (gradient > tolerance)
+        if not candidates.any():
+            break
+        passive[np.argmax(np.where(candidates, gradient, -np.inf))] = True
+        while True:  # solve on the passive set; step back to the boundary while a value goes negative
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            blocked = passive & (z <= tolerance)
+            if not blocked.any():
+                break
+            ratios = np.where(blocked, x / np.where(blocked, x - z, 1.0), np.inf)
+            first = int(np.argmin(ratios))
+            x = x + ratios[first] * (z - x)
+            x[first] = 0.0
+            passive &= x > tolerance
+        x = z
+    return x
+
+
+def _fit(rows: list[dict], measured: list[float]) -> dict:
+    """Non-negative coefficients of the features in ``rows`` that best fit ``measured`` ms, on
+    relative errors (every shape counts alike, whatever its size)."""
+    names = list(rows[0])
+    a = np.array([[row[name] for name in names] for row in rows], dtype=np.float64) / np.array(measured)[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0  # a feature that never varies from 0: its coefficient stays 0
+    x = nnls(a / scale, np.ones(len(rows))) / scale
+    return dict(zip(names, x.tolist()))
+
+
+def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | None = None,
+                       clock: Callable[[], float] = time.perf_counter) -> CostTable:
+    """Time the parts of ``options.models[0]`` at several widths and fit its cost table."""
+    reporter = reporter or Reporter()
+    check_cost_model_options(options, out)
+    device = check_options(options)
+    model = describe(options.models[0])
+    if model.kind == "shrunk":
+        raise UsageError(f"{model.source} is a shrunk model; measure the cost table on the dense model it came from")
+    check_inputs([model], None, options.seconds)
+    spec, seconds, dtype = model.spec, options.seconds[0], options.dtypes[0]
+    threads = options.threads or all_cores()
+    torch.set_num_threads(threads)
+    torch.manual_seed(options.seed)  # random weights: their values do not matter for timing
+    timer = _Timer(options, device, DTYPES[dtype], clock)
+    samples = round(seconds * model.sampling_rate)
+    lengths = conv_lengths(spec, samples)
+    t, d = lengths[-1], spec.hidden_size
+    fit: dict[str, list] = {}
+
+    def fitted(name: str, shapes: list[tuple[str, dict, float]]) -> dict:
+        coefficients = _fit([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
+        fit[name] = [{"shape": label, "measured_ms": round(ms, 4), "fitted_ms": round(_dot(coefficients, f), 4),
+                      "residual": round(_dot(coefficients, f) / ms - 1, 4)} for label, f, ms in shapes]
+        return coefficients
+
+    with torch.inference_mode():
+        conv = []
+        for c, (length, kernel, full) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
+            reporter.message(f"timing conv layer {c}")
+            before = spec.conv_channels[c - 1] if c else 1
+            pairs = [(before, full), (before, _share(full, 1 / 2)), (_share(before, 1 / 2), full),
+                     (_share(before, 1 / 4), _share(full, 1 / 4))]
+            shapes = []
+            for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
+                module = ConvLayer(_with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out}), c)
+                ms = timer.ms(module, timer.input(k_in, samples if c == 0 else lengths[c - 1]))
+                features = _conv_features(length, kernel, k_in, k_out)
+                shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features, ms))
+            conv.append(fitted(f"conv.{c}", shapes))
+
+        reporter.message("timing the feature projection and the positional convolution")
+        last = len(spec.conv_channels) - 1
+        shapes = []
+        for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
+            ms = timer.ms(FeatureProjection(_with_conv(spec, {last: k})), timer.input(t, k))
+            shapes.append((f"projection: {k} channels", _projection_features(t, d, k), ms))
+        projection = fitted("projection", shapes)
+        pos_conv = {"const": timer.ms(PositionalConv(spec), timer.input(t, d))}
+
+        shapes = []
+        bias = timer.input(spec.num_heads, t, t)[0] if spec.num_buckets else None  # WavLM: (H, T', T')
+        for layer in _layer_shapes(spec):
+            reporter.message(f"timing {_describe_layer(layer)}")
+            ms = timer.ms(EncoderLayer(spec, layer), timer.input(t, d), None, bias)
+            shapes.append((_describe_layer(layer), _spec_layer_features(t, d, layer), ms))
+        layer = fitted("layer", shapes)
+
+        parts = {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": layer}
+        shapes = []
+        for share in (1, 1 / 2, 1 / 4):
+            reporter.message(f"timing the encoder at {share:g} of its widths")
+            whole = _uniform(spec, share)
+            ms = timer.ms(Encoder(whole), timer.input(samples))
+            shapes.append((f"encoder at {share:g} of its widths", {"scale": _parts_ms(parts, whole, samples),
+                                                                    "overhead": 1.0}, ms))
+        parts.update(fitted("encoder", shapes))
+    table = CostTable(
+        conditions={"device": device.type, "device_name": device_name(device), "threads": threads,
+                    "dtype": dtype, "batch": options.batches[0], "seconds": seconds},
+        architecture=architecture(spec, model.sampling_rate),
+        coefficients=parts,
+        fit=fit,
+        provenance={"model": model.source, "speechprune": __version__, "torch": torch.__version__,
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "warmup": options.warmup,
+                    "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
+                    "weights": "random (timing does not depend on weight values)"},
+    )
+    table.write(out)
+    return table

@@ -1,0 +1,238 @@
+"""The latency budget: cost tables (format, measurement through the CLI), predicted latency of
+shrunk specs against its closed form in the gates, pruning to a predicted speedup, and the
+checks of tables against models and bench settings. No timing is asserted."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from speechprune.accounting import pruned_spec
+from speechprune.gates import GateLayout, HardConcreteGates
+from speechprune.latency import CostTable, architecture, expected_ms, latency_budget, nnls, predict_ms
+from conftest import ALL_KINDS
+from test_accounting import edge_case_values
+from test_cli import assert_clean_error, run_captured
+from test_macs_budget import tiny_spec
+from test_prune_runs import write_scores
+
+FAST = ["--steps", "4", "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu"]
+QUICK_TIMING = ["--warmup", "0", "--repeat", "1", "--min-time", "0", "--threads", "1"]
+
+
+def synthetic_table(spec, **conditions) -> CostTable:
+    """A table with made-up costs (ms per million MACs or elements, ms per block or head) for a 1 s input."""
+    layer = {"const": 0.01, "attention": 0.02, "heads": 0.005, "projection_macs": 0.05, "score_macs": 0.08, "ffn": 0.02,
+             "ffn_macs": 0.05}
+    return CostTable(
+        conditions={"device": "cpu", "device_name": "test", "threads": 1, "dtype": "float32", "batch": 1,
+                    "seconds": 1.0} | conditions,
+        architecture=architecture(spec, 16000),
+        coefficients={"conv": [{"macs": 0.05, "outputs": 0.02, "const": 0.005} for _ in spec.conv_channels],
+                      "projection": {"macs": 0.05, "const": 0.005}, "pos_conv": {"const": 0.02}, "layer": layer,
+                      "scale": 1.2, "overhead": 0.01},
+        fit={},
+        provenance={"model": "synthetic"},
+    )
+
+
+def write_table(path, spec, **conditions):
+    synthetic_table(spec, **conditions).write(path)
+    return path
+
+
+def test_a_table_round_trips_through_json(tmp_path):
+    table = synthetic_table(tiny_spec("wavlm", "large"))
+    table.write(tmp_path / "t.json")
+    again = CostTable.read(str(tmp_path / "t.json"))
+    assert again == table and again.sha256 == table.sha256
+    assert again.samples == 16000
+    with pytest.raises(ValueError, match="format"):
+        CostTable.from_dict({**table.to_dict(), "format": 99})
+
+
+def test_nnls_meets_the_optimality_conditions():
+    """x >= 0; the gradient A^T (b - A x) is 0 where x > 0 and <= 0 where x = 0 (Karush-Kuhn-Tucker)."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.normal(size=(12, 7)), rng.normal(size=12)
+        a[:, 3] = a[:, 2]  # collinear columns, as conv layer 0's features are
+        x = nnls(a, b)
+        gradient = a.T @ (b - a @ x)
+        assert (x >= 0).all()
+        assert np.abs(gradient[x > 0]).max(initial=0) < 1e-8
+        assert gradient[x == 0].max(initial=0) < 1e-8
+
+
+@pytest.mark.parametrize("family,style", ALL_KINDS)
+def test_expected_latency_on_decisions_is_the_predicted_latency_of_the_shrunk_spec(family, style):
+    spec = tiny_spec(family, style)
+    table = synthetic_table(spec)
+    layout = GateLayout(spec)
+    ones = layout.values(torch.ones(layout.size, dtype=torch.float64))
+    assert expected_ms(table, spec, ones).item() == pytest.approx(predict_ms(table, spec), rel=1e-12)
+    values = layout.values(torch.ones(layout.size, dtype=torch.float64))  # whole structures: heads share a width
+    values.get("head", 0)[1:3] = 0
+    values.get("mha", 1).zero_()
+    values.get("ffn", 2).zero_()
+    values.get("conv", 2)[:5] = 0
+    values.get("int", 0)[:40] = 0
+    shrunk = predict_ms(table, pruned_spec(spec, values))
+    assert expected_ms(table, spec, values).item() == pytest.approx(shrunk, rel=1e-12)
+    assert shrunk < predict_ms(table, spec)
+    for seed in (0, 1):  # heads of other widths: the closed form counts each at its own, never above
+        values = edge_case_values(layout, seed)
+        assert expected_ms(table, spec, values).item() <= predict_ms(table, pruned_spec(spec, values)) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("family,ste", [("wav2vec2", True), ("wavlm", False)])
+def test_expected_latency_is_the_mean_latency_of_sampled_networks(family, ste):
+    spec = tiny_spec(family, "large")
+    table = synthetic_table(spec)
+    layout = GateLayout(spec)
+    gates = HardConcreteGates(layout, ste=ste)
+    with torch.no_grad():
+        gates.log_alpha.copy_(torch.randn(layout.size, generator=torch.Generator().manual_seed(0)) * 1.5)
+    expected = expected_ms(table, spec, layout.values(gates.keep_probability().double())).item()
+    generator = torch.Generator().manual_seed(1)
+    costs = torch.tensor(
+        [expected_ms(table, spec, layout.values((gates.sample(generator) > 0).double())).item() for _ in range(600)]
+    )
+    assert abs(costs.mean().item() - expected) < 4 * costs.std().item() / len(costs) ** 0.5
+
+
+def test_latency_budget_targets_a_speedup():
+    spec = tiny_spec()
+    table = synthetic_table(spec)
+    budget = latency_budget(table, spec, GateLayout(spec), 3.0)
+    assert budget.name == "latency" and budget.unit == "ms" and budget.option == "--speedup"
+    assert budget.dense == predict_ms(table, spec)
+    assert budget.target == pytest.approx(budget.dense / 3) and budget.setting == 3.0
+
+
+def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
+    model, path = str(model_dir("wavlm")), tmp_path / "table.json"
+    code, out, err = run_captured("bench", model, "--cost-model", path, "--seconds", "0.5", *QUICK_TIMING, "--json")
+    assert code == 0, err
+    assert json.loads(out)["cost_table"] == str(path)
+    data = json.loads(path.read_text())
+    assert data["format"] == 1
+    assert data["conditions"] | {"device_name": None} == {"device": "cpu", "device_name": None, "threads": 1,
+                                                         "dtype": "float32", "batch": 1, "seconds": 0.5}
+    assert data["architecture"]["family"] == "wavlm" and data["architecture"]["hidden_size"] == 48
+    assert {"speechprune", "torch", "date", "model"} <= set(data["provenance"])
+    assert set(data["fit"]) == {f"conv.{c}" for c in range(7)} | {"projection", "layer", "encoder"}
+    assert len(data["fit"]["layer"]) >= 10 and len(data["fit"]["encoder"]) == 3
+    coefficients = data["coefficients"]
+    assert len(coefficients["conv"]) == 7 and coefficients["scale"] >= 0 and coefficients["overhead"] >= 0
+    table = CostTable.read(str(path))
+    spec = tiny_spec("wavlm")
+    assert math.isfinite(predict_ms(table, spec)) and predict_ms(table, spec) > 0
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--seconds", "1,2"], ["--cost-model", "one --seconds"]),
+    (["--batch", "1,2"], ["one --batch"]),
+    (["--compile"], ["--compile"]),
+])
+def test_cost_model_options_are_checked_first(model_dir, tmp_path, args, words):
+    result = run_captured("bench", model_dir("wav2vec2"), "--cost-model", tmp_path / "t.json", *args)
+    assert_clean_error(result, 2, *words)
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_bench_predicts_beside_measuring_and_refuses_other_conditions(model_dir, tmp_path):
+    model = str(model_dir("wav2vec2"))
+    table = write_table(tmp_path / "t.json", tiny_spec())
+    code, out, err = run_captured("bench", model, "--latency-table", table, "--seconds", "1", *QUICK_TIMING, "--json")
+    assert code == 0, err
+    row = json.loads(out)["results"][0]
+    assert row["predicted_ms"] == pytest.approx(predict_ms(CostTable.read(str(table)), tiny_spec()))
+    assert row["prediction_error"] == pytest.approx(row["predicted_ms"] / row["latency_ms"]["median"] - 1)
+    for args, words in ((["--seconds", "2", "--threads", "1"], ["seconds 1.0", "2.0"]),
+                        (["--seconds", "1", "--threads", "2"], ["threads 1", "2"])):
+        assert_clean_error(run_captured("bench", model, "--latency-table", table, *args), 2, "--latency-table", *words)
+    other = write_table(tmp_path / "other.json", tiny_spec("hubert"))
+    assert_clean_error(run_captured("bench", model, "--latency-table", other, "--seconds", "1", "--threads", "1"), 2,
+                       "family hubert")
+
+
+def prune_cli(model, audio_dir, out, *args):
+    return run_captured("prune", model, "--data", audio_dir, "--out", out, "--json", *FAST, *args)
+
+
+def test_prune_to_a_predicted_speedup(model_dir, audio_dir, tmp_path):
+    model, out = str(model_dir("wav2vec2")), tmp_path / "run"
+    table = write_table(tmp_path / "t.json", tiny_spec())
+    code, stdout, stderr = prune_cli(model, audio_dir, out, "--latency-table", table, "--speedup", "1.5")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    latency = summary["budgets"]["latency"]
+    assert latency["within_tolerance"] and summary["within_tolerance"] and latency["option_value"] == 1.5
+    assert summary["predicted_speedup"] == pytest.approx(1.5, rel=0.006)
+    assert summary["predicted_ms_dense"] == pytest.approx(predict_ms(CostTable.read(str(table)), tiny_spec()), abs=1e-3)
+    metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "expected_latency_sparsity" in metrics and "latency_lambda1" in metrics
+    record = json.loads((out / "config.json").read_text())
+    assert record["budgets"]["latency"]["table_sha256"] == CostTable.read(str(table)).sha256
+
+    # the workflow's end: shrink, then bench predicts the shrunk model as prune did
+    small = tmp_path / "small"
+    code, _, stderr = run_captured("shrink", out, "--out", small, "--quiet")
+    assert code == 0, stderr
+    assert "- Budgets: predicted speedup 1.5x (--speedup)" in (small / "README.md").read_text()
+    code, stdout, stderr = run_captured("bench", small, "--latency-table", table, "--seconds", "1", *QUICK_TIMING,
+                                        "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["results"][0]["predicted_ms"] == pytest.approx(summary["predicted_ms_pruned"], abs=1e-3)
+
+    changed = synthetic_table(tiny_spec())
+    changed.coefficients["overhead"] = 0.5
+    changed.write(table)
+    result = prune_cli(model, audio_dir, out, "--latency-table", table, "--speedup", "1.5", "--resume")
+    assert_clean_error(result, 1, "refusing to resume", "latency")
+
+
+def test_one_shot_to_a_predicted_speedup_with_a_parameter_budget(model_dir, audio_dir, tmp_path):
+    model = model_dir("wav2vec2")
+    table = write_table(tmp_path / "t.json", tiny_spec())
+    write_scores(tmp_path / "scores.json", model)
+    code, stdout, stderr = prune_cli(str(model), audio_dir, tmp_path / "run", "--latency-table", table, "--speedup",
+                                     "1.5", "--sparsity", "0.3", "--steps", "0", "--scores", tmp_path / "scores.json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert set(summary["budgets"]) == {"params", "latency"} and summary["within_tolerance"]
+    assert summary["predicted_speedup"] >= 1.5 / 1.005 - 1e-6  # at or under the latency target
+
+
+def test_latency_options_are_refused_before_weights_load(model_dir, audio_dir, tmp_path, monkeypatch):
+    import speechprune.prune as core
+
+    def refuse(*_):
+        raise AssertionError("weights were loaded before the options were checked")
+
+    monkeypatch.setattr(core, "load_encoder", refuse)
+    model, out = str(model_dir("wav2vec2")), tmp_path / "run"
+    table = write_table(tmp_path / "t.json", tiny_spec())
+    wide = write_table(tmp_path / "wide.json", tiny_spec())
+    data = json.loads(wide.read_text())
+    data["architecture"]["hidden_size"] = 64
+    wide.write_text(json.dumps(data))
+    (tmp_path / "broken.json").write_text("{")
+    cases = [
+        (["--latency-table", write_table(tmp_path / "hubert.json", tiny_spec("hubert")), "--speedup", "2"],
+         ["family hubert"]),
+        (["--latency-table", wide, "--speedup", "2"], ["hidden_size 64", "48"]),
+        (["--latency-table", tmp_path / "broken.json", "--speedup", "2"], ["cannot read --latency-table"]),
+        (["--latency-table", table, "--speedup", "0.5"], ["--speedup must be", "above 1"]),
+        (["--latency-table", table, "--speedup", "inf"], ["--speedup must be"]),
+        (["--speedup", "2"], ["--speedup and --latency-table go together"]),
+        (["--latency-table", table, "--sparsity", "0.5"], ["--speedup and --latency-table go together"]),
+        (["--latency-table", table, "--speedup", "50"], ["--speedup 50 is out of reach"]),
+    ]
+    for args, words in cases:
+        assert_clean_error(prune_cli(model, audio_dir, out, *args), 2, *words)
+    assert not out.exists()
+    assert_clean_error(run_captured("prune", model, "--data", audio_dir), 2, "--speedup")

@@ -77,7 +77,6 @@ def main():
     layout = GateLayout(spec)
     scores = torch.randn(layout.size, generator=torch.Generator().manual_seed(args.seed))
     budget = params_budget(spec, layout, args.sparsity)
-    dense_params = int(budget.dense)
     decision = decide(layout, [budget], scores)
     small_spec, small_state = shrink_encoder(spec, family.to_encoder_keys(stock.state_dict()), layout,
                                              decision.keep.double())

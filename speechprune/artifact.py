@@ -23,8 +23,9 @@ import torch
 from safetensors.torch import save_file
 
 from . import __version__
+from .checks import check_out_path
 from .encoder import EncoderSpec
-from .errors import RunFolderError
+from .errors import OutputError, RunFolderError, disk_full_message, is_disk_full
 
 MODELING_FILE = "modeling_speechprune.py"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -64,8 +65,7 @@ def stock_compatible(spec: EncoderSpec, dense: EncoderSpec) -> bool:
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--out {out} is a file; choose a folder for the model")
+    check_out_path(out, folder=True)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunFolderError(f"--out {out} is not empty; choose another --out or pass --overwrite to replace it")
 
@@ -114,8 +114,10 @@ def write_model_folder(
             stock_tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in stock_state.items()}
             save_file(stock_tensors, str(tmp / "stock" / "model.safetensors"), metadata={"format": "pt"})
         _swap_into_place(tmp, out)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(error):
+            raise OutputError(disk_full_message(out)) from error
         raise
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 
+from .checks import check_positive
 from .errors import UsageError
 from .gates import GATE_KINDS
 
@@ -80,9 +80,10 @@ class PruneConfig:
         if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.steps:
             raise UsageError(f"--warmup-steps must be between 0 and --steps ({self.steps}), got {self.warmup_steps}")
         for name in ("lr", "gate_lr", "lambda_lr", "crop_seconds", "batch_seconds", "min_seconds", "tolerance"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+            check_positive(getattr(self, name), f"--{name.replace('_', '-')}")
+        if self.tolerance >= 1:
+            raise UsageError(f"--tolerance is the allowed relative miss of the parameter target, below 1 "
+                             f"(e.g. 0.005 for 0.5%), got {self.tolerance}")
         if self.min_seconds > self.crop_seconds:
             raise UsageError(f"--min-seconds ({self.min_seconds}) must not exceed --crop-seconds ({self.crop_seconds})")
         if not 0 <= self.val_fraction < 1:

@@ -25,6 +25,7 @@ from . import __version__, atomic
 from .accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from .audio import CropSampler, scan_audio, split_validation, validation_batches
 from .budget import Budget, macs_budget, params_budget
+from .checks import check_long_enough, check_out_path
 from .config import PruneConfig
 from .decision import decide, value_per_cost
 from .distill import DistillHeads, distill_loss
@@ -51,6 +52,7 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     """Run (or resume) a pruning job and return its summary."""
     reporter = reporter or Reporter()
     config.validate()
+    check_out_path(config.out, folder=True)
     ranks = Distributed.from_env()
     device = resolve_device(config.device, ranks.local_rank)
     check_precision(config.precision, device)
@@ -61,13 +63,15 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     budgets = build_budgets(config, info.spec, layout, info.sampling_rate)
     for budget in budgets:
         budget.check_reachable(layout, config.structures)
+    # before the run folder exists: a crop that makes no frame would crash the run mid-way
+    check_long_enough(config.crop_seconds, "--crop-seconds", config.model, info.spec, info.sampling_rate)
     scores = read_scores(config.scores, layout) if config.scores else None
 
     run = RunFolder(config.out)
     plan = run.plan(config, world_size=ranks.world_size)
     if plan == "finished":
         reporter.message(f"{run.root} is a finished run; nothing to do")
-        return json.loads(run.summary_path.read_text())
+        return run.read_json(run.summary_path)
 
     corpus = scan_audio(config.data, min_seconds=config.min_seconds)
     train, val = split_validation(corpus, fraction=config.val_fraction, max_files=config.val_max_files, seed=config.seed)

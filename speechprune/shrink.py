@@ -188,6 +188,9 @@ def read_run(path: str | Path) -> RunSnapshot:
     run = RunFolder(path)
     if not run.root.is_dir():
         raise RunFolderError(f"{path} is not a folder; pass the --out folder of a speechprune prune run")
+    if run.config_path.exists() and not run.encoder_path.exists() and "model_type" in run.read_config():
+        raise RunFolderError(f"{path} is a model folder, not a prune run; shrink takes the --out folder of "
+                             "speechprune prune (run speechprune prune on this model first)")
     if not run.config_path.exists() or not run.encoder_path.exists():
         raise RunFolderError(f"{path} is not a speechprune run (no config.json/encoder.json); pass the --out folder of speechprune prune")
     record = run.read_config()

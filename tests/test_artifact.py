@@ -152,7 +152,7 @@ def test_stock_compatible_result_also_gets_a_stock_config(model_dir, audio_dir, 
 def test_bad_inputs(pruned_run, model_dir, tmp_path, capsys):
     cases = [
         (["shrink", str(tmp_path / "missing")], "not a folder"),
-        (["shrink", str(model_dir("wav2vec2"))], "not a speechprune run"),
+        (["shrink", str(model_dir("wav2vec2"))], "is a model folder, not a prune run"),
         (["shrink", str(pruned_run), "--dtype", "int8", "--out", str(tmp_path / "x")], "--dtype"),
     ]
     taken = tmp_path / "taken"
@@ -178,11 +178,12 @@ def test_bad_inputs(pruned_run, model_dir, tmp_path, capsys):
 
 def test_failed_write_leaves_nothing_behind(pruned_run, tmp_path, monkeypatch):
     import speechprune.artifact as artifact
+    from speechprune.errors import OutputError
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(artifact, "save_file", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="no space left on device while writing"):
         shrink_run(pruned_run, tmp_path / "model")
     assert list(tmp_path.iterdir()) == []

@@ -232,7 +232,7 @@ def test_bad_scores_are_refused_before_loading_weights(model_dir, audio_dir, tmp
     (tmp_path / "short.json").write_text(json.dumps(short))
     for name, words in (("broken.json", "cannot read"), ("empty.json", "no gate_scores"), ("short.json", "int.0")):
         with pytest.raises(DataError, match=words):
-            prune(fast_config(model, audio_dir, tmp_path / name, 0.5, steps=0, scores=str(tmp_path / name)))
+            prune(fast_config(model, audio_dir, tmp_path / name.replace(".json", ""), 0.5, steps=0, scores=str(tmp_path / name)))
         assert not (tmp_path / name.replace(".json", "")).exists()
     with pytest.raises(UsageError, match="--scores"):
         prune(fast_config(model, audio_dir, tmp_path / "x", 0.5, steps=0))

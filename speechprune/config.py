@@ -82,7 +82,7 @@ class PruneConfig:
         for name in ("lr", "gate_lr", "lambda_lr", "crop_seconds", "batch_seconds", "min_seconds", "tolerance"):
             check_positive(getattr(self, name), f"--{name.replace('_', '-')}")
         if self.tolerance >= 1:
-            raise UsageError(f"--tolerance is the allowed relative miss of the parameter target, below 1 "
+            raise UsageError(f"--tolerance is the allowed relative miss of a budget target, below 1 "
                              f"(e.g. 0.005 for 0.5%), got {self.tolerance}")
         if self.min_seconds > self.crop_seconds:
             raise UsageError(f"--min-seconds ({self.min_seconds}) must not exceed --crop-seconds ({self.crop_seconds})")

@@ -47,7 +47,7 @@ def command(
     batch_seconds: Optional[float] = typer.Option(None, help="Audio seconds per batch and process. [default: 64; 16 with --demo]"),
     min_seconds: float = typer.Option(1.0, help="Skip files shorter than this."),
     val_fraction: float = typer.Option(0.02, help="Share of files held out for the validation loss."),
-    tolerance: float = typer.Option(0.005, help="Allowed relative miss of the parameter target by the final keep decision, in (0, 1)."),
+    tolerance: float = typer.Option(0.005, help="Allowed relative miss of each budget target (parameters, MACs) by the final keep decision, in (0, 1)."),
     seed: int = typer.Option(0, help="Seed of data order, crops and gate noise."),
     precision: str = typer.Option("fp32", help=f"Numeric precision: {'|'.join(PRECISIONS)}."),
     device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps."),

@@ -57,8 +57,8 @@ class PruneConfig:
         for option, value in (("--sparsity", self.sparsity), ("--macs-sparsity", self.macs_sparsity)):
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise UsageError(f"{option} must be between 0 and 1 (exclusive), got {value}; e.g. {option} 0.72")
-        if self.macs_seconds is not None and not (math.isfinite(self.macs_seconds) and self.macs_seconds > 0):
-            raise UsageError(f"--macs-seconds must be a finite positive number, got {self.macs_seconds}")
+        if self.macs_seconds is not None:
+            check_positive(self.macs_seconds, "--macs-seconds")
         unknown = [s for s in self.structures if s not in GATE_KINDS]
         if unknown or not self.structures:
             raise UsageError(

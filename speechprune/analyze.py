@@ -9,7 +9,6 @@ from config files and scan the audio, then load weights and compute. Statistics 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from .accounting import component_totals, kept_structure, parameter_breakdown, p
 from .analysis.compare import compare_hidden_states, require_finite
 from .analysis.heads import head_statistics
 from .audio import AudioCorpus, scan_audio, validation_batches
+from .checks import check_long_enough, check_out_path, check_positive
 from .config import DEFAULT_MACS_SECONDS
 from .errors import DataError, UsageError
 from .outputs import check_apart
@@ -52,12 +52,9 @@ class AnalyzeOptions:
 
 def check_options(options: AnalyzeOptions) -> torch.device:
     """Refuse bad options before anything is read or loaded."""
-    if not (options.max_seconds > 0 and math.isfinite(options.max_seconds)):
-        raise UsageError(f"--max-seconds must be positive, got {options.max_seconds:g}")
-    if not (options.crop_seconds > 0 and math.isfinite(options.crop_seconds)):
-        raise UsageError(f"--crop-seconds must be positive, got {options.crop_seconds:g}")
-    if not (options.batch_seconds > 0 and math.isfinite(options.batch_seconds)):
-        raise UsageError(f"--batch-seconds must be positive, got {options.batch_seconds:g}")
+    check_positive(options.max_seconds, "--max-seconds")
+    check_positive(options.crop_seconds, "--crop-seconds")
+    check_positive(options.batch_seconds, "--batch-seconds")
     if options.projections < 1:
         raise UsageError(f"--projections must be at least 1, got {options.projections}")
     if options.teacher and not options.data:
@@ -65,13 +62,9 @@ def check_options(options: AnalyzeOptions) -> torch.device:
     for option, path in (("--out", options.out), ("--png", options.png)):
         if path is None:
             continue
-        target = Path(path).expanduser()
-        if target.is_dir():
-            raise UsageError(f"{option} {path} is a folder; give a file name")
-        if not target.parent.exists():
-            raise UsageError(f"{option} {path}: folder {target.parent} does not exist")
-        check_apart(target, option, {"MODEL": options.model, "--data": options.data, "--teacher": options.teacher},
-                    folder=False)
+        check_out_path(path, option, folder=False)
+        check_apart(Path(path).expanduser(), option,
+                    {"MODEL": options.model, "--data": options.data, "--teacher": options.teacher}, folder=False)
     if options.png is not None:
         if not options.png.lower().endswith(".png"):
             raise UsageError(f"--png takes a .png file name, got {options.png}")
@@ -158,6 +151,9 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
     if options.data is None and target.kind != "run":
         raise DataError(f"{options.model} is a model: pass --data with a folder (or manifest) of speech to analyze it on "
                         "(only a prune run folder can be analyzed without audio)")
+    crop_option = "--crop-seconds" if options.crop_seconds <= options.max_seconds else "--max-seconds"
+    check_long_enough(min(options.crop_seconds, options.max_seconds), crop_option, options.model, target.spec,
+                      target.sampling_rate)
     teacher_target = read_target(options.teacher) if options.teacher else None
     if teacher_target is not None:
         check_teacher(target, teacher_target)
@@ -213,6 +209,7 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
     if options.png:
         from .analysis.plot import save_png
 
-        save_png(report, options.png)
+        Path(options.png).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        save_png(report, Path(options.png).expanduser())
         reporter.message(f"saved {options.png}")
     return report

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from . import __version__, atomic
+from .checks import check_out_path
 from .encoder import EncoderSpec
 from .errors import RunFolderError
 
@@ -64,8 +65,7 @@ def stock_compatible(spec: EncoderSpec, dense: EncoderSpec) -> bool:
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--out {out} is a file; choose a folder for the model")
+    check_out_path(out, folder=True)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunFolderError(f"--out {out} is not empty; choose another --out or pass --overwrite to replace it")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,29 +42,43 @@ class AudioFile:
         return self.frames / self.sample_rate
 
 
+SKIP_REASONS = ("unreadable", "missing", "empty", "too_short", "silent", "non_finite")
+_NAMED_MISSING = 3  # missing paths named in messages; a manifest of a moved corpus can miss thousands
+
+
 @dataclass
 class SkipCounts:
-    """Files left out, by reason."""
+    """Files left out, by reason (SKIP_REASONS)."""
 
     unreadable: int = 0
+    missing: int = 0  # manifest entries that name no file
     empty: int = 0
     too_short: int = 0
     silent: int = 0
     non_finite: int = 0  # NaN or infinite samples, which would turn the weights into NaN
+    missing_paths: tuple[str, ...] = ()  # the first few missing entries, to name them
 
     @property
     def total(self) -> int:
         return sum(self.to_dict().values())
 
     def to_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {reason: getattr(self, reason) for reason in SKIP_REASONS}
 
-    def add(self, reason: str) -> None:
+    def add(self, reason: str, path: str | None = None) -> None:
         setattr(self, reason, getattr(self, reason) + 1)
+        if reason == "missing" and len(self.missing_paths) < _NAMED_MISSING:
+            self.missing_paths += (path,)
 
     def describe(self) -> str:
-        """E.g. "2 unreadable, 1 silent"."""
-        parts = [f"{count} {reason.replace('_', ' ')}" for reason, count in self.to_dict().items() if count]
+        """E.g. "2 unreadable, 1 missing (/data/a.wav), 1 silent"."""
+        parts = []
+        for reason, count in self.to_dict().items():
+            if count:
+                named = ""
+                if reason == "missing" and self.missing_paths:
+                    named = f" ({', '.join(self.missing_paths)}{', ...' if count > len(self.missing_paths) else ''})"
+                parts.append(f"{count} {reason.replace('_', '-' if reason == 'non_finite' else ' ')}{named}")
         return ", ".join(parts) or "none skipped"
 
 
@@ -133,9 +149,12 @@ def scan_audio(
     total = len(candidates)
     for done, path in enumerate(candidates, start=1):
         file = _read_header(path)
-        reason = "unreadable" if file is None else _length_problem(file.frames, file.sample_rate, min_seconds)
+        if file is None:
+            reason = "unreadable" if os.path.lexists(path) else "missing"
+        else:
+            reason = _length_problem(file.frames, file.sample_rate, min_seconds)
         if reason:
-            skipped.add(reason)
+            skipped.add(reason, path)
         else:
             files.append(file)
         if progress:
@@ -211,7 +230,8 @@ def _read_manifest(manifest: Path) -> list[str]:
 def _read_header(path: str) -> AudioFile | None:
     """The file's header, or None when libsndfile cannot open it."""
     try:
-        info = sf.info(path)
+        with _quiet_decoder(path):
+            info = sf.info(path)
     except _DECODE_ERRORS:
         return None
     if info.samplerate <= 0 or info.channels <= 0:
@@ -247,7 +267,7 @@ def _decode_peak(file: AudioFile) -> tuple[float, int]:
     The peak is inf when any sample is NaN or infinite (``max`` alone would drop a NaN)."""
     peak, frames = 0.0, 0
     try:
-        with sf.SoundFile(file.path) as sound:
+        with _quiet_decoder(file.path), sf.SoundFile(file.path) as sound:
             for block in sound.blocks(_DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (N, C)
                 if len(block):
                     block_peak = float(np.abs(block.mean(axis=1)).max())
@@ -256,6 +276,26 @@ def _decode_peak(file: AudioFile) -> tuple[float, int]:
     except _DECODE_ERRORS as error:
         raise AudioReadError(_unreadable_message(file.path, error)) from error
     return peak, frames
+
+
+@contextlib.contextmanager
+def _quiet_decoder(path: str):
+    """libmpg123 (libsndfile's mp3 decoder) prints its complaints about a damaged mp3 straight to
+    file descriptor 2, past Python; we report such files ourselves, so fd 2 points at /dev/null
+    while an mp3 is opened or decoded. (Another thread's writes in that window, such as a
+    progress bar refresh, are lost too; the next refresh redraws it.)"""
+    if not path.lower().endswith(".mp3"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _unreadable_message(path: str, error: BaseException) -> str:
@@ -284,7 +324,8 @@ def load_audio(
     start = round(offset_seconds * file.sample_rate)
     frames = -1 if seconds is None else math.ceil(seconds * file.sample_rate)
     try:
-        audio, _ = sf.read(file.path, start=start, frames=frames, dtype="float32", always_2d=True)  # (N, C)
+        with _quiet_decoder(file.path):
+            audio, _ = sf.read(file.path, start=start, frames=frames, dtype="float32", always_2d=True)  # (N, C)
     except _DECODE_ERRORS as error:
         raise AudioReadError(_unreadable_message(file.path, error)) from error
     mono = audio.mean(axis=1)  # (N,)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import platform
 import re
@@ -34,10 +35,11 @@ import torch
 
 from . import __version__
 from .artifact import DTYPES
+from .checks import check_long_enough, check_positive
 from .encoder import Encoder, EncoderSpec
 from .errors import ModelError, UsageError
-from .loading import ModelInfo, inspect_model, quiet_transformers
-from .macs import frames, macs, min_samples
+from .loading import ModelInfo, from_pretrained, inspect_model
+from .macs import macs
 from .onnx_export import export_onnx, quantize_onnx, require_onnx, session
 from .progress import Reporter
 from .quantize import check_scheme, describe as describe_quantization, quantize
@@ -96,15 +98,14 @@ def check_options(options: BenchOptions) -> torch.device:
     if not options.models:
         raise UsageError("name at least one model to bench")
     for s in options.seconds:
-        if not (s > 0 and np.isfinite(s)):
-            raise UsageError(f"--seconds must be positive, got {s:g}")
+        check_positive(s, "--seconds")
     for b in options.batches:
         if b < 1:
             raise UsageError(f"--batch must be a positive whole number, got {b}")
     if options.threads is not None and options.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {options.threads}")
-    if options.warmup < 0 or options.repeat < 1 or options.min_time < 0:
-        raise UsageError("--warmup must be >= 0, --repeat >= 1 and --min-time >= 0")
+    if options.warmup < 0 or options.repeat < 1 or not 0 <= options.min_time < math.inf:  # inf: timing never ends
+        raise UsageError("--warmup must be >= 0, --repeat >= 1 and --min-time a finite number >= 0")
     device = resolve_device(options.device)
     for dtype in options.dtypes:
         if dtype not in DTYPES:
@@ -179,9 +180,7 @@ def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds:
                 f"{baseline.sampling_rate} Hz; compare models of the same sampling rate"
             )
         for s in seconds:
-            if frames(model.spec, round(s * model.sampling_rate)) < 1:
-                shortest = min_samples(model.spec) / model.sampling_rate
-                raise UsageError(f"--seconds {s:g} is too short for {model.source}: it needs at least {shortest:.3f} s")
+            check_long_enough(s, "--seconds", model.source, model.spec, model.sampling_rate)
 
 
 def load(model: BenchModel, device: torch.device, threads: int | None = None) -> None:
@@ -232,16 +231,8 @@ def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
 
 
 def _load_stock(model: BenchModel) -> None:
-    import transformers
-    from safetensors import SafetensorError
-
     info = model.info
-    base_class = getattr(transformers, info.family.base_class)
-    try:
-        with quiet_transformers():
-            model.module = base_class.from_pretrained(info.path or info.source, dtype=torch.float32)
-    except (OSError, SafetensorError, RuntimeError, EOFError) as error:
-        raise ModelError(f"cannot load weights of {info.source}: {str(error).splitlines()[0]}") from error
+    model.module, _ = from_pretrained(info)
     model.note = f"stock {info.family.base_class}" + (f" (encoder of a {info.architecture})" if info.takes_part else "")
     model.file_bytes = _weights_bytes(Path(info.path) if info.path else _hub_snapshot(info.source))
 

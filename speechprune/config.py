@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from .checks import check_positive
 from .errors import UsageError
 from .gates import GATE_KINDS
 
@@ -71,8 +72,8 @@ class PruneConfig:
         for option, value in (("--sparsity", self.sparsity), ("--macs-sparsity", self.macs_sparsity)):
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise UsageError(f"{option} must be between 0 and 1 (exclusive), got {value}; e.g. {option} 0.72")
-        if self.macs_seconds is not None and not (math.isfinite(self.macs_seconds) and self.macs_seconds > 0):
-            raise UsageError(f"--macs-seconds must be a finite positive number, got {self.macs_seconds}")
+        if self.macs_seconds is not None:
+            check_positive(self.macs_seconds, "--macs-seconds")
         unknown = [s for s in self.structures if s not in GATE_KINDS]
         if unknown or not self.structures:
             raise UsageError(
@@ -94,9 +95,10 @@ class PruneConfig:
         if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.steps:
             raise UsageError(f"--warmup-steps must be between 0 and --steps ({self.steps}), got {self.warmup_steps}")
         for name in ("lr", "gate_lr", "lambda_lr", "crop_seconds", "batch_seconds", "min_seconds", "tolerance"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+            check_positive(getattr(self, name), f"--{name.replace('_', '-')}")
+        if self.tolerance >= 1:
+            raise UsageError(f"--tolerance is the allowed relative miss of a budget target, below 1 "
+                             f"(e.g. 0.005 for 0.5%), got {self.tolerance}")
         if self.min_seconds > self.crop_seconds:
             raise UsageError(f"--min-seconds ({self.min_seconds}) must not exceed --crop-seconds ({self.crop_seconds})")
         if not 0 <= self.val_fraction < 1:

@@ -88,14 +88,16 @@ class EncoderSpec:
     conv_norm_channels: list[int] = field(default_factory=list)
     num_buckets: int = 0  # WavLM relative position buckets (0: no relative position bias)
     max_distance: int = 0
-    rel_heads: list[int] = field(default_factory=list)  # WavLM: original heads the bias table keeps
+    # WavLM: original heads the bias table keeps; [] when no head is kept anywhere. None (not
+    # given, as in specs written before this field) means every head.
+    rel_heads: list[int] | None = None
 
     def __post_init__(self):
         self.layers = [LayerSpec(**l) if isinstance(l, dict) else l for l in self.layers]
         if not self.conv_norm_channels:
             self.conv_norm_channels = list(self.conv_channels)
-        if self.num_buckets and not self.rel_heads:
-            self.rel_heads = list(range(self.num_heads))
+        if self.rel_heads is None:
+            self.rel_heads = list(range(self.num_heads)) if self.num_buckets else []
 
     def to_dict(self) -> dict:
         return asdict(self)

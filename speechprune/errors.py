@@ -29,6 +29,10 @@ class ExportError(SpeechpruneError):
     """An exported model that does not compute what the torch model computes, or a missing exporter."""
 
 
+class OutputError(SpeechpruneError):
+    """An output location that cannot be written (a file in the way, no permission)."""
+
+
 class DiskFullError(SpeechpruneError):
     """The disk filled up while writing ``path``; ``rerun`` says how to continue once space is freed."""
 

@@ -9,7 +9,6 @@ data is found before any weights load. The report is one JSON-ready dict (schema
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from .audio import (
     load_audio,
     scan_audio,
 )
-from .bench import min_samples
+from .checks import check_out_path, check_positive
+from .macs import min_samples
 from .errors import DataError, UsageError
 from .outputs import check_apart
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
@@ -81,11 +81,6 @@ class Clips:
         return round(sum(len(a) for a in self.audio) / rate, 3)
 
 
-def _positive(value: float, option: str) -> None:
-    if not (value > 0 and math.isfinite(value)):
-        raise UsageError(f"{option} must be positive, got {value:g}")
-
-
 def check_options(options: EvalOptions):
     """Refuse bad options before anything is read or loaded; returns the device."""
     if options.test_data is not None and options.test_fraction is not None:
@@ -94,20 +89,17 @@ def check_options(options: EvalOptions):
     fraction = options.test_fraction
     if fraction is not None and not (0 < fraction < 1):
         raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {fraction:g}")
-    _positive(options.max_seconds_per_clip, "--max-seconds-per-clip")
-    _positive(options.batch_seconds, "--batch-seconds")
+    check_positive(options.max_seconds_per_clip, "--max-seconds-per-clip")
+    check_positive(options.batch_seconds, "--batch-seconds")
     if options.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {options.epochs}")
     if options.max_per_class is not None and options.max_per_class < 1:
         raise UsageError(f"--max-per-class must be at least 1, got {options.max_per_class}")
     if options.out is not None:
-        target = Path(options.out).expanduser()
-        if target.is_dir():
-            raise UsageError(f"--out {options.out} is a folder; give a file name")
-        if not target.parent.exists():
-            raise UsageError(f"--out {options.out}: folder {target.parent} does not exist")
-        check_apart(target, "--out", {"MODEL": options.model, "--data": options.data, "--test-data": options.test_data,
-                                      "--teacher": options.teacher}, folder=False)
+        check_out_path(options.out, folder=False)
+        check_apart(Path(options.out).expanduser(), "--out", {"MODEL": options.model, "--data": options.data,
+                                                              "--test-data": options.test_data, "--teacher": options.teacher},
+                    folder=False)
     device = resolve_device(options.device)
     check_scheme(options.quantize, device)
     return device

@@ -18,6 +18,8 @@ import torch
 from . import __version__
 from .accounting import parameter_count
 from .artifact import DTYPES, check_output_folder, stock_compatible, write_model_folder
+from .audio import AudioCorpus, scan_audio, validation_batches
+from .checks import check_out_path, check_positive
 from .encoder import Encoder
 from .errors import ModelError, UsageError
 from .families import family_by_name
@@ -46,14 +48,15 @@ def shrink_run(
     reporter = reporter or Reporter()
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if fidelity_seconds <= 0:
-        raise UsageError(f"--fidelity-seconds must be positive, got {fidelity_seconds}")
+    check_positive(fidelity_seconds, "--fidelity-seconds")
     out = Path(out)
     if onnx:
         require_onnx()
+    check_out_path(out, folder=True)
     check_apart(out, "--out", {"RUN": run_dir, "--data": data, "the run's source model": _source_model(run_dir)})
+    corpus = scan_audio(data, min_seconds=0.5) if data else None  # a bad --data fails before the slicing
     with OutputLock(out):
-        return _shrink_run(run_dir, out, dtype, data, fidelity_seconds, overwrite, onnx, command, reporter)
+        return _shrink_run(run_dir, out, dtype, corpus, fidelity_seconds, overwrite, onnx, command, reporter)
 
 
 def _source_model(run_dir: str | Path) -> str | None:
@@ -64,7 +67,7 @@ def _source_model(run_dir: str | Path) -> str | None:
         return None
 
 
-def _shrink_run(run_dir, out: Path, dtype, data, fidelity_seconds, overwrite, onnx, command, reporter) -> dict:
+def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, onnx, command, reporter) -> dict:
     check_output_folder(out, overwrite)
     snap = read_run(run_dir)
     if not snap.finished:
@@ -85,7 +88,7 @@ def _shrink_run(run_dir, out: Path, dtype, data, fidelity_seconds, overwrite, on
         raise RuntimeError(f"shrunk model differs from the masked one by {error:.2e} (limit {EXACTNESS_LIMIT})")
     reporter.message(f"shrunk {snap.record['params_dense']:,} -> {params:,} parameters; max relative error vs masked {error:.1e}")
 
-    fidelity = _fidelity(snap, small, data, fidelity_seconds, reporter) if data else None
+    fidelity = _fidelity(snap, small, corpus, fidelity_seconds, reporter) if corpus else None
     stock = _stock_export(snap, spec, state) if stock_compatible(spec, snap.spec) else None
     if stock is not None:
         reporter.message("the result fits a stock transformers config: also written to stock/ (no remote code needed)")
@@ -149,18 +152,16 @@ def _preprocessor(audio: dict) -> dict:
 
 
 def _stock_export(snap: RunSnapshot, spec, state) -> tuple[dict, dict]:
-    config = json.loads(snap.run.source_config_path.read_text())
+    config = snap.run.read_json(snap.run.source_config_path)
     config["intermediate_size"] = spec.layers[0].ffn_dim
     config["architectures"] = [family_by_name(spec.family).base_class]
     return config, family_by_name(spec.family).to_hf_keys(state)
 
 
-def _fidelity(snap: RunSnapshot, small: Encoder, data: str, seconds: float, reporter: Reporter) -> dict:
+def _fidelity(snap: RunSnapshot, small: Encoder, corpus: AudioCorpus, seconds: float, reporter: Reporter) -> dict:
     """Cosine similarity, per distilled layer, of the shrunk model's hidden states to the teacher's."""
-    from .audio import scan_audio, validation_batches
     from .loading import inspect_model, load_encoder
 
-    corpus = scan_audio(data, min_seconds=0.5)
     audio = snap.record["audio"]
     crop = min(4.0, seconds)
     corpus = replace(corpus, files=corpus.files[: max(1, round(seconds / crop))])
@@ -180,11 +181,11 @@ def _fidelity(snap: RunSnapshot, small: Encoder, data: str, seconds: float, repo
                 cos = torch.nn.functional.cosine_similarity(got.hidden_states[layer], expected.hidden_states[layer], dim=-1)
                 sums[layer] += float((cos * real).sum())
             frames += float(real.sum())
-    reporter.message(f"fidelity on {sum(b.seconds for b in batches):.1f} s of {data}")
+    reporter.message(f"fidelity on {sum(b.seconds for b in batches):.1f} s of {corpus.source}")
     if not all(math.isfinite(total) for total in sums.values()):
         raise ModelError(
-            f"the shrunk model or its teacher {source['model']} gives NaN or infinite hidden states on {data}; "
-            "their weights are damaged: prune again from intact weights"
+            f"the shrunk model or its teacher {source['model']} gives NaN or infinite hidden states on "
+            f"{corpus.source}; their weights are damaged: prune again from intact weights"
         )
     return {str(layer): round(total / max(frames, 1.0), 4) for layer, total in sums.items()}
 

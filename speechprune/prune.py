@@ -27,6 +27,7 @@ from . import __version__, atomic
 from .accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from .audio import CropSampler, scan_audio, split_validation, validation_batches
 from .budget import Budget, macs_budget, params_budget
+from .checks import check_long_enough, check_out_path
 from .config import PruneConfig
 from .decision import decide, one_shot_ranking
 from .distill import DistillHeads, distill_loss
@@ -57,6 +58,7 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     """Run (or resume) a pruning job and return its summary."""
     reporter = reporter or Reporter()
     config.validate()
+    check_out_path(config.out, folder=True)
     check_apart(config.out, "--out", {"MODEL": config.model, "--data": config.data, "--scores": config.scores})
     ranks = Distributed.from_env()
     try:  # one writer per run folder: rank 0 holds its lock (the other ranks write nothing)
@@ -78,6 +80,8 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     budgets = build_budgets(config, info.spec, layout, info.sampling_rate, table)
     for budget in budgets:
         budget.check_reachable(layout, config.structures)
+    # before the run folder exists: a crop that makes no frame would crash the run mid-way
+    check_long_enough(config.crop_seconds, "--crop-seconds", config.model, info.spec, info.sampling_rate)
     scores = read_scores(config.scores, layout) if config.scores else None
 
     run = RunFolder(config.out)
@@ -86,7 +90,7 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
         run.check_budgets(budget_records(budgets))
     if plan == "finished":
         reporter.message(f"{run.root} is a finished run; nothing to do")
-        return json.loads(run.summary_path.read_text())
+        return run.read_json(run.summary_path)
     if ranks.is_main:
         run.remove_stale_temporaries()
 

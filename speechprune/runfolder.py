@@ -17,12 +17,15 @@ replaced atomically, so an interruption at any moment leaves the previous checkp
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from . import atomic
@@ -31,6 +34,8 @@ from .encoder import EncoderSpec
 from .errors import RunFolderError
 
 RUN_FORMAT = 1
+# Said by prune, shrink, analyze and bench alike, so it names the command that repairs a run.
+REPAIR = "copy the whole run folder again, or start the run over with `speechprune prune ... --overwrite`"
 
 
 @dataclass
@@ -39,10 +44,25 @@ class Checkpoint:
     state: dict  # step, phase, lambdas, sampler state, ...
 
     def tensors(self, name: str) -> dict[str, torch.Tensor]:
-        return load_file(str(self.folder / f"{name}.safetensors"))
+        path = self.folder / f"{name}.safetensors"
+        with self._reading(path):
+            return load_file(str(path))
 
     def torch_state(self) -> dict:
-        return torch.load(self.folder / "optimizer.pt", weights_only=True)
+        path = self.folder / "optimizer.pt"
+        with self._reading(path):
+            return torch.load(path, weights_only=True)
+
+    @contextlib.contextmanager
+    def _reading(self, path: Path):
+        """A missing or damaged checkpoint file is a broken run folder, not a crash."""
+        try:
+            yield
+        except FileNotFoundError as error:
+            raise RunFolderError(f"checkpoint file {path} is missing; {REPAIR}") from error
+        except (OSError, SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            raise RunFolderError(f"cannot read checkpoint file {path} ({' '.join(str(error).split())[:200]}); "
+                                 f"{REPAIR}") from error
 
 
 class RunFolder:
@@ -61,9 +81,7 @@ class RunFolder:
 
     def plan(self, config: PruneConfig, world_size: int = 1) -> str:
         """"fresh", "resume" or "finished"; raises when the folder must not be touched."""
-        root = self.root
-        if root.exists() and not root.is_dir():
-            raise RunFolderError(f"--out {root} is a file; choose a folder for the run")
+        root = self.root  # checks.check_out_path has made sure it is a folder or can be one
         if not root.exists() or not any(root.iterdir()) or config.overwrite:
             return "fresh"
         if not self.config_path.exists():
@@ -92,10 +110,14 @@ class RunFolder:
         return "resume" if self.latest_checkpoint() else "fresh"
 
     def read_config(self) -> dict:
+        return self.read_json(self.config_path)
+
+    def read_json(self, path: Path) -> dict:
+        """One of the run's JSON files; a missing or damaged one is a broken run folder, not a crash."""
         try:
-            return json.loads(self.config_path.read_text())
+            return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            raise RunFolderError(f"cannot read {self.config_path}: {error}; the run folder is damaged")
+            raise RunFolderError(f"cannot read {path}: {error}; the run folder is damaged")
 
     def check_source(self, weights_sha256: str | None) -> None:
         """Refuse to resume against different teacher weights than the run started with."""
@@ -168,7 +190,8 @@ class RunFolder:
         try:
             return Checkpoint(folder, json.loads((folder / "state.json").read_text()))
         except (OSError, json.JSONDecodeError) as error:
-            raise RunFolderError(f"checkpoint {folder} is damaged ({error}); start over with --overwrite")
+            raise RunFolderError(f"the latest checkpoint of {self.root}, {folder}, is missing or damaged "
+                                 f"({error.strerror if isinstance(error, OSError) else error}); {REPAIR}")
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metric lines past ``step`` (written after the checkpoint we resume from), and a
@@ -231,4 +254,4 @@ def _differences(saved: dict, current: dict) -> list[str]:
 
 
 def read_spec(run: RunFolder) -> EncoderSpec:
-    return EncoderSpec.from_dict(json.loads(run.encoder_path.read_text()))
+    return EncoderSpec.from_dict(run.read_json(run.encoder_path))

@@ -190,7 +190,10 @@ def read_run(path: str | Path) -> RunSnapshot:
     if not run.root.is_dir():
         raise RunFolderError(f"{path} is not a folder; pass the --out folder of a speechprune prune run")
     record = run.read_config() if run.config_path.exists() else {}
-    if "format" not in record:  # a model folder's config.json has none
+    if "model_type" in record and "format" not in record:
+        raise RunFolderError(f"{path} is a model folder, not a prune run; shrink takes the --out folder of "
+                             "speechprune prune (run speechprune prune on this model first)")
+    if "format" not in record:
         raise RunFolderError(f"{path} is not a speechprune run (no run config.json); pass the --out folder of speechprune prune")
     if record.get("format") != RUN_FORMAT:
         raise RunFolderError(
@@ -201,7 +204,7 @@ def read_run(path: str | Path) -> RunSnapshot:
     if missing:
         raise RunFolderError(
             f"the run folder {path} is damaged: {missing[0]} is missing; restore it, "
-            "or prune again into a new --out"
+            "or run speechprune prune again into a new --out"
         )
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:

@@ -153,7 +153,7 @@ def test_stock_compatible_result_also_gets_a_stock_config(model_dir, audio_dir, 
 def test_bad_inputs(pruned_run, model_dir, tmp_path, capsys):
     cases = [
         (["shrink", str(tmp_path / "missing")], "not a folder"),
-        (["shrink", str(model_dir("wav2vec2"))], "not a speechprune run"),
+        (["shrink", str(model_dir("wav2vec2"))], "is a model folder, not a prune run"),
         (["shrink", str(pruned_run), "--dtype", "int8", "--out", str(tmp_path / "x")], "--dtype"),
     ]
     taken = tmp_path / "taken"

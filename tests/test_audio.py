@@ -93,7 +93,8 @@ def test_manifest_with_counts_comments_relative_paths_and_duplicates(tmp_path):
 
     assert [file.path for file in corpus.files] == [str(a), str(b)]
     assert corpus.files[0].frames == 24000  # from the header, not the manifest's 999
-    assert corpus.skipped.to_dict() == {"unreadable": 1, "empty": 0, "too_short": 0, "silent": 0, "non_finite": 0}
+    assert corpus.skipped.to_dict() == {"unreadable": 0, "missing": 1, "empty": 0, "too_short": 0, "silent": 0, "non_finite": 0}
+    assert corpus.skipped.describe() == f"1 missing ({tmp_path / 'audio' / 'missing.wav'})"
 
 
 def test_fairseq_manifest_root_line(tmp_path):
@@ -120,7 +121,7 @@ def test_skip_counts_by_reason(tmp_path):
     corpus = scan_audio(tmp_path, min_seconds=1.0)
 
     assert len(corpus.files) == 2
-    assert corpus.skipped.to_dict() == {"unreadable": 1, "empty": 1, "too_short": 1, "silent": 1, "non_finite": 0}
+    assert corpus.skipped.to_dict() == {"unreadable": 1, "missing": 0, "empty": 1, "too_short": 1, "silent": 1, "non_finite": 0}
     assert corpus.skipped.total == 4
     assert corpus.skipped.describe() == "1 unreadable, 1 empty, 1 too short, 1 silent"
 
@@ -389,7 +390,7 @@ def test_whole_file_check_skips_non_finite_files_and_names_them(tmp_path, value,
     corpus = scan_audio(tmp_path, warn=warnings.append)
     assert [Path(f.path).name for f in corpus.files] == ["good.wav"]
     assert corpus.skipped.non_finite == 1 and corpus.skipped.silent == 0
-    assert "1 non finite" in corpus.skipped.describe()
+    assert "1 non-finite" in corpus.skipped.describe()
     assert len(warnings) == 1 and str(bad) in warnings[0] and "NaN or infinite" in warnings[0]
 
 

@@ -249,7 +249,7 @@ def test_bad_data_fails_before_weights_load(model_dir, tones, tmp_path, capsys):
         (["--data", tones, "--test-fraction", "1"], 2, "--test-fraction must be between 0 and 1"),
         (["--data", tones, "--test-fraction", "0.5", "--test-data", tones], 2, "not both"),
         (["--data", tones, "--epochs", "0"], 2, "--epochs must be at least 1"),
-        (["--data", tones, "--max-seconds-per-clip", "0"], 2, "must be positive"),
+        (["--data", tones, "--max-seconds-per-clip", "0"], 2, "must be a finite positive number"),
     ]:
         got, stdout, err = cli(capsys, "eval", broken, *args)
         assert got == code and stdout == "" and text in err and len(err.strip().splitlines()) == 1, (args, err)

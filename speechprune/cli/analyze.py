@@ -17,6 +17,7 @@ HEATMAPS = (
     ("contribution_norm", "mean norm of the head's output in the residual stream"),
 )
 BLOCK_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")  # viridis, low -> high
+SHADES = " ░▒▓█"  # the same five levels without colour (NO_COLOR): the shade carries the value
 
 
 def command(
@@ -108,10 +109,17 @@ def teacher_lines(report: dict) -> list[str]:
 
 
 def show_rich(output: Output, report: dict) -> None:
-    """Heatmaps of coloured blocks (two characters per head), then the run and teacher sections."""
+    """Heatmaps of coloured blocks (two characters per head; shades under NO_COLOR), then the run
+    and teacher sections."""
     from rich.text import Text
 
     console = output.out
+
+    def cell(level: int) -> Text:
+        if console.no_color or console.color_system is None:  # NO_COLOR, or a terminal without colours
+            return Text(SHADES[level] * 2)
+        return Text("██", style=BLOCK_COLOURS[level])
+
     text = plain(report).split("\n")
     console.print(text[0], markup=False)
     if report["audio"]:
@@ -124,15 +132,15 @@ def show_rich(output: Output, report: dict) -> None:
         console.print()
         console.print(f"{title}: {low:.3g} ", end="", markup=False)
         legend = Text()
-        for colour in BLOCK_COLOURS:
-            legend.append("██", style=colour)
+        for level in range(len(SHADES)):
+            legend.append(cell(level))
         console.print(legend, end="")
         console.print(f" {high:.3g}", markup=False)
         for l, row in enumerate(heads[key]):
             line = Text(f"L{l + 1:<3}")
             for value in row:
                 share = 0.0 if high == low else (value - low) / (high - low)
-                line.append("██", style=BLOCK_COLOURS[min(int(share * len(BLOCK_COLOURS)), len(BLOCK_COLOURS) - 1)])
+                line.append(cell(min(int(share * len(SHADES)), len(SHADES) - 1)))
             console.print(line)
     for line in run_lines(report) + teacher_lines(report):
         console.print(line, markup=False, soft_wrap=True)

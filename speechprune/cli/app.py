@@ -12,7 +12,8 @@ import traceback
 import typer
 
 from .. import __version__
-from ..errors import SpeechpruneError
+from .. import atomic
+from ..errors import DiskFullError, SpeechpruneError
 from . import analyze, bench, export_onnx, invocation, prune, shrink
 from . import eval as eval_command
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         # a bug: say so in one line unless --debug
         if DEBUG["on"]:
             traceback.print_exc()
+        elif atomic.is_disk_full(error):  # not a bug: a write that no code path expected to fail
+            print(f"error: {DiskFullError(getattr(error, 'filename', None) or 'the output')}", file=sys.stderr)
         else:
             print(f"error: unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)", file=sys.stderr)
         code = 1

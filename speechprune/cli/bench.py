@@ -167,6 +167,7 @@ def _markdown(columns: list[str], rows: list[list[str]]) -> str:
 
 def show_rich(output: Output, report: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     for title, (columns, rows) in ((header(report), main_rows(report)), ("time per part", breakdown_rows(report))):
         if not rows:
@@ -175,7 +176,7 @@ def show_rich(output: Output, report: dict) -> None:
         for i, column in enumerate(columns):
             table.add_column(column, justify="left" if i < 2 else "right")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(Text, row))  # Text: a model label like run[exp1] is not markup
         output.out.print(table)
     for line in notes(report):
         output.out.print(line, markup=False, soft_wrap=True)

@@ -1,8 +1,10 @@
 """One output layer for every command: human text on a terminal, plain lines in pipelines,
-one JSON document on stdout with --json, and nothing but errors with --quiet.
+one JSON document on stdout with --json, and nothing but errors with --quiet (no notes, no
+warnings, no progress).
 
 Progress, notes and warnings go to stderr; only the result goes to stdout. Colour follows
-rich's rules, which honour NO_COLOR.
+rich's rules, which honour NO_COLOR. Text that comes from the user (paths, model ids) can hold
+square brackets, so nothing printed here is read as rich markup: only our own warning prefix is.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..atomic import dumps
@@ -32,7 +35,8 @@ class Output:
             self.err.print(text, markup=False, soft_wrap=True)
 
     def warning(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
+        if not self.quiet:
+            self.err.print(warning_markup(text), soft_wrap=True)
 
     def result(self, data: dict, human: str) -> None:
         """The command's result: JSON on stdout with --json, else ``human`` on stdout."""
@@ -88,7 +92,7 @@ class BarReporter(QuietReporter):
         (self.progress.console if self.progress else self.output.err).print(text, markup=False)
 
     def warning(self, text: str) -> None:
-        (self.progress.console if self.progress else self.output.err).print(f"[yellow]warning:[/yellow] {text}")
+        (self.progress.console if self.progress else self.output.err).print(warning_markup(text))
 
     def start(self, phase: str, total: int, done: int = 0) -> None:
         self.progress = Progress(
@@ -118,6 +122,11 @@ class BarReporter(QuietReporter):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def warning_markup(text: str) -> str:
+    """Our coloured prefix, then ``text`` escaped: a path like runs/run[exp1] stays as typed."""
+    return f"[yellow]warning:[/yellow] {escape(text)}"
 
 
 def format_metrics(m: dict) -> str:

@@ -148,15 +148,6 @@ class HardConcreteGates(nn.Module):
             return torch.sigmoid(self.log_alpha)
         return torch.sigmoid(self.log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R))
 
-    def decision_with_gradient(self) -> torch.Tensor:
-        """(N,) the decision 1[log_alpha > 0] forward, the keep probability's gradient backward.
-
-        Costs evaluated on it are the exact costs of the decision the run would take now, and
-        still move the gates: the gradient is largest for gates near log_alpha = 0, the ones
-        that flip."""
-        p = self.keep_probability()
-        return (self.log_alpha > 0).to(p.dtype) + (p - p.detach())
-
     def deterministic(self, keep: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) gate values for evaluation and shrinking.
 

@@ -43,7 +43,6 @@ from .runfolder import RUN_FORMAT, RunFolder
 from .runtime import Distributed, autocast, check_precision, resolve_device
 
 GRAD_CLIP = 10.0
-SETTLE_ON_DECISION = True  # after the warm-up, the constraint measures the decision (see lagrangian_term)
 MAX_SKIPPED_IN_A_ROW = 20  # non-finite steps in a row before the run stops (its checkpoint is still good)
 WARM_START_REMOVED = 0.5  # --init-from-scores: log_alpha of structures the one-shot decision removes
 
@@ -231,23 +230,16 @@ def build_optimizers(model: GatedStudent, lambdas: torch.Tensor, config: PruneCo
     return weights, optimizer, torch.optim.Adam([lambdas], lr=config.lambda_lr, maximize=True)
 
 
-def lagrangian_term(budgets: list[Budget], gates: HardConcreteGates, lambdas: torch.Tensor, ramp: float,
-                    on_decision: bool = False):
-    """(sum over budgets of lambda1 gap + lambda2 gap^2, sparsity per budget (B,)),
-    gap = sparsity - the budget's target at this point of the ramp.
-
-    The sparsity is the expected one (keep probabilities) while the target ramps up. With
-    ``on_decision`` (once the targets are final) it is the sparsity of the current decision
-    1[log_alpha > 0], with the gradient of the probabilities: the multipliers then hold the
-    decision itself on the budget, so the final decision lands where training went instead
-    of being adjusted by rank at the end.
+def lagrangian_term(budgets: list[Budget], gates: HardConcreteGates, lambdas: torch.Tensor, ramp: float):
+    """(sum over budgets of lambda1 gap + lambda2 gap^2, expected sparsity per budget (B,)),
+    gap = expected sparsity (from the keep probabilities) - the budget's target at this point
+    of the ramp.
 
     Every budget has its own multiplier pair (row of ``lambdas``, (B, 2)). Sets ``lambdas.grad``
     to d term / d lambda = (gap, gap^2) per row, which the multipliers' optimizer climbs
     (maximize=True); the term itself only sends gradients to the gates.
     """
-    keep = gates.decision_with_gradient() if on_decision else gates.keep_probability()
-    values = gates.layout.values(keep)
+    values = gates.layout.values(gates.keep_probability())
     sparsity = torch.stack([budget.expected_sparsity(values) for budget in budgets])  # (B,)
     gap = sparsity - torch.tensor([budget.sparsity * ramp for budget in budgets], dtype=sparsity.dtype,
                                   device=sparsity.device)
@@ -460,8 +452,7 @@ class Pruning:
         loss = distill.float()
         if phase == "prune":
             ramp = config.ramp(step)
-            on_decision = SETTLE_ON_DECISION and step > config.warmup_steps
-            lagrangian, expected = lagrangian_term(self.budgets, self.gates, self.lambdas, ramp, on_decision)
+            lagrangian, expected = lagrangian_term(self.budgets, self.gates, self.lambdas, ramp)
             loss = loss + lagrangian
             metrics["lagrangian"] = lagrangian.item()
             for budget, sparsity, (lambda1, lambda2) in zip(self.budgets, expected.tolist(), self.lambdas.tolist()):

@@ -189,28 +189,3 @@ def test_no_budget_is_a_usage_error(model_dir, audio_dir):
     assert_clean_error(run_cli("prune", model, "--macs-sparsity", "0.5", "--macs-seconds", "0", "--data",
                                str(audio_dir)), 2, "--macs-seconds")
 
-
-def test_after_the_warm_up_the_constraint_measures_the_decision():
-    """on_decision: the sparsity the multipliers see is the exact sparsity of 1[log_alpha > 0],
-    and the gradient still reaches the gates, most of all those about to flip."""
-    from speechprune.prune import lagrangian_term
-
-    spec = tiny_spec("wavlm")
-    layout = GateLayout(spec)
-    budgets = [params_budget(spec, layout, 0.5), macs_budget(spec, layout, 0.5, SAMPLES)]
-    gates = HardConcreteGates(layout)
-    with torch.no_grad():
-        gates.log_alpha.copy_(torch.randn(layout.size, generator=torch.Generator().manual_seed(0)) * 3)
-    lambdas = torch.ones(2, 2, requires_grad=True)
-    term, sparsity = lagrangian_term(budgets, gates, lambdas, 1.0, on_decision=True)
-    decision = layout.values((gates.log_alpha > 0).double())
-    for budget, value in zip(budgets, sparsity.tolist()):
-        assert value == pytest.approx(1 - budget.expected(decision).item() / budget.dense, abs=1e-6)
-    assert lambdas.grad[:, 0].tolist() == pytest.approx([s - 0.5 for s in sparsity.tolist()], abs=1e-6)
-    term.backward()
-    grad = gates.log_alpha.grad.abs()
-    near, far = gates.log_alpha.abs() < 0.5, gates.log_alpha.abs() > 5
-    assert grad[near].mean() > 10 * grad[far].mean() > 0
-    _, expected = lagrangian_term(budgets, gates, lambdas, 1.0)  # during the warm-up: probabilities
-    probabilities = layout.values(gates.keep_probability().detach())
-    assert expected[0].item() == pytest.approx(budgets[0].expected_sparsity(probabilities).item(), abs=1e-6)

@@ -6,9 +6,12 @@ structure costs there. ``measure_cost_table`` (``bench MODEL --cost-model FILE``
 parts of the encoder alone, built from the model's architecture with random weights, at
 several widths, and fits by non-negative least squares (on relative errors):
 
-  conv layer c       a_c * MACs_c + e_c * L_c * C_out + g_c    per layer: layer 0 (kernel 10,
-                                                               one input channel) is bound by
-                                                               elementwise work, the rest by matmuls
+  conv layer c       a_c * MACs_c + e_c * L_c * C_out           per layer: layer 0 (kernel 10,
+                     + q_c * L_c * C_out^2 + g_c               one input channel) is bound by
+                                                               elementwise work whose cost grows
+                                                               faster than its size once the
+                                                               activations leave the cache (the
+                                                               C_out^2 term); the rest by matmuls
   feature projection a * MACs + g                               (its LayerNorm is linear in C too)
   positional conv    a constant (never pruned)
   transformer layer  c0 + a_block * [attention runs] + a_head * H + a_proj * projection MACs
@@ -30,10 +33,11 @@ norms, masks) is not timed. So the whole encoder is timed too, dense and evenly 
 1/2 and 1/4 of its widths, and a scale and a constant are fitted to those three.
 
 ``predict_ms`` prices any spec (a shrunk one: its padded widths). ``expected_ms`` is the same
-sum as a multilinear function of gate values, like ``macs.macs_breakdown``: "attention runs"
-is mha * (1 - prod_h(1 - head_h * any_vo_h)), "FFN runs" is ffn * (1 - prod_u(1 - unit_u)),
-and the T'^2 term counts each head at its own widths, so it may underestimate where heads of
-a layer differ in width (never over).
+sum in closed form in the gate values, like ``macs.macs_breakdown``: multilinear ("attention
+runs" is mha * (1 - prod_h(1 - head_h * any_vo_h)), "FFN runs" is ffn * (1 - prod_u(1 -
+unit_u))) except the conv C_out^2 term, whose expectation is (sum p)^2 + sum p (1 - p), exact
+as well. The T'^2 term counts each head at its own widths, so it may underestimate where
+heads of a layer differ in width (never over).
 """
 
 from __future__ import annotations
@@ -160,9 +164,10 @@ def check_conditions(table: CostTable, setting: dict) -> None:
 # (gate tensors): values per input, in millions.
 
 
-def _conv_features(length: int, kernel: int, channels_in, channels_out) -> dict:
+def _conv_features(length: int, kernel: int, channels_in, channels_out, channels_out_squared) -> dict:
+    """``channels_out_squared``: C_out^2 of a shape, E[C_out^2] of keep probabilities."""
     return {"macs": length * kernel * channels_in * channels_out / 1e6, "outputs": length * channels_out / 1e6,
-            "const": 1.0}
+            "outputs_squared": length * channels_out_squared / 1e9, "const": 1.0}
 
 
 def _projection_features(t: int, d: int, channels) -> dict:
@@ -209,7 +214,7 @@ def _parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
     total = coefficients["pos_conv"]["const"]
     previous = 1  # the waveform: one input channel
     for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
-        total += _dot(coefficients["conv"][c], _conv_features(length, kernel, previous, channels))
+        total += _dot(coefficients["conv"][c], _conv_features(length, kernel, previous, channels, channels**2))
         previous = channels
     total += _dot(coefficients["projection"], _projection_features(t, d, previous))
     for layer in spec.layers:
@@ -218,7 +223,7 @@ def _parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
 
 
 def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.Tensor:
-    """Scalar: ``predict_ms`` as a multilinear function of the gates (expected latency on keep
+    """Scalar: ``predict_ms`` in closed form in the gates (expected latency on keep
     probabilities, differentiable); equal to it on 0/1 decisions whose heads share one width."""
     coefficients, ref = table.coefficients, keep.flat
 
@@ -231,8 +236,12 @@ def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.
     total = torch.tensor(coefficients["pos_conv"]["const"], dtype=ref.dtype, device=ref.device)
     previous = torch.ones((), dtype=ref.dtype, device=ref.device)
     for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
-        kept = get("conv", c, channels).sum()
-        total = total + _dot(coefficients["conv"][c], _conv_features(length, kernel, previous, kept))
+        gates = get("conv", c, channels)
+        kept = gates.sum()
+        # E[K^2] of a sum of independent gates: (sum p)^2 + sum p (1 - p); exactly K^2 on 0/1
+        # decisions, and its derivative there is the exact change when one gate flips
+        kept_squared = kept**2 + (gates * (1 - gates)).sum()
+        total = total + _dot(coefficients["conv"][c], _conv_features(length, kernel, previous, kept, kept_squared))
         previous = kept
     total = total + _dot(coefficients["projection"], _projection_features(t, d, previous))
     for l, layer in enumerate(spec.layers):
@@ -427,13 +436,13 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
         for c, (length, kernel, full) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
             reporter.message(f"timing conv layer {c}")
             before = spec.conv_channels[c - 1] if c else 1
-            pairs = [(before, full), (before, _share(full, 1 / 2)), (_share(before, 1 / 2), full),
-                     (_share(before, 1 / 4), _share(full, 1 / 4))]
+            pairs = [(before, full), (before, _share(full, 3 / 4)), (before, _share(full, 1 / 2)),
+                     (_share(before, 1 / 2), full), (_share(before, 1 / 4), _share(full, 1 / 4))]
             shapes = []
             for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
                 module = ConvLayer(_with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out}), c)
                 ms = timer.ms(module, timer.input(k_in, samples if c == 0 else lengths[c - 1]))
-                features = _conv_features(length, kernel, k_in, k_out)
+                features = _conv_features(length, kernel, k_in, k_out, k_out**2)
                 shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features, ms))
             conv.append(fitted(f"conv.{c}", shapes))
 

@@ -30,7 +30,7 @@ def synthetic_table(spec, **conditions) -> CostTable:
         conditions={"device": "cpu", "device_name": "test", "threads": 1, "dtype": "float32", "batch": 1,
                     "seconds": 1.0} | conditions,
         architecture=architecture(spec, 16000),
-        coefficients={"conv": [{"macs": 0.05, "outputs": 0.02, "const": 0.005} for _ in spec.conv_channels],
+        coefficients={"conv": [{"macs": 0.05, "outputs": 0.02, "outputs_squared": 0.03, "const": 0.005} for _ in spec.conv_channels],
                       "projection": {"macs": 0.05, "const": 0.005}, "pos_conv": {"const": 0.02}, "layer": layer,
                       "scale": 1.2, "overhead": 0.01},
         fit={},

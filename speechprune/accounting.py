@@ -24,10 +24,51 @@ What the shrunk model keeps (and so what is counted):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .encoder import EncoderSpec, LayerSpec
 from .gates import GateValues
+
+
+@dataclass
+class AttentionGates:
+    """Gate values of one attention block and the rule of which heads are present, shared by
+    every cost (parameters, MACs, latency): a head is present when its block, the head itself
+    and at least one of its value/output dims are kept. Products of independent gates only,
+    so expectations on keep probabilities stay exact."""
+
+    mha: torch.Tensor  # ()
+    head: torch.Tensor  # (H,)
+    qk: torch.Tensor  # (H, d_qk)
+    vo: torch.Tensor  # (H, d_vo)
+
+    @classmethod
+    def of(cls, spec: EncoderSpec, keep: GateValues, l: int) -> "AttentionGates":
+        layer, h = spec.layers[l], len(spec.layers[l].heads)
+        return cls(keep.value("mha", l), keep.value("head", l, h), keep.value("qk", l, h, layer.qk_dim),
+                   keep.value("vo", l, h, layer.vo_dim))
+
+    @property
+    def alive(self) -> torch.Tensor:
+        """(H,) head kept with at least one v/o dim (whatever its block)."""
+        return self.head * (1 - torch.prod(1 - self.vo, dim=-1))
+
+    @property
+    def present(self) -> torch.Tensor:
+        """(H,) head that computes something."""
+        return self.mha * self.alive
+
+    @property
+    def qk_dims(self) -> torch.Tensor:
+        """Kept q/k dims of present heads (a head without v/o dims loses its q/k rows too)."""
+        return (self.present * self.qk.sum(-1)).sum()
+
+    @property
+    def vo_dims(self) -> torch.Tensor:
+        """Kept v/o dims of kept heads."""
+        return self.mha * (self.head * self.vo.sum(-1)).sum()
 
 
 def parameter_breakdown(spec: EncoderSpec, keep: GateValues) -> dict[str, torch.Tensor]:
@@ -35,20 +76,13 @@ def parameter_breakdown(spec: EncoderSpec, keep: GateValues) -> dict[str, torch.
     ref = keep.flat
     d = spec.hidden_size
 
-    def ones(*shape):
-        return torch.ones(shape, dtype=ref.dtype, device=ref.device)
-
-    def get(kind, index, *shape):
-        value = keep.get(kind, index)
-        return ones(*shape) if value is None else value
-
     parts: dict[str, torch.Tensor] = {}
 
     # CNN: products of kept counts of neighbouring layers
     cnn = torch.zeros((), dtype=ref.dtype, device=ref.device)
     previous = torch.ones((), dtype=ref.dtype, device=ref.device)  # the waveform: one input channel
     for c, channels in enumerate(spec.conv_channels):
-        kept = get("conv", c, channels).sum()
+        kept = keep.value("conv", c, channels).sum()
         cnn = cnn + kept * previous * spec.conv_kernels[c]
         if spec.conv_bias:
             cnn = cnn + kept
@@ -72,23 +106,16 @@ def parameter_breakdown(spec: EncoderSpec, keep: GateValues) -> dict[str, torch.
     block_norm = 2 * d if spec.stable_layer_norm else 0
     absent = None  # (H,): probability that each original head is present in no layer
     for l, layer in enumerate(spec.layers):
-        h = len(layer.heads)
-        mha = get("mha", l)
-        head = get("head", l, h)
-        qk = get("qk", l, h, layer.qk_dim)
-        vo = get("vo", l, h, layer.vo_dim)
-        any_vo = 1 - torch.prod(1 - vo, dim=-1)  # (H,)
-        present = mha * head * any_vo  # (H,)
-        attention = 2 * (d + 1) * (present * qk.sum(-1)).sum()
-        attention = attention + (2 * d + 1) * mha * (head * vo.sum(-1)).sum()
-        attention = attention + mha * (d + block_norm)
+        gates = AttentionGates.of(spec, keep, l)
+        mha, present = gates.mha, gates.present
+        attention = 2 * (d + 1) * gates.qk_dims + (2 * d + 1) * gates.vo_dims + mha * (d + block_norm)
         if wavlm:
             attention = attention + mha * (8 * spec.head_dim + 8) + present.sum()
             absent = (1 - present) if absent is None else absent * (1 - present)
         parts[f"attention.{l}"] = attention
 
-        ffn = get("ffn", l)
-        units = get("int", l, layer.ffn_dim)
+        ffn = keep.value("ffn", l)
+        units = keep.value("int", l, layer.ffn_dim)
         parts[f"ffn.{l}"] = ffn * ((2 * d + 1) * units.sum() + d + block_norm)
 
     if wavlm:
@@ -117,18 +144,17 @@ def component_totals(parts: dict[str, torch.Tensor]) -> dict[str, int]:
 def pruned_spec(spec: EncoderSpec, keep: GateValues) -> EncoderSpec:
     """The architecture of the shrunk encoder that gate values > 0 keep (the rule ``shrink``
     slices by): present heads with their kept widths, kept FFN units, kept conv channels."""
-    conv = [int((v > 0).sum()) if (v := keep.get("conv", c)) is not None else n for c, n in enumerate(spec.conv_channels)]
+    binary = GateValues(keep.layout, (keep.flat.detach().cpu() > 0).double())
+    conv = [int(binary.value("conv", c, n).sum()) for c, n in enumerate(spec.conv_channels)]
     layers, present_anywhere = [], set()
     for l, layer in enumerate(spec.layers):
-        h = len(layer.heads)
-        mha = bool(_or(keep.get("mha", l), torch.ones(())) > 0)
-        head = _or(keep.get("head", l), torch.ones(h)) > 0
-        qk = (_or(keep.get("qk", l), torch.ones(h, layer.qk_dim)) > 0).sum(-1)  # (H,) kept dims
-        vo = (_or(keep.get("vo", l), torch.ones(h, layer.vo_dim)) > 0).sum(-1)  # (H,)
-        present = [i for i in range(h) if mha and head[i] and vo[i] > 0]
+        gates = AttentionGates.of(spec, binary, l)
+        mha = bool(gates.mha > 0)
+        present = torch.nonzero(gates.present > 0).flatten().tolist()
+        qk, vo = gates.qk.sum(-1), gates.vo.sum(-1)  # (H,) kept dims
         qk_dims, vo_dims = [int(qk[i]) for i in present], [int(vo[i]) for i in present]
-        ffn = bool(_or(keep.get("ffn", l), torch.ones(())) > 0)
-        units = int((_or(keep.get("int", l), torch.ones(layer.ffn_dim)) > 0).sum()) if ffn else 0
+        ffn = bool(binary.value("ffn", l) > 0)
+        units = int(binary.value("int", l, layer.ffn_dim).sum()) if ffn else 0
         qk_dim, vo_dim = max(qk_dims, default=0), max(vo_dims, default=0)
         layers.append(
             LayerSpec(
@@ -171,7 +197,3 @@ def kept_structure(spec: EncoderSpec, keep: GateValues) -> dict:
             }
         )
     return {"conv_channels": pruned.conv_channels, "layers": layers}
-
-
-def _or(value: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:
-    return default if value is None else value.detach().cpu()

@@ -59,17 +59,23 @@ def decide(layout: GateLayout, budgets: list[Budget], scores: torch.Tensor, init
     )
 
 
-def value_per_cost(layout: GateLayout, budgets: list[Budget], importance: torch.Tensor) -> torch.Tensor:
+MIX_STEPS = 10  # bisection steps on the weight between two budgets' shares (1/1024 resolution)
+
+
+def value_per_cost(layout: GateLayout, budgets: list[Budget], importance: torch.Tensor,
+                   weights: list[float] | None = None) -> torch.Tensor:
     """(N,) ranking for a one-shot decision: log importance per unit of budget.
 
     A structure's cost is what removing it alone from the dense model saves, as a share of each
-    budget's dense cost, summed over the budgets: a CNN channel is cheap in parameters but
-    dear in MACs, an FFN unit the other way round. Importance scores (``analyze``) measure
-    what a structure is worth; dividing by cost ranks like a knapsack.
+    budget's dense cost, summed over the budgets (with ``weights``, default 1 each): a CNN
+    channel is cheap in parameters but dear in MACs, an FFN unit the other way round.
+    Importance scores (``analyze``) measure what a structure is worth; dividing by cost ranks
+    like a knapsack.
     """
     ones = torch.ones(layout.size, dtype=torch.bool)
-    search = _Search(layout, budgets)
-    share = sum(m / b.dense for m, b in zip(search.marginals(ones), budgets))  # (N,)
+    weights = weights or [1.0] * len(budgets)
+    marginals = _Search(layout, budgets).marginals(ones)
+    share = sum(w * m / b.dense for w, m, b in zip(weights, marginals, budgets))  # (N,)
     tiny = torch.finfo(torch.float64).tiny
     return torch.log(importance.detach().double().cpu().clamp(min=tiny)) - torch.log(share.clamp(min=tiny))
 
@@ -79,18 +85,35 @@ def one_shot_ranking(layout: GateLayout, budgets: list[Budget], importance: torc
 
     Cost is counted in the currency of the budget that binds: a budget that ends up under
     its target should not make the structures it prices look dear. Each budget's own ranking
-    is tried in turn, and the first whose decision lands with that budget binding is taken;
-    when none does, the shares of all budgets are summed.
+    is tried in turn, and the first whose decision lands with that budget binding is taken.
+    When none does with two budgets, each binds under the other's ranking, so a mix of the two
+    makes both bind at once: the weight between their shares is found by bisection. With more
+    budgets, the shares are summed.
     """
-    everything = torch.ones(layout.size, dtype=torch.bool)
-    if len(budgets) > 1:
-        for budget in budgets:
-            ranking = value_per_cost(layout, [budget], importance)
-            decision = decide(layout, budgets, ranking, initial=everything)
-            ratios = {b.name: decision.costs[b.name] / b.target for b in budgets}
-            if decision.within_tolerance and max(ratios, key=ratios.get) == budget.name:
-                return ranking
-    return value_per_cost(layout, budgets, importance)
+    if len(budgets) == 1:
+        return value_per_cost(layout, budgets, importance)
+    for budget in budgets:
+        ranking = value_per_cost(layout, [budget], importance)
+        if _binding(layout, budgets, ranking) == budget.name:
+            return ranking
+    if len(budgets) > 2:
+        return value_per_cost(layout, budgets, importance)
+    # weight of the first budget's share: at 0 (the second's ranking) the first binds, at 1 the second
+    low, high = 0.0, 1.0
+    for _ in range(MIX_STEPS):
+        mid = (low + high) / 2
+        if _binding(layout, budgets, value_per_cost(layout, budgets, importance, [mid, 1 - mid])) == budgets[0].name:
+            low = mid  # the first still binds: price its structures higher, so fewer of them are kept
+        else:
+            high = mid
+    return value_per_cost(layout, budgets, importance, [low, 1 - low])
+
+
+def _binding(layout: GateLayout, budgets: list[Budget], ranking: torch.Tensor) -> str | None:
+    """The budget that binds the one-shot decision from ``ranking`` (None when it does not land)."""
+    decision = decide(layout, budgets, ranking, initial=torch.ones(layout.size, dtype=torch.bool))
+    ratios = {b.name: decision.costs[b.name] / b.target for b in budgets}
+    return max(ratios, key=ratios.get) if decision.within_tolerance else None
 
 
 def _best_channel_per_conv_layer(layout: GateLayout, scores: torch.Tensor) -> torch.Tensor:

@@ -98,6 +98,11 @@ class GateValues:
         """The values of one structure, shaped like it; None when that kind is not gated."""
         return self._parts.get((kind, index))
 
+    def value(self, kind: str, index: int, *shape: int) -> torch.Tensor:
+        """The values of one structure, or ones of ``shape`` when that kind is not gated (always kept)."""
+        value = self.get(kind, index)
+        return torch.ones(shape, dtype=self.flat.dtype, device=self.flat.device) if value is None else value
+
     def masks(self) -> EncoderMasks:
         layers = [
             LayerMasks(

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from . import __version__, atomic
-from .accounting import pruned_spec
+from .accounting import AttentionGates, pruned_spec
 from .artifact import DTYPES
 from .bench import BenchOptions, all_cores, check_inputs, check_options, describe, device_name, device_sync, interleaved
 from .budget import DEFAULT_TOLERANCE, Budget
@@ -227,16 +227,12 @@ def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.
     probabilities, differentiable); equal to it on 0/1 decisions whose heads share one width."""
     coefficients, ref = table.coefficients, keep.flat
 
-    def get(kind, index, *shape):
-        value = keep.get(kind, index)
-        return torch.ones(shape, dtype=ref.dtype, device=ref.device) if value is None else value
-
     lengths = conv_lengths(spec, table.samples)
     t, d = lengths[-1], spec.hidden_size
     total = torch.tensor(coefficients["pos_conv"]["const"], dtype=ref.dtype, device=ref.device)
     previous = torch.ones((), dtype=ref.dtype, device=ref.device)
     for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
-        gates = get("conv", c, channels)
+        gates = keep.value("conv", c, channels)
         kept = gates.sum()
         # E[K^2] of a sum of independent gates: (sum p)^2 + sum p (1 - p); exactly K^2 on 0/1
         # decisions, and its derivative there is the exact change when one gate flips
@@ -245,16 +241,12 @@ def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.
         previous = kept
     total = total + _dot(coefficients["projection"], _projection_features(t, d, previous))
     for l, layer in enumerate(spec.layers):
-        h = len(layer.heads)
-        mha, head = get("mha", l), get("head", l, h)
-        qk, vo = get("qk", l, h, layer.qk_dim), get("vo", l, h, layer.vo_dim)
-        alive = head * (1 - torch.prod(1 - vo, dim=-1))  # (H,): head kept with a v/o dim, as in accounting
-        present = mha * alive  # (H,)
-        attention = mha * (1 - torch.prod(1 - alive))  # the block runs: kept, with a present head
-        dims = (present * qk.sum(-1)).sum() + mha * (head * vo.sum(-1)).sum()
-        ffn, units = get("ffn", l), get("int", l, layer.ffn_dim)
+        gates = AttentionGates.of(spec, keep, l)
+        attention = gates.mha * (1 - torch.prod(1 - gates.alive))  # the block runs: kept, with a present head
+        dims = gates.qk_dims + gates.vo_dims
+        ffn, units = keep.value("ffn", l), keep.value("int", l, layer.ffn_dim)
         ffn_runs = ffn * (1 - torch.prod(1 - units))
-        features = _layer_features(t, d, attention, present.sum(), dims, dims, ffn_runs, ffn * units.sum())
+        features = _layer_features(t, d, attention, gates.present.sum(), dims, dims, ffn_runs, ffn * units.sum())
         total = total + _dot(coefficients["layer"], features)
     return coefficients["scale"] * total + coefficients["overhead"]
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from .accounting import pruned_spec
+from .accounting import AttentionGates, pruned_spec
 from .encoder import EncoderSpec
 from .gates import GateValues
 
@@ -105,35 +105,24 @@ def macs_breakdown(spec: EncoderSpec, keep: GateValues, samples: int) -> dict[st
     """
     _check_frames(spec, samples)
     ref = keep.flat
-
-    def get(kind, index, *shape):
-        value = keep.get(kind, index)
-        return torch.ones(shape, dtype=ref.dtype, device=ref.device) if value is None else value
-
     parts: dict[str, torch.Tensor] = {}
     lengths = conv_lengths(spec, samples)
     previous = torch.ones((), dtype=ref.dtype, device=ref.device)  # the waveform: one input channel
     for c, (length, channels, kernel) in enumerate(zip(lengths, spec.conv_channels, spec.conv_kernels)):
-        kept = get("conv", c, channels).sum()
+        kept = keep.value("conv", c, channels).sum()
         parts[f"cnn.{c}"] = length * kernel * kept * previous
         previous = kept
     t, d = lengths[-1], spec.hidden_size
     parts["projection"] = t * d * previous
     parts["pos_conv"] = torch.tensor(float(_pos_conv_macs(spec, t)), dtype=ref.dtype, device=ref.device)
     for l, layer in enumerate(spec.layers):
-        h = len(layer.heads)
-        mha = get("mha", l)
-        head = get("head", l, h)
-        qk = get("qk", l, h, layer.qk_dim)
-        vo = get("vo", l, h, layer.vo_dim)
-        present = mha * head * (1 - torch.prod(1 - vo, dim=-1))  # (H,) as in accounting
-        qk_kept = (present * qk.sum(-1)).sum()
-        vo_kept = mha * (head * vo.sum(-1)).sum()
-        parts[f"attention.{l}"] = 2 * t * d * (qk_kept + vo_kept)
+        gates = AttentionGates.of(spec, keep, l)
+        dims = gates.qk_dims + gates.vo_dims
+        parts[f"attention.{l}"] = 2 * t * d * dims
         if spec.num_buckets:
-            parts[f"attention.{l}"] = parts[f"attention.{l}"] + t * spec.head_dim * 8 * present.sum()
-        parts[f"scores.{l}"] = t * t * (qk_kept + vo_kept)
-        parts[f"ffn.{l}"] = 2 * t * d * get("ffn", l) * get("int", l, layer.ffn_dim).sum()
+            parts[f"attention.{l}"] = parts[f"attention.{l}"] + t * spec.head_dim * 8 * gates.present.sum()
+        parts[f"scores.{l}"] = t * t * dims
+        parts[f"ffn.{l}"] = 2 * t * d * keep.value("ffn", l) * keep.value("int", l, layer.ffn_dim).sum()
     return parts
 
 

@@ -81,3 +81,16 @@ def audio_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("audio")
     write_corpus(folder, n_files=12, seconds=(1.5, 3.0), seed=0)
     return folder
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fails a test whose command loads model weights (bench or eval) before checking its options."""
+    import speechprune.bench as bench_core
+    import speechprune.targets as targets
+
+    def refuse(*_):
+        raise AssertionError("weights were loaded before the options were checked")
+
+    monkeypatch.setattr(bench_core, "load", refuse)
+    monkeypatch.setattr(targets, "load_target", refuse)

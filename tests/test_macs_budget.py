@@ -189,3 +189,15 @@ def test_no_budget_is_a_usage_error(model_dir, audio_dir):
     assert_clean_error(run_cli("prune", model, "--macs-sparsity", "0.5", "--macs-seconds", "0", "--data",
                                str(audio_dir)), 2, "--macs-seconds")
 
+
+
+@pytest.mark.parametrize("sparsity,macs_sparsity", [(0.72, 0.4), (0.72, 0.72)])
+def test_one_shot_with_two_budgets_lands_on_the_binding_one(sparsity, macs_sparsity):
+    spec = base_spec()
+    layout = GateLayout(spec)
+    budgets = [params_budget(spec, layout, sparsity), macs_budget(spec, layout, macs_sparsity, 160000)]
+    importance = torch.rand(layout.size, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    decision = decide(layout, budgets, one_shot_ranking(layout, budgets, importance),
+                      initial=torch.ones(layout.size, dtype=torch.bool))
+    ratios = [decision.costs[b.name] / b.target for b in budgets]
+    assert decision.within_tolerance and max(ratios) >= 0.995 and all(r <= 1.005 for r in ratios)

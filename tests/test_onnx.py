@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import speechprune.bench as bench_core
 import speechprune.onnx_export as onnx_export
-import speechprune.targets as targets
 from speechprune.onnx_export import export_onnx, session
 from conftest import ALL_KINDS
 from test_artifact import pruned_run  # noqa: F401 (a fixture)
@@ -95,15 +93,6 @@ def test_bench_times_onnxruntime_against_the_torch_baseline(capsys, model_dir, t
     assert (model["runtime"], model["quantize"], model["label"]) == ("onnxruntime", "int8", "shrunk [onnxruntime int8]")
     assert model["quantization"].startswith("ORT dynamic int8: MatMul")
     assert "ONNX Runtime" in model["note"] and report["results"][1]["speedup"] > 0
-
-
-@pytest.fixture
-def no_loading(monkeypatch):
-    def refuse(*_):
-        raise AssertionError("weights were loaded before the options were checked")
-
-    monkeypatch.setattr(bench_core, "load", refuse)
-    monkeypatch.setattr(targets, "load_target", refuse)
 
 
 @pytest.mark.parametrize("args,words", [

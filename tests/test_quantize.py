@@ -17,8 +17,6 @@ from speechprune.gates import GateLayout
 from speechprune.loading import quiet_transformers
 from speechprune.shrink import shrink_encoder
 from speechprune.synth import speechlike
-import speechprune.bench as bench_core
-import speechprune.targets as targets
 from conftest import build_model
 from test_accounting import edge_case_values
 from test_cli import assert_clean_error, cli
@@ -130,15 +128,6 @@ def test_bench_quantizes_the_baseline_when_asked(capsys, tiny_shrunk, model_dir)
                          "--baseline-quantize", "int8", *FAST)
     assert code == 0, err
     assert "(baseline)" in out and "[int8] (baseline)" in out and "dynamic int8: nn.Linear layers" in out
-
-
-@pytest.fixture
-def no_loading(monkeypatch):
-    def refuse(*_):
-        raise AssertionError("weights were loaded before the options were checked")
-
-    monkeypatch.setattr(bench_core, "load", refuse)
-    monkeypatch.setattr(targets, "load_target", refuse)
 
 
 @pytest.mark.parametrize("args,words", [

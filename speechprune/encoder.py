@@ -327,12 +327,12 @@ class Attention(nn.Module):
         q = self._per_head(self.q_proj(x), "qk")  # (B, H, T, w)
         k = self._per_head(self.k_proj(x), "qk")  # (B, H, T, w)
         v = self._per_head(self.v_proj(x), "vo")  # (B, H, T, w)
-        if masks is not None:
+        if masks is not None:  # gates of a shrunk model cover its stored widths: the padded slots are zeros
             if masks.qk is not None:  # masking q alone is enough: q.k sums over kept dims only
-                q = q * masks.qk[:, None, :].to(q.dtype)
+                q = q * _to_width(masks.qk, q.shape[-1])[:, None, :].to(q.dtype)
             v_mask = _head_value_mask(masks)
             if v_mask is not None:
-                v = v * v_mask[:, None, :].to(v.dtype)
+                v = v * _to_width(v_mask, v.shape[-1])[:, None, :].to(v.dtype)
         attn_mask = key_mask
         if self.gated_bias:
             attn_mask = self._gated_position_bias(x, position_bias)  # (B, H, T, T)
@@ -403,6 +403,12 @@ def _stored_slots(widths: list[int], width: int) -> list[int] | None:
     if all(w == width for w in widths):
         return None
     return [h * width + j for h, w in enumerate(widths) for j in range(w)]
+
+
+def _to_width(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """(H, n) per-dim multipliers -> (H, width): slots past n (padding, zeros) get 0; (H, 1) broadcasts."""
+    n = mask.shape[-1]
+    return mask if n in (1, width) else F.pad(mask, (0, width - n))
 
 
 def _head_value_mask(masks: LayerMasks) -> torch.Tensor | None:

@@ -12,7 +12,9 @@ the optional ``speechprune[onnx]`` extra.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import warnings
 from pathlib import Path
 
@@ -83,8 +85,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sam
     names = list(example)
     outputs = ["last_hidden_state"] + (["hidden_states"] if hidden_states else [])
     dynamic = {name: {0: Dim.DYNAMIC, 1: Dim.DYNAMIC} for name in names}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's notes on decompositions and missing torchvision
+    with _quiet(), torch.no_grad():
         program = torch.onnx.export(graph, (), kwargs=example, dynamo=True, input_names=names, output_names=outputs,
                                     dynamic_shapes=dynamic, verbose=False)
     measured = {}
@@ -127,7 +128,25 @@ def quantize_onnx(source: str | Path, target: str | Path) -> None:
     """ORT dynamic int8 quantization of the MatMul nodes of ``source`` (the Linear layers), to ``target``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    with _quiet():
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep stderr ours: the exporter's and the quantizer's notes (decompositions, a missing
+    torchvision, "consider pre-processing") are warnings and log records, not problems."""
+    loggers = [logging.getLogger(name) for name in ("", "torch.onnx", "torch.export", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def export_model(source: str, out: str | None = None, *, hidden_states: bool = False, overwrite: bool = False,

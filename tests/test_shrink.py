@@ -93,3 +93,19 @@ def test_relaxed_gate_values_are_folded_into_the_weights(family, style, override
     values = layout.values(soft)
     small = shrunk_pair(encoder, values)
     assert_same_outputs(encoder, small, values.masks())
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
+def test_gates_of_a_shrunk_model_set_to_one_change_nothing(family):
+    """analyze gates shrunk models too: their gates cover the stored widths, narrower than the
+    padded run-time width where heads differ (or where all q/k dims are gone)."""
+    encoder = dense_encoder(family, "base")
+    values = edge_case_values(GateLayout(encoder.spec), seed=0)
+    small = shrunk_pair(encoder, values)
+    assert small.spec.layers[0].qk_dims is not None  # ragged heads
+    layout = GateLayout(small.spec)
+    ones = layout.values(torch.ones(layout.size, dtype=torch.float64))
+    waveforms, _ = batch_of_unequal_lengths()
+    with torch.no_grad():
+        plain, gated = small(waveforms), small(waveforms, None, ones.masks())
+    assert torch.equal(plain.last_hidden_state, gated.last_hidden_state)

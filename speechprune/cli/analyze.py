@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .output import Output
+from .output import JsonOption, Output, QuietOption
 
 HEATMAPS = (
     ("drop_one", "drop-one: relative change of the output when the head alone is masked"),
@@ -33,8 +33,8 @@ def command(
     device: str = typer.Option("cpu", help="auto|cpu|cuda|cuda:N|mps."),
     out: Optional[str] = typer.Option(None, help="Write the report as JSON to this file."),
     png: Optional[str] = typer.Option(None, help="Save the heatmaps as a PNG (needs matplotlib: pip install 'speechprune[plot]')."),
-    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Attention-head importance per layer, head and head dimension; what a prune run kept."""
     from ..analyze import AnalyzeOptions, analyze

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from .lists import comma_list
-from .output import Output
+from .output import JsonOption, Output, QuietOption
 
 BREAKDOWN = (("cnn", "CNN"), ("projection", "projection"), ("pos_conv", "pos conv"), ("layers", "layers"),
              ("other", "other"))
@@ -32,8 +32,8 @@ def command(
     runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch."),
     cost_model: Optional[str] = typer.Option(None, help="Measure a cost table of MODEL for this device, --threads, --dtype, --batch and --seconds (one each) and write it to this JSON file, for prune --latency-table."),
     latency_table: Optional[str] = typer.Option(None, help="Cost table from --cost-model: adds each model's predicted latency beside the measured one."),
-    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Latency, throughput, memory and speedup against a baseline model; or, with --cost-model, a cost table."""
     from ..bench import BenchOptions, bench

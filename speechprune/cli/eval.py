@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .output import Output
+from .output import JsonOption, Output, QuietOption
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -27,8 +27,8 @@ def command(
     device: str = typer.Option("cpu", help="auto|cpu|cuda|cuda:N|mps."),
     quantize: Optional[str] = typer.Option(None, help="Probe the model quantized: int8 (dynamic, Linear layers; CPU), compared with its float32 self."),
     out: Optional[str] = typer.Option(None, help="Write the report as JSON to this file."),
-    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Probe accuracy of the frozen features on labelled audio (keywords, speakers, ...)."""
     from ..evaluate import EvalOptions, evaluate

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .output import Output
+from .output import JsonOption, Output, QuietOption
 
 
 def command(
@@ -14,8 +14,8 @@ def command(
     out: Optional[str] = typer.Option(None, help="ONNX file to write. [default: MODEL/model.onnx for a folder]"),
     hidden_states: bool = typer.Option(False, "--hidden-states", help="Also output every hidden state, (L + 1, B, T', D)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
-    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Export a model to ONNX (dynamic batch and time), kept only if ONNX Runtime matches torch."""
     from ..onnx_export import export_model

@@ -12,7 +12,7 @@ from ..errors import DataError, UsageError
 from ..gates import GATE_KINDS
 from ..runtime import Distributed
 from .lists import comma_list
-from .output import Output
+from .output import JsonOption, Output, QuietOption
 
 NO_DATA = (
     "no audio given: pass --data with a folder (or manifest) of unlabelled speech in the model's language, "
@@ -57,8 +57,8 @@ def command(
     log_every: int = typer.Option(50, help="Log line every N steps when not on a terminal."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (starts it if there is none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace whatever is in --out."),
-    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the summary with --json)."),
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Prune MODEL to --sparsity (parameters), --macs-sparsity (compute) and/or --speedup (predicted latency) by gated distillation on unlabelled audio.
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from . import invocation
-from .output import Output
+from .output import JsonOption, Output, QuietOption
 
 
 def command(
@@ -20,8 +20,8 @@ def command(
     fidelity_seconds: float = typer.Option(20.0, help="At most this much audio for the fidelity measurement."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
     onnx: bool = typer.Option(False, "--onnx", help="Also write model.onnx, checked with ONNX Runtime (needs speechprune[onnx])."),
-    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (and the report with --json)."),
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Materialise a pruning run as a physically smaller model that transformers can load."""
     from ..export import shrink_run

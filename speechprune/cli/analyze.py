@@ -36,7 +36,11 @@ def command(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Attention-head importance per layer, head and head dimension; what a prune run kept."""
+    """Attention-head importance per layer, head and head dimension; what a prune run kept.
+
+    \b
+    Example: speechprune analyze facebook/wav2vec2-base --data /data/LibriSpeech/dev-clean --no-drop-one --out heads.json
+    """
     from ..analyze import AnalyzeOptions, analyze
 
     output = Output(json_mode=json_output, quiet=quiet)

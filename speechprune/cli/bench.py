@@ -35,7 +35,11 @@ def command(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Latency, throughput, memory and speedup against a baseline model; or, with --cost-model, a cost table."""
+    """Latency, throughput, memory and speedup against a baseline model; or, with --cost-model, a cost table.
+
+    \b
+    Example: speechprune bench models/w2v2-72 --baseline facebook/wav2vec2-base --device cpu --seconds 10 --quantize int8
+    """
     from ..bench import BenchOptions, bench
     from ..latency import COST_MODEL_MIN_TIME, measure_cost_table
 

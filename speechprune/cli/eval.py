@@ -30,7 +30,11 @@ def command(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Probe accuracy of the frozen features on labelled audio (keywords, speakers, ...)."""
+    """Probe accuracy of the frozen features on labelled audio (keywords, speakers, ...).
+
+    \b
+    Example: speechprune eval models/w2v2-72 --data /data/keywords --teacher facebook/wav2vec2-base
+    """
     from ..evaluate import EvalOptions, evaluate
 
     output = Output(json_mode=json_output, quiet=quiet)

@@ -17,7 +17,11 @@ def command(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Export a model to ONNX (dynamic batch and time), kept only if ONNX Runtime matches torch."""
+    """Export a model to ONNX (dynamic batch and time), kept only if ONNX Runtime matches torch.
+
+    \b
+    Example: speechprune export-onnx models/w2v2-72 --out w2v2-72.onnx
+    """
     from ..onnx_export import export_model
 
     output = Output(json_mode=json_output, quiet=quiet)

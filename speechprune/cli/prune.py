@@ -62,6 +62,7 @@ def command(
 ) -> None:
     """Prune MODEL to --sparsity (parameters), --macs-sparsity (compute) and/or --speedup (predicted latency) by gated distillation on unlabelled audio.
 
+    \b
     Example: speechprune prune facebook/wav2vec2-base --sparsity 0.72 --macs-sparsity 0.72 --data /data/LibriSpeech/train-clean-100
     """
     main_rank = Distributed.from_env().is_main  # under torchrun only rank 0 talks

@@ -23,7 +23,11 @@ def command(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Materialise a pruning run as a physically smaller model that transformers can load."""
+    """Materialise a pruning run as a physically smaller model that transformers can load.
+
+    \b
+    Example: speechprune shrink runs/w2v2-72 --out models/w2v2-72 --data /data/LibriSpeech/dev-clean --onnx
+    """
     from ..export import shrink_run
 
     output = Output(json_mode=json_output, quiet=quiet)

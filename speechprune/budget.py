@@ -4,9 +4,9 @@ predicted milliseconds: ``latency.latency_budget``).
 A ``Budget`` holds one target in one unit: the dense cost, the fraction to remove, the
 tolerance window, and two views of the cost of a gate assignment:
 
-* ``expected(values)``, a closed-form multilinear function of the gates: on keep
-  probabilities it is the expected cost the Lagrangian drives to the target, on 0/1
-  decisions it is differentiable, so its gradient gives the marginal cost of every gate;
+* ``expected(values)``, a closed-form function of the gates (multilinear for parameters and
+  MACs): on keep probabilities it is the expected cost the Lagrangian drives to the target,
+  and on 0/1 decisions its gradient gives the change of the cost when one gate flips;
 * ``exact(values)``, what the shrunk model really costs for decisions (for MACs: at the
   run-time head widths); the decision and the summary use it.
 

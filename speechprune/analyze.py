@@ -20,13 +20,14 @@ from .accounting import component_totals, kept_structure, parameter_breakdown, p
 from .analysis.compare import compare_hidden_states, require_finite
 from .analysis.heads import head_statistics
 from .audio import AudioCorpus, scan_audio, validation_batches
-from .checks import check_long_enough, check_out_path, check_positive
+from .checks import check_long_enough, check_positive
 from .config import DEFAULT_MACS_SECONDS
 from .errors import DataError, UsageError
-from .outputs import check_apart
 from .gates import GateLayout, GateValues, HardConcreteGates, gate_dict
 from .macs import macs
+from .outputs import check_output
 from .progress import Reporter
+from .runfolder import run_budgets
 from .runtime import resolve_device
 from .targets import Target, check_teacher, load_target, model_fields, read_target
 
@@ -62,9 +63,8 @@ def check_options(options: AnalyzeOptions) -> torch.device:
     for option, path in (("--out", options.out), ("--png", options.png)):
         if path is None:
             continue
-        check_out_path(path, option, folder=False)
-        check_apart(Path(path).expanduser(), option,
-                    {"MODEL": options.model, "--data": options.data, "--teacher": options.teacher}, folder=False)
+        check_output(path, option, {"MODEL": options.model, "--data": options.data, "--teacher": options.teacher},
+                     folder=False)
     if options.png is not None:
         if not options.png.lower().endswith(".png"):
             raise UsageError(f"--png takes a .png file name, got {options.png}")
@@ -133,7 +133,7 @@ def run_report(snap) -> dict:
         "params_pruned": sum(pruned_totals.values()),
         "params_by_component": {"dense": dense_totals, "pruned": pruned_totals},
         "params_by_layer": by_layer,
-        "budgets": record.get("budgets", {"params": {"option": "--sparsity", "sparsity": record["options"]["sparsity"]}}),
+        "budgets": run_budgets(record),
         "macs_seconds": seconds,
         "macs_dense": dense_macs["total"],
         "macs_pruned": pruned_macs["total"],

@@ -23,9 +23,9 @@ from typing import Callable
 import torch
 
 from . import __version__, atomic
-from .checks import check_out_path
 from .encoder import EncoderSpec
 from .errors import RunFolderError
+from .outputs import check_out_path
 
 MODELING_FILE = "modeling_speechprune.py"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

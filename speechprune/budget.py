@@ -77,9 +77,8 @@ class Budget:
     def expected_sparsity(self, values: GateValues) -> torch.Tensor:
         return 1 - self.expected(values) / self.dense
 
-    def summary(self, values: GateValues) -> dict:
-        """JSON-ready: target and what decisions ``values`` achieve."""
-        cost = self.exact(values)
+    def summary(self, cost: float) -> dict:
+        """JSON-ready: the target and what a decision costing ``cost`` achieves."""
         return {
             "option": self.option,
             "option_value": self.setting,

@@ -10,10 +10,11 @@ cost only falls as the threshold rises), then single gates near the threshold ar
 or added back, lowest score first, skipping any whose flip would jump past the window (a
 whole block can be larger than the window).
 
-Costs are multilinear in the gates (no gate appears twice in a product), so the change of a
-cost when one gate flips is the partial derivative of the budget's expected cost at the
-current decision; autograd gives all of them at once. Flips interact, so each round counts
-again, exactly.
+The change of a cost when one gate flips is the partial derivative of the budget's expected
+cost at the current decision: exactly, since the costs are multilinear in the gates (no gate
+appears twice in a product; the latency table's squared channel count is written so that the
+same holds); autograd gives all of them at once. Flips interact, so each round counts again,
+exactly.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ STALE_ROUNDS = 50  # rounds without getting closer: the window is out of reach
 class Decision:
     keep: torch.Tensor  # (N,) bool
     costs: dict[str, float]  # exact cost of the decision per budget name
+    binding: str  # name of the budget that costs most against its target
     adjusted: int  # gates whose decision differs from the initial one
     within_tolerance: bool  # False only when the gated structures are too coarse for the window
 
@@ -48,15 +50,29 @@ def decide(layout: GateLayout, budgets: list[Budget], scores: torch.Tensor, init
     protected = _best_channel_per_conv_layer(layout, scores)
     initial = (scores > 0) if initial is None else initial.detach().cpu().bool()
     keep = initial | protected
-    if not search.lands(keep):
+    costs = search.costs(keep)
+    if not lands(budgets, costs):
         keep = search.threshold(scores) | protected
         keep = search.refine(scores, keep, protected)
+        costs = search.costs(keep)
     return Decision(
         keep=keep,
-        costs={b.name: b.exact(search.values(keep)) for b in budgets},
+        costs=costs,
+        binding=binding(budgets, costs).name,
         adjusted=int((keep != initial).sum()),
-        within_tolerance=search.lands(keep),
+        within_tolerance=lands(budgets, costs),
     )
+
+
+def binding(budgets: list[Budget], costs: dict[str, float]) -> Budget:
+    """The budget that costs most against its target (``costs`` by budget name)."""
+    return max(budgets, key=lambda b: costs[b.name] / b.target)
+
+
+def lands(budgets: list[Budget], costs: dict[str, float]) -> bool:
+    """Every budget at or under its window, the binding one inside it."""
+    tight = binding(budgets, costs)
+    return all(b.fits(costs[b.name]) for b in budgets) and tight.lands(costs[tight.name])
 
 
 MIX_STEPS = 10  # bisection steps on the weight between two budgets' shares (1/1024 resolution)
@@ -112,8 +128,7 @@ def one_shot_ranking(layout: GateLayout, budgets: list[Budget], importance: torc
 def _binding(layout: GateLayout, budgets: list[Budget], ranking: torch.Tensor) -> str | None:
     """The budget that binds the one-shot decision from ``ranking`` (None when it does not land)."""
     decision = decide(layout, budgets, ranking, initial=torch.ones(layout.size, dtype=torch.bool))
-    ratios = {b.name: decision.costs[b.name] / b.target for b in budgets}
-    return max(ratios, key=ratios.get) if decision.within_tolerance else None
+    return decision.binding if decision.within_tolerance else None
 
 
 def _best_channel_per_conv_layer(layout: GateLayout, scores: torch.Tensor) -> torch.Tensor:
@@ -138,25 +153,14 @@ class _Search:
     def values(self, keep: torch.Tensor) -> GateValues:
         return GateValues(self.layout, keep.double())
 
-    def ratios(self, keep: torch.Tensor) -> torch.Tensor:
-        """(B,) exact cost / target of each budget."""
+    def costs(self, keep: torch.Tensor) -> dict[str, float]:
+        """Exact cost of decision ``keep`` per budget name."""
         values = self.values(keep)
-        return torch.tensor([b.exact(values) / b.target for b in self.budgets], dtype=torch.float64)
-
-    def ratio(self, keep: torch.Tensor) -> tuple[float, int]:
-        """(R, index of the binding budget): the largest cost / target over the budgets."""
-        ratios = self.ratios(keep)
-        binding = int(torch.argmax(ratios))
-        return float(ratios[binding]), binding
-
-    def lands(self, keep: torch.Tensor) -> bool:
-        r, binding = self.ratio(keep)
-        tolerance = self.budgets[binding].tolerance
-        return 1 - tolerance <= r <= 1 + tolerance
+        return {b.name: b.exact(values) for b in self.budgets}
 
     def fits(self, keep: torch.Tensor) -> bool:
-        values = self.values(keep)
-        return all(b.fits(b.exact(values)) for b in self.budgets)
+        costs = self.costs(keep)
+        return all(b.fits(costs[b.name]) for b in self.budgets)
 
     def marginals(self, keep: torch.Tensor) -> list[torch.Tensor]:
         """Per budget, (N,) change of its cost when each gate alone is switched on."""
@@ -192,11 +196,12 @@ class _Search:
         keep = keep.clone()
         best, best_miss, stale = keep.clone(), math.inf, 0
         while stale < STALE_ROUNDS:
-            ratios = self.ratios(keep)  # (B,)
-            binding = int(torch.argmax(ratios))
-            r, tolerance = float(ratios[binding]), self.budgets[binding].tolerance
-            if 1 - tolerance <= r <= 1 + tolerance:
+            costs = self.costs(keep)
+            if lands(self.budgets, costs):
                 return keep
+            ratios = torch.tensor([costs[b.name] / b.target for b in self.budgets], dtype=torch.float64)  # (B,)
+            tight = int(torch.argmax(ratios))
+            r, tolerance = float(ratios[tight]), self.budgets[tight].tolerance
             stale += 1
             if abs(r - 1) < best_miss:
                 best, best_miss, stale = keep.clone(), abs(r - 1), 0

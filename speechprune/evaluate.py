@@ -27,10 +27,10 @@ from .audio import (
     load_audio,
     scan_audio,
 )
-from .checks import check_out_path, check_positive
+from .checks import check_positive
 from .macs import min_samples
 from .errors import DataError, UsageError
-from .outputs import check_apart
+from .outputs import check_output
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
 from .progress import Reporter
 from .quantize import check_scheme, describe as describe_quantization, quantize
@@ -96,10 +96,8 @@ def check_options(options: EvalOptions):
     if options.max_per_class is not None and options.max_per_class < 1:
         raise UsageError(f"--max-per-class must be at least 1, got {options.max_per_class}")
     if options.out is not None:
-        check_out_path(options.out, folder=False)
-        check_apart(Path(options.out).expanduser(), "--out", {"MODEL": options.model, "--data": options.data,
-                                                              "--test-data": options.test_data, "--teacher": options.teacher},
-                    folder=False)
+        check_output(options.out, "--out", {"MODEL": options.model, "--data": options.data,
+                                            "--test-data": options.test_data, "--teacher": options.teacher}, folder=False)
     device = resolve_device(options.device)
     check_scheme(options.quantize, device)
     return device

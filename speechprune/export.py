@@ -19,14 +19,14 @@ from . import __version__
 from .accounting import parameter_count
 from .artifact import DTYPES, check_output_folder, stock_compatible, write_model_folder
 from .audio import AudioCorpus, scan_audio, validation_batches
-from .checks import check_out_path, check_positive
+from .checks import check_positive
 from .encoder import Encoder
 from .errors import ModelError, UsageError
 from .families import family_by_name
 from .onnx_export import ONNX_FILE, export_onnx, require_onnx
-from .outputs import OutputLock, check_apart
+from .outputs import OutputLock, check_output
 from .progress import Reporter
-from .runfolder import RunFolder
+from .runfolder import RunFolder, run_budgets
 from .shrink import RunSnapshot, max_relative_error, read_run, shrink_encoder
 
 EXACTNESS_LIMIT = 1e-4  # max relative error of shrunk vs masked outputs (float32)
@@ -52,8 +52,8 @@ def shrink_run(
     out = Path(out)
     if onnx:
         require_onnx()
-    check_out_path(out, folder=True)
-    check_apart(out, "--out", {"RUN": run_dir, "--data": data, "the run's source model": _source_model(run_dir)})
+    check_output(out, "--out", {"RUN": run_dir, "--data": data, "the run's source model": _source_model(run_dir)},
+                 folder=True)
     corpus = scan_audio(data, min_seconds=0.5) if data else None  # a bad --data fails before the slicing
     with OutputLock(out):
         return _shrink_run(run_dir, out, dtype, corpus, fidelity_seconds, overwrite, onnx, command, reporter)
@@ -199,8 +199,7 @@ def _model_card(snap: RunSnapshot, spec, report: dict, command: str | None) -> s
         for i, layer in enumerate(spec.layers)
     )
     fidelity = report["fidelity_cosine"]
-    # runs from before budgets were recorded had a parameter budget only
-    budgets = snap.record.get("budgets") or {"params": {"option": "--sparsity", "sparsity": options["sparsity"]}}
+    budgets = run_budgets(snap.record)
     fidelity_text = (
         "Cosine similarity to the dense teacher per distilled layer: "
         + ", ".join(f"layer {k}: {v}" for k, v in fidelity.items())

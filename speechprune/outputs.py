@@ -6,6 +6,9 @@
   a stale lock file never blocks anyone; the pid written in it is only for the message.
 - An output never is, contains or lies inside one of the command's inputs (``check_apart``),
   so ``--overwrite`` cannot delete the model, the audio or the run it reads.
+- An output location can be written (``check_out_path``), found before any weights load.
+
+``check_output`` does both checks; commands call it once, before anything is read.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 from .atomic import remove_stale_temporaries
-from .errors import RunFolderError, UsageError
+from .errors import OutputError, RunFolderError, UsageError
 
 
 class OutputLock:
@@ -97,3 +101,35 @@ def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | Non
                 f"{option} {out} {relation} {name} {path}; writing there could destroy the input: "
                 f"choose an {option} outside it"
             )
+
+
+def check_output(out: str | Path, option: str, inputs: dict[str, str | Path | None], *, folder: bool) -> None:
+    """``out`` can be written and stays apart from the command's ``inputs`` (see both checks)."""
+    check_out_path(out, option, folder=folder)
+    check_apart(Path(out).expanduser(), option, inputs, folder=folder)
+
+
+def check_out_path(path: str | os.PathLike, option: str = "--out", *, folder: bool) -> None:
+    """Refuse an output location that cannot be written, before the work that would fill it.
+
+    ``folder``: the command writes a folder at ``path`` (prune, shrink), else a file (analyze,
+    eval). Every existing component above it must be a folder, and the nearest existing one
+    must accept a new entry: that is tried for real (permissions, read-only mounts and
+    pseudo file systems like /proc all answer differently to ``os.access``).
+    """
+    target = Path(path).expanduser()
+    if target.exists():
+        if folder and not target.is_dir():
+            raise OutputError(f"{option} {path} is a file; choose a folder")
+        if not folder and target.is_dir():
+            raise OutputError(f"{option} {path} is a folder; give a file name")
+    existing = target if folder and target.is_dir() else target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{option} {path}: {existing} is a file, not a folder; choose another {option}")
+    try:
+        tempfile.TemporaryDirectory(prefix=".speechprune-write-test-", dir=existing).cleanup()
+    except OSError as error:
+        raise OutputError(f"{option} {path}: cannot write in {existing}, it does not accept new files "
+                          f"({error.strerror or error}); choose another {option}") from error

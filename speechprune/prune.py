@@ -27,9 +27,9 @@ from . import __version__, atomic
 from .accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from .audio import CropSampler, scan_audio, split_validation, validation_batches
 from .budget import Budget, macs_budget, params_budget
-from .checks import check_long_enough, check_out_path
+from .checks import check_long_enough
 from .config import PruneConfig
-from .decision import decide, one_shot_ranking
+from .decision import binding, decide, lands, one_shot_ranking
 from .distill import DistillHeads, distill_loss
 from .encoder import Encoder
 from .errors import DataError, DiskFullError, SpeechpruneError
@@ -37,7 +37,7 @@ from .gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, ga
 from .latency import CostTable, check_architecture, latency_budget
 from .loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
 from .macs import macs, pruned_macs
-from .outputs import OutputLock, check_apart
+from .outputs import OutputLock, check_output
 from .progress import Reporter
 from .runfolder import RUN_FORMAT, RunFolder
 from .runtime import Distributed, autocast, check_precision, resolve_device
@@ -57,8 +57,8 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     """Run (or resume) a pruning job and return its summary."""
     reporter = reporter or Reporter()
     config.validate()
-    check_out_path(config.out, folder=True)
-    check_apart(config.out, "--out", {"MODEL": config.model, "--data": config.data, "--scores": config.scores})
+    check_output(config.out, "--out", {"MODEL": config.model, "--data": config.data, "--scores": config.scores},
+                 folder=True)
     ranks = Distributed.from_env()
     try:  # one writer per run folder: rank 0 holds its lock (the other ranks write nothing)
         with OutputLock(config.out) if ranks.is_main else contextlib.nullcontext():
@@ -334,9 +334,8 @@ class Pruning:
     def _start_gates_from(self, scores: torch.Tensor) -> None:
         """One-shot (--steps 0): the gates hold the ranking the budget decision uses, importance
         per unit of the binding budget (``one_shot_ranking``). Warm start (--init-from-scores):
-        the structures
-        the one-shot decision would remove start nearly undecided (keep probability
-        sigmoid(0.5) = 0.62), the rest clearly on."""
+        the structures the one-shot decision would remove start nearly undecided (keep
+        probability sigmoid(0.5) = 0.62), the rest clearly on."""
         ranking = one_shot_ranking(self.layout, self.budgets, scores)
         with torch.no_grad():
             if self.config.steps == 0:
@@ -514,7 +513,8 @@ class Pruning:
     # --- decisions, validation, checkpoints --------------------------------------------------
 
     def _decide(self) -> None:
-        # one-shot: the gates hold a ranking, not a trained decision; nothing is kept by default
+        # one-shot: the gates hold a ranking, not a trained decision, so the decision starts from
+        # keeping everything and removes by rank
         initial = torch.ones(self.layout.size, dtype=torch.bool) if self.config.steps == 0 else None
         decision = decide(self.layout, self.budgets, self.gates.log_alpha, initial)
         self.keep = decision.keep.to(self.device)
@@ -612,11 +612,11 @@ class Pruning:
         dense = dense_count(self.spec, self.layout)
         samples = reference_samples(self.config, self.info.sampling_rate)
         macs_dense, macs_pruned = macs(self.spec, samples)["total"], pruned_macs(self.spec, binary, samples)
-        budgets = {b.name: b.summary(binary) for b in self.budgets}
+        costs = {b.name: b.exact(binary) for b in self.budgets}
+        budgets = {b.name: b.summary(costs[b.name]) for b in self.budgets}
         latency = next((b for b in self.budgets if b.name == "latency"), None)  # predictions need its table
-        predicted = latency.exact(binary) if latency else None
+        predicted = costs.get("latency")
         params_target = budgets.get("params", {}).get("target")
-        binding = max(self.budgets, key=lambda b: budgets[b.name]["achieved"] / b.target)  # highest cost / target
         summary = {
             "run_dir": str(self.run_folder.root),
             "model": self.info.source,
@@ -636,9 +636,8 @@ class Pruning:
             "predicted_ms_pruned": round(predicted, 3) if latency else None,
             "predicted_speedup": round(latency.dense / predicted, 4) if latency else None,
             "budgets": budgets,
-            "binding_budget": binding.name,
-            "within_tolerance": all(b["within_tolerance"] for b in budgets.values())
-            and binding.lands(budgets[binding.name]["achieved"]),
+            "binding_budget": binding(self.budgets, costs).name,
+            "within_tolerance": lands(self.budgets, costs),
             "decision_adjusted": self.adjusted,
             "decision_adjusted_share": round(self.adjusted / max(self.layout.size, 1), 6),
             "steps": self.step,

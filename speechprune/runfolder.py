@@ -81,7 +81,7 @@ class RunFolder:
 
     def plan(self, config: PruneConfig, world_size: int = 1) -> str:
         """"fresh", "resume" or "finished"; raises when the folder must not be touched."""
-        root = self.root  # checks.check_out_path has made sure it is a folder or can be one
+        root = self.root  # outputs.check_output has made sure it is a folder or can be one
         if not root.exists() or not any(root.iterdir()) or config.overwrite:
             return "fresh"
         if not self.config_path.exists():
@@ -251,6 +251,12 @@ def _differences(saved: dict, current: dict) -> list[str]:
     keys = sorted(set(saved) | set(current))
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
             if not _same_option(k, saved.get(k), current.get(k))]
+
+
+def run_budgets(record: dict) -> dict:
+    """The budgets a run's config.json records ({name: {option, sparsity, ...}}); runs written
+    before budgets were recorded had a parameter budget only."""
+    return record.get("budgets") or {"params": {"option": "--sparsity", "sparsity": record["options"]["sparsity"]}}
 
 
 def read_spec(run: RunFolder) -> EncoderSpec:

@@ -123,7 +123,7 @@ def macs_budget(spec: EncoderSpec, layout: GateLayout, sparsity: float, samples:
         return macs_count(spec, values, samples)
 
     def exact(values: GateValues) -> float:
-        return float(pruned_macs(spec, GateValues(values.layout, values.flat.detach().cpu()), samples))
+        return float(pruned_macs(spec, values, samples))
 
     dense = exact(GateValues(layout, torch.ones(layout.size, dtype=torch.float64)))
     return Budget("macs", "--macs-sparsity", "MACs", dense, sparsity, tolerance, expected, exact)

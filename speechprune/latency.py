@@ -259,7 +259,7 @@ def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, spee
         return expected_ms(table, spec, values)
 
     def exact(values: GateValues) -> float:
-        return predict_ms(table, pruned_spec(spec, GateValues(values.layout, values.flat.detach().cpu())))
+        return predict_ms(table, pruned_spec(spec, values))
 
     return Budget("latency", "--speedup", "ms", predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
                   option_value=lambda sparsity: 1 / (1 - sparsity), decimals=3,

@@ -60,6 +60,14 @@ def save_model(folder: Path, family: str, style: str = "base", task: str | None 
     return folder
 
 
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """bench and the cost model set the process's thread count: every test starts with the suite's."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """Factory: model_dir(family, style, task=None) -> a saved model folder (cached per session)."""

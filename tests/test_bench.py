@@ -38,13 +38,6 @@ ROW_KEYS = {"model", "seconds", "batch", "dtype", "compiled", "latency_ms", "tim
             "predicted_ms", "prediction_error"}
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()  # bench sets the process's thread count
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, model_dir, audio_dir) -> dict:
     """A stock tiny wav2vec2 folder, a short prune run of it, and that run shrunk."""

@@ -15,15 +15,6 @@ from test_artifact import pruned_run  # noqa: F401 (a fixture)
 from test_cli import assert_clean_error, cli
 from test_quantize import shrunk_encoder, speech, write_shrunk
 
-pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()  # bench sets the process's thread count
-    yield
-    torch.set_num_threads(threads)
-
 
 def relative_error(got: np.ndarray, expected: torch.Tensor) -> float:
     return float(np.abs(got - expected.numpy()).max() / expected.abs().max())

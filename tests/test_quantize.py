@@ -102,13 +102,6 @@ def tiny_shrunk(tmp_path_factory) -> Path:
     return write_shrunk(tmp_path_factory.mktemp("quantize") / "shrunk", "wav2vec2", "base")
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()  # bench sets the process's thread count
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_bench_quantizes_the_models_under_test(capsys, tiny_shrunk, model_dir):
     code, out, err = cli(capsys, "bench", tiny_shrunk, "--baseline", model_dir("wav2vec2"), "--quantize", "int8",
                          *FAST, "--json")

@@ -116,6 +116,11 @@ def check_options(options: BenchOptions) -> torch.device:
             raise UsageError("--dtype bfloat16: this GPU has no bfloat16 support; use float16 or float32")
     _check_quantization(options, device)
     _check_runtime(options, device)
+    if options.latency_table:
+        for option, given in (("--compile", options.compile), ("--quantize", options.quantize),
+                              ("--runtime onnxruntime", options.runtime != "torch")):
+            if given:  # the table times float eager torch calls
+                raise UsageError(f"--latency-table predicts eager torch calls at the table's dtype; drop {option}")
     return device
 
 
@@ -486,10 +491,6 @@ def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: 
     from .latency import CostTable, check_architecture, check_conditions, predict_ms  # latency builds on this module
 
     table = CostTable.read(options.latency_table)
-    for option, given in (("--compile", options.compile), ("--quantize", options.quantize),
-                          ("--runtime onnxruntime", options.runtime != "torch")):
-        if given:  # the table times float eager torch calls
-            raise UsageError(f"--latency-table predicts eager torch calls at the table's dtype; drop {option}")
     for seconds in options.seconds:  # several values: the one that is not the table's is named
         for batch in options.batches:
             for dtype in options.dtypes:

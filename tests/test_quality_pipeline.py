@@ -39,6 +39,11 @@ def test_smoke_run_writes_a_complete_report_and_resumes(tmp_path):
         for key in ("keyword_accuracy", "speaker_accuracy", "phone_error_rate"):
             assert 0.0 <= r[key] <= 1.0, (row.name, key, r[key])
         assert r["speedup"] > 0
+        if row.kind == "pruned":  # each student's own budget binds: the speed rows prune in their currency
+            assert r["binding_budget"] == row.budget, (row.name, r["binding_budget"])
+        if row.kind == "int8":  # a quantized copy of a float32 row, compared with it
+            assert r["params"] == rows[row.of]["params"]
+            assert 0.5 < r["cosine_to_float32_last"] <= 1.0 + 1e-6, (row.name, r["cosine_to_float32_last"])
     assert rows["teacher"]["fidelity_last"] == pytest.approx(1.0, abs=1e-4)
     assert rows["teacher"]["params"] == rows["random"]["params"]
     assert rows["scratch-0.72"]["params"] == rows["full-0.72"]["params"]  # the same architecture
@@ -46,6 +51,7 @@ def test_smoke_run_writes_a_complete_report_and_resumes(tmp_path):
     markdown = (tmp_path / "docs" / "results.md").read_text()
     assert all(f"| {row.name} |" in markdown for row in ROWS)
     assert (tmp_path / "docs" / "images" / "quality-vs-sparsity.png").stat().st_size > 10_000
+    assert (tmp_path / "docs" / "images" / "quality-vs-speedup.png").stat().st_size > 10_000
 
     second = reproduce(tmp_path)  # every stage is cached: nothing is trained or measured again
     assert second.returncode == 0, second.stderr[-3000:]

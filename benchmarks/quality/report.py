@@ -14,6 +14,9 @@ from pathlib import Path
 from speechprune.atomic import write_text
 
 PLOT = "images/quality-vs-sparsity.png"
+SPEED_PLOT = "images/quality-vs-speedup.png"
+CURVES = {"params": "parameter budget (--sparsity)", "macs": "MACs budget (--macs-sparsity)",
+          "latency": "latency budget (--speedup, cost table)"}
 
 
 def _speed_by_model(speed: dict) -> dict[str, dict]:
@@ -21,22 +24,43 @@ def _speed_by_model(speed: dict) -> dict[str, dict]:
     return {r["model"]: r for r in speed["results"] if not r["compiled"]}
 
 
+def _run_summary(pipeline, row) -> dict:
+    """The prune run's summary (budgets, binding budget, gates the decision adjusted); {} for other rows."""
+    path = pipeline.work / "runs" / row.name / "summary.json"
+    return json.loads(path.read_text()) if row.kind in ("pruned", "oneshot") and path.exists() else {}
+
+
 def collect(pipeline, rows, results: dict, speed: dict) -> list[dict]:
-    """One flat record per row: structure, size, speed, probe scores, fidelity."""
-    by_label = _speed_by_model(speed)
-    params = {m["label"]: m["params"] for m in speed["models"]}
-    dense = params[speed["baseline"]]
+    """One flat record per row: structure, size, speed, probe scores, fidelity.
+
+    ``speed`` holds two bench runs against the float32 teacher: "float32" (every model) and
+    "int8" (the int8 rows' models, quantized).
+    """
+    by_precision = {precision: _speed_by_model(run) for precision, run in speed.items()}
+    params = {m["label"]: m["params"] for m in speed["float32"]["models"]}
+    baseline = speed["float32"]["baseline"]
+    dense = params[baseline]
     records = []
     for row in rows:
-        label = speed["baseline"] if row.kind == "teacher" else pipeline.model(row).name
+        label = baseline if row.kind == "teacher" else pipeline.model(row).name
         measured = results[row.name]
-        bench = by_label[label]
+        bench = by_precision["int8"][f"{label} [int8]"] if row.kind == "int8" else by_precision["float32"][label]
         cosine = measured["fidelity_cosine"]
+        summary = _run_summary(pipeline, row)
         records.append({
             "row": row.name,
             "label": row.label,
             "kind": row.kind,
+            "budget": row.budget,
+            "ablation": bool(row.prune_args),
+            "of": row.of,
             "target_sparsity": row.sparsity,
+            "target": row.target,
+            "budgets": summary.get("budgets"),
+            "binding_budget": summary.get("binding_budget"),
+            "decision_adjusted": summary.get("decision_adjusted"),
+            "decision_adjusted_share": summary.get("decision_adjusted_share"),
+            "predicted_speedup": summary.get("predicted_speedup"),
             "params": params[label],
             "sparsity": round(1 - params[label] / dense, 4),
             "gmacs": round(bench["macs"] / 1e9, 3),
@@ -48,6 +72,7 @@ def collect(pipeline, rows, results: dict, speed: dict) -> list[dict]:
             "phone_error_rate": measured["phone_error_rate"],
             "fidelity_last": cosine[-1],
             "fidelity_mean": round(sum(cosine[1:]) / max(1, len(cosine) - 1), 4),
+            "cosine_to_float32_last": measured["cosine_to_float32"][-1] if "cosine_to_float32" in measured else None,
             "probes": measured,
         })
     return records
@@ -73,6 +98,92 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def curve(records: list[dict], budget: str) -> list[dict]:
+    """The teacher and the full-method float32 students of one budget (no ablation), by measured speedup."""
+    members = [r for r in records if r["kind"] == "teacher" or (
+        r["kind"] == "pruned" and r["budget"] == budget and not r["ablation"])]
+    return sorted(members, key=lambda r: r["speedup"])
+
+
+def at_speedup(points: list[dict], key: str, speedup: float) -> float | None:
+    """``key`` linearly interpolated at ``speedup`` along a curve; None outside the measured range."""
+    for a, b in zip(points, points[1:]):
+        if a["speedup"] <= speedup <= b["speedup"] and b["speedup"] > a["speedup"]:
+            w = (speedup - a["speedup"]) / (b["speedup"] - a["speedup"])
+            return a[key] + w * (b[key] - a[key])
+    return None
+
+
+def equal_latency_table(records: list[dict]) -> str:
+    """Quality of each budget's curve at the same measured speedups (interpolated between students)."""
+    curves = {budget: curve(records, budget) for budget in CURVES}
+    top = min(max(r["speedup"] for r in points) for points in curves.values())
+    speedups = [1 + 0.25 * k for k in range(1, int((top - 1) / 0.25) + 1)]  # 1.25x, 1.5x, ... up to the slowest curve's end
+    lines = ["| measured speedup | " + " | ".join(f"{b}: keyword acc % / PER %" for b in CURVES) + " |",
+             "|---|" + "---|" * len(CURVES)]
+    for x in speedups:
+        cells = []
+        for budget, points in curves.items():
+            kws, per = at_speedup(points, "keyword_accuracy", x), at_speedup(points, "phone_error_rate", x)
+            cells.append("-" if kws is None else f"{_pct(kws)} / {_pct(per)}")
+        lines.append(f"| {x:.1f}x | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budget_table(records: list[dict]) -> str:
+    lines = ["| row | budget | binding | predicted speedup | measured speedup | gates adjusted by the decision |",
+             "|---|---|---|---|---|---|"]
+    for r in records:
+        if r["binding_budget"] is None:
+            continue
+        target = " ".join(f"{b['option']} {b['option_value']:g}" for b in r["budgets"].values())
+        predicted = f"{r['predicted_speedup']:.2f}x" if r["predicted_speedup"] else "-"
+        adjusted = "all removed (one-shot)" if r["kind"] == "oneshot" else (
+            f"{r['decision_adjusted']:,} ({100 * r['decision_adjusted_share']:.1f} %)")
+        lines.append(f"| {r['row']} | `{target}` | {r['binding_budget']} | {predicted} | {r['speedup']:.2f}x | {adjusted} |")
+    return "\n".join(lines)
+
+
+def int8_table(records: list[dict]) -> str:
+    by_row = {r["row"]: r for r in records}
+    lines = ["| row | float32 speedup | int8 speedup | keyword acc % (float32 -> int8) | PER % (float32 -> int8) "
+             "| last-layer cosine int8 vs float32 |", "|---|---|---|---|---|---|"]
+    for r in records:
+        if r["kind"] != "int8":
+            continue
+        base = by_row[r["of"]]
+        lines.append(f"| {r['of']} | {base['speedup']:.2f}x | {r['speedup']:.2f}x | {_pct(base['keyword_accuracy'])} -> "
+                     f"{_pct(r['keyword_accuracy'])} | {_pct(base['phone_error_rate'])} -> {_pct(r['phone_error_rate'])} "
+                     f"| {r['cosine_to_float32_last']:.4f} |")
+    return "\n".join(lines)
+
+
+def speed_plot(records: list[dict], path: Path) -> None:
+    """Keyword accuracy and PER against measured speedup, one curve per budget currency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (budget, name), colour in zip(CURVES.items(), ("tab:blue", "tab:orange", "tab:green")):
+        points = curve(records, budget)
+        x = [r["speedup"] for r in points]
+        left.plot(x, [100 * r["keyword_accuracy"] for r in points], "o-", color=colour, label=name)
+        right.plot(x, [100 * r["phone_error_rate"] for r in points], "o-", color=colour, label=name)
+    for axis, label in ((left, "keyword accuracy % (held-out speakers)"), (right, "phone error rate % (held-out)")):
+        axis.set_xlabel("measured CPU speedup over the teacher")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    left.set_title("keywords vs speed, by budget currency")
+    right.set_title("phones vs speed, by budget currency")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot(records: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -81,7 +192,7 @@ def plot(records: list[dict], path: Path) -> None:
 
     curve = sorted((r for r in records if r["kind"] in ("teacher",) or r["row"].startswith("full-")),
                    key=lambda r: r["sparsity"])
-    others = [r for r in records if r not in curve and r["kind"] != "random"]
+    others = [r for r in records if r not in curve and r["kind"] not in ("random", "int8") and r["budget"] == "params"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     x = [r["sparsity"] for r in curve]
     for key, name, colour in (("keyword_accuracy", "keyword accuracy", "tab:blue"),
@@ -119,8 +230,9 @@ def write_report(pipeline, rows, results: dict, speed: dict, timings: dict, docs
     teacher = json.loads((pipeline.teacher / "teacher.json").read_text())
     dataset = json.loads((pipeline.data / "dataset.json").read_text())
     scale = pipeline.scale
-    env = speed["environment"]
+    env = speed["float32"]["environment"]
     plot(records, docs / PLOT)
+    speed_plot(records, docs / SPEED_PLOT)
     test_clips = pipeline.test_clip_counts()
     teacher_row = records[0]
     standard_error = {
@@ -181,6 +293,37 @@ style). The teacher's own CTC head reaches a PER of {100 * teacher['test_per']:.
 speakers ({teacher['steps']} steps, {teacher['train_minutes']:.1f} min of training).
 
 ![quality and speed vs sparsity]({PLOT})
+
+## Pruned for speed: parameters, MACs or measured latency as the budget
+
+Each budget's students against the speedup `speechprune bench` measured (same bench run as
+the table above). The parameter curve is the full method at 0.50/0.72/0.85; the MACs curve
+prunes to a share of the MACs of {scale['bench_seconds']:g} s of audio (`--macs-sparsity`,
+`--macs-seconds {scale['bench_seconds']:g}`); the latency curve prunes to a speedup predicted by a cost table
+of the teacher measured on this CPU first (`speechprune bench teacher --cost-model`, then
+`prune --latency-table --speedup`). The teacher is every curve's first point.
+
+![quality vs measured speedup]({SPEED_PLOT})
+
+Quality at equal measured speedup, interpolated linearly between each curve's neighbouring
+students (`-`: outside the speedups that curve reached):
+
+{equal_latency_table(records)}
+
+What each prune run landed on: the budget that binds, the cost table's predicted speedup
+(latency rows), and how many gates the final decision flipped against the trained
+`1[log_alpha > 0]` to land within the tolerance:
+
+{budget_table(records)}
+
+## int8 on top of pruning
+
+`speechprune.quantize` (dynamic int8 on every `nn.Linear`; the CNN, positional convolution
+and norms stay float32) applied to shrunk students, timed by `speechprune bench --quantize
+int8` against the float32 teacher and probed like every row (the probes are retrained on the
+int8 features):
+
+{int8_table(records)}
 
 ## Schedule
 

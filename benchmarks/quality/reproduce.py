@@ -8,11 +8,15 @@ Stages (each cached in --work and skipped when its output exists, so an interrup
 2. teacher   a small wav2vec 2.0 trained with CTC on phones (train_teacher.py), and the same
              architecture with random weights as a floor for every probe
 3. students  `speechprune prune` + `speechprune shrink` for each row of ROWS: the full method at
-             three sparsities and the ablations at 0.72; the one-shot baseline ranks gates by
-             `speechprune analyze` scores; the from-scratch baseline copies the 0.72 architecture
+             three parameter sparsities and the ablations at 0.72; students pruned for speed
+             (a MACs budget, and a latency budget from a cost table `speechprune bench
+             --cost-model` measures first); the one-shot baseline ranks gates by `speechprune
+             analyze` scores; the from-scratch baseline copies the 0.72 architecture
 4. probes    keyword (speaker-disjoint), speaker (word-disjoint), phones (linear CTC, held-out
-             speakers), fidelity to the teacher, all on frozen features (speechprune.probe)
-5. speed     `speechprune bench` of every model against the teacher on the CPU
+             speakers), fidelity to the teacher, all on frozen features (speechprune.probe);
+             int8 rows probe a student with its Linear layers quantized (speechprune.quantize)
+5. speed     `speechprune bench` of every model against the teacher on the CPU (int8 rows with
+             `--quantize int8`)
 6. report    docs/results.md, docs/results.json, docs/images/quality-vs-sparsity.png
 
 Every number in the report comes from this run; the report says how long each stage took.
@@ -44,9 +48,13 @@ KEYWORD_TRAIN_WORDS = 25  # speaker probe: train on 25 of the 35 words, test on 
 class Row:
     name: str
     label: str
-    sparsity: float | None = None
+    sparsity: float | None = None  # parameter budget (--sparsity)
     prune_args: list[str] = field(default_factory=list)
-    kind: str = "pruned"  # teacher | random | pruned | oneshot | scratch
+    kind: str = "pruned"  # teacher | random | pruned | oneshot | scratch | int8
+    budget: str = "params"  # params | macs | latency: the currency of the row's budget
+    target: float | None = None  # --macs-sparsity or --speedup of a speed row
+    of: str | None = None  # int8 rows: the row whose model is quantized
+
 
 
 ROWS = [
@@ -60,12 +68,22 @@ ROWS = [
     Row("nocnn-0.72", "ablation: no CNN channel pruning", 0.72, ["--structures", "mha,head,qk,vo,ffn,int"]),
     Row("oneshot-0.72", "baseline: one-shot from analyze scores, no training", 0.72, kind="oneshot"),
     Row("scratch-0.72", "baseline: same size as full-0.72, trained from scratch", 0.72, kind="scratch"),
+    Row("macs-0.50", "for speed: MACs budget", budget="macs", target=0.50),
+    Row("macs-0.72", "for speed: MACs budget", budget="macs", target=0.72),
+    Row("macs-heads-0.72", "for speed: MACs budget, whole heads only", budget="macs", target=0.72,
+        prune_args=["--structures", "conv,mha,head,ffn,int"]),
+    Row("speed-2x", "for speed: latency budget (cost table)", budget="latency", target=2.0),
+    Row("speed-3x", "for speed: latency budget (cost table)", budget="latency", target=3.0),
+    Row("full-0.72-int8", "full-0.72, dynamic int8 Linear layers", kind="int8", of="full-0.72"),
+    Row("speed-3x-int8", "speed-3x, dynamic int8 Linear layers", kind="int8", of="speed-3x"),
 ]
+ROW_BY_NAME = {row.name: row for row in ROWS}
 
 SCALES = {
     # the published configuration (docs/results.md)
     "full": dict(data=[], teacher=["--steps", "800", "--batch-seconds", "16", "--lr", "3e-4"], prune_steps=300, final_steps=60,
-                 batch_seconds=6.0, crop_seconds=2.0, gate_lr=0.05, lambda_lr=0.05, sentences_probe=300, bench_seconds=4.0),
+                 batch_seconds=6.0, crop_seconds=2.0, gate_lr=0.05, lambda_lr=0.05, sentences_probe=300, bench_seconds=4.0,
+                 speedup_shrink=1.0),
     # a quick end-to-end check of the pipeline itself (numbers meaningless)
     "smoke": dict(data=["--speakers", "8", "--test-speakers", "2", "--corpus-per-speaker", "2",
                         "--train-sentences-per-speaker", "4", "--test-sentences-per-speaker", "2"],
@@ -73,7 +91,8 @@ SCALES = {
                            "--ffn", "1024", "--conv", "32", "--eval-every", "6"],
                   prune_steps=6, final_steps=2, batch_seconds=4.0, crop_seconds=1.0, gate_lr=0.05, lambda_lr=0.05,
                   sentences_probe=16,
-                  bench_seconds=1.0),
+                  # the tiny teacher's fixed costs leave ~1.3x at most: its latency rows ask 1 + 5 % of (x - 1)
+                  bench_seconds=1.0, speedup_shrink=0.05),
 }
 
 
@@ -106,7 +125,13 @@ class Pipeline:
         self.random = work / "random"
 
     def model(self, row: Row) -> Path:
+        if row.kind == "int8":
+            return self.model(ROW_BY_NAME[row.of])
         return {"teacher": self.teacher, "random": self.random}.get(row.kind, self.work / "models" / row.name)
+
+    @property
+    def cost_table(self) -> Path:
+        return self.work / "cost-table.json"
 
     def stage(self, name: str, output: Path, build) -> None:
         """Build ``output`` unless an earlier run finished it (each builder writes atomically)."""
@@ -137,6 +162,12 @@ class Pipeline:
                                                         *self.scale["teacher"]]))
         self.stage("random", self.random, self._save_random)
 
+    def make_cost_table(self) -> None:
+        """The teacher's latency table on this CPU, at the bench's length, for the latency rows."""
+        self.stage("cost table", self.cost_table, lambda: run(speechprune(
+            "bench", self.teacher, "--cost-model", self.cost_table, "--device", "cpu", "--seconds",
+            self.scale["bench_seconds"], "--batch", 1, "-q")))
+
     def _save_random(self) -> None:
         """The teacher's architecture with seeded random weights: the floor of every probe."""
         import torch
@@ -157,11 +188,21 @@ class Pipeline:
 
     def prune_args(self, row: Row) -> list[str]:
         s = self.scale
-        return ["--sparsity", row.sparsity, "--data", self.data / "corpus", "--seed", self.seed,
+        budget = {
+            "params": ["--sparsity", row.sparsity],
+            # MACs counted on the bench's input, the length every speedup below is measured at
+            "macs": ["--macs-sparsity", row.target, "--macs-seconds", s["bench_seconds"]],
+            "latency": ["--speedup", self.speedup(row), "--latency-table", self.cost_table],
+        }[row.budget]
+        return [*budget, "--data", self.data / "corpus", "--seed", self.seed,
                 "--batch-seconds", s["batch_seconds"], "--crop-seconds", s["crop_seconds"], "--device", "cpu",
                 # gates start at log_alpha 3; the default rates (0.02) need most of a 300-step run to move them
                 "--gate-lr", s["gate_lr"], "--lambda-lr", s["lambda_lr"],
                 "--checkpoint-every", 50, "--json", "-q"]
+
+    def speedup(self, row: Row) -> float:
+        """A latency row's --speedup at this scale."""
+        return round(1 + (row.target - 1) * self.scale["speedup_shrink"], 4)
 
     def make_student(self, row: Row) -> None:
         s = self.scale
@@ -245,6 +286,11 @@ class Pipeline:
 
         target = read_target(str(self.model(row)))
         net, masks, _ = load_target(target, torch.device("cpu"))
+        float_net = net
+        if row.kind == "int8":
+            from speechprune.quantize import quantize
+
+            net = quantize(net, "int8")
         audio = dict(attention_mask=target.attention_mask, normalize=target.normalize,
                      sampling_rate=target.sampling_rate)
         clips = [c for c, _, _ in sets["keywords"]]
@@ -267,7 +313,14 @@ class Pipeline:
         fidelity = compare_hidden_states(net, teacher_model, batches, student_mask=target.attention_mask,
                                          teacher_mask=teacher_target.attention_mask, device=torch.device("cpu"),
                                          student_masks=masks)
+        int8 = {}
+        if row.kind == "int8":  # the quantized student against its own float32 weights
+            against_float = compare_hidden_states(net, float_net, batches, student_mask=target.attention_mask,
+                                                  teacher_mask=target.attention_mask, device=torch.device("cpu"),
+                                                  student_masks=masks, teacher_masks=masks)
+            int8 = {"cosine_to_float32": against_float["cosine"]}
         return {
+            **int8,
             "keyword_accuracy": kws.accuracy,
             "keyword_chance": kws.chance,
             "keyword_layer_weights": kws.layer_weights,
@@ -282,10 +335,12 @@ class Pipeline:
 
     # --- 5: speed -------------------------------------------------------------------------------
 
-    def bench(self) -> dict:
-        models = [self.model(row) for row in ROWS if row.kind != "teacher"]
+    def bench(self, quantized: bool = False) -> dict:
+        """Every model (or every int8 row's, quantized) against the float32 teacher, interleaved."""
+        models = [self.model(row) for row in ROWS if row.kind != "teacher" and (row.kind == "int8") == quantized]
         out = run(speechprune("bench", *models, "--baseline", self.teacher, "--device", "cpu", "--seconds",
-                              self.scale["bench_seconds"], "--batch", 1, "--json", "-q"), capture=True)
+                              self.scale["bench_seconds"], "--batch", 1, *(["--quantize", "int8"] if quantized else []),
+                              "--json", "-q"), capture=True)
         return json.loads(out)
 
 
@@ -317,8 +372,10 @@ def main(argv=None) -> None:
     pipeline = Pipeline(work, args.scale, args.seed)
     pipeline.make_data()
     pipeline.make_teacher()
+    if any(row.budget == "latency" for row in ROWS):
+        pipeline.make_cost_table()
     for row in ROWS:
-        if row.kind not in ("teacher", "random"):
+        if row.kind not in ("teacher", "random", "int8"):
             pipeline.stage(f"student {row.name}", pipeline.model(row), lambda row=row: pipeline.make_student(row))
 
     results_file = work / "probes.json"
@@ -337,9 +394,11 @@ def main(argv=None) -> None:
         results[row.name] = pipeline.probe(row, sets, teacher_net)
         write_text(results_file, json.dumps(results, indent=1) + "\n")
         pipeline.record_time(f"probes {row.name}", time.time() - probe_started)
-    bench_file = work / "bench.json"
+    bench_file, bench_int8_file = work / "bench.json", work / "bench-int8.json"
     pipeline.stage("bench", bench_file, lambda: write_text(bench_file, json.dumps(pipeline.bench(), indent=1) + "\n"))
-    speed = json.loads(bench_file.read_text())
+    pipeline.stage("bench int8", bench_int8_file,
+                   lambda: write_text(bench_int8_file, json.dumps(pipeline.bench(quantized=True), indent=1) + "\n"))
+    speed = {"float32": json.loads(bench_file.read_text()), "int8": json.loads(bench_int8_file.read_text())}
     timings = json.loads((work / "timings.json").read_text())
     write_report(pipeline, ROWS, results, speed, timings, Path(args.docs))
     log(f"done in {(time.time() - started) / 60:.1f} min; report in {args.docs}/results.md")

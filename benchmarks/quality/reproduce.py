@@ -188,12 +188,12 @@ class Pipeline:
 
     def prune_args(self, row: Row) -> list[str]:
         s = self.scale
-        budget = {
-            "params": ["--sparsity", row.sparsity],
-            # MACs counted on the bench's input, the length every speedup below is measured at
-            "macs": ["--macs-sparsity", row.target, "--macs-seconds", s["bench_seconds"]],
-            "latency": ["--speedup", self.speedup(row), "--latency-table", self.cost_table],
-        }[row.budget]
+        if row.budget == "macs":  # MACs counted on the bench's input, the length every speedup is measured at
+            budget = ["--macs-sparsity", row.target, "--macs-seconds", s["bench_seconds"]]
+        elif row.budget == "latency":
+            budget = ["--speedup", self.speedup(row), "--latency-table", self.cost_table]
+        else:
+            budget = ["--sparsity", row.sparsity]
         return [*budget, "--data", self.data / "corpus", "--seed", self.seed,
                 "--batch-seconds", s["batch_seconds"], "--crop-seconds", s["crop_seconds"], "--device", "cpu",
                 # gates start at log_alpha 3; the default rates (0.02) need most of a 300-step run to move them
@@ -358,7 +358,16 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="delete --work first and rebuild every stage")
+    parser.add_argument("--rows", help="comma-separated rows to build and probe first, in this order (the rest, the "
+                        "bench and the report follow unless --only)")
+    parser.add_argument("--only", action="store_true", help="with --rows: stop after those rows' students and probes")
     args = parser.parse_args(argv)
+    first = args.rows.split(",") if args.rows else []
+    unknown = sorted(set(first) - set(ROW_BY_NAME))
+    if unknown:
+        parser.error(f"unknown --rows {', '.join(unknown)}; rows: {', '.join(ROW_BY_NAME)}")
+    order = [ROW_BY_NAME[name] for name in first]
+    order += [] if args.only else [row for row in ROWS if row.name not in first]
     work = Path(args.work)
     if args.fresh and work.exists():
         shutil.rmtree(work)
@@ -374,7 +383,7 @@ def main(argv=None) -> None:
     pipeline.make_teacher()
     if any(row.budget == "latency" for row in ROWS):
         pipeline.make_cost_table()
-    for row in ROWS:
+    for row in order:
         if row.kind not in ("teacher", "random", "int8"):
             pipeline.stage(f"student {row.name}", pipeline.model(row), lambda row=row: pipeline.make_student(row))
 
@@ -385,7 +394,7 @@ def main(argv=None) -> None:
 
     teacher_target = read_target(str(pipeline.teacher))
     teacher_net = (teacher_target, load_target(teacher_target, torch.device("cpu"))[0])
-    for row in ROWS:
+    for row in order:
         if row.name in results:
             continue
         sets = sets or pipeline.probe_sets()
@@ -394,6 +403,9 @@ def main(argv=None) -> None:
         results[row.name] = pipeline.probe(row, sets, teacher_net)
         write_text(results_file, json.dumps(results, indent=1) + "\n")
         pipeline.record_time(f"probes {row.name}", time.time() - probe_started)
+    if args.only:
+        log(f"--only: {', '.join(first)} built and probed; run without --only for the bench and the report")
+        return
     bench_file, bench_int8_file = work / "bench.json", work / "bench-int8.json"
     pipeline.stage("bench", bench_file, lambda: write_text(bench_file, json.dumps(pipeline.bench(), indent=1) + "\n"))
     pipeline.stage("bench int8", bench_int8_file,

@@ -15,20 +15,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, atomic
-from .accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
-from .analysis.compare import compare_hidden_states, require_finite
+from . import __version__
 from .analysis.heads import head_statistics
-from .audio import AudioCorpus, scan_audio, validation_batches
 from .checks import check_long_enough, check_positive
 from .config import DEFAULT_MACS_SECONDS
 from .errors import DataError, UsageError
-from .gates import GateLayout, GateValues, HardConcreteGates, gate_dict
-from .macs import macs
-from .outputs import check_output
-from .progress import Reporter
+from .io import atomic
+from .io.audio import AudioCorpus, scan_audio, validation_batches
+from .io.outputs import check_output
+from .io.progress import Reporter
+from .method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
+from .method.gates import GateLayout, GateValues, HardConcreteGates, gate_dict
+from .method.macs import macs
+from .model.compare import compare_hidden_states, require_finite
+from .model.device import resolve_device
 from .runfolder import run_budgets
-from .runtime import resolve_device
 from .targets import Target, check_teacher, load_target, model_fields, read_target
 
 REPORT_FORMAT = 1

@@ -22,10 +22,11 @@ from typing import Callable
 
 import torch
 
-from . import __version__, atomic
-from .encoder import EncoderSpec
+from . import __version__
 from .errors import RunFolderError
-from .outputs import check_out_path
+from .io import atomic
+from .io.outputs import check_out_path
+from .model.encoder import EncoderSpec
 
 MODELING_FILE = "modeling_speechprune.py"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -33,7 +34,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def modeling_source() -> str:
     """encoder.py and hf_model.py as one file that imports only torch and transformers."""
-    here = Path(__file__).parent
+    here = Path(__file__).parent / "model"
     parts = []
     for name in ("encoder.py", "hf_model.py"):
         lines = (here / name).read_text().splitlines()
@@ -42,7 +43,7 @@ def modeling_source() -> str:
     header = (
         f"# Written by speechprune {__version__}: the model code of a shrunk speech encoder.\n"
         "# Self-contained on purpose (torch + transformers only), so trust_remote_code loading needs\n"
-        "# nothing else. Source: speechprune/encoder.py and speechprune/hf_model.py.\n"
+        "# nothing else. Source: speechprune/model/encoder.py and speechprune/model/hf_model.py.\n"
         "from __future__ import annotations\n\n"
     )
     return header + "\n\n".join(parts) + "\n"
@@ -85,7 +86,7 @@ def write_model_folder(
 ) -> None:
     """Write the model folder atomically. ``stock`` is (transformers config dict, state dict);
     ``extra(folder)`` writes more files into the folder before it is moved into place."""
-    from .hf_model import SpeechpruneConfig
+    from .model.hf_model import SpeechpruneConfig
 
     out = Path(out)
     check_output_folder(out, overwrite)
@@ -135,14 +136,14 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 def load(path: str | Path, dtype: torch.dtype | None = None):
     """Load a folder written by `speechprune shrink` with the package's own classes (no remote code)."""
-    from .hf_model import SpeechpruneModel
+    from .model.hf_model import SpeechpruneModel
 
     config_path = Path(path) / "config.json"
     if not config_path.exists():
         raise RunFolderError(f"{path} is not a model folder (no config.json); pass the --out folder of speechprune shrink")
     if json.loads(config_path.read_text()).get("model_type") != "speechprune":
         raise RunFolderError(f"{path} is not a speechprune model; load stock models with transformers.AutoModel")
-    from .loading import quiet_transformers
+    from .model.loading import quiet_transformers
 
     with quiet_transformers():
         return SpeechpruneModel.from_pretrained(path, dtype=dtype).eval()

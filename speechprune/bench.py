@@ -36,14 +36,14 @@ import torch
 from . import __version__
 from .artifact import DTYPES
 from .checks import check_long_enough, check_positive
-from .encoder import Encoder, EncoderSpec
 from .errors import ModelError, UsageError
-from .loading import ModelInfo, from_pretrained, inspect_model
-from .macs import macs
+from .io.progress import Reporter
+from .method.macs import macs
+from .model.device import resolve_device
+from .model.encoder import Encoder, EncoderSpec
+from .model.loading import ModelInfo, from_pretrained, inspect_model
 from .onnx_export import export_onnx, quantize_onnx, require_onnx, session
-from .progress import Reporter
 from .quantize import check_scheme, describe as describe_quantization, quantize
-from .runtime import resolve_device
 
 DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
 PARTS = ("cnn", "projection", "pos_conv", "layers")  # --breakdown; "other" is the rest of the forward

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .checks import check_positive
 from .errors import UsageError
-from .gates import GATE_KINDS
+from .method.gates import GATE_KINDS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_MACS_SECONDS = 10.0  # reference input of the MACs budget and of reported MACs: 10 s, batch 1

@@ -16,25 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .analysis.compare import compare_hidden_states, require_finite
-from .atomic import write_json
-from .audio import (
-    AUDIO_EXTENSIONS,
-    AudioFile,
-    AudioReadError,
-    SkipCounts,
-    is_finite,
-    load_audio,
-    scan_audio,
-)
 from .checks import check_positive
-from .macs import min_samples
 from .errors import DataError, UsageError
-from .outputs import check_output
+from .io.atomic import write_json
+from .io.audio import AUDIO_EXTENSIONS, AudioFile, AudioReadError, SkipCounts, is_finite, load_audio, scan_audio
+from .io.outputs import check_output
+from .io.progress import Reporter
+from .method.macs import min_samples
+from .model.compare import compare_hidden_states, require_finite
+from .model.device import resolve_device
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
-from .progress import Reporter
 from .quantize import check_scheme, describe as describe_quantization, quantize
-from .runtime import resolve_device
 from .targets import Target, check_teacher, load_target, model_fields, read_target
 
 REPORT_FORMAT = 1

@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .accounting import parameter_count
 from .artifact import DTYPES, check_output_folder, stock_compatible, write_model_folder
-from .audio import AudioCorpus, scan_audio, validation_batches
 from .checks import check_positive
-from .encoder import Encoder
 from .errors import ModelError, UsageError
-from .families import family_by_name
+from .io.audio import AudioCorpus, scan_audio, validation_batches
+from .io.outputs import OutputLock, check_output
+from .io.progress import Reporter
+from .method.accounting import parameter_count
+from .model.encoder import Encoder
+from .model.families import family_by_name
 from .onnx_export import ONNX_FILE, export_onnx, require_onnx
-from .outputs import OutputLock, check_output
-from .progress import Reporter
 from .runfolder import RunFolder, run_budgets
 from .shrink import RunSnapshot, max_relative_error, read_run, shrink_encoder
 
@@ -160,7 +160,7 @@ def _stock_export(snap: RunSnapshot, spec, state) -> tuple[dict, dict]:
 
 def _fidelity(snap: RunSnapshot, small: Encoder, corpus: AudioCorpus, seconds: float, reporter: Reporter) -> dict:
     """Cosine similarity, per distilled layer, of the shrunk model's hidden states to the teacher's."""
-    from .loading import inspect_model, load_encoder
+    from .model.loading import inspect_model, load_encoder
 
     audio = snap.record["audio"]
     crop = min(4.0, seconds)

@@ -54,16 +54,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, atomic
-from .accounting import AttentionGates, pruned_spec
+from . import __version__
 from .artifact import DTYPES
 from .bench import BenchOptions, all_cores, check_inputs, check_options, describe, device_name, device_sync, interleaved
-from .budget import DEFAULT_TOLERANCE, Budget
-from .encoder import ConvLayer, Encoder, EncoderLayer, EncoderSpec, FeatureProjection, LayerSpec, PositionalConv
 from .errors import UsageError
-from .gates import GateLayout, GateValues
-from .macs import conv_lengths
-from .progress import Reporter
+from .io import atomic
+from .io.progress import Reporter
+from .method.accounting import AttentionGates, pruned_spec
+from .method.budget import DEFAULT_TOLERANCE, Budget
+from .method.gates import GateLayout, GateValues
+from .method.macs import conv_lengths
+from .model.encoder import ConvLayer, Encoder, EncoderLayer, EncoderSpec, FeatureProjection, LayerSpec, PositionalConv
 
 TABLE_FORMAT = 1
 COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes)

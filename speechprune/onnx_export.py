@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import write_with
 from .errors import ExportError
-from .synth import speechlike
+from .io.atomic import write_with
+from .io.synth import speechlike
 
 ONNX_FILE = "model.onnx"  # its name in a shrunk model folder
 RELATIVE_LIMIT = 1e-4  # max |onnx - torch| / max |torch| over every output, float32

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import Batch, _collate
+from .io.audio import Batch, _collate
 
 FULL_BATCH_MAX = 4096  # fit_classifier: full-batch Adam up to this many clips, minibatches of 256 above
 MINIBATCH = 256

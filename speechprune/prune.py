@@ -23,24 +23,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, atomic
-from .accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
-from .audio import CropSampler, scan_audio, split_validation, validation_batches
-from .budget import Budget, macs_budget, params_budget
+from . import __version__
 from .checks import check_long_enough
 from .config import PruneConfig
-from .decision import binding, decide, lands, one_shot_ranking
-from .distill import DistillHeads, distill_loss
-from .encoder import Encoder
 from .errors import DataError, DiskFullError, SpeechpruneError
-from .gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
+from .io import atomic
+from .io.audio import CropSampler, scan_audio, split_validation, validation_batches
+from .io.outputs import OutputLock, check_output
+from .io.progress import Reporter
 from .latency import CostTable, check_architecture, latency_budget
-from .loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
-from .macs import macs, pruned_macs
-from .outputs import OutputLock, check_output
-from .progress import Reporter
+from .method.accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
+from .method.budget import Budget, macs_budget, params_budget
+from .method.decision import binding, decide, lands, one_shot_ranking
+from .method.distill import DistillHeads, distill_loss
+from .method.gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
+from .method.macs import macs, pruned_macs
+from .model.device import Distributed, autocast, check_precision, resolve_device
+from .model.encoder import Encoder
+from .model.loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
 from .runfolder import RUN_FORMAT, RunFolder
-from .runtime import Distributed, autocast, check_precision, resolve_device
 
 GRAD_CLIP = 10.0
 MAX_SKIPPED_IN_A_ROW = 20  # non-finite steps in a row before the run stops (its checkpoint is still good)

@@ -28,10 +28,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from . import atomic
 from .config import PruneConfig
-from .encoder import EncoderSpec
 from .errors import RunFolderError
+from .io import atomic
+from .model.encoder import EncoderSpec
 
 RUN_FORMAT = 1
 # Said by prune, shrink, analyze and bench alike, so it names the command that repairs a run.

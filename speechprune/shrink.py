@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .encoder import Encoder, EncoderSpec, LayerSpec
 from .errors import RunFolderError
-from .gates import GateLayout, HardConcreteGates
+from .io.synth import speechlike
+from .method.gates import GateLayout, HardConcreteGates
+from .model.encoder import Encoder, EncoderSpec, LayerSpec
 from .runfolder import RUN_FORMAT, RunFolder, read_spec
-from .synth import speechlike
 
 
 def _values(layout: GateLayout, flat: torch.Tensor, kind: str, index: int, shape: tuple) -> torch.Tensor:

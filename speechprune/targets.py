@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from .bench import describe
-from .encoder import Encoder, EncoderSpec
 from .errors import UsageError
+from .model.encoder import Encoder, EncoderSpec
 
 
 @dataclass
@@ -52,7 +52,7 @@ def read_target(source: str) -> Target:
 def load_target(target: Target, device: torch.device):
     """(an EncoderModules model in eval mode, base masks or None, the run snapshot or None)."""
     if target.kind == "stock":
-        from .loading import load_encoder
+        from .model.loading import load_encoder
 
         return load_encoder(target.info).encoder.to(device), None, None
     if target.kind == "shrunk":

@@ -10,8 +10,8 @@ import pytest
 import torch
 import transformers
 
-from speechprune.loading import quiet_transformers
-from speechprune.synth import write_corpus
+from speechprune.io.synth import write_corpus
+from speechprune.model.loading import quiet_transformers
 
 os.environ.setdefault("NO_COLOR", "1")
 torch.set_num_threads(2)

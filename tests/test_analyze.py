@@ -9,10 +9,10 @@ import torch
 from speechprune.analysis.heads import attention_probabilities
 from speechprune.analyze import AnalyzeOptions, analyze
 from speechprune.cli.app import main
-from speechprune.encoder import Encoder
-from speechprune.families import family_by_name
-from speechprune.gates import GateLayout, gate_flat
-from speechprune.loading import inspect_model, quiet_transformers
+from speechprune.method.gates import GateLayout, gate_flat
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import family_by_name
+from speechprune.model.loading import inspect_model, quiet_transformers
 from conftest import build_model
 
 HEAD_DIM = 12  # tiny_config: hidden 48, 4 heads

@@ -59,7 +59,7 @@ def file_elements(path) -> int:
 
 def masked_outputs(run_dir, waveforms):
     snap = read_run(run_dir)
-    from speechprune.encoder import Encoder
+    from speechprune.model.encoder import Encoder
 
     dense = Encoder(snap.spec).eval()
     dense.load_state_dict(snap.state)
@@ -178,7 +178,7 @@ def test_bad_inputs(pruned_run, model_dir, tmp_path, capsys):
 
 
 def test_failed_write_leaves_nothing_behind(pruned_run, tmp_path, monkeypatch):
-    import speechprune.atomic as atomic
+    import speechprune.io.atomic as atomic
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

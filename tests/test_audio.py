@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechprune.audio import (
+from speechprune.errors import DataError
+from speechprune.io.audio import (
     AudioCorpus,
     AudioFile,
     AudioReadError,
@@ -21,8 +22,7 @@ from speechprune.audio import (
     split_validation,
     validation_batches,
 )
-from speechprune.errors import DataError
-from speechprune.synth import speechlike, write_corpus
+from speechprune.io.synth import speechlike, write_corpus
 
 SR = 16000
 

@@ -21,11 +21,11 @@ from torch.utils.flop_counter import FlopCounterMode
 import speechprune.bench as core
 from speechprune.cli.bench import plain
 from speechprune.config import PruneConfig
-from speechprune.encoder import Encoder
 from speechprune.export import shrink_run
-from speechprune.families import FAMILIES
-from speechprune.gates import GateLayout
-from speechprune.macs import PARTS, frames, macs
+from speechprune.method.gates import GateLayout
+from speechprune.method.macs import PARTS, frames, macs
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import FAMILIES
 from speechprune.prune import prune
 from speechprune.shrink import shrink_encoder
 from conftest import build_model

@@ -16,7 +16,7 @@ from test_cli import cli
 from speechprune.artifact import load
 from speechprune.config import PruneConfig
 from speechprune.export import shrink_run
-from speechprune.loading import inspect_model, load_encoder
+from speechprune.model.loading import inspect_model, load_encoder
 from speechprune.prune import prune
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -8,13 +8,13 @@ import pytest
 import torch
 import transformers
 
-from speechprune.accounting import pruned_spec
-from speechprune.budget import macs_budget, params_budget
-from speechprune.decision import decide, one_shot_ranking, value_per_cost
-from speechprune.encoder import Encoder
-from speechprune.families import FAMILIES
-from speechprune.gates import GATE_KINDS, GateLayout, HardConcreteGates
-from speechprune.macs import macs, macs_count, pruned_macs
+from speechprune.method.accounting import pruned_spec
+from speechprune.method.budget import macs_budget, params_budget
+from speechprune.method.decision import decide, one_shot_ranking, value_per_cost
+from speechprune.method.gates import GATE_KINDS, GateLayout, HardConcreteGates
+from speechprune.method.macs import macs, macs_count, pruned_macs
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import FAMILIES
 from speechprune.shrink import shrink_encoder
 from conftest import ALL_KINDS, build_model
 from test_accounting import edge_case_values

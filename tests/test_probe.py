@@ -14,6 +14,7 @@ import torch
 
 from speechprune.cli.app import main
 from speechprune.evaluate import split_by_class
+from speechprune.io.synth import speechlike
 from speechprune.probe import (
     clip_batches,
     edit_distance,
@@ -22,7 +23,6 @@ from speechprune.probe import (
     frame_features,
     pooled_features,
 )
-from speechprune.synth import speechlike
 from speechprune.targets import load_target, read_target
 
 RATE = 16000

@@ -20,12 +20,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from speechprune import atomic
-from speechprune.analysis.compare import require_finite
 from speechprune.cli.output import Output
-from speechprune.encoder import Encoder
 from speechprune.errors import DataError, ModelError
-from speechprune.outputs import OutputLock
+from speechprune.io import atomic
+from speechprune.io.outputs import OutputLock
+from speechprune.model.compare import require_finite
+from speechprune.model.encoder import Encoder
 from speechprune.prune import prune
 from speechprune.runfolder import RunFolder
 from speechprune.shrink import max_relative_error, read_run
@@ -48,7 +48,7 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
 
 def hold_lock(out: Path) -> subprocess.Popen:
     """Another process that holds ``out``'s lock until killed."""
-    code = "import sys, time; from speechprune.outputs import OutputLock\n" \
+    code = "import sys, time; from speechprune.io.outputs import OutputLock\n" \
            "with OutputLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)"
     process = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "locked"

@@ -11,7 +11,7 @@ import platform
 import time
 from pathlib import Path
 
-from speechprune.atomic import write_text
+from speechprune.io.atomic import write_text
 
 PLOT = "images/quality-vs-sparsity.png"
 SPEED_PLOT = "images/quality-vs-speedup.png"

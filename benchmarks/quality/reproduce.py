@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speechprune.atomic import write_text
+from speechprune.io.atomic import write_text
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -173,7 +173,7 @@ class Pipeline:
         import torch
         import transformers
 
-        from speechprune.loading import quiet_transformers
+        from speechprune.model.loading import quiet_transformers
 
         config = transformers.Wav2Vec2Config.from_pretrained(self.teacher)
         tmp = self.random.with_name(self.random.name + ".tmp")
@@ -274,7 +274,7 @@ class Pipeline:
     def probe(self, row: Row, sets: dict, teacher_net) -> dict:
         import torch
 
-        from speechprune.analysis.compare import compare_hidden_states
+        from speechprune.model.compare import compare_hidden_states
         from speechprune.probe import (
             clip_batches,
             fit_classifier,

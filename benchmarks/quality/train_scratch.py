@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from speechprune.artifact import write_model_folder
-from speechprune.audio import CropSampler, scan_audio
-from speechprune.distill import DistillHeads, distill_loss
-from speechprune.encoder import Encoder, EncoderSpec
-from speechprune.loading import inspect_model, load_encoder
+from speechprune.io.audio import CropSampler, scan_audio
+from speechprune.method.distill import DistillHeads, distill_loss
+from speechprune.model.encoder import Encoder, EncoderSpec
+from speechprune.model.loading import inspect_model, load_encoder
 
 
 def train(args) -> dict:

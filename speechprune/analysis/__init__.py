@@ -1,3 +1,3 @@
-"""The pieces of `speechprune analyze`: per-head statistics (``heads``), student-teacher
-similarity (``compare``) and the optional matplotlib figure (``plot``). ``speechprune.analyze``
-puts them together."""
+"""The pieces of `speechprune analyze`: per-head statistics (``heads``) and the optional
+matplotlib figure (``plot``). ``speechprune.analyze`` puts them together, with student-teacher
+similarity from ``speechprune.model.compare``."""

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..encoder import EncoderMasks, LayerMasks
-from ..gates import GateLayout
+from ..method.gates import GateLayout
+from ..model.encoder import EncoderMasks, LayerMasks
 
 
 def combine(base: EncoderMasks | None, extra: EncoderMasks) -> EncoderMasks:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .. import atomic
 from ..errors import SpeechpruneError
+from ..io import atomic
 
 HEATMAPS = (
     ("drop_one", "drop-one change of the output (relative L2)"),

@@ -9,8 +9,8 @@ import typer
 
 from ..config import PRECISIONS, PruneConfig
 from ..errors import DataError, UsageError
-from ..gates import GATE_KINDS
-from ..runtime import Distributed
+from ..method.gates import GATE_KINDS
+from ..model.device import Distributed
 from .lists import comma_list
 from .output import JsonOption, Output, QuietOption
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from ..errors import ModelError
 from .encoder import Encoder, EncoderSpec
-from .errors import ModelError
 from .families import Family, family_for
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .encoder import EncoderMasks, EncoderSpec, LayerMasks
+from ..model.encoder import EncoderMasks, EncoderSpec, LayerMasks
 
 GATE_KINDS = ("conv", "mha", "head", "qk", "vo", "ffn", "int")
 DEFAULT_KINDS = GATE_KINDS

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
-from .errors import DiskFullError
+from ..errors import DiskFullError
 
 TEMP_SUFFIX = ".speechprune-tmp"
 _TEMP_TOKEN = "[a-z0-9_]{8}"  # tempfile's random part

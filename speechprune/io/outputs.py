@@ -19,8 +19,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+from ..errors import OutputError, RunFolderError, UsageError
 from .atomic import remove_stale_temporaries
-from .errors import OutputError, RunFolderError, UsageError
 
 
 class OutputLock:

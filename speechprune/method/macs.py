@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from ..model.encoder import EncoderSpec
 from .accounting import AttentionGates, pruned_spec
-from .encoder import EncoderSpec
 from .gates import GateValues
 
 PARTS = ("cnn", "projection", "pos_conv", "attention", "ffn")

@@ -15,7 +15,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from speechprune.errors import DataError
+from ..errors import DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # matched case-insensitively
 SILENCE_PEAK = 1e-4  # audio whose mono peak |x| stays below this is silent

@@ -21,9 +21,9 @@ from typing import Callable
 
 import torch
 
+from ..errors import UsageError
+from ..model.encoder import EncoderSpec
 from .accounting import dense_count, parameter_count
-from .encoder import EncoderSpec
-from .errors import UsageError
 from .gates import GateLayout, GateValues
 from .macs import macs_count, pruned_macs
 

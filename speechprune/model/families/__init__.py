@@ -1,6 +1,6 @@
 """Supported model families, looked up by the `model_type` of a transformers config."""
 
-from ..errors import ModelError
+from ...errors import ModelError
 from .base import Family
 from .hubert import Hubert
 from .wav2vec2 import Wav2Vec2

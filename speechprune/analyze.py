@@ -21,7 +21,8 @@ from .checks import check_long_enough, check_positive
 from .config import DEFAULT_MACS_SECONDS
 from .errors import DataError, UsageError
 from .io import atomic
-from .io.audio import AudioCorpus, scan_audio, validation_batches
+from .io.audio import AudioCorpus, scan_audio
+from .io.batches import validation_batches
 from .io.outputs import check_output
 from .io.progress import Reporter
 from .method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec

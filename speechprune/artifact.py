@@ -23,27 +23,31 @@ from typing import Callable
 import torch
 
 from . import __version__
+from . import model as model_package
 from .errors import RunFolderError
 from .io import atomic
 from .io.outputs import check_out_path
-from .model.encoder import EncoderSpec
+from .model.spec import EncoderSpec
 
 MODELING_FILE = "modeling_speechprune.py"
+# speechprune/model/ files that make up MODELING_FILE, each after the ones it imports
+MODELING_SOURCES = ("spec.py", "masks.py", "attention.py", "layers.py", "encoder.py", "hf_model.py")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def modeling_source() -> str:
-    """encoder.py and hf_model.py as one file that imports only torch and transformers."""
-    here = Path(__file__).parent / "model"
+    """The encoder's modules as one file that imports only torch and transformers: each in turn,
+    without its ``from __future__`` line and its one-line imports of its siblings."""
+    folder = Path(model_package.__file__).parent
     parts = []
-    for name in ("encoder.py", "hf_model.py"):
-        lines = (here / name).read_text().splitlines()
-        lines = [l for l in lines if l != "from __future__ import annotations" and not l.startswith("from .encoder ")]
+    for name in MODELING_SOURCES:
+        lines = (folder / name).read_text().splitlines()
+        lines = [l for l in lines if l != "from __future__ import annotations" and not l.startswith("from .")]
         parts.append("\n".join(lines))
     header = (
         f"# Written by speechprune {__version__}: the model code of a shrunk speech encoder.\n"
         "# Self-contained on purpose (torch + transformers only), so trust_remote_code loading needs\n"
-        "# nothing else. Source: speechprune/model/encoder.py and speechprune/model/hf_model.py.\n"
+        f"# nothing else. Source: speechprune/model/{{{','.join(n[:-3] for n in MODELING_SOURCES)}}}.py.\n"
         "from __future__ import annotations\n\n"
     )
     return header + "\n\n".join(parts) + "\n"

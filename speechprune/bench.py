@@ -34,14 +34,15 @@ import numpy as np
 import torch
 
 from . import __version__
-from .artifact import DTYPES
 from .checks import check_long_enough, check_positive
 from .errors import ModelError, UsageError
 from .io.progress import Reporter
 from .method.macs import macs
+from .model.device import DTYPES
 from .model.device import resolve_device
-from .model.encoder import Encoder, EncoderSpec
+from .model.encoder import Encoder
 from .model.loading import ModelInfo, from_pretrained, inspect_model
+from .model.spec import EncoderSpec
 from .onnx_export import export_onnx, quantize_onnx, require_onnx, session
 from .quantize import check_scheme, describe as describe_quantization, quantize
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from .errors import UsageError
-from .method.macs import min_samples
+from .model.spec import min_samples
 
 
 def check_positive(value: float, option: str) -> None:

@@ -22,9 +22,9 @@ from .io.atomic import write_json
 from .io.audio import AUDIO_EXTENSIONS, AudioFile, AudioReadError, SkipCounts, is_finite, load_audio, scan_audio
 from .io.outputs import check_output
 from .io.progress import Reporter
-from .method.macs import min_samples
 from .model.compare import compare_hidden_states, require_finite
 from .model.device import resolve_device
+from .model.spec import min_samples
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
 from .quantize import check_scheme, describe as describe_quantization, quantize
 from .targets import Target, check_teacher, load_target, model_fields, read_target

@@ -16,13 +16,15 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .artifact import DTYPES, check_output_folder, stock_compatible, write_model_folder
+from .artifact import check_output_folder, stock_compatible, write_model_folder
 from .checks import check_positive
 from .errors import ModelError, UsageError
-from .io.audio import AudioCorpus, scan_audio, validation_batches
+from .io.audio import AudioCorpus, scan_audio
+from .io.batches import validation_batches
 from .io.outputs import OutputLock, check_output
 from .io.progress import Reporter
 from .method.accounting import parameter_count
+from .model.device import DTYPES
 from .model.encoder import Encoder
 from .model.families import family_by_name
 from .onnx_export import ONNX_FILE, export_onnx, require_onnx

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io.audio import Batch, _collate
+from .io.batches import Batch, collate
 
 FULL_BATCH_MAX = 4096  # fit_classifier: full-batch Adam up to this many clips, minibatches of 256 above
 MINIBATCH = 256
@@ -50,7 +50,7 @@ def clip_batches(
     """
     groups = batch_groups([len(clip) for clip in clips], batch_seconds=batch_seconds, sampling_rate=sampling_rate,
                           same_length=same_length)
-    return [(group, _collate([clips[i] for i in group], len(clips[group[0]]), sampling_rate, normalize))
+    return [(group, collate([clips[i] for i in group], len(clips[group[0]]), sampling_rate, normalize))
             for group in groups]
 
 

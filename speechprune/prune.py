@@ -28,7 +28,8 @@ from .checks import check_long_enough
 from .config import PruneConfig
 from .errors import DataError, DiskFullError, SpeechpruneError
 from .io import atomic
-from .io.audio import CropSampler, scan_audio, split_validation, validation_batches
+from .io.audio import scan_audio
+from .io.batches import CropSampler, split_validation, validation_batches
 from .io.outputs import OutputLock, check_output
 from .io.progress import Reporter
 from .latency import CostTable, check_architecture, latency_budget

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from .config import PruneConfig
 from .errors import RunFolderError
 from .io import atomic
-from .model.encoder import EncoderSpec
+from .model.spec import EncoderSpec
 
 RUN_FORMAT = 1
 # Said by prune, shrink, analyze and bench alike, so it names the command that repairs a run.

@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from .errors import RunFolderError
 from .io.synth import speechlike
 from .method.gates import GateLayout, HardConcreteGates
-from .model.encoder import Encoder, EncoderSpec, LayerSpec
+from .model.encoder import Encoder
+from .model.spec import EncoderSpec, LayerSpec
 from .runfolder import RUN_FORMAT, RunFolder, read_spec
 
 

@@ -17,7 +17,8 @@ import torch
 
 from .bench import describe
 from .errors import UsageError
-from .model.encoder import Encoder, EncoderSpec
+from .model.encoder import Encoder
+from .model.spec import EncoderSpec
 
 
 @dataclass

@@ -11,17 +11,8 @@ import soundfile as sf
 import torch
 
 from speechprune.errors import DataError
-from speechprune.io.audio import (
-    AudioCorpus,
-    AudioFile,
-    AudioReadError,
-    CropSampler,
-    SkipCounts,
-    load_audio,
-    scan_audio,
-    split_validation,
-    validation_batches,
-)
+from speechprune.io.audio import AudioCorpus, AudioFile, AudioReadError, SkipCounts, load_audio, scan_audio
+from speechprune.io.batches import CropSampler, split_validation, validation_batches
 from speechprune.io.synth import speechlike, write_corpus
 
 SR = 16000

@@ -23,9 +23,10 @@ from speechprune.cli.bench import plain
 from speechprune.config import PruneConfig
 from speechprune.export import shrink_run
 from speechprune.method.gates import GateLayout
-from speechprune.method.macs import PARTS, frames, macs
+from speechprune.method.macs import PARTS, macs
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
+from speechprune.model.spec import frames
 from speechprune.prune import prune
 from speechprune.shrink import shrink_encoder
 from conftest import build_model

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from speechprune.method.gates import GateLayout
-from speechprune.model.encoder import Encoder, _layer_norm
+from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
+from speechprune.model.layers import _layer_norm
 from conftest import ALL_KINDS, build_model
 
 

@@ -193,7 +193,7 @@ def test_bench_min_time_inf_would_never_end(capsys, tmp_path):
 def test_wavlm_that_keeps_no_head_shrinks_and_loads(style, tmp_path):
     from speechprune.artifact import load, write_model_folder
     from speechprune.method.gates import GateLayout
-    from speechprune.model.encoder import EncoderSpec
+    from speechprune.model.spec import EncoderSpec
     from test_shrink import assert_same_outputs, dense_encoder, shrunk_pair
 
     encoder = dense_encoder("wavlm", style)
@@ -211,7 +211,7 @@ def test_wavlm_that_keeps_no_head_shrinks_and_loads(style, tmp_path):
 
 
 def test_specs_without_rel_heads_keep_every_head():
-    from speechprune.model.encoder import EncoderSpec
+    from speechprune.model.spec import EncoderSpec
     from test_shrink import dense_encoder
 
     saved = dense_encoder("wavlm", "base").spec.to_dict()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..method.gates import GateLayout
-from ..model.encoder import EncoderMasks, LayerMasks
+from ..model.masks import EncoderMasks, LayerMasks
 
 
 def combine(base: EncoderMasks | None, extra: EncoderMasks) -> EncoderMasks:

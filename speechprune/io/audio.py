@@ -1,4 +1,6 @@
-"""Find, check, read and batch the unlabelled audio that pruning distils on."""
+"""Find, check and read audio: folders, manifests and files become an ``AudioCorpus`` of usable
+files, and ``load_audio`` reads a window of one at the model's sampling rate. (Batches of it:
+``batches``.)"""
 
 from __future__ import annotations
 
@@ -6,23 +8,21 @@ import contextlib
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
 
 from ..errors import DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # matched case-insensitively
 SILENCE_PEAK = 1e-4  # audio whose mono peak |x| stays below this is silent
-NORMALIZE_EPS = 1e-7  # as Hugging Face's Wav2Vec2FeatureExtractor(do_normalize=True)
 _DECODE_BLOCK_FRAMES = 1 << 20  # whole-file checks decode this many frames at a time
 _DECODE_ERRORS = (RuntimeError, OSError, ValueError, EOFError, sf.SoundFileError)
-_DATA_HINT = "pass a folder of wav/flac/ogg/mp3 speech files or a manifest with --data"
+DATA_HINT = "pass a folder of wav/flac/ogg/mp3 speech files or a manifest with --data"
 
 Progress = Callable[[int, int], None]
 Warn = Callable[[str], None]
@@ -82,12 +82,6 @@ class SkipCounts:
         return ", ".join(parts) or "none skipped"
 
 
-def _tally(reasons: Iterable[str], counts: SkipCounts) -> SkipCounts:
-    for reason in reasons:
-        counts.add(reason)
-    return counts
-
-
 @dataclass
 class AudioCorpus:
     files: list[AudioFile]  # usable files, sorted by path
@@ -97,13 +91,6 @@ class AudioCorpus:
     @property
     def seconds(self) -> float:
         return sum(file.seconds for file in self.files)
-
-
-@dataclass
-class Batch:
-    waveforms: torch.Tensor  # (B, T) float32
-    attention_mask: torch.Tensor  # (B, T) long, 1 = real audio, 0 = padding
-    seconds: float  # real (unpadded) audio in the batch
 
 
 class AudioReadError(DataError):
@@ -138,11 +125,11 @@ def scan_audio(
     """
     source_path = Path(source).expanduser()
     if not source_path.exists():
-        raise DataError(f"audio source {source_path} does not exist; {_DATA_HINT}")
+        raise DataError(f"audio source {source_path} does not exist; {DATA_HINT}")
     candidates = _list_candidates(source_path)
     if not candidates:
         extensions = "/".join(AUDIO_EXTENSIONS)
-        raise DataError(f"no audio files found in {source_path} (looked for {extensions}); {_DATA_HINT}")
+        raise DataError(f"no audio files found in {source_path} (looked for {extensions}); {DATA_HINT}")
 
     skipped = SkipCounts()
     files: list[AudioFile] = []
@@ -166,7 +153,7 @@ def scan_audio(
         for file in header_files:
             reason, file = _check_content(file, min_seconds)
             if reason == "non_finite" and warn:
-                warn(_non_finite_message(file.path))
+                warn(non_finite_message(file.path))
             if reason:
                 skipped.add(reason)
             else:
@@ -218,7 +205,7 @@ def _read_manifest(manifest: Path) -> list[str]:
     try:
         text = manifest.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read manifest {manifest} as text ({_one_line(error)}); {_DATA_HINT}") from error
+        raise DataError(f"cannot read manifest {manifest} as text ({_one_line(error)}); {DATA_HINT}") from error
     entries = [line.split("\t")[0].strip() for line in text.splitlines()]
     entries = [entry for entry in entries if entry and not entry.startswith("#")]
     root = manifest.parent.absolute()
@@ -250,7 +237,7 @@ def _length_problem(frames: int, sample_rate: int, min_seconds: float) -> str | 
 def _check_content(file: AudioFile, min_seconds: float) -> tuple[str | None, AudioFile]:
     """Decode the whole file: (skip reason or None, the file with its decoded length)."""
     try:
-        peak, frames = _decode_peak(file)
+        peak, frames = decode_peak(file)
     except AudioReadError:
         return "unreadable", file
     if not math.isfinite(peak):
@@ -261,7 +248,7 @@ def _check_content(file: AudioFile, min_seconds: float) -> tuple[str | None, Aud
     return reason, replace(file, frames=frames)
 
 
-def _decode_peak(file: AudioFile) -> tuple[float, int]:
+def decode_peak(file: AudioFile) -> tuple[float, int]:
     """Decode all of `file` block by block: (peak |x| of the mono mix, frames decoded).
 
     The peak is inf when any sample is NaN or infinite (``max`` alone would drop a NaN)."""
@@ -302,7 +289,7 @@ def _unreadable_message(path: str, error: BaseException) -> str:
     return f"cannot decode {path} ({_one_line(error)}); re-encode it as wav or flac, or leave it out of --data"
 
 
-def _non_finite_message(path: str) -> str:
+def non_finite_message(path: str) -> str:
     return f"skipping {path}: it holds NaN or infinite samples; fix it or leave it out of --data"
 
 
@@ -336,198 +323,9 @@ def load_audio(
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def _is_silent(audio: np.ndarray) -> bool:
+def is_silent(audio: np.ndarray) -> bool:
     return not audio.size or float(np.abs(audio).max()) < SILENCE_PEAK
 
 
 def is_finite(audio: np.ndarray) -> bool:
     return bool(np.isfinite(audio).all())
-
-
-def _batch_shape(sample_rate: int, crop_seconds: float, batch_seconds: float) -> tuple[int, int]:
-    """(crops per batch, samples per crop)."""
-    if crop_seconds <= 0 or batch_seconds <= 0:
-        raise ValueError(f"crop_seconds and batch_seconds must be positive, not {crop_seconds} and {batch_seconds}")
-    return max(1, round(batch_seconds / crop_seconds)), round(crop_seconds * sample_rate)
-
-
-def _collate(crops: list[np.ndarray], length: int, sample_rate: int, normalize: bool) -> Batch:
-    """Right-pad (or cut) each crop to `length` samples; normalize each over its real samples only."""
-    waveforms = np.zeros((len(crops), length), dtype=np.float32)  # (B, T)
-    attention_mask = np.zeros((len(crops), length), dtype=np.int64)  # (B, T)
-    for row, crop in enumerate(crops):
-        crop = crop[:length]
-        if normalize:
-            crop = (crop - crop.mean()) / np.sqrt(crop.var() + NORMALIZE_EPS)
-        waveforms[row, : len(crop)] = crop
-        attention_mask[row, : len(crop)] = 1
-    real_seconds = float(attention_mask.sum()) / sample_rate
-    return Batch(torch.from_numpy(waveforms), torch.from_numpy(attention_mask), real_seconds)
-
-
-# ---------------------------------------------------------------- validation
-
-
-def split_validation(
-    corpus: AudioCorpus, *, fraction: float = 0.02, max_files: int = 200, seed: int = 0
-) -> tuple[AudioCorpus, AudioCorpus]:
-    """(train, validation): a held-out slice of round(fraction * files) files picked by `seed`.
-
-    At least 1 and at most `max_files` validation files when the corpus has 2 or more, never all of
-    them; none with a single file. The skip counts stay with the training corpus.
-    """
-    n_files = len(corpus.files)
-    n_validation = max(1, min(round(fraction * n_files), max_files, n_files - 1)) if n_files >= 2 else 0
-    held_out = set(np.random.default_rng(seed).choice(n_files, size=n_validation, replace=False).tolist())
-    train = [file for index, file in enumerate(corpus.files) if index not in held_out]
-    validation = [file for index, file in enumerate(corpus.files) if index in held_out]
-    return (
-        AudioCorpus(train, replace(corpus.skipped), corpus.source),
-        AudioCorpus(validation, SkipCounts(), corpus.source),
-    )
-
-
-def validation_batches(
-    corpus: AudioCorpus, *, sample_rate: int, crop_seconds: float, batch_seconds: float, normalize: bool
-) -> list[Batch]:
-    """The first `crop_seconds` of each file (shorter ones padded), in file order, batched.
-
-    Files that cannot be read, or whose first crop is silent or not finite, are left out.
-    """
-    batch_size, crop_frames = _batch_shape(sample_rate, crop_seconds, batch_seconds)
-    crops = []
-    for file in corpus.files:
-        try:
-            crop = load_audio(file, sample_rate, seconds=crop_seconds)
-        except AudioReadError:
-            continue
-        if is_finite(crop) and not _is_silent(crop):
-            crops.append(crop)
-    return [
-        _collate(crops[start : start + batch_size], crop_frames, sample_rate, normalize)
-        for start in range(0, len(crops), batch_size)
-    ]
-
-
-# ---------------------------------------------------------------- training crops
-
-
-class CropSampler:
-    """Random fixed-length training crops, one batch per step, reproducible from (seed, step, rank).
-
-    Each rank draws from its own shard, `files[rank::world_size]`. A file that fails to decode, or
-    turns out silent as a whole, or has a crop with NaN or infinite samples, is excluded from then
-    on (named through `warn`) and its crop redrawn. Save `state_dict()`
-    with the checkpoint: a resumed run that loads it draws bit-identical batches.
-    """
-
-    def __init__(
-        self,
-        corpus: AudioCorpus,
-        *,
-        sample_rate: int,
-        crop_seconds: float,
-        batch_seconds: float,
-        normalize: bool,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        warn: Warn | None = None,
-    ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-        self.files = corpus.files[rank::world_size]
-        if not self.files:
-            raise DataError(
-                f"rank {rank} of {world_size} gets no audio file: {corpus.source} has {len(corpus.files)} usable "
-                f"files; use at most {len(corpus.files)} processes or add audio to --data"
-            )
-        self.batch_size, self.crop_frames = _batch_shape(sample_rate, crop_seconds, batch_seconds)
-        self.sample_rate = sample_rate
-        self.crop_seconds = crop_seconds
-        self.normalize = normalize
-        self.seed = seed
-        self.rank = rank
-        self._warn = warn
-        self._source = corpus.source
-        self._corpus_skipped = replace(corpus.skipped)
-        self._bad_files: dict[str, str] = {}  # path -> skip reason, found while reading
-        self._has_sound: set[str] = set()  # decoded in full and not silent (a cache; never changes a batch)
-
-    @property
-    def skipped(self) -> SkipCounts:
-        """The corpus's skip counts plus this shard's files found bad while reading."""
-        return _tally(self._bad_files.values(), replace(self._corpus_skipped))
-
-    def batch(self, step: int) -> Batch:
-        """The batch for `step`: a pure function of (seed, step, rank, files known bad)."""
-        rng = np.random.default_rng([self.seed, step, self.rank])
-        usable = [file for file in self.files if file.path not in self._bad_files]
-        crops: list[np.ndarray] = []
-        while len(crops) < self.batch_size:
-            if not usable:
-                bad = _tally(self._bad_files.values(), SkipCounts())
-                raise DataError(
-                    f"every audio file of {self._source} (rank {self.rank}) turned out unusable while reading "
-                    f"({bad.describe()}); {_DATA_HINT}"
-                )
-            file = usable[rng.integers(len(usable))]
-            crop = self._read_crop(file, rng)
-            if crop is None:
-                usable.remove(file)
-            else:
-                crops.append(crop)
-        return _collate(crops, self.crop_frames, self.sample_rate, self.normalize)
-
-    def _read_crop(self, file: AudioFile, rng: np.random.Generator) -> np.ndarray | None:
-        """A random crop of `file` (all of it when short), or None after marking the file bad."""
-        if file.seconds > self.crop_seconds:
-            last_start = file.frames - round(self.crop_seconds * file.sample_rate)
-            offset_seconds, seconds = rng.integers(last_start + 1) / file.sample_rate, self.crop_seconds
-        else:
-            offset_seconds, seconds = 0.0, None
-        try:
-            crop = load_audio(file, self.sample_rate, offset_seconds=offset_seconds, seconds=seconds)
-        except AudioReadError:
-            self._bad_files[file.path] = "unreadable"
-            return None
-        if not crop.size:  # the header promised more audio than the file holds
-            self._bad_files[file.path] = "unreadable"
-            return None
-        if not is_finite(crop):
-            self._mark_non_finite(file)
-            return None
-        if _is_silent(crop) and not self._whole_file_has_sound(file):
-            return None
-        return crop  # a silent crop of a file with sound is a pause: kept
-
-    def _whole_file_has_sound(self, file: AudioFile) -> bool:
-        if file.path in self._has_sound:
-            return True
-        try:
-            peak, _ = _decode_peak(file)
-        except AudioReadError:
-            self._bad_files[file.path] = "unreadable"
-            return False
-        if not math.isfinite(peak):
-            self._mark_non_finite(file)
-            return False
-        if peak < SILENCE_PEAK:
-            self._bad_files[file.path] = "silent"
-            return False
-        self._has_sound.add(file.path)
-        return True
-
-    def _mark_non_finite(self, file: AudioFile) -> None:
-        self._bad_files[file.path] = "non_finite"
-        if self._warn:
-            self._warn(_non_finite_message(file.path))
-
-    def state_dict(self) -> dict:
-        """JSON-serialisable: the files found bad while reading, and the skip counts."""
-        return {"bad_files": dict(self._bad_files), "skipped": self.skipped.to_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore the files found bad; entries for files outside this shard are ignored."""
-        shard = {file.path for file in self.files}
-        self._bad_files = {path: reason for path, reason in state["bad_files"].items() if path in shard}

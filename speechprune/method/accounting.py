@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.encoder import EncoderSpec, LayerSpec
+from ..model.spec import EncoderSpec, LayerSpec
 from .gates import GateValues
 
 

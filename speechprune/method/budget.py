@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..errors import UsageError
-from ..model.encoder import EncoderSpec
+from ..model.spec import EncoderSpec
 from .accounting import dense_count, parameter_count
 from .gates import GateLayout, GateValues
 from .macs import macs_count, pruned_macs

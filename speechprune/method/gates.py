@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..model.encoder import EncoderMasks, EncoderSpec, LayerMasks
+from ..model.masks import EncoderMasks, LayerMasks
+from ..model.spec import EncoderSpec
 
 GATE_KINDS = ("conv", "mha", "head", "qk", "vo", "ffn", "int")
 DEFAULT_KINDS = GATE_KINDS

@@ -29,34 +29,11 @@ from __future__ import annotations
 
 import torch
 
-from ..model.encoder import EncoderSpec
+from ..model.spec import EncoderSpec, conv_lengths, frames, min_samples
 from .accounting import AttentionGates, pruned_spec
 from .gates import GateValues
 
 PARTS = ("cnn", "projection", "pos_conv", "attention", "ffn")
-
-
-def conv_lengths(spec: EncoderSpec, samples: int) -> list[int]:
-    """Output length of every conv layer for one input of ``samples`` (0 once the input is
-    shorter than a layer's kernel: the CNN makes no frame from it)."""
-    lengths = []
-    for kernel, stride in zip(spec.conv_kernels, spec.conv_strides):
-        samples = (samples - kernel) // stride + 1 if samples >= kernel else 0
-        lengths.append(samples)
-    return lengths
-
-
-def frames(spec: EncoderSpec, samples: int) -> int:
-    """Frames T' the CNN makes from ``samples`` (0 when the input is shorter than its receptive field)."""
-    return conv_lengths(spec, samples)[-1]
-
-
-def min_samples(spec: EncoderSpec) -> int:
-    """The CNN's receptive field: the shortest input that makes one frame."""
-    samples = 1
-    for kernel, stride in reversed(list(zip(spec.conv_kernels, spec.conv_strides))):
-        samples = (samples - 1) * stride + kernel
-    return samples
 
 
 def _pos_conv_macs(spec: EncoderSpec, t: int) -> int:

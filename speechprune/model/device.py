@@ -1,4 +1,4 @@
-"""Where a run executes: device, numeric precision, and torch.distributed (torchrun) ranks."""
+"""Where a model runs: device, dtype names, numeric precision, and torch.distributed (torchrun) ranks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from ..errors import UsageError
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}  # --dtype names
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

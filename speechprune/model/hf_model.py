@@ -1,7 +1,8 @@
 """The transformers face of a shrunk encoder: a config and a PreTrainedModel.
 
-`speechprune shrink` writes this file, together with ``encoder.py``, into the model folder
-as one self-contained modeling file, so that
+`speechprune shrink` writes this file, together with the encoder's modules (``spec``,
+``masks``, ``attention``, ``layers``, ``encoder``), into the model folder as one
+self-contained modeling file, so that
 ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` works with only torch and
 transformers installed. ``speechprune.load(folder)`` uses the same classes from the package,
 without remote code.
@@ -11,7 +12,8 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from .encoder import EncoderModules, EncoderSpec
+from .encoder import EncoderModules
+from .spec import EncoderSpec
 
 
 class SpeechpruneConfig(PretrainedConfig):

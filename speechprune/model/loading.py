@@ -22,8 +22,9 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from ..errors import ModelError
-from .encoder import Encoder, EncoderSpec
+from .encoder import Encoder
 from .families import Family, family_for
+from .spec import EncoderSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # "facebook/wav2vec2-base", or an old-style "bert-base-uncased"

@@ -3,7 +3,7 @@ and how its checkpoint keys map to the encoder's."""
 
 from __future__ import annotations
 
-from ..encoder import EncoderSpec, LayerSpec
+from ..spec import EncoderSpec, LayerSpec
 
 
 class Family:

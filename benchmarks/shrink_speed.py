@@ -30,7 +30,7 @@ import torch
 import transformers
 
 import speechprune
-from speechprune.artifact import write_model_folder
+from speechprune.folders.shrunk import write_model_folder
 from speechprune.method.budget import params_budget
 from speechprune.method.decision import decide
 from speechprune.method.gates import GateLayout

@@ -20,6 +20,8 @@ from .analysis.heads import head_statistics
 from .checks import check_long_enough, check_positive
 from .config import DEFAULT_MACS_SECONDS
 from .errors import DataError, UsageError
+from .folders.run import run_budgets
+from .folders.target import Target, check_teacher, load_target, model_fields, read_target
 from .io import atomic
 from .io.audio import AudioCorpus, scan_audio
 from .io.batches import validation_batches
@@ -30,8 +32,6 @@ from .method.gates import GateLayout, GateValues, HardConcreteGates, gate_dict
 from .method.macs import macs
 from .model.compare import compare_hidden_states, require_finite
 from .model.device import resolve_device
-from .runfolder import run_budgets
-from .targets import Target, check_teacher, load_target, model_fields, read_target
 
 REPORT_FORMAT = 1
 STAT_KEYS = ("drop_one", "grad_importance", "entropy", "mean_distance", "contribution_norm", "contribution_ratio")

@@ -18,7 +18,6 @@ and with ``--runtime onnxruntime`` they run as ONNX exports checked against torc
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import os
 import platform
@@ -35,16 +34,15 @@ import torch
 
 from . import __version__
 from .checks import check_long_enough, check_positive
-from .errors import ModelError, UsageError
+from .deploy.onnx import export_onnx, quantize_onnx, require_onnx, session
+from .deploy.quantize import check_scheme, describe as describe_quantization, quantize
+from .errors import UsageError
+from .folders.target import Target, load_target, read_target
 from .io.progress import Reporter
 from .method.macs import macs
-from .model.device import DTYPES
-from .model.device import resolve_device
-from .model.encoder import Encoder
-from .model.loading import ModelInfo, from_pretrained, inspect_model
+from .model.device import DTYPES, resolve_device
+from .model.loading import from_pretrained
 from .model.spec import EncoderSpec
-from .onnx_export import export_onnx, quantize_onnx, require_onnx, session
-from .quantize import check_scheme, describe as describe_quantization, quantize
 
 DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
 PARTS = ("cnn", "projection", "pos_conv", "layers")  # --breakdown; "other" is the rest of the forward
@@ -76,11 +74,7 @@ class BenchOptions:
 @dataclass
 class BenchModel:
     label: str
-    source: str
-    kind: str  # "stock" | "shrunk" | "run"
-    spec: EncoderSpec  # the architecture as computed (for a run: the dense one)
-    sampling_rate: int
-    info: ModelInfo | None = None  # stock models: what inspect_model read
+    target: Target  # what its config files say: kind ("stock" | "shrunk" | "run"), spec, sampling rate
     note: str = ""
     module: torch.nn.Module | None = None  # holds the weights; its parts have transformers' names
     forward: Callable | None = None  # input_values (B, T) -> output
@@ -88,6 +82,11 @@ class BenchModel:
     file_bytes: int | None = None
     quantize: str | None = None  # scheme applied after loading
     runtime: str = "torch"
+
+    source = property(lambda self: self.target.source)
+    kind = property(lambda self: self.target.kind)
+    spec = property(lambda self: self.target.spec)  # the architecture as computed (for a run: the dense one)
+    sampling_rate = property(lambda self: self.target.sampling_rate)
 
 
 def all_cores() -> int:
@@ -155,27 +154,9 @@ def _check_quantization(options: BenchOptions, device: torch.device) -> None:
 
 
 def describe(source: str) -> BenchModel:
-    """Read what ``source`` is without loading weights: a shrunk folder, a prune run, or a stock model."""
+    """What ``source`` is, without loading weights (``folders.target``), under its label."""
     folder = Path(source).expanduser()
-    label = folder.name if folder.exists() else source
-    if (folder / "config.json").is_file():
-        config = _read_json(folder / "config.json")
-        if config.get("model_type") == "speechprune":
-            preprocessor = folder / "preprocessor_config.json"
-            rate = _read_json(preprocessor).get("sampling_rate", 16000) if preprocessor.is_file() else 16000
-            return BenchModel(label, source, "shrunk", EncoderSpec.from_dict(config["encoder"]), int(rate))
-        if (folder / "encoder.json").is_file() and "audio" in config:
-            spec = EncoderSpec.from_dict(_read_json(folder / "encoder.json"))
-            return BenchModel(label, source, "run", spec, int(config["audio"]["sampling_rate"]))
-    info = inspect_model(source)
-    return BenchModel(label, source, "stock", info.spec, info.sampling_rate, info=info)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"cannot read {path}: {error}; the folder looks damaged")
+    return BenchModel(folder.name if folder.exists() else source, read_target(source))
 
 
 def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds: list[float]) -> None:
@@ -192,16 +173,10 @@ def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds:
 def load(model: BenchModel, device: torch.device, threads: int | None = None) -> None:
     """Load the weights of ``model`` (float32, eval mode) onto ``device``, quantized if asked; fills
     module/forward/params/file_bytes."""
-    if model.kind == "shrunk":
-        from .artifact import load as load_shrunk
-
-        model.module = load_shrunk(model.source)
-        model.note = "shrunk by speechprune"
-        model.file_bytes = _weights_bytes(Path(model.source))
-    elif model.kind == "run":
-        _load_run(model, device)
-    else:
+    if model.kind == "stock":
         _load_stock(model)
+    else:
+        _load_ours(model, device)
     model.module = model.module.to(device=device, dtype=torch.float32).eval()
     model.forward = model.forward or model.module
     model.params = sum(p.numel() for p in model.module.parameters())  # quantized layers hide theirs: count first
@@ -220,9 +195,7 @@ def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
     """
     import tempfile
 
-    from .targets import load_target, read_target
-
-    encoder, _, _ = load_target(read_target(model.source), torch.device("cpu"))
+    encoder, _, _ = load_target(model.target, torch.device("cpu"))
     with tempfile.TemporaryDirectory(prefix="speechprune-bench-") as folder:
         path = Path(folder) / "model.onnx"
         export_onnx(encoder, path, attention_mask=False, sampling_rate=model.sampling_rate)
@@ -237,20 +210,20 @@ def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
 
 
 def _load_stock(model: BenchModel) -> None:
-    info = model.info
+    info = model.target.info
     model.module, _ = from_pretrained(info)
     model.note = f"stock {info.family.base_class}" + (f" (encoder of a {info.architecture})" if info.takes_part else "")
     model.file_bytes = _weights_bytes(Path(info.path) if info.path else _hub_snapshot(info.source))
 
 
-def _load_run(model: BenchModel, device: torch.device) -> None:
-    from .shrink import read_run
-
-    snap = read_run(model.source)
-    encoder = Encoder(snap.spec)
-    encoder.load_state_dict(snap.state)
-    masks = snap.layout.values(snap.values.float().to(device)).masks()  # views of one flat vector on the device
-    model.module = encoder
+def _load_ours(model: BenchModel, device: torch.device) -> None:
+    """A shrunk folder as ``speechprune.load`` gives it, or a prune run's dense encoder with its masks."""
+    model.module, masks, snap = load_target(model.target, device)
+    if snap is None:
+        model.note = "shrunk by speechprune"
+        model.file_bytes = _weights_bytes(Path(model.source))
+        return
+    encoder = model.module
     model.forward = lambda waveforms: encoder(waveforms, None, masks)
     state = "finished" if snap.finished else f"checkpoint at step {snap.step}"
     model.note = (f"prune run ({state}), timed in its masked form: it computes as much as the dense model; "

@@ -17,7 +17,9 @@ import numpy as np
 
 from . import __version__
 from .checks import check_positive
+from .deploy.quantize import check_scheme, describe as describe_quantization, quantize
 from .errors import DataError, UsageError
+from .folders.target import Target, check_teacher, load_target, model_fields, read_target
 from .io.atomic import write_json
 from .io.audio import AUDIO_EXTENSIONS, AudioFile, AudioReadError, SkipCounts, is_finite, load_audio, scan_audio
 from .io.outputs import check_output
@@ -26,8 +28,6 @@ from .model.compare import compare_hidden_states, require_finite
 from .model.device import resolve_device
 from .model.spec import min_samples
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
-from .quantize import check_scheme, describe as describe_quantization, quantize
-from .targets import Target, check_teacher, load_target, model_fields, read_target
 
 REPORT_FORMAT = 1
 DEFAULT_TEST_FRACTION = 0.25

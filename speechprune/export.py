@@ -16,9 +16,12 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .artifact import check_output_folder, stock_compatible, write_model_folder
 from .checks import check_positive
+from .deploy.onnx import ONNX_FILE, export_onnx, require_onnx
 from .errors import ModelError, UsageError
+from .folders.run import RunFolder, run_budgets
+from .folders.run import RunSnapshot, read_run
+from .folders.shrunk import check_output_folder, stock_compatible, write_model_folder
 from .io.audio import AudioCorpus, scan_audio
 from .io.batches import validation_batches
 from .io.outputs import OutputLock, check_output
@@ -27,9 +30,7 @@ from .method.accounting import parameter_count
 from .model.device import DTYPES
 from .model.encoder import Encoder
 from .model.families import family_by_name
-from .onnx_export import ONNX_FILE, export_onnx, require_onnx
-from .runfolder import RunFolder, run_budgets
-from .shrink import RunSnapshot, max_relative_error, read_run, shrink_encoder
+from .shrink import max_relative_error, shrink_encoder
 
 EXACTNESS_LIMIT = 1e-4  # max relative error of shrunk vs masked outputs (float32)
 

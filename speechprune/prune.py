@@ -27,6 +27,7 @@ from . import __version__
 from .checks import check_long_enough
 from .config import PruneConfig
 from .errors import DataError, DiskFullError, SpeechpruneError
+from .folders.run import RUN_FORMAT, RunFolder
 from .io import atomic
 from .io.audio import scan_audio
 from .io.batches import CropSampler, split_validation, validation_batches
@@ -42,7 +43,6 @@ from .method.macs import macs, pruned_macs
 from .model.device import Distributed, autocast, check_precision, resolve_device
 from .model.encoder import Encoder
 from .model.loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
-from .runfolder import RUN_FORMAT, RunFolder
 
 GRAD_CLIP = 10.0
 MAX_SKIPPED_IN_A_ROW = 20  # non-finite steps in a row before the run stops (its checkpoint is still good)
@@ -86,7 +86,7 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     scores = read_scores(config.scores, layout) if config.scores else None
 
     run = RunFolder(config.out)
-    plan = run.plan(config, world_size=ranks.world_size)
+    plan = run.plan(run_options(config, ranks.world_size), resume=config.resume, overwrite=config.overwrite)
     if plan != "fresh":
         run.check_budgets(budget_records(budgets))
     if plan == "finished":
@@ -149,6 +149,11 @@ def budget_records(budgets: list[Budget]) -> dict:
     """What config.json keeps of each budget; a resumed run must have the same (a latency
     budget's table is named by the hash of its content)."""
     return {b.name: {"option": b.option, "sparsity": b.sparsity, "dense": b.dense, **b.record} for b in budgets}
+
+
+def run_options(config: PruneConfig, world_size: int) -> dict:
+    """The options that define the run's result, as config.json keeps them: a resumed run must have the same."""
+    return {**config.result_defining(), "world_size": world_size}
 
 
 def reference_samples(config: PruneConfig, sampling_rate: int) -> int:
@@ -307,7 +312,7 @@ class Pruning:
                 "torch": torch.__version__,
                 "transformers": _transformers_version(),
                 "python": platform.python_version(),
-                "options": {**self.config.result_defining(), "world_size": self.ranks.world_size},
+                "options": run_options(self.config, self.ranks.world_size),
                 "all_options": self.config.to_dict(),
                 "source": {
                     "model": self.info.source,

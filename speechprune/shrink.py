@@ -14,19 +14,14 @@ conv's input columns (or the projection's columns) for CNN channels.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from .errors import RunFolderError
 from .io.synth import speechlike
-from .method.gates import GateLayout, HardConcreteGates
+from .method.gates import GateLayout
 from .model.encoder import Encoder
 from .model.spec import EncoderSpec, LayerSpec
-from .runfolder import RUN_FORMAT, RunFolder, read_spec
 
 
 def _values(layout: GateLayout, flat: torch.Tensor, kind: str, index: int, shape: tuple) -> torch.Tensor:
@@ -167,68 +162,6 @@ def _shrink_ffn(spec, dense: LayerSpec, layout, values, l, prefix, out, scaled, 
     out[f + "output_dense.weight"] = scaled(out[f + "output_dense.weight"][:, kept], ffn * units[kept], 1)
     out[f + "output_dense.bias"] = scaled(out[f + "output_dense.bias"], ffn.expand(spec.hidden_size), 0)
     layer.ffn_dim = len(kept)
-
-
-# --- from a run folder to a model folder ------------------------------------------------------
-
-
-@dataclass
-class RunSnapshot:
-    """What shrinking needs from a run folder: the student and its final (or current) gates."""
-
-    run: RunFolder
-    record: dict  # config.json of the run
-    spec: EncoderSpec  # dense architecture
-    layout: GateLayout
-    state: dict[str, torch.Tensor]  # student weights
-    values: torch.Tensor  # (N,) deterministic gate values
-    step: int
-    finished: bool
-
-
-def read_run(path: str | Path) -> RunSnapshot:
-    run = RunFolder(path)
-    if not run.root.is_dir():
-        raise RunFolderError(f"{path} is not a folder; pass the --out folder of a speechprune prune run")
-    record = run.read_config() if run.config_path.exists() else {}
-    if "model_type" in record and "format" not in record:
-        raise RunFolderError(f"{path} is a model folder, not a prune run; shrink takes the --out folder of "
-                             "speechprune prune (run speechprune prune on this model first)")
-    if "format" not in record:
-        raise RunFolderError(f"{path} is not a speechprune run (no run config.json); pass the --out folder of speechprune prune")
-    if record.get("format") != RUN_FORMAT:
-        raise RunFolderError(
-            f"{path} was written by an incompatible speechprune ({record.get('speechprune')}); "
-            f"shrink it with that version or prune again"
-        )
-    missing = run.missing_files()
-    if missing:
-        raise RunFolderError(
-            f"the run folder {path} is damaged: {missing[0]} is missing; restore it, "
-            "or run speechprune prune again into a new --out"
-        )
-    checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
-        raise RunFolderError(f"{path} has no checkpoint yet; wait for the first one (--checkpoint-every) or the end of the run")
-    spec = read_spec(run)
-    layout = GateLayout(spec, record["gates"]["structures"])
-    finished = run.summary_path.exists()
-    if finished:
-        values = load_file(str(run.masks_path))["values"]
-    else:  # mid-run: the checkpoint's decision, or 1[log_alpha > 0]
-        saved = checkpoint.tensors("gates")
-        gates = HardConcreteGates(layout, ste=record["gates"]["ste"])
-        with torch.no_grad():
-            gates.log_alpha.copy_(saved["log_alpha"])
-        values = gates.deterministic(saved["keep"].bool() if "keep" in saved else None)
-    state = checkpoint.tensors("student")
-    damaged = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if damaged or not torch.isfinite(values).all():
-        raise RunFolderError(
-            f"the run {path} holds NaN or infinite {'weights (' + damaged[0] + ')' if damaged else 'gate values'} "
-            f"at step {checkpoint.state['step']}: its training diverged or its files are damaged; prune again"
-        )
-    return RunSnapshot(run, record, spec, layout, state, values.double(), checkpoint.state["step"], finished)
 
 
 def max_relative_error(big: Encoder, masks, small: Encoder, sample_rate: int) -> float:

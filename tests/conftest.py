@@ -95,10 +95,10 @@ def audio_dir(tmp_path_factory) -> Path:
 def no_loading(monkeypatch):
     """Fails a test whose command loads model weights (bench or eval) before checking its options."""
     import speechprune.bench as bench_core
-    import speechprune.targets as targets
+    import speechprune.deploy.onnx as onnx_export
 
     def refuse(*_):
         raise AssertionError("weights were loaded before the options were checked")
 
     monkeypatch.setattr(bench_core, "load", refuse)
-    monkeypatch.setattr(targets, "load_target", refuse)
+    monkeypatch.setattr(onnx_export, "load_target", refuse)

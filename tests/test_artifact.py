@@ -12,12 +12,13 @@ import torch
 from safetensors import safe_open
 
 import speechprune
-from speechprune.artifact import stock_compatible, write_model_folder
 from speechprune.cli.app import main
 from speechprune.errors import DiskFullError
 from speechprune.export import shrink_run
+from speechprune.folders.run import read_run
+from speechprune.folders.shrunk import stock_compatible, write_model_folder
 from speechprune.prune import prune
-from speechprune.shrink import read_run, shrink_encoder
+from speechprune.shrink import shrink_encoder
 from test_prune_runs import fast_config
 
 LOAD_WITHOUT_SPEECHPRUNE = textwrap.dedent(

@@ -13,9 +13,9 @@ import pytest
 import torch
 from test_cli import cli
 
-from speechprune.artifact import load
 from speechprune.config import PruneConfig
 from speechprune.export import shrink_run
+from speechprune.folders.shrunk import load
 from speechprune.model.loading import inspect_model, load_encoder
 from speechprune.prune import prune
 

@@ -163,7 +163,7 @@ def test_prune_to_a_macs_budget_from_the_command_line(budget, model_dir, audio_d
     assert set(summary["budgets"]) == ({"macs"} if len(budget) == 2 else {"params", "macs"})
     from safetensors.torch import load_file
 
-    from speechprune.runfolder import RunFolder
+    from speechprune.folders.run import RunFolder
 
     log_alpha = RunFolder(out).latest_checkpoint().tensors("gates")["log_alpha"]
     keep = load_file(str(out / "masks.safetensors"))["keep"].bool()

@@ -191,7 +191,7 @@ def test_bench_min_time_inf_would_never_end(capsys, tmp_path):
 
 @pytest.mark.parametrize("style", ["base", "large"])
 def test_wavlm_that_keeps_no_head_shrinks_and_loads(style, tmp_path):
-    from speechprune.artifact import load, write_model_folder
+    from speechprune.folders.shrunk import load, write_model_folder
     from speechprune.method.gates import GateLayout
     from speechprune.model.spec import EncoderSpec
     from test_shrink import assert_same_outputs, dense_encoder, shrunk_pair

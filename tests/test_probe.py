@@ -14,6 +14,7 @@ import torch
 
 from speechprune.cli.app import main
 from speechprune.evaluate import split_by_class
+from speechprune.folders.target import load_target, read_target
 from speechprune.io.synth import speechlike
 from speechprune.probe import (
     clip_batches,
@@ -23,7 +24,6 @@ from speechprune.probe import (
     frame_features,
     pooled_features,
 )
-from speechprune.targets import load_target, read_target
 
 RATE = 16000
 TONES_HZ = {"high": 2500.0, "low": 300.0, "mid": 900.0}

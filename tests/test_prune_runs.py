@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from speechprune.config import PruneConfig
+from speechprune.folders.run import RunFolder, read_spec
 from speechprune.method.gates import BETA, LIMIT_L, LIMIT_R, GateLayout
 from speechprune.model.encoder import Encoder
 from speechprune.prune import prune
-from speechprune.runfolder import RunFolder, read_spec
 from conftest import ALL_KINDS
 from sliced_count import sliced_parameter_count
 

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoModel
 
 import speechprune
-from speechprune.artifact import write_model_folder
+from speechprune.folders.shrunk import write_model_folder
 from speechprune.io.synth import speechlike
 from speechprune.method.gates import GateLayout
 from speechprune.model.encoder import Encoder

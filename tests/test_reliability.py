@@ -22,13 +22,14 @@ from safetensors.torch import load_file, save_file
 
 from speechprune.cli.output import Output
 from speechprune.errors import DataError, ModelError
+from speechprune.folders.run import RunFolder
+from speechprune.folders.run import read_run
 from speechprune.io import atomic
 from speechprune.io.outputs import OutputLock
 from speechprune.model.compare import require_finite
 from speechprune.model.encoder import Encoder
 from speechprune.prune import prune
-from speechprune.runfolder import RunFolder
-from speechprune.shrink import max_relative_error, read_run
+from speechprune.shrink import max_relative_error
 from test_cli import TINY, assert_clean_error, cli
 from test_prune_runs import fast_config, metric_lines, run_cli
 

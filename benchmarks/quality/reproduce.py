@@ -274,6 +274,7 @@ class Pipeline:
     def probe(self, row: Row, sets: dict, teacher_net) -> dict:
         import torch
 
+        from speechprune.folders.target import load_target, read_target
         from speechprune.model.compare import compare_hidden_states
         from speechprune.probe import (
             clip_batches,
@@ -282,13 +283,12 @@ class Pipeline:
             frame_features,
             pooled_features,
         )
-        from speechprune.targets import load_target, read_target
 
         target = read_target(str(self.model(row)))
         net, masks, _ = load_target(target, torch.device("cpu"))
         float_net = net
         if row.kind == "int8":
-            from speechprune.quantize import quantize
+            from speechprune.deploy.quantize import quantize
 
             net = quantize(net, "int8")
         audio = dict(attention_mask=target.attention_mask, normalize=target.normalize,
@@ -381,7 +381,7 @@ def main(argv=None) -> None:
     results_file = work / "probes.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     sets = None
-    from speechprune.targets import load_target, read_target
+    from speechprune.folders.target import load_target, read_target
 
     teacher_target = read_target(str(pipeline.teacher))
     teacher_net = (teacher_target, load_target(teacher_target, torch.device("cpu"))[0])

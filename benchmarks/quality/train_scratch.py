@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from speechprune.artifact import write_model_folder
+from speechprune.folders.shrunk import write_model_folder
 from speechprune.io.audio import scan_audio
 from speechprune.io.batches import CropSampler
 from speechprune.method.distill import DistillHeads, distill_loss

@@ -11,8 +11,10 @@
       masks.safetensors    final keep decision and gate values (finished runs)
       summary.json         final counts and losses; its presence marks a finished run
 
-Checkpoints are written to a temporary folder and renamed into place, then ``latest`` is
-replaced atomically, so an interruption at any moment leaves the previous checkpoint intact.
+``prune`` writes it (``RunFolder``); ``read_run`` reads what shrink, bench, analyze and eval
+need of it (the student and its gates). Checkpoints are written to a temporary folder and
+renamed into place, then ``latest`` is replaced atomically, so an interruption at any moment
+leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .config import PruneConfig
-from .errors import RunFolderError
-from .io import atomic
-from .model.spec import EncoderSpec
+from ..errors import RunFolderError
+from ..io import atomic
+from ..method.gates import GateLayout, HardConcreteGates
+from ..model.spec import EncoderSpec
 
 RUN_FORMAT = 1
 # Said by prune, shrink, analyze and bench alike, so it names the command that repairs a run.
@@ -79,10 +81,11 @@ class RunFolder:
 
     # --- deciding what to do with an existing folder (reads only) ---
 
-    def plan(self, config: PruneConfig, world_size: int = 1) -> str:
-        """"fresh", "resume" or "finished"; raises when the folder must not be touched."""
+    def plan(self, options: dict, *, resume: bool, overwrite: bool) -> str:
+        """"fresh", "resume" or "finished" for a run of the result-defining ``options`` (what
+        config.json keeps as "options"); raises when the folder must not be touched."""
         root = self.root  # outputs.check_output has made sure it is a folder or can be one
-        if not root.exists() or not any(root.iterdir()) or config.overwrite:
+        if not root.exists() or not any(root.iterdir()) or overwrite:
             return "fresh"
         if not self.config_path.exists():
             raise RunFolderError(
@@ -95,11 +98,11 @@ class RunFolder:
                 f"{root} was written by an incompatible speechprune ({saved.get('speechprune')}); "
                 "choose another --out or pass --overwrite"
             )
-        if not config.resume:
+        if not resume:
             raise RunFolderError(
                 f"--out {root} already holds a run; pass --resume to continue it or --overwrite to start over"
             )
-        changed = _differences(saved["options"], {**config.result_defining(), "world_size": world_size})
+        changed = _differences(saved["options"], options)
         if changed:
             raise RunFolderError(
                 f"refusing to resume {root}: options differ from the saved run ({'; '.join(changed)}); "
@@ -261,3 +264,65 @@ def run_budgets(record: dict) -> dict:
 
 def read_spec(run: RunFolder) -> EncoderSpec:
     return EncoderSpec.from_dict(run.read_json(run.encoder_path))
+
+
+# --- reading a run: what shrink, bench, analyze and eval need -------------------------------
+
+
+@dataclass
+class RunSnapshot:
+    """What shrinking needs from a run folder: the student and its final (or current) gates."""
+
+    run: RunFolder
+    record: dict  # config.json of the run
+    spec: EncoderSpec  # dense architecture
+    layout: GateLayout
+    state: dict[str, torch.Tensor]  # student weights
+    values: torch.Tensor  # (N,) deterministic gate values
+    step: int
+    finished: bool
+
+
+def read_run(path: str | Path) -> RunSnapshot:
+    run = RunFolder(path)
+    if not run.root.is_dir():
+        raise RunFolderError(f"{path} is not a folder; pass the --out folder of a speechprune prune run")
+    record = run.read_config() if run.config_path.exists() else {}
+    if "model_type" in record and "format" not in record:
+        raise RunFolderError(f"{path} is a model folder, not a prune run; shrink takes the --out folder of "
+                             "speechprune prune (run speechprune prune on this model first)")
+    if "format" not in record:
+        raise RunFolderError(f"{path} is not a speechprune run (no run config.json); pass the --out folder of speechprune prune")
+    if record.get("format") != RUN_FORMAT:
+        raise RunFolderError(
+            f"{path} was written by an incompatible speechprune ({record.get('speechprune')}); "
+            f"shrink it with that version or prune again"
+        )
+    missing = run.missing_files()
+    if missing:
+        raise RunFolderError(
+            f"the run folder {path} is damaged: {missing[0]} is missing; restore it, "
+            "or run speechprune prune again into a new --out"
+        )
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise RunFolderError(f"{path} has no checkpoint yet; wait for the first one (--checkpoint-every) or the end of the run")
+    spec = read_spec(run)
+    layout = GateLayout(spec, record["gates"]["structures"])
+    finished = run.summary_path.exists()
+    if finished:
+        values = load_file(str(run.masks_path))["values"]
+    else:  # mid-run: the checkpoint's decision, or 1[log_alpha > 0]
+        saved = checkpoint.tensors("gates")
+        gates = HardConcreteGates(layout, ste=record["gates"]["ste"])
+        with torch.no_grad():
+            gates.log_alpha.copy_(saved["log_alpha"])
+        values = gates.deterministic(saved["keep"].bool() if "keep" in saved else None)
+    state = checkpoint.tensors("student")
+    damaged = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if damaged or not torch.isfinite(values).all():
+        raise RunFolderError(
+            f"the run {path} holds NaN or infinite {'weights (' + damaged[0] + ')' if damaged else 'gate values'} "
+            f"at step {checkpoint.state['step']}: its training diverged or its files are damaged; prune again"
+        )
+    return RunSnapshot(run, record, spec, layout, state, values.double(), checkpoint.state["step"], finished)

@@ -2,9 +2,11 @@
 config files, then loaded for inference.
 
 ``read_target`` reads only config files (cheap: commands check every input with it before any
-weights load); ``load_target`` then loads the weights. Every command that runs a model on audio
-(``analyze``, ``eval``) goes through these two, so a model is fed the same way everywhere: at
-its sampling rate, normalized or not, with an attention mask only when it was trained with one.
+weights load); ``load_target`` then loads the weights. Every command that takes a model goes
+through ``read_target``, and every command that runs our encoder on audio (``analyze``,
+``eval``, ``export-onnx``, bench's masked runs and ONNX exports) through ``load_target``, so a
+model is fed the same way everywhere: at its sampling rate, normalized or not, with an attention
+mask only when it was trained with one.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 
 import torch
 
-from .bench import describe
-from .errors import UsageError
-from .model.encoder import Encoder
-from .model.spec import EncoderSpec
+from ..errors import ModelError, UsageError
+from ..model.encoder import Encoder
+from ..model.loading import ModelInfo, inspect_model, load_encoder
+from ..model.spec import EncoderSpec
+from .run import read_run
+from .shrunk import load
 
 
 @dataclass
@@ -31,37 +35,41 @@ class Target:
     sampling_rate: int
     normalize: bool
     attention_mask: bool
-    info: object = None
+    info: ModelInfo | None = None  # stock models: what inspect_model read
 
 
 def read_target(source: str) -> Target:
-    """What ``source`` is, from its config files only (bench's reader, plus the audio settings)."""
-    model = describe(source)
-    if model.kind == "stock":
-        info = model.info
-        return Target(source, "stock", info.spec, info.sampling_rate, info.normalize, info.use_attention_mask, info)
+    """What ``source`` is, from its config files only: a shrunk folder, a prune run, or a stock model."""
     folder = Path(source).expanduser()
-    if model.kind == "run":
-        audio = json.loads((folder / "config.json").read_text())["audio"]
-        return Target(source, "run", model.spec, audio["sampling_rate"], audio["normalize"], audio["attention_mask"])
-    preprocessor = folder / "preprocessor_config.json"
-    pre = json.loads(preprocessor.read_text()) if preprocessor.is_file() else {}
-    return Target(source, "shrunk", model.spec, model.sampling_rate, bool(pre.get("do_normalize", True)),
-                  bool(pre.get("return_attention_mask", model.spec.conv_norm == "layer")))
+    if (folder / "config.json").is_file():
+        config = _read_json(folder / "config.json")
+        if config.get("model_type") == "speechprune":
+            preprocessor = folder / "preprocessor_config.json"
+            pre = _read_json(preprocessor) if preprocessor.is_file() else {}
+            spec = EncoderSpec.from_dict(config["encoder"])
+            return Target(source, "shrunk", spec, int(pre.get("sampling_rate", 16000)), bool(pre.get("do_normalize", True)),
+                          bool(pre.get("return_attention_mask", spec.conv_norm == "layer")))
+        if (folder / "encoder.json").is_file() and "audio" in config:
+            audio = config["audio"]
+            return Target(source, "run", EncoderSpec.from_dict(_read_json(folder / "encoder.json")),
+                          int(audio["sampling_rate"]), audio["normalize"], audio["attention_mask"])
+    info = inspect_model(source)
+    return Target(source, "stock", info.spec, info.sampling_rate, info.normalize, info.use_attention_mask, info)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read {path}: {error}; the folder looks damaged")
 
 
 def load_target(target: Target, device: torch.device):
     """(an EncoderModules model in eval mode, base masks or None, the run snapshot or None)."""
     if target.kind == "stock":
-        from .model.loading import load_encoder
-
         return load_encoder(target.info).encoder.to(device), None, None
     if target.kind == "shrunk":
-        from .artifact import load
-
         return load(target.source).to(device=device, dtype=torch.float32), None, None
-    from .shrink import read_run
-
     snap = read_run(target.source)
     encoder = Encoder(snap.spec).eval()
     encoder.load_state_dict(snap.state)

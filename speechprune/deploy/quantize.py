@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SCHEMES = ("int8",)
 DESCRIPTIONS = {

@@ -22,12 +22,12 @@ from typing import Callable
 
 import torch
 
-from . import __version__
-from . import model as model_package
-from .errors import RunFolderError
-from .io import atomic
-from .io.outputs import check_out_path
-from .model.spec import EncoderSpec
+from .. import __version__
+from .. import model as model_package
+from ..errors import RunFolderError
+from ..io import atomic
+from ..io.outputs import check_out_path
+from ..model.spec import EncoderSpec
 
 MODELING_FILE = "modeling_speechprune.py"
 # speechprune/model/ files that make up MODELING_FILE, each after the ones it imports
@@ -90,7 +90,7 @@ def write_model_folder(
 ) -> None:
     """Write the model folder atomically. ``stock`` is (transformers config dict, state dict);
     ``extra(folder)`` writes more files into the folder before it is moved into place."""
-    from .model.hf_model import SpeechpruneConfig
+    from ..model.hf_model import SpeechpruneConfig
 
     out = Path(out)
     check_output_folder(out, overwrite)
@@ -140,14 +140,14 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 def load(path: str | Path, dtype: torch.dtype | None = None):
     """Load a folder written by `speechprune shrink` with the package's own classes (no remote code)."""
-    from .model.hf_model import SpeechpruneModel
+    from ..model.hf_model import SpeechpruneModel
 
     config_path = Path(path) / "config.json"
     if not config_path.exists():
         raise RunFolderError(f"{path} is not a model folder (no config.json); pass the --out folder of speechprune shrink")
     if json.loads(config_path.read_text()).get("model_type") != "speechprune":
         raise RunFolderError(f"{path} is not a speechprune model; load stock models with transformers.AutoModel")
-    from .model.loading import quiet_transformers
+    from ..model.loading import quiet_transformers
 
     with quiet_transformers():
         return SpeechpruneModel.from_pretrained(path, dtype=dtype).eval()

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ExportError
-from .io.atomic import write_with
-from .io.synth import speechlike
+from ..errors import ExportError, UsageError
+from ..folders.target import load_target, read_target
+from ..io.atomic import write_with
+from ..io.synth import speechlike
 
 ONNX_FILE = "model.onnx"  # its name in a shrunk model folder
 RELATIVE_LIMIT = 1e-4  # max |onnx - torch| / max |torch| over every output, float32
@@ -155,9 +156,6 @@ def export_model(source: str, out: str | None = None, *, hidden_states: bool = F
 
     Every option and the model's config are checked before any weights load.
     """
-    from .errors import UsageError
-    from .targets import load_target, read_target
-
     if out is None and not Path(source).expanduser().is_dir():
         raise UsageError(f"{source} is not a local folder: pass --out FILE for the ONNX file")
     path = Path(out).expanduser() if out is not None else Path(source).expanduser() / ONNX_FILE

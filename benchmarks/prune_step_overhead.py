@@ -35,12 +35,12 @@ import time
 
 import torch
 
-from speechprune.config import PruneConfig
 from speechprune.method.distill import distill_loss
 from speechprune.method.gates import GATE_KINDS, GateLayout
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
-from speechprune.prune import GRAD_CLIP, build_budgets, build_optimizers, build_student, lagrangian_term, step_seed
+from speechprune.prune.config import PruneConfig
+from speechprune.prune.job import GRAD_CLIP, build_budgets, build_optimizers, build_student, lagrangian_term, step_seed
 
 PHASES = ("teacher", "forward", "backward", "optimizer")
 

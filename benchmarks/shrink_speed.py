@@ -35,7 +35,7 @@ from speechprune.method.budget import params_budget
 from speechprune.method.decision import decide
 from speechprune.method.gates import GateLayout
 from speechprune.model.families import FAMILIES
-from speechprune.shrink import shrink_encoder
+from speechprune.shrink.slicing import shrink_encoder
 
 
 def parse_args():

@@ -94,7 +94,7 @@ def audio_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def no_loading(monkeypatch):
     """Fails a test whose command loads model weights (bench or eval) before checking its options."""
-    import speechprune.bench as bench_core
+    import speechprune.bench.job as bench_core
     import speechprune.deploy.onnx as onnx_export
 
     def refuse(*_):

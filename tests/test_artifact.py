@@ -14,11 +14,11 @@ from safetensors import safe_open
 import speechprune
 from speechprune.cli.app import main
 from speechprune.errors import DiskFullError
-from speechprune.export import shrink_run
 from speechprune.folders.run import read_run
 from speechprune.folders.shrunk import stock_compatible, write_model_folder
-from speechprune.prune import prune
-from speechprune.shrink import shrink_encoder
+from speechprune.prune.job import prune
+from speechprune.shrink.job import shrink_run
+from speechprune.shrink.slicing import shrink_encoder
 from test_prune_runs import fast_config
 
 LOAD_WITHOUT_SPEECHPRUNE = textwrap.dedent(
@@ -137,7 +137,7 @@ def test_stock_compatible_result_also_gets_a_stock_config(model_dir, audio_dir, 
         values.get("int", l)[:40] = 0  # the same FFN width in every layer
     spec, state = shrink_encoder(snap.spec, snap.state, snap.layout, values.flat)
     assert stock_compatible(spec, snap.spec)
-    from speechprune.export import _stock_export
+    from speechprune.shrink.job import _stock_export
 
     write_model_folder(tmp_path / "model", spec, state, dtype="float32", card="card", provenance={},
                        preprocessor={}, stock=_stock_export(snap, spec, state))

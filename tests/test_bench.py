@@ -18,17 +18,17 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-import speechprune.bench as core
+import speechprune.bench.job as core
 from speechprune.cli.bench import plain
-from speechprune.config import PruneConfig
-from speechprune.export import shrink_run
 from speechprune.method.gates import GateLayout
 from speechprune.method.macs import PARTS, macs
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
 from speechprune.model.spec import frames
-from speechprune.prune import prune
-from speechprune.shrink import shrink_encoder
+from speechprune.prune.config import PruneConfig
+from speechprune.prune.job import prune
+from speechprune.shrink.job import shrink_run
+from speechprune.shrink.slicing import shrink_encoder
 from conftest import build_model
 from test_accounting import edge_case_values
 from test_cli import assert_clean_error, cli, run_captured

@@ -15,7 +15,7 @@ from speechprune.method.gates import GATE_KINDS, GateLayout, HardConcreteGates
 from speechprune.method.macs import macs, macs_count, pruned_macs
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
-from speechprune.shrink import shrink_encoder
+from speechprune.shrink.slicing import shrink_encoder
 from conftest import ALL_KINDS, build_model
 from test_accounting import edge_case_values
 
@@ -128,9 +128,9 @@ def test_two_budgets_land_on_the_binding_one_and_stay_under_the_other(macs_spars
 
 
 def test_unreachable_macs_target_is_refused_before_weights_load(model_dir, audio_dir, tmp_path):
-    from speechprune.config import PruneConfig
     from speechprune.errors import UsageError
-    from speechprune.prune import prune
+    from speechprune.prune.config import PruneConfig
+    from speechprune.prune.job import prune
 
     config = PruneConfig(model=str(model_dir("wav2vec2")), sparsity=None, macs_sparsity=0.9, data=str(audio_dir),
                          out=str(tmp_path / "run"), structures=["head", "int"], steps=2)

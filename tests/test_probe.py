@@ -13,17 +13,10 @@ import soundfile as sf
 import torch
 
 from speechprune.cli.app import main
-from speechprune.evaluate import split_by_class
+from speechprune.eval.job import split_by_class
+from speechprune.eval.probe import clip_batches, edit_distance, fit_classifier, fit_ctc, frame_features, pooled_features
 from speechprune.folders.target import load_target, read_target
 from speechprune.io.synth import speechlike
-from speechprune.probe import (
-    clip_batches,
-    edit_distance,
-    fit_classifier,
-    fit_ctc,
-    frame_features,
-    pooled_features,
-)
 
 RATE = 16000
 TONES_HZ = {"high": 2500.0, "low": 300.0, "mid": 900.0}
@@ -65,8 +58,8 @@ def tones(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(model_dir, audio_dir, tmp_path_factory) -> Path:
     """A short prune run of the Large-style tiny wav2vec2 (which takes attention masks)."""
-    from speechprune.config import PruneConfig
-    from speechprune.prune import prune
+    from speechprune.prune.config import PruneConfig
+    from speechprune.prune.job import prune
 
     out = tmp_path_factory.mktemp("probe-run") / "run"
     prune(PruneConfig(model=str(model_dir("wav2vec2", "large")), sparsity=0.6, data=str(audio_dir), out=str(out),

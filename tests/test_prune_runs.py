@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from speechprune.config import PruneConfig
 from speechprune.folders.run import RunFolder, read_spec
 from speechprune.method.gates import BETA, LIMIT_L, LIMIT_R, GateLayout
 from speechprune.model.encoder import Encoder
-from speechprune.prune import prune
+from speechprune.prune.config import PruneConfig
+from speechprune.prune.job import prune
 from conftest import ALL_KINDS
 from sliced_count import sliced_parameter_count
 
@@ -193,9 +193,9 @@ def write_scores(path, model, structures=None, seed=0):
 
 
 def test_one_shot_from_scores_lands_and_shrinks(model_dir, audio_dir, tmp_path):
-    from speechprune.export import shrink_run
     from speechprune.method.budget import params_budget
     from speechprune.method.decision import decide, value_per_cost
+    from speechprune.shrink.job import shrink_run
 
     model = model_dir("wav2vec2")
     layout, scores = write_scores(tmp_path / "scores.json", model)

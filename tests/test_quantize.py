@@ -16,7 +16,7 @@ from speechprune.io.synth import speechlike
 from speechprune.method.gates import GateLayout
 from speechprune.model.encoder import Encoder
 from speechprune.model.loading import quiet_transformers
-from speechprune.shrink import shrink_encoder
+from speechprune.shrink.slicing import shrink_encoder
 from conftest import build_model
 from test_accounting import edge_case_values
 from test_cli import assert_clean_error, cli

@@ -28,8 +28,8 @@ from speechprune.io import atomic
 from speechprune.io.outputs import OutputLock
 from speechprune.model.compare import require_finite
 from speechprune.model.encoder import Encoder
-from speechprune.prune import prune
-from speechprune.shrink import max_relative_error
+from speechprune.prune.job import prune
+from speechprune.shrink.slicing import max_relative_error
 from test_cli import TINY, assert_clean_error, cli
 from test_prune_runs import fast_config, metric_lines, run_cli
 
@@ -107,7 +107,7 @@ def test_a_lock_released_by_its_holder_is_taken_by_the_next_writer(tmp_path):
 
 
 def test_non_finite_loss_skips_the_step_and_is_counted(model_dir, audio_dir, tmp_path, monkeypatch):
-    import speechprune.prune as prune_module
+    import speechprune.prune.job as prune_module
 
     real = prune_module.distill_loss
     calls = []
@@ -129,7 +129,7 @@ def test_non_finite_loss_skips_the_step_and_is_counted(model_dir, audio_dir, tmp
 
 
 def test_a_loss_that_stays_non_finite_stops_the_run(model_dir, audio_dir, tmp_path, monkeypatch):
-    import speechprune.prune as prune_module
+    import speechprune.prune.job as prune_module
 
     real = prune_module.distill_loss
     monkeypatch.setattr(prune_module, "MAX_SKIPPED_IN_A_ROW", 3)
@@ -300,7 +300,7 @@ def modes(folder: Path) -> set[tuple[str, int]]:
 
 
 def test_outputs_follow_the_umask(model_dir, audio_dir, tmp_path):
-    from speechprune.export import shrink_run
+    from speechprune.shrink.job import shrink_run
 
     old = os.umask(0o002)
     try:
@@ -313,7 +313,7 @@ def test_outputs_follow_the_umask(model_dir, audio_dir, tmp_path):
 
 
 def test_shrink_removes_temporaries_a_killed_shrink_left(finished, tmp_path):
-    from speechprune.export import shrink_run
+    from speechprune.shrink.job import shrink_run
 
     stale = tmp_path / ".model.k9x2ab_7.speechprune-tmp"
     (stale / "stock").mkdir(parents=True)

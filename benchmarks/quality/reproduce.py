@@ -274,15 +274,9 @@ class Pipeline:
     def probe(self, row: Row, sets: dict, teacher_net) -> dict:
         import torch
 
+        from speechprune.eval.probe import clip_batches, fit_classifier, fit_ctc, frame_features, pooled_features
         from speechprune.folders.target import load_target, read_target
         from speechprune.model.compare import compare_hidden_states
-        from speechprune.probe import (
-            clip_batches,
-            fit_classifier,
-            fit_ctc,
-            frame_features,
-            pooled_features,
-        )
 
         target = read_target(str(self.model(row)))
         net, masks, _ = load_target(target, torch.device("cpu"))

@@ -34,6 +34,7 @@ from .accounting import AttentionGates, pruned_spec
 from .gates import GateValues
 
 PARTS = ("cnn", "projection", "pos_conv", "attention", "ffn")
+DEFAULT_MACS_SECONDS = 10.0  # reference input of the MACs budget and of reported MACs: 10 s, batch 1
 
 
 def _pos_conv_macs(spec: EncoderSpec, t: int) -> int:

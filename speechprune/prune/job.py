@@ -23,26 +23,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .checks import check_long_enough
+from .. import __version__
+from ..checks import check_long_enough
+from ..errors import DataError, DiskFullError, SpeechpruneError
+from ..folders.run import RUN_FORMAT, RunFolder
+from ..io import atomic
+from ..io.audio import scan_audio
+from ..io.batches import CropSampler, split_validation, validation_batches
+from ..io.outputs import OutputLock, check_output
+from ..io.progress import Reporter
+from ..method.accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
+from ..method.budget import Budget, macs_budget, params_budget
+from ..method.decision import binding, decide, lands, one_shot_ranking
+from ..method.distill import DistillHeads, distill_loss
+from ..method.gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
+from ..method.latency import CostTable, check_architecture, latency_budget
+from ..method.macs import macs, pruned_macs
+from ..model.device import Distributed, autocast, check_precision, resolve_device
+from ..model.encoder import Encoder
+from ..model.loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
 from .config import PruneConfig
-from .errors import DataError, DiskFullError, SpeechpruneError
-from .folders.run import RUN_FORMAT, RunFolder
-from .io import atomic
-from .io.audio import scan_audio
-from .io.batches import CropSampler, split_validation, validation_batches
-from .io.outputs import OutputLock, check_output
-from .io.progress import Reporter
-from .latency import CostTable, check_architecture, latency_budget
-from .method.accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
-from .method.budget import Budget, macs_budget, params_budget
-from .method.decision import binding, decide, lands, one_shot_ranking
-from .method.distill import DistillHeads, distill_loss
-from .method.gates import INIT_LOG_ALPHA, GateLayout, GateValues, HardConcreteGates, gate_flat
-from .method.macs import macs, pruned_macs
-from .model.device import Distributed, autocast, check_precision, resolve_device
-from .model.encoder import Encoder
-from .model.loading import LoadedEncoder, ModelInfo, describe_source, inspect_model, load_encoder
 
 GRAD_CLIP = 10.0
 MAX_SKIPPED_IN_A_ROW = 20  # non-finite steps in a row before the run stops (its checkpoint is still good)

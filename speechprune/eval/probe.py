@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io.batches import Batch, collate
+from ..io.batches import Batch, collate
 
 FULL_BATCH_MAX = 4096  # fit_classifier: full-batch Adam up to this many clips, minibatches of 256 above
 MINIBATCH = 256

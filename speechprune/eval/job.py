@@ -15,18 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .checks import check_positive
-from .deploy.quantize import check_scheme, describe as describe_quantization, quantize
-from .errors import DataError, UsageError
-from .folders.target import Target, check_teacher, load_target, model_fields, read_target
-from .io.atomic import write_json
-from .io.audio import AUDIO_EXTENSIONS, AudioFile, AudioReadError, SkipCounts, is_finite, load_audio, scan_audio
-from .io.outputs import check_output
-from .io.progress import Reporter
-from .model.compare import compare_hidden_states, require_finite
-from .model.device import resolve_device
-from .model.spec import min_samples
+from .. import __version__
+from ..checks import check_positive
+from ..deploy.quantize import check_scheme, describe as describe_quantization, quantize
+from ..errors import DataError, UsageError
+from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
+from ..io.atomic import write_json
+from ..io.audio import AUDIO_EXTENSIONS, AudioFile, AudioReadError, SkipCounts, is_finite, load_audio, scan_audio
+from ..io.outputs import check_output
+from ..io.progress import Reporter
+from ..model.compare import compare_hidden_states, require_finite
+from ..model.device import resolve_device
+from ..model.spec import min_samples
 from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
 
 REPORT_FORMAT = 1

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from .checks import check_positive
-from .errors import UsageError
-from .method.gates import GATE_KINDS
+from ..checks import check_positive
+from ..errors import UsageError
+from ..method.gates import GATE_KINDS
+from ..method.macs import DEFAULT_MACS_SECONDS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-DEFAULT_MACS_SECONDS = 10.0  # reference input of the MACs budget and of reported MACs: 10 s, batch 1
 
 # Options that change nothing in the result: a run may be resumed with other values.
 # The cost table is compared by content (config.json "budgets"), not by path.

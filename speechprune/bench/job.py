@@ -32,17 +32,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__
-from .checks import check_long_enough, check_positive
-from .deploy.onnx import export_onnx, quantize_onnx, require_onnx, session
-from .deploy.quantize import check_scheme, describe as describe_quantization, quantize
-from .errors import UsageError
-from .folders.target import Target, load_target, read_target
-from .io.progress import Reporter
-from .method.macs import macs
-from .model.device import DTYPES, resolve_device
-from .model.loading import from_pretrained
-from .model.spec import EncoderSpec
+from .. import __version__
+from ..checks import check_long_enough, check_positive
+from ..deploy.onnx import export_onnx, quantize_onnx, require_onnx, session
+from ..deploy.quantize import check_scheme, describe as describe_quantization, quantize
+from ..errors import UsageError
+from ..folders.target import Target, load_target, read_target
+from ..io.progress import Reporter
+from ..method.macs import macs
+from ..model.device import DTYPES, resolve_device
+from ..model.loading import from_pretrained
+from ..model.spec import EncoderSpec
 
 DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
 PARTS = ("cnn", "projection", "pos_conv", "layers")  # --breakdown; "other" is the rest of the forward
@@ -462,7 +462,7 @@ def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: 
                        reporter: Reporter) -> Callable[[EncoderSpec], float]:
     """Predicted ms of a spec from --latency-table, refused unless the table was measured for
     these models under this setting."""
-    from .latency import CostTable, check_architecture, check_conditions, predict_ms  # latency builds on this module
+    from ..method.latency import CostTable, check_architecture, check_conditions, predict_ms
 
     table = CostTable.read(options.latency_table)
     for seconds in options.seconds:  # several values: the one that is not the table's is named

@@ -18,10 +18,10 @@ import math
 import numpy as np
 import torch
 
-from .io.synth import speechlike
-from .method.gates import GateLayout
-from .model.encoder import Encoder
-from .model.spec import EncoderSpec, LayerSpec
+from ..io.synth import speechlike
+from ..method.gates import GateLayout
+from ..model.encoder import Encoder
+from ..model.spec import EncoderSpec, LayerSpec
 
 
 def _values(layout: GateLayout, flat: torch.Tensor, kind: str, index: int, shape: tuple) -> torch.Tensor:

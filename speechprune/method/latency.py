@@ -54,19 +54,28 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__
-from .bench import BenchOptions, all_cores, check_inputs, check_options, describe, device_name, device_sync, interleaved
-from .errors import UsageError
-from .io import atomic
-from .io.progress import Reporter
-from .method.accounting import AttentionGates, pruned_spec
-from .method.budget import DEFAULT_TOLERANCE, Budget
-from .method.gates import GateLayout, GateValues
-from .model.device import DTYPES
-from .model.encoder import Encoder
-from .model.layers import ConvLayer, EncoderLayer, FeatureProjection, PositionalConv
-from .model.spec import EncoderSpec, LayerSpec
-from .model.spec import conv_lengths
+from .. import __version__
+from ..bench.job import (
+    BenchOptions,
+    all_cores,
+    check_inputs,
+    check_options,
+    describe,
+    device_name,
+    device_sync,
+    interleaved,
+)
+from ..errors import UsageError
+from ..io import atomic
+from ..io.progress import Reporter
+from ..method.accounting import AttentionGates, pruned_spec
+from ..method.budget import DEFAULT_TOLERANCE, Budget
+from ..method.gates import GateLayout, GateValues
+from ..model.device import DTYPES
+from ..model.encoder import Encoder
+from ..model.layers import ConvLayer, EncoderLayer, FeatureProjection, PositionalConv
+from ..model.spec import EncoderSpec, LayerSpec
+from ..model.spec import conv_lengths
 
 TABLE_FORMAT = 1
 COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes)

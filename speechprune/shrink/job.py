@@ -15,22 +15,22 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .checks import check_positive
-from .deploy.onnx import ONNX_FILE, export_onnx, require_onnx
-from .errors import ModelError, UsageError
-from .folders.run import RunFolder, run_budgets
-from .folders.run import RunSnapshot, read_run
-from .folders.shrunk import check_output_folder, stock_compatible, write_model_folder
-from .io.audio import AudioCorpus, scan_audio
-from .io.batches import validation_batches
-from .io.outputs import OutputLock, check_output
-from .io.progress import Reporter
-from .method.accounting import parameter_count
-from .model.device import DTYPES
-from .model.encoder import Encoder
-from .model.families import family_by_name
-from .shrink import max_relative_error, shrink_encoder
+from .. import __version__
+from ..checks import check_positive
+from ..deploy.onnx import ONNX_FILE, export_onnx, require_onnx
+from ..errors import ModelError, UsageError
+from ..folders.run import RunFolder, run_budgets
+from ..folders.run import RunSnapshot, read_run
+from ..folders.shrunk import check_output_folder, stock_compatible, write_model_folder
+from ..io.audio import AudioCorpus, scan_audio
+from ..io.batches import validation_batches
+from ..io.outputs import OutputLock, check_output
+from ..io.progress import Reporter
+from ..method.accounting import parameter_count
+from ..model.device import DTYPES
+from ..model.encoder import Encoder
+from ..model.families import family_by_name
+from .slicing import max_relative_error, shrink_encoder
 
 EXACTNESS_LIMIT = 1e-4  # max relative error of shrunk vs masked outputs (float32)
 
@@ -163,7 +163,7 @@ def _stock_export(snap: RunSnapshot, spec, state) -> tuple[dict, dict]:
 
 def _fidelity(snap: RunSnapshot, small: Encoder, corpus: AudioCorpus, seconds: float, reporter: Reporter) -> dict:
     """Cosine similarity, per distilled layer, of the shrunk model's hidden states to the teacher's."""
-    from .model.loading import inspect_model, load_encoder
+    from ..model.loading import inspect_model, load_encoder
 
     audio = snap.record["audio"]
     crop = min(4.0, seconds)

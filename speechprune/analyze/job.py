@@ -15,23 +15,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .analysis.heads import head_statistics
-from .checks import check_long_enough, check_positive
-from .config import DEFAULT_MACS_SECONDS
-from .errors import DataError, UsageError
-from .folders.run import run_budgets
-from .folders.target import Target, check_teacher, load_target, model_fields, read_target
-from .io import atomic
-from .io.audio import AudioCorpus, scan_audio
-from .io.batches import validation_batches
-from .io.outputs import check_output
-from .io.progress import Reporter
-from .method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
-from .method.gates import GateLayout, GateValues, HardConcreteGates, gate_dict
-from .method.macs import macs
-from .model.compare import compare_hidden_states, require_finite
-from .model.device import resolve_device
+from .. import __version__
+from ..checks import check_long_enough, check_positive
+from ..errors import DataError, UsageError
+from ..folders.run import run_budgets
+from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
+from ..io import atomic
+from ..io.audio import AudioCorpus, scan_audio
+from ..io.batches import validation_batches
+from ..io.outputs import check_output
+from ..io.progress import Reporter
+from ..method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
+from ..method.gates import GateLayout, GateValues, HardConcreteGates, gate_dict
+from ..method.macs import DEFAULT_MACS_SECONDS
+from ..method.macs import macs
+from ..model.compare import compare_hidden_states, require_finite
+from ..model.device import resolve_device
+from .heads import head_statistics
 
 REPORT_FORMAT = 1
 STAT_KEYS = ("drop_one", "grad_importance", "entropy", "mean_distance", "contribution_norm", "contribution_ratio")
@@ -70,7 +70,7 @@ def check_options(options: AnalyzeOptions) -> torch.device:
     if options.png is not None:
         if not options.png.lower().endswith(".png"):
             raise UsageError(f"--png takes a .png file name, got {options.png}")
-        from .analysis.plot import require_matplotlib
+        from .plot import require_matplotlib
 
         require_matplotlib()
     return resolve_device(options.device)
@@ -209,7 +209,7 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
         atomic.write_json(Path(options.out).expanduser(), report)
         reporter.message(f"saved {options.out}")
     if options.png:
-        from .analysis.plot import save_png
+        from .plot import save_png
 
         Path(options.png).expanduser().parent.mkdir(parents=True, exist_ok=True)
         save_png(report, Path(options.png).expanduser())

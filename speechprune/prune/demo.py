@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic
-from .io.synth import write_corpus
-from .model.loading import quiet_transformers
+from ..io import atomic
+from ..io.synth import write_corpus
+from ..model.loading import quiet_transformers
 
 DEMO_CONFIG = dict(
     hidden_size=128,

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from speechprune.bench.cost_model import nnls
 from speechprune.method.accounting import pruned_spec
 from speechprune.method.gates import GateLayout, HardConcreteGates
-from speechprune.method.latency import CostTable, architecture, expected_ms, latency_budget, nnls, predict_ms
+from speechprune.method.latency import CostTable, architecture, expected_ms, latency_budget, predict_ms
 from conftest import ALL_KINDS
 from test_accounting import edge_case_values
 from test_cli import assert_clean_error, run_captured

@@ -13,8 +13,9 @@ import soundfile as sf
 import torch
 
 from speechprune.cli.app import main
+from speechprune.eval.features import clip_batches, frame_features, pooled_features
 from speechprune.eval.job import split_by_class
-from speechprune.eval.probe import clip_batches, edit_distance, fit_classifier, fit_ctc, frame_features, pooled_features
+from speechprune.eval.probe import edit_distance, fit_classifier, fit_ctc
 from speechprune.folders.target import load_target, read_target
 from speechprune.io.synth import speechlike
 

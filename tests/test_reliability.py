@@ -107,9 +107,10 @@ def test_a_lock_released_by_its_holder_is_taken_by_the_next_writer(tmp_path):
 
 
 def test_non_finite_loss_skips_the_step_and_is_counted(model_dir, audio_dir, tmp_path, monkeypatch):
-    import speechprune.prune.job as prune_module
+    import speechprune.prune.lifecycle as lifecycle
+    import speechprune.prune.step as step
 
-    real = prune_module.distill_loss
+    real = step.distill_loss
     calls = []
 
     def nan_on_second_step(*args, **kwargs):
@@ -117,7 +118,8 @@ def test_non_finite_loss_skips_the_step_and_is_counted(model_dir, audio_dir, tmp
         calls.append(1)
         return (total * math.nan, pairs) if len(calls) == 2 else (total, pairs)
 
-    monkeypatch.setattr(prune_module, "distill_loss", nan_on_second_step)
+    for module in (step, lifecycle):
+        monkeypatch.setattr(module, "distill_loss", nan_on_second_step)
     summary = prune(fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "run", 0.5, val_fraction=0.0))
     assert summary["skipped_steps"] == 1
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -129,11 +131,13 @@ def test_non_finite_loss_skips_the_step_and_is_counted(model_dir, audio_dir, tmp
 
 
 def test_a_loss_that_stays_non_finite_stops_the_run(model_dir, audio_dir, tmp_path, monkeypatch):
-    import speechprune.prune.job as prune_module
+    import speechprune.prune.lifecycle as lifecycle
+    import speechprune.prune.step as step
 
-    real = prune_module.distill_loss
-    monkeypatch.setattr(prune_module, "MAX_SKIPPED_IN_A_ROW", 3)
-    monkeypatch.setattr(prune_module, "distill_loss", lambda *a, **k: (real(*a, **k)[0] * math.inf, real(*a, **k)[1]))
+    real = step.distill_loss
+    monkeypatch.setattr(lifecycle, "MAX_SKIPPED_IN_A_ROW", 3)
+    for module in (step, lifecycle):
+        monkeypatch.setattr(module, "distill_loss", lambda *a, **k: (real(*a, **k)[0] * math.inf, real(*a, **k)[1]))
     with pytest.raises(DataError, match="not finite for 3 steps in a row"):
         prune(fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "run", 0.5, steps=6))
 

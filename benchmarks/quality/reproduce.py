@@ -274,7 +274,8 @@ class Pipeline:
     def probe(self, row: Row, sets: dict, teacher_net) -> dict:
         import torch
 
-        from speechprune.eval.probe import clip_batches, fit_classifier, fit_ctc, frame_features, pooled_features
+        from speechprune.eval.features import clip_batches, frame_features, pooled_features
+        from speechprune.eval.probe import fit_classifier, fit_ctc
         from speechprune.folders.target import load_target, read_target
         from speechprune.model.compare import compare_hidden_states
 

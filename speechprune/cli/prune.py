@@ -9,8 +9,8 @@ import typer
 
 from ..errors import DataError, UsageError
 from ..method.gates import GATE_KINDS
-from ..model.device import Distributed
 from ..prune.config import PRECISIONS, PruneConfig
+from ..prune.distributed import Distributed
 from .lists import comma_list
 from .output import JsonOption, Output, QuietOption
 
@@ -126,7 +126,8 @@ def command(
     )
     config.validate()
 
-    from ..prune.job import prune, summary_line
+    from ..prune.job import prune
+    from ..prune.records import summary_line
 
     summary = prune(config, output.reporter(log_every))
     output.result(summary, summary_line(summary))

@@ -27,7 +27,8 @@ from ..io.progress import Reporter
 from ..model.compare import compare_hidden_states, require_finite
 from ..model.device import resolve_device
 from ..model.spec import min_samples
-from .probe import batch_groups, clip_batches, fit_classifier, pooled_features
+from .features import batch_groups, clip_batches, pooled_features
+from .probe import fit_classifier
 
 REPORT_FORMAT = 1
 DEFAULT_TEST_FRACTION = 0.25

@@ -2,9 +2,8 @@
 the encoder predicted from it, in closed form (the currency of ``prune --speedup``).
 
 A cost table holds, for one device, thread count, dtype, batch and input length, what each
-structure costs there. ``measure_cost_table`` (``bench MODEL --cost-model FILE``) times the
-parts of the encoder alone, built from the model's architecture with random weights, at
-several widths, and fits by non-negative least squares (on relative errors):
+structure costs there: non-negative coefficients of these features, fitted to timings by
+``speechprune.bench.cost_model`` (``bench MODEL --cost-model FILE``):
 
   conv layer c       a_c * MACs_c + e_c * L_c * C_out           per layer: layer 0 (kernel 10,
                      + q_c * L_c * C_out^2 + g_c               one input channel) is bound by
@@ -18,19 +17,11 @@ several widths, and fits by non-negative least squares (on relative errors):
                      + a_scores * T'^2 MACs + f_block * [FFN runs] + f_unit * FFN MACs
   whole encoder      scale * (sum of the parts) + overhead
 
-A transformer layer is timed at about a dozen shapes (head counts, head widths, FFN widths,
-and two shapes whose heads are padded to a wider run-time width, so that the projections at
-stored widths and the T'^2 products at the padded width separate). MACs are those of
-``macs.py``: projections at each head's stored widths, the two T'^2 products at the layer's
-run-time width w = max(qk, vo) for every head. Features are per input, in millions; the
-coefficients absorb the batch. They are non-negative, so removing a structure never
-predicts a slower model (the budget decision's threshold search relies on costs that only
-fall).
-
-Parts timed alone need not add up to the whole: a part called again and again finds its
-inputs and weights in cache, and the glue between parts (WavLM's relative position bias,
-norms, masks) is not timed. So the whole encoder is timed too, dense and evenly shrunk to
-1/2 and 1/4 of its widths, and a scale and a constant are fitted to those three.
+MACs are those of ``macs.py``: projections at each head's stored widths, the two T'^2 products
+at the layer's run-time width w = max(qk, vo) for every head. Features are per input, in
+millions; the coefficients absorb the batch. They are non-negative, so removing a structure
+never predicts a slower model (the budget decision's threshold search relies on costs that
+only fall). The scale and the overhead relate the parts, timed alone, to the whole encoder.
 
 ``predict_ms`` prices any spec (a shrunk one: its padded widths). ``expected_ms`` is the same
 sum in closed form in the gate values, like ``macs.macs_breakdown``: multilinear ("attention
@@ -44,41 +35,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
-import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
-from .. import __version__
-from ..bench.job import (
-    BenchOptions,
-    all_cores,
-    check_inputs,
-    check_options,
-    describe,
-    device_name,
-    device_sync,
-    interleaved,
-)
 from ..errors import UsageError
 from ..io import atomic
-from ..io.progress import Reporter
-from ..method.accounting import AttentionGates, pruned_spec
-from ..method.budget import DEFAULT_TOLERANCE, Budget
-from ..method.gates import GateLayout, GateValues
-from ..model.device import DTYPES
-from ..model.encoder import Encoder
-from ..model.layers import ConvLayer, EncoderLayer, FeatureProjection, PositionalConv
-from ..model.spec import EncoderSpec, LayerSpec
-from ..model.spec import conv_lengths
+from ..model.spec import EncoderSpec, LayerSpec, conv_lengths
+from .accounting import AttentionGates, pruned_spec
+from .budget import DEFAULT_TOLERANCE, Budget
+from .gates import GateLayout, GateValues
 
 TABLE_FORMAT = 1
-COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes)
 CONDITIONS = ("device", "threads", "dtype", "batch", "seconds")  # what a prediction is valid for
 
 
@@ -172,21 +141,21 @@ def check_conditions(table: CostTable, setting: dict) -> None:
 
 
 # --- prediction ----------------------------------------------------------------------------------
-# One feature function per part serves the fit, ``predict_ms`` (integers) and ``expected_ms``
-# (gate tensors): values per input, in millions.
+# One feature function per part serves the fit (``bench.cost_model``), ``predict_ms`` (integers)
+# and ``expected_ms`` (gate tensors): values per input, in millions.
 
 
-def _conv_features(length: int, kernel: int, channels_in, channels_out, channels_out_squared) -> dict:
+def conv_features(length: int, kernel: int, channels_in, channels_out, channels_out_squared) -> dict:
     """``channels_out_squared``: C_out^2 of a shape, E[C_out^2] of keep probabilities."""
     return {"macs": length * kernel * channels_in * channels_out / 1e6, "outputs": length * channels_out / 1e6,
             "outputs_squared": length * channels_out_squared / 1e9, "const": 1.0}
 
 
-def _projection_features(t: int, d: int, channels) -> dict:
+def projection_features(t: int, d: int, channels) -> dict:
     return {"macs": t * d * channels / 1e6, "const": 1.0}
 
 
-def _layer_features(t: int, d: int, attention, heads, dims, padded_dims, ffn, units) -> dict:
+def layer_features(t: int, d: int, attention, heads, dims, padded_dims, ffn, units) -> dict:
     """``dims``: sum over heads of stored q/k + v/o widths; ``padded_dims``: the same at the
     width the T'^2 products run at; ``attention``, ``ffn``: whether the block runs (0/1)."""
     return {
@@ -200,37 +169,37 @@ def _layer_features(t: int, d: int, attention, heads, dims, padded_dims, ffn, un
     }
 
 
-def _spec_layer_features(t: int, d: int, layer: LayerSpec) -> dict:
+def spec_layer_features(t: int, d: int, layer: LayerSpec) -> dict:
     heads = len(layer.heads) if layer.attention else 0
     qk, vo = layer.head_widths()
     width = max(layer.qk_dim, layer.vo_dim)  # the run-time width of every head
     units = layer.ffn_dim if layer.ffn else 0
-    return _layer_features(t, d, float(heads > 0), heads, sum(qk) + sum(vo) if heads else 0, 2 * heads * width,
+    return layer_features(t, d, float(heads > 0), heads, sum(qk) + sum(vo) if heads else 0, 2 * heads * width,
                            float(units > 0), units)
 
 
-def _dot(coefficients: dict, features: dict):
+def dot(coefficients: dict, features: dict):
     return sum(coefficients[name] * value for name, value in features.items())
 
 
 def predict_ms(table: CostTable, spec: EncoderSpec) -> float:
     """Predicted latency of an encoder of shape ``spec`` (dense or shrunk) under the table's conditions."""
     coefficients = table.coefficients
-    return coefficients["scale"] * _parts_ms(coefficients, spec, table.samples) + coefficients["overhead"]
+    return coefficients["scale"] * parts_ms(coefficients, spec, table.samples) + coefficients["overhead"]
 
 
-def _parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
+def parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
     """Sum of the parts of ``spec`` as timed alone."""
     lengths = conv_lengths(spec, samples)
     t, d = lengths[-1], spec.hidden_size
     total = coefficients["pos_conv"]["const"]
     previous = 1  # the waveform: one input channel
     for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
-        total += _dot(coefficients["conv"][c], _conv_features(length, kernel, previous, channels, channels**2))
+        total += dot(coefficients["conv"][c], conv_features(length, kernel, previous, channels, channels**2))
         previous = channels
-    total += _dot(coefficients["projection"], _projection_features(t, d, previous))
+    total += dot(coefficients["projection"], projection_features(t, d, previous))
     for layer in spec.layers:
-        total += _dot(coefficients["layer"], _spec_layer_features(t, d, layer))
+        total += dot(coefficients["layer"], spec_layer_features(t, d, layer))
     return float(total)
 
 
@@ -249,17 +218,17 @@ def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.
         # E[K^2] of a sum of independent gates: (sum p)^2 + sum p (1 - p); exactly K^2 on 0/1
         # decisions, and its derivative there is the exact change when one gate flips
         kept_squared = kept**2 + (gates * (1 - gates)).sum()
-        total = total + _dot(coefficients["conv"][c], _conv_features(length, kernel, previous, kept, kept_squared))
+        total = total + dot(coefficients["conv"][c], conv_features(length, kernel, previous, kept, kept_squared))
         previous = kept
-    total = total + _dot(coefficients["projection"], _projection_features(t, d, previous))
+    total = total + dot(coefficients["projection"], projection_features(t, d, previous))
     for l, layer in enumerate(spec.layers):
         gates = AttentionGates.of(spec, keep, l)
         attention = gates.mha * (1 - torch.prod(1 - gates.alive))  # the block runs: kept, with a present head
         dims = gates.qk_dims + gates.vo_dims
         ffn, units = keep.value("ffn", l), keep.value("int", l, layer.ffn_dim)
         ffn_runs = ffn * (1 - torch.prod(1 - units))
-        features = _layer_features(t, d, attention, gates.present.sum(), dims, dims, ffn_runs, ffn * units.sum())
-        total = total + _dot(coefficients["layer"], features)
+        features = layer_features(t, d, attention, gates.present.sum(), dims, dims, ffn_runs, ffn * units.sum())
+        total = total + dot(coefficients["layer"], features)
     return coefficients["scale"] * total + coefficients["overhead"]
 
 
@@ -276,216 +245,3 @@ def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, spee
     return Budget("latency", "--speedup", "ms", predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
                   option_value=lambda sparsity: 1 / (1 - sparsity), decimals=3,
                   record={"speedup": speedup, "table_sha256": table.sha256, "conditions": table.conditions})
-
-
-# --- measuring -----------------------------------------------------------------------------------
-
-
-def check_cost_model_options(options: BenchOptions, out: str) -> None:
-    """A table is for one model and one setting (before anything is read)."""
-    if len(options.models) != 1:
-        raise UsageError(f"--cost-model measures one model, got {len(options.models)}")
-    for option, values in (("--seconds", options.seconds), ("--batch", options.batches), ("--dtype", options.dtypes)):
-        if len(values) != 1:
-            raise UsageError(f"--cost-model measures one setting: give one {option}, got {','.join(map(str, values))}")
-    for option, given in (("--baseline", options.baseline), ("--compile", options.compile),
-                          ("--breakdown", options.breakdown), ("--latency-table", options.latency_table),
-                          ("--quantize", options.quantize), ("--runtime onnxruntime", options.runtime != "torch")):
-        if given:
-            raise UsageError(f"--cost-model does not combine with {option}")
-    if Path(out).is_dir():
-        raise UsageError(f"--cost-model {out} is a folder; give a file name such as cost-table.json")
-
-
-class _Timer:
-    """Median milliseconds of one module call on random inputs, with bench's warm-up and rounds."""
-
-    def __init__(self, options: BenchOptions, device: torch.device, dtype: torch.dtype, clock: Callable[[], float]):
-        self.options, self.device, self.dtype, self.clock = options, device, dtype, clock
-        self.sync = device_sync(device)
-        self.generator = torch.Generator().manual_seed(options.seed)
-
-    def input(self, *shape: int) -> torch.Tensor:
-        return torch.randn(self.options.batches[0], *shape, generator=self.generator).to(self.device, self.dtype)
-
-    def ms(self, module: torch.nn.Module, *inputs) -> float:
-        module = module.to(self.device, self.dtype).eval()
-        o = self.options
-        times = interleaved([lambda: module(*inputs)], warmup=o.warmup, repeat=o.repeat, min_time=o.min_time,
-                            clock=self.clock, sync=self.sync)[0]
-        return statistics.median(times) * 1e3
-
-
-def _with_conv(spec: EncoderSpec, changes: dict[int, int]) -> EncoderSpec:
-    """``spec`` with some conv layers at other channel counts (norms still over the dense count,
-    as in a shrunk model)."""
-    channels = [changes.get(c, n) for c, n in enumerate(spec.conv_channels)]
-    return EncoderSpec.from_dict({**spec.to_dict(), "conv_channels": channels,
-                                  "conv_norm_channels": spec.conv_norm_channels})
-
-
-def _share(n: int, fraction: float) -> int:
-    return max(1, round(n * fraction))
-
-
-def _uniform(spec: EncoderSpec, share: float) -> EncoderSpec:
-    """``spec`` shrunk evenly: ``share`` of every conv layer's channels, of the heads and of the FFN units."""
-    heads, units = _share(spec.num_heads, share), _share(spec.layers[0].ffn_dim, share)
-    layer = LayerSpec(heads=list(range(heads)), qk_dim=spec.head_dim, vo_dim=spec.head_dim, ffn_dim=units)
-    return EncoderSpec.from_dict({
-        **spec.to_dict(),
-        "conv_channels": [_share(n, share) for n in spec.conv_channels],
-        "conv_norm_channels": spec.conv_norm_channels,
-        "layers": [asdict(layer)] * len(spec.layers),
-    })
-
-
-def _layer_shapes(spec: EncoderSpec) -> list[LayerSpec]:
-    """About a dozen shapes of one layer: head counts, head widths, FFN widths, and two shapes
-    whose padded width differs from the stored ones (projections vs T'^2 products)."""
-    h, w, f = spec.num_heads, spec.head_dim, spec.layers[0].ffn_dim
-    two, third, half_w = _share(h, 2 / 3), _share(h, 1 / 3), _share(w, 1 / 2)
-
-    def shape(heads, width, units, qk_dims=None, vo_dims=None):
-        qk = max(qk_dims) if qk_dims else width
-        vo = max(vo_dims) if vo_dims else width
-        return LayerSpec(heads=list(range(heads)), qk_dim=qk if heads else 0, vo_dim=vo if heads else 0, ffn_dim=units,
-                         attention=heads > 0, ffn=units > 0, qk_dims=qk_dims, vo_dims=vo_dims)
-
-    shapes = [
-        shape(h, w, f), shape(h, w, _share(f, 1 / 2)), shape(h, w, _share(f, 1 / 6)), shape(h, w, 0),
-        shape(0, 0, f), shape(0, 0, 0), shape(two, w, f), shape(third, w, 0), shape(1, w, _share(f, 1 / 2)),
-        shape(h, half_w, f), shape(third, half_w, _share(f, 1 / 6)),
-        shape(h, w, _share(f, 1 / 2), qk_dims=[w if i % 2 else half_w for i in range(h)],
-              vo_dims=[w if i % 2 else half_w for i in range(h)]),
-        shape(two, w, 0, qk_dims=[half_w] * two, vo_dims=[w] * two),  # q/k narrower than v/o: padded to w
-    ]
-    unique = {json.dumps(asdict(s)): s for s in shapes}
-    return list(unique.values())
-
-
-def _describe_layer(layer: LayerSpec) -> str:
-    qk, vo = layer.head_widths()
-    attention = "no attention"
-    if layer.attention:
-        attention = f"{len(layer.heads)} heads q/k {sorted(set(qk))} v/o {sorted(set(vo))}"
-    return f"layer: {attention}, FFN {layer.ffn_dim if layer.ffn else 'none'}"
-
-
-def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x >= 0 minimising |a x - b| (Lawson and Hanson's active-set method)."""
-    n = a.shape[1]
-    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
-    tolerance = 1e-10 * max(1.0, float(np.abs(a).max()))
-    for _ in range(3 * n):
-        gradient = a.T @ (b - a @ x)
-        candidates = ~passive & (gradient > tolerance)
-        if not candidates.any():
-            break
-        passive[np.argmax(np.where(candidates, gradient, -np.inf))] = True
-        while True:  # solve on the passive set; step back to the boundary while a value goes negative
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            blocked = passive & (z <= tolerance)
-            if not blocked.any():
-                break
-            ratios = np.where(blocked, x / np.where(blocked, x - z, 1.0), np.inf)
-            first = int(np.argmin(ratios))
-            x = x + ratios[first] * (z - x)
-            x[first] = 0.0
-            passive &= x > tolerance
-        x = z
-    return x
-
-
-def _fit(rows: list[dict], measured: list[float]) -> dict:
-    """Non-negative coefficients of the features in ``rows`` that best fit ``measured`` ms, on
-    relative errors (every shape counts alike, whatever its size)."""
-    names = list(rows[0])
-    a = np.array([[row[name] for name in names] for row in rows], dtype=np.float64) / np.array(measured)[:, None]
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0  # a feature that never varies from 0: its coefficient stays 0
-    x = nnls(a / scale, np.ones(len(rows))) / scale
-    return dict(zip(names, x.tolist()))
-
-
-def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | None = None,
-                       clock: Callable[[], float] = time.perf_counter) -> CostTable:
-    """Time the parts of ``options.models[0]`` at several widths and fit its cost table."""
-    reporter = reporter or Reporter()
-    check_cost_model_options(options, out)
-    device = check_options(options)
-    model = describe(options.models[0])
-    if model.kind == "shrunk":
-        raise UsageError(f"{model.source} is a shrunk model; measure the cost table on the dense model it came from")
-    check_inputs([model], None, options.seconds)
-    spec, seconds, dtype = model.spec, options.seconds[0], options.dtypes[0]
-    threads = options.threads or all_cores()
-    torch.set_num_threads(threads)
-    torch.manual_seed(options.seed)  # random weights: their values do not matter for timing
-    timer = _Timer(options, device, DTYPES[dtype], clock)
-    samples = round(seconds * model.sampling_rate)
-    lengths = conv_lengths(spec, samples)
-    t, d = lengths[-1], spec.hidden_size
-    fit: dict[str, list] = {}
-
-    def fitted(name: str, shapes: list[tuple[str, dict, float]]) -> dict:
-        coefficients = _fit([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
-        fit[name] = [{"shape": label, "measured_ms": round(ms, 4), "fitted_ms": round(_dot(coefficients, f), 4),
-                      "residual": round(_dot(coefficients, f) / ms - 1, 4)} for label, f, ms in shapes]
-        return coefficients
-
-    with torch.inference_mode():
-        conv = []
-        for c, (length, kernel, full) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
-            reporter.message(f"timing conv layer {c}")
-            before = spec.conv_channels[c - 1] if c else 1
-            pairs = [(before, full), (before, _share(full, 3 / 4)), (before, _share(full, 1 / 2)),
-                     (_share(before, 1 / 2), full), (_share(before, 1 / 4), _share(full, 1 / 4))]
-            shapes = []
-            for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
-                module = ConvLayer(_with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out}), c)
-                ms = timer.ms(module, timer.input(k_in, samples if c == 0 else lengths[c - 1]))
-                features = _conv_features(length, kernel, k_in, k_out, k_out**2)
-                shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features, ms))
-            conv.append(fitted(f"conv.{c}", shapes))
-
-        reporter.message("timing the feature projection and the positional convolution")
-        last = len(spec.conv_channels) - 1
-        shapes = []
-        for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
-            ms = timer.ms(FeatureProjection(_with_conv(spec, {last: k})), timer.input(t, k))
-            shapes.append((f"projection: {k} channels", _projection_features(t, d, k), ms))
-        projection = fitted("projection", shapes)
-        pos_conv = {"const": timer.ms(PositionalConv(spec), timer.input(t, d))}
-
-        shapes = []
-        bias = timer.input(spec.num_heads, t, t)[0] if spec.num_buckets else None  # WavLM: (H, T', T')
-        for layer in _layer_shapes(spec):
-            reporter.message(f"timing {_describe_layer(layer)}")
-            ms = timer.ms(EncoderLayer(spec, layer), timer.input(t, d), None, bias)
-            shapes.append((_describe_layer(layer), _spec_layer_features(t, d, layer), ms))
-        layer = fitted("layer", shapes)
-
-        parts = {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": layer}
-        shapes = []
-        for share in (1, 1 / 2, 1 / 4):
-            reporter.message(f"timing the encoder at {share:g} of its widths")
-            whole = _uniform(spec, share)
-            ms = timer.ms(Encoder(whole), timer.input(samples))
-            shapes.append((f"encoder at {share:g} of its widths", {"scale": _parts_ms(parts, whole, samples),
-                                                                    "overhead": 1.0}, ms))
-        parts.update(fitted("encoder", shapes))
-    table = CostTable(
-        conditions={"device": device.type, "device_name": device_name(device), "threads": threads,
-                    "dtype": dtype, "batch": options.batches[0], "seconds": seconds},
-        architecture=architecture(spec, model.sampling_rate),
-        coefficients=parts,
-        fit=fit,
-        provenance={"model": model.source, "speechprune": __version__, "torch": torch.__version__,
-                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "warmup": options.warmup,
-                    "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
-                    "weights": "random (timing does not depend on weight values)"},
-    )
-    table.write(out)
-    return table

@@ -150,6 +150,10 @@ class PruneConfig:
         """Audio length (batch 1) MACs are counted for."""
         return DEFAULT_MACS_SECONDS if self.macs_seconds is None else self.macs_seconds
 
+    def reference_samples(self, sampling_rate: int) -> int:
+        """``reference_seconds`` in samples."""
+        return round(self.reference_seconds * sampling_rate)
+
     def ramp(self, step: int) -> float:
         """Share of every final target reached at ``step``: linear from 0 to 1 over the warm-up steps."""
         if not self.warmup_steps:

@@ -1,5 +1,5 @@
 """Option checks that every command shares, done before any weights load, so that a typo costs
-a second rather than the minutes a large model takes to load. (Output locations: ``outputs``.)"""
+a second rather than the minutes a large model takes to load. (Output locations: ``io.outputs``.)"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SUPERB-style probes (`speechprune.probe`) and `speechprune eval`: probes that find the layer
+"""SUPERB-style probes (`speechprune.eval.probe`) and `speechprune eval`: probes that find the layer
 carrying a planted signal, CTC on planted phones, features that do not depend on padding or
 batch companions, prune-run masks, and the command end to end on labelled tones."""
 

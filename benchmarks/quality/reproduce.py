@@ -13,8 +13,8 @@ Stages (each cached in --work and skipped when its output exists, so an interrup
              --cost-model` measures first); the one-shot baseline ranks gates by `speechprune
              analyze` scores; the from-scratch baseline copies the 0.72 architecture
 4. probes    keyword (speaker-disjoint), speaker (word-disjoint), phones (linear CTC, held-out
-             speakers), fidelity to the teacher, all on frozen features (speechprune.probe);
-             int8 rows probe a student with its Linear layers quantized (speechprune.quantize)
+             speakers), fidelity to the teacher, all on frozen features (speechprune.eval.probe);
+             int8 rows probe a student with its Linear layers quantized (speechprune.deploy.quantize)
 5. speed     `speechprune bench` of every model against the teacher on the CPU (int8 rows with
              `--quantize int8`)
 6. report    docs/results.md, docs/results.json, docs/images/quality-vs-sparsity.png

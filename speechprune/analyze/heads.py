@@ -113,7 +113,7 @@ def run_from(net, layer: int, x, key_mask, position_bias, masks: EncoderMasks | 
 
 def head_statistics(net, batches, *, layout: GateLayout, base_masks: EncoderMasks | None, projections: int,
                     seed: int, drop_one: bool, use_attention_mask: bool, device, progress=None) -> dict:
-    """Every statistic of the module docstring, on ``batches`` (a list of ``audio.Batch``)."""
+    """Every statistic of the module docstring, on ``batches`` (a list of ``io.batches.Batch``)."""
     spec = net.spec
     head_counts = [len(layer.heads) if layer.attention else 0 for layer in spec.layers]
     n_layers = len(spec.layers)

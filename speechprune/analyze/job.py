@@ -2,9 +2,9 @@
 prune run kept, and how close a student stays to its teacher.
 
 Reading order: check every option (nothing loaded yet), read what the model (and teacher) is
-from config files and scan the audio, then load weights and compute. Statistics live in
-``speechprune.analysis``; this module picks the audio, loads models, and assembles the report
-(one JSON-ready dict, schema in docs/analyze.md).
+from config files and scan the audio, then load weights and compute. Head statistics live in
+``heads``, student-teacher similarity in ``speechprune.model.compare``; this module picks the
+audio, loads models, and assembles the report (one JSON-ready dict, schema in docs/analyze.md).
 """
 
 from __future__ import annotations

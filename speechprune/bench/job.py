@@ -61,10 +61,10 @@ class BenchOptions:
     compile: bool = False  # also time each model under torch.compile (CUDA graphs on GPUs)
     breakdown: bool = False  # also time the parts of the forward pass separately
     seed: int = 0  # of the generated input audio
-    quantize: str | None = None  # scheme of speechprune.quantize applied to the models under test
+    quantize: str | None = None  # scheme of speechprune.deploy.quantize applied to the models under test
     baseline_quantize: str | None = None  # the same for the baseline (None: it stays float)
     runtime: str = "torch"  # or "onnxruntime": the models under test run as checked ONNX exports (the baseline in torch)
-    latency_table: str | None = None  # cost table (``latency``): predicted latency beside the measured one
+    latency_table: str | None = None  # cost table (``method.latency``): predicted latency beside the measured one
 
 
 def check_options(options: BenchOptions) -> torch.device:

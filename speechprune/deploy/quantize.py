@@ -5,7 +5,7 @@ activations quantized per call from their observed range). The CNN, the position
 convolution and the norms stay float32: they are not Linear layers. Shrunk models call
 their projections as modules at their stored widths, so the stock replacement modules drop
 in. Under ONNX Runtime the same scheme is ORT's dynamic quantization of MatMul nodes
-(``speechprune.onnx_export``).
+(``speechprune.deploy.onnx``).
 """
 
 from __future__ import annotations

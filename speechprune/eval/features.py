@@ -94,7 +94,7 @@ def pooled_features(
     """(N, L + 1, D) float32: per clip and hidden state, the mean over real frames of the per-frame
     layer-normed state (``F.layer_norm(h, (D,))``, no affine).
 
-    ``model`` is what ``targets.load_target`` returns (anything with ``.encode(waveforms,
+    ``model`` is what ``folders.target.load_target`` returns (anything with ``.encode(waveforms,
     attention_mask, masks)``, ``.frame_mask`` and ``.spec``); ``masks`` are a prune run's masks.
     The attention mask is passed only with ``attention_mask`` (``Target.attention_mask``: how the
     model was trained). Models with one batch padded clips (real frames do not depend on the

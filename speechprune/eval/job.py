@@ -1,5 +1,5 @@
 """The ``eval`` job: how well a (pruned) encoder's frozen features classify the user's labelled
-audio, with a SUPERB-style probe (``speechprune.probe``), and how close it stays to its teacher.
+audio, with a SUPERB-style probe (``speechprune.eval.probe``), and how close it stays to its teacher.
 
 Reading order: check every option (nothing read yet), read what the model (and teacher) is from
 config files, scan the labelled folders, pick and split the clips and read their audio, then
@@ -52,7 +52,7 @@ class EvalOptions:
     seed: int = 0
     device: str = "cpu"
     out: str | None = None
-    quantize: str | None = None  # probe the model quantized by this scheme (speechprune.quantize)
+    quantize: str | None = None  # probe the model quantized by this scheme (speechprune.deploy.quantize)
 
 
 @dataclass

@@ -271,7 +271,8 @@ def read_spec(run: RunFolder) -> EncoderSpec:
 
 @dataclass
 class RunSnapshot:
-    """What shrinking needs from a run folder: the student and its final (or current) gates."""
+    """What a run folder holds for the commands that read it: the student and its final (or,
+    mid-run, current) gates."""
 
     run: RunFolder
     record: dict  # config.json of the run
@@ -284,6 +285,8 @@ class RunSnapshot:
 
 
 def read_run(path: str | Path) -> RunSnapshot:
+    """The run at ``path``, refused with a one-line error when it is not a run, another format's,
+    damaged, without a checkpoint yet, or diverged."""
     run = RunFolder(path)
     if not run.root.is_dir():
         raise RunFolderError(f"{path} is not a folder; pass the --out folder of a speechprune prune run")

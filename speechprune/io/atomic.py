@@ -50,7 +50,7 @@ def temp_dir(dest: Path) -> Path:
 def remove_stale_temporaries(dest: Path) -> list[Path]:
     """Delete the temporaries of ``dest`` (files or folders) that a killed writer left next to it.
 
-    Call only while holding ``dest``'s lock (``speechprune.outputs.OutputLock``): then no live
+    Call only while holding ``dest``'s lock (``speechprune.io.outputs.OutputLock``): then no live
     writer owns them. Returns what was removed.
     """
     dest = Path(dest)

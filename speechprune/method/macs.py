@@ -12,7 +12,7 @@ For T' frames, per transformer layer with H heads kept at stored widths qk_h and
   FFN                2 * T' * D * F
 where w = max(all qk_h, vo_h) is the layer's run-time head width: the projections run at the
 stored widths, but SDPA's fused kernels need one width for q, k and v, so the shrunk model
-pads each head's activations to w for the attention product (``encoder.Attention``). This is
+pads each head's activations to w for the attention product (``model.attention.Attention``). This is
 what the shrunk runtime computes. The CNN, the feature projection and the positional
 convolution are linear in the input.
 

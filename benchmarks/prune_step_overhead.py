@@ -3,10 +3,11 @@
 Both steps run on the same Base-size wav2vec2 architecture (``transformers.Wav2Vec2Config()``
 defaults, random weights) and the same fixed-seed batch of noise:
 
-* gated step: teacher forward (no grad) + ``GatedStudent`` forward/backward with sampled
-  hard-concrete STE gates on every structure (conv, mha, head, qk, vo, ffn, int) + the
-  expected-size Lagrangian term + gradient clipping + AdamW step + multiplier step, as in
-  ``Pruning._train_step`` (prune phase, fp32);
+* gated step: teacher forward (no grad, ``speechprune.prune.step.teacher_pass``) + the prune
+  run's own step, ``speechprune.prune.step.train_step`` (prune phase, fp32): ``GatedStudent``
+  forward/backward with sampled hard-concrete STE gates on every structure (conv, mha, head,
+  qk, vo, ffn, int) + the expected-size Lagrangian term + gradient clipping + AdamW step +
+  multiplier step;
 * plain step: teacher forward (no grad) + the same ``Encoder`` with ``masks=None``
   forward/backward + the same distillation heads and ``distill_loss`` + gradient clipping
   + AdamW step.
@@ -35,12 +36,15 @@ import time
 
 import torch
 
-from speechprune.config import PruneConfig
-from speechprune.distill import distill_loss
-from speechprune.encoder import Encoder
-from speechprune.families import FAMILIES
-from speechprune.gates import GATE_KINDS, GateLayout
-from speechprune.prune import GRAD_CLIP, build_budgets, build_optimizers, build_student, lagrangian_term, step_seed
+from speechprune.io.batches import Batch
+from speechprune.method.distill import distill_loss
+from speechprune.method.gates import GATE_KINDS, GateLayout
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import FAMILIES
+from speechprune.prune.config import PruneConfig
+from speechprune.prune.distributed import Distributed
+from speechprune.prune.job import build_budgets
+from speechprune.prune.step import GRAD_CLIP, build_optimizers, build_student, teacher_pass, train_step
 
 PHASES = ("teacher", "forward", "backward", "optimizer")
 
@@ -102,66 +106,58 @@ class Bench:
         self.layout = GateLayout(self.spec, self.config.structures)
         self.budgets = build_budgets(self.config, self.spec, self.layout, args.sample_rate)
         self.step_index = self.config.warmup_steps // 2  # mid-ramp: a non-trivial target and lr = lr
+        self.device, self.ranks = torch.device("cpu"), Distributed()
 
         # gated student: built by the same functions Pruning uses
         self.gated = build_student(self.teacher, self.layout, self.config)
         self.gates = self.gated.gates
         self.lambdas = torch.zeros(len(self.budgets), 2, requires_grad=True)
-        self.gated_weights, self.gated_opt, self.lambda_opt = build_optimizers(self.gated, self.lambdas, self.config)
+        self.gated_optimizers = build_optimizers(self.gated, self.lambdas, self.config, self.device)
 
         # plain student: the same student and heads, called without gates (masks=None)
         plain = build_student(self.teacher, self.layout, self.config)
         self.plain, self.plain_heads = plain.student, plain.heads
-        self.plain_weights, self.plain_opt, _ = build_optimizers(plain, torch.zeros(2, requires_grad=True), self.config)
+        plain_optimizers = build_optimizers(plain, torch.zeros(2, requires_grad=True), self.config, self.device)
+        self.plain_weights, self.plain_opt = plain_optimizers.weights, plain_optimizers.optimizer
 
         g = torch.Generator().manual_seed(args.seed)
         samples = int(round(args.seconds * args.sample_rate))
         w = torch.randn(args.batch, samples, generator=g)
-        self.waveforms = (w - w.mean(-1, keepdim=True)) / (w.std(-1, keepdim=True) + 1e-7)
-        self.padding = torch.ones(args.batch, samples, dtype=torch.long)
+        waveforms = (w - w.mean(-1, keepdim=True)) / (w.std(-1, keepdim=True) + 1e-7)
+        padding = torch.ones(args.batch, samples, dtype=torch.long)
+        self.batch = Batch(waveforms, padding, args.batch * args.seconds)
         self.audio_seconds = args.batch * args.seconds
         self.gated_count = 0
 
     def _teacher(self):
-        model_mask = self.padding if self.use_attention_mask else None
-        with torch.no_grad():
-            teacher = self.teacher(self.waveforms, model_mask)
-        frame_mask = self.teacher.frame_mask(self.padding, teacher.last_hidden_state.shape[1])
-        return model_mask, teacher, frame_mask
+        return teacher_pass(self.teacher, self.batch, self.device, use_attention_mask=self.use_attention_mask,
+                            precision=self.config.precision)
 
     def gated_step(self) -> dict:
-        """Pruning._train_step, prune phase, fp32, minus data loading and logging to disk."""
+        """The prune run's step (prune phase, fp32), minus data loading and logging to disk."""
         c0, f0 = time.process_time(), _faults()
         t0 = time.perf_counter()
-        model_mask, teacher, frame_mask = self._teacher()
+        batch = self._teacher()
         t1 = time.perf_counter()
         self.gated_count += 1
-        generator = torch.Generator().manual_seed(step_seed(self.config.seed, self.gated_count, 0))
-        distill, pairs = self.gated(self.waveforms, model_mask, teacher.hidden_states, frame_mask, generator=generator)
-        lagrangian, expected_sparsity = lagrangian_term(self.budgets, self.gates, self.lambdas,
-                                                        self.config.ramp(self.step_index))
-        loss = distill.float() + lagrangian
-        metrics = (expected_sparsity.tolist(), lagrangian.item(), self.lambdas.tolist())
-        t2 = time.perf_counter()
-        self.gated_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t3 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(self.gated_weights, GRAD_CLIP)
-        self.gated_opt.step()
-        self.lambda_opt.step()
-        _ = (loss.item(), distill.item(), pairs.tolist(), metrics)
+        ends = {}
+        # steps past mid-ramp: a fresh gate sample each step, the target about the same
+        train_step(self.gated, self.gates, self.budgets, self.lambdas, self.gated_optimizers, batch,
+                   step=self.step_index + self.gated_count, phase="prune", config=self.config, ranks=self.ranks,
+                   mark=lambda part: ends.__setitem__(part, time.perf_counter()))
         t4 = time.perf_counter()
+        t2, t3 = ends["forward"], ends["backward"]
         return {"total": t4 - t0, "teacher": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3,
                 **_usage(c0, f0, t4 - t0)}
 
     def plain_step(self) -> dict:
         c0, f0 = time.process_time(), _faults()
         t0 = time.perf_counter()
-        model_mask, teacher, frame_mask = self._teacher()
+        batch = self._teacher()
         t1 = time.perf_counter()
-        out = self.plain(self.waveforms, model_mask, None)
-        distill, pairs = distill_loss(out.hidden_states, teacher.hidden_states, self.plain_heads,
-                                      self.config.distill_weights, frame_mask)
+        out = self.plain(batch.waveforms, batch.model_mask, None)
+        distill, pairs = distill_loss(out.hidden_states, batch.teacher.hidden_states, self.plain_heads,
+                                      self.config.distill_weights, batch.frame_mask)
         pairs = torch.stack(pairs).detach()
         loss = distill.float()
         t2 = time.perf_counter()

@@ -30,12 +30,12 @@ import torch
 import transformers
 
 import speechprune
-from speechprune.budget import params_budget
-from speechprune.artifact import write_model_folder
-from speechprune.decision import decide
-from speechprune.families import FAMILIES
-from speechprune.gates import GateLayout
-from speechprune.shrink import shrink_encoder
+from speechprune.folders.shrunk import write_model_folder
+from speechprune.method.budget import params_budget
+from speechprune.method.decision import decide
+from speechprune.method.gates import GateLayout
+from speechprune.model.families import FAMILIES
+from speechprune.shrink.slicing import shrink_encoder
 
 
 def parse_args():

@@ -66,7 +66,7 @@ def base_model(folder: Path) -> Path:
 
 def audio(folder: Path) -> Path:
     if not folder.exists():
-        from speechprune.synth import write_corpus
+        from speechprune.io.synth import write_corpus
 
         write_corpus(folder, n_files=24, seconds=(4.0, 8.0), seed=0)
     return folder

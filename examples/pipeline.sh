@@ -9,7 +9,7 @@ SPARSITY=${SPARSITY:-0.72}
 RUN=${RUN:-runs/pipeline-run}
 
 if [[ -z "${MODEL:-}" ]]; then
-    python -c "from speechprune.demo import prepare_demo; prepare_demo('runs/demo-inputs')"
+    python -c "from speechprune.prune.demo import prepare_demo; prepare_demo('runs/demo-inputs')"
     MODEL=runs/demo-inputs/model DATA=runs/demo-inputs/audio EXTRA=(--steps 150 --crop-seconds 2 --batch-seconds 16)
 else
     EXTRA=()

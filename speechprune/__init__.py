@@ -5,6 +5,6 @@ __version__ = "0.2.0.dev0"
 
 def load(path, dtype=None):
     """Load a model folder written by `speechprune shrink` (no remote code needed)."""
-    from .artifact import load as _load
+    from .folders.shrunk import load as _load
 
     return _load(path, dtype)

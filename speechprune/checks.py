@@ -1,12 +1,12 @@
 """Option checks that every command shares, done before any weights load, so that a typo costs
-a second rather than the minutes a large model takes to load. (Output locations: ``outputs``.)"""
+a second rather than the minutes a large model takes to load. (Output locations: ``io.outputs``.)"""
 
 from __future__ import annotations
 
 import math
 
 from .errors import UsageError
-from .macs import min_samples
+from .model.spec import min_samples
 
 
 def check_positive(value: float, option: str) -> None:

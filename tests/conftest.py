@@ -10,8 +10,8 @@ import pytest
 import torch
 import transformers
 
-from speechprune.loading import quiet_transformers
-from speechprune.synth import write_corpus
+from speechprune.io.synth import write_corpus
+from speechprune.model.loading import quiet_transformers
 
 os.environ.setdefault("NO_COLOR", "1")
 torch.set_num_threads(2)
@@ -94,11 +94,11 @@ def audio_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def no_loading(monkeypatch):
     """Fails a test whose command loads model weights (bench or eval) before checking its options."""
-    import speechprune.bench as bench_core
-    import speechprune.targets as targets
+    import speechprune.bench.job as bench_core
+    import speechprune.deploy.onnx as onnx_export
 
     def refuse(*_):
         raise AssertionError("weights were loaded before the options were checked")
 
     monkeypatch.setattr(bench_core, "load", refuse)
-    monkeypatch.setattr(targets, "load_target", refuse)
+    monkeypatch.setattr(onnx_export, "load_target", refuse)

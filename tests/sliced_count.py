@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from speechprune.encoder import Encoder
-from speechprune.gates import GateValues
+from speechprune.method.gates import GateValues
+from speechprune.model.encoder import Encoder
 
 
 def _kept(values: GateValues, kind: str, index: int, size: int) -> torch.Tensor:

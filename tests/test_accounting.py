@@ -4,10 +4,10 @@ import pytest
 import torch
 import transformers
 
-from speechprune.accounting import dense_count, kept_structure, parameter_count
-from speechprune.encoder import Encoder
-from speechprune.families import FAMILIES
-from speechprune.gates import GATE_KINDS, GateLayout, GateValues, HardConcreteGates
+from speechprune.method.accounting import dense_count, kept_structure, parameter_count
+from speechprune.method.gates import GATE_KINDS, GateLayout, GateValues, HardConcreteGates
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import FAMILIES
 from conftest import ALL_KINDS, build_model
 from sliced_count import sliced_parameter_count
 

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from speechprune.analysis.heads import attention_probabilities
-from speechprune.analyze import AnalyzeOptions, analyze
+from speechprune.analyze.heads import attention_probabilities
+from speechprune.analyze.job import AnalyzeOptions, analyze
 from speechprune.cli.app import main
-from speechprune.encoder import Encoder
-from speechprune.families import family_by_name
-from speechprune.gates import GateLayout, gate_flat
-from speechprune.loading import inspect_model, quiet_transformers
+from speechprune.method.gates import GateLayout, gate_flat
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import family_by_name
+from speechprune.model.loading import inspect_model, quiet_transformers
 from conftest import build_model
 
 HEAD_DIM = 12  # tiny_config: hidden 48, 4 heads
@@ -126,9 +126,9 @@ def test_plain_text_when_piped(planted, audio_dir, capsys):
 
 @pytest.fixture(scope="module")
 def run_and_shrunk(model_dir, audio_dir, tmp_path_factory):
-    from speechprune.config import PruneConfig
-    from speechprune.export import shrink_run
-    from speechprune.prune import prune
+    from speechprune.prune.config import PruneConfig
+    from speechprune.prune.job import prune
+    from speechprune.shrink.job import shrink_run
 
     root = tmp_path_factory.mktemp("analyze-run")
     summary = prune(PruneConfig(model=str(model_dir("wav2vec2")), sparsity=0.6, data=str(audio_dir), out=str(root / "run"),

@@ -12,12 +12,13 @@ import torch
 from safetensors import safe_open
 
 import speechprune
-from speechprune.artifact import stock_compatible, write_model_folder
 from speechprune.cli.app import main
 from speechprune.errors import DiskFullError
-from speechprune.export import shrink_run
-from speechprune.prune import prune
-from speechprune.shrink import read_run, shrink_encoder
+from speechprune.folders.run import read_run
+from speechprune.folders.shrunk import stock_compatible, write_model_folder
+from speechprune.prune.job import prune
+from speechprune.shrink.job import shrink_run
+from speechprune.shrink.slicing import shrink_encoder
 from test_prune_runs import fast_config
 
 LOAD_WITHOUT_SPEECHPRUNE = textwrap.dedent(
@@ -59,7 +60,7 @@ def file_elements(path) -> int:
 
 def masked_outputs(run_dir, waveforms):
     snap = read_run(run_dir)
-    from speechprune.encoder import Encoder
+    from speechprune.model.encoder import Encoder
 
     dense = Encoder(snap.spec).eval()
     dense.load_state_dict(snap.state)
@@ -136,7 +137,7 @@ def test_stock_compatible_result_also_gets_a_stock_config(model_dir, audio_dir, 
         values.get("int", l)[:40] = 0  # the same FFN width in every layer
     spec, state = shrink_encoder(snap.spec, snap.state, snap.layout, values.flat)
     assert stock_compatible(spec, snap.spec)
-    from speechprune.export import _stock_export
+    from speechprune.shrink.job import _stock_export
 
     write_model_folder(tmp_path / "model", spec, state, dtype="float32", card="card", provenance={},
                        preprocessor={}, stock=_stock_export(snap, spec, state))
@@ -178,7 +179,7 @@ def test_bad_inputs(pruned_run, model_dir, tmp_path, capsys):
 
 
 def test_failed_write_leaves_nothing_behind(pruned_run, tmp_path, monkeypatch):
-    import speechprune.atomic as atomic
+    import speechprune.io.atomic as atomic
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

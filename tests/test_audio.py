@@ -10,19 +10,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechprune.audio import (
-    AudioCorpus,
-    AudioFile,
-    AudioReadError,
-    CropSampler,
-    SkipCounts,
-    load_audio,
-    scan_audio,
-    split_validation,
-    validation_batches,
-)
 from speechprune.errors import DataError
-from speechprune.synth import speechlike, write_corpus
+from speechprune.io.audio import AudioCorpus, AudioFile, AudioReadError, SkipCounts, load_audio, scan_audio
+from speechprune.io.batches import CropSampler, split_validation, validation_batches
+from speechprune.io.synth import speechlike, write_corpus
 
 SR = 16000
 

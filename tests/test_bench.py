@@ -18,16 +18,18 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-import speechprune.bench as core
+import speechprune.bench.job as core
+import speechprune.bench.timing as timing
 from speechprune.cli.bench import plain
-from speechprune.config import PruneConfig
-from speechprune.encoder import Encoder
-from speechprune.export import shrink_run
-from speechprune.families import FAMILIES
-from speechprune.gates import GateLayout
-from speechprune.macs import PARTS, frames, macs
-from speechprune.prune import prune
-from speechprune.shrink import shrink_encoder
+from speechprune.method.gates import GateLayout
+from speechprune.method.macs import PARTS, macs
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import FAMILIES
+from speechprune.model.spec import frames
+from speechprune.prune.config import PruneConfig
+from speechprune.prune.job import prune
+from speechprune.shrink.job import shrink_run
+from speechprune.shrink.slicing import shrink_encoder
 from conftest import build_model
 from test_accounting import edge_case_values
 from test_cli import assert_clean_error, cli, run_captured
@@ -66,7 +68,7 @@ def test_json_schema(report, models):
     data, err = report
     env = data["environment"]
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["device_name"]
-    assert env["threads"] == core.all_cores() and env["dtypes"] == ["float32"]
+    assert env["threads"] == timing.all_cores() and env["dtypes"] == ["float32"]
     assert data["method"]["warmup"] == 1 and data["method"]["repeat"] == 2 and data["method"]["inference_mode"]
     kinds = {m["kind"]: m for m in data["models"]}
     assert data["baseline"] == kinds["stock"]["label"] and data["baseline"].endswith(" (baseline)")
@@ -123,20 +125,20 @@ def test_interleaved_rounds_with_a_fake_clock():
         return run
 
     runs = [model("A", 0.25), model("B", 0.0625)]  # exact in binary
-    times = core.interleaved(runs, warmup=2, repeat=3, min_time=0.0, clock=clock, sync=lambda: None)
+    times = timing.interleaved(runs, warmup=2, repeat=3, min_time=0.0, clock=clock, sync=lambda: None)
     assert calls == ["A", "B"] * 5  # 2 warm-up rounds, then 3 timed rounds, always A B A B
     assert times == [[0.25] * 3, [0.0625] * 3]
-    assert core.speedup(times[0], times[1]) == (4.0, [4.0, 4.0])
+    assert timing.speedup(times[0], times[1]) == (4.0, [4.0, 4.0])
 
     # --min-time: more rounds until the fastest model has been timed that long
-    times = core.interleaved(runs, warmup=0, repeat=1, min_time=0.5, clock=clock, sync=lambda: None)
+    times = timing.interleaved(runs, warmup=0, repeat=1, min_time=0.5, clock=clock, sync=lambda: None)
     assert len(times[0]) == 8  # 8 x 0.0625 s
 
 
 def test_speedup_and_spread_from_recorded_times():
     baseline = [1.0, 1.2, 0.9, 1.1, 5.0]  # one outlier round
     model = [0.5, 0.5, 0.45, 0.6, 0.5]
-    value, spread = core.speedup(baseline, model)
+    value, spread = timing.speedup(baseline, model)
     assert value == pytest.approx(1.1 / 0.5)  # medians: the outlier does not move it
     ratios = sorted([2.0, 2.4, 2.0, 1.1 / 0.6, 10.0])  # per round
     assert spread == pytest.approx([ratios[0] + 0.4 * (ratios[1] - ratios[0]), ratios[3] + 0.6 * (ratios[4] - ratios[3])])
@@ -146,7 +148,7 @@ def test_plain_output_is_a_table_with_the_header(report):
     data, _ = report
     text = plain(data)
     first = text.splitlines()[0]
-    for word in (torch.__version__, "cpu", f"{core.all_cores()} threads", "float32"):
+    for word in (torch.__version__, "cpu", f"{timing.all_cores()} threads", "float32"):
         assert word in first
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(table) == 2 * (1 + len(data["results"]))  # main and breakdown tables, each with a header row
@@ -227,7 +229,7 @@ def test_peak_memory_sees_a_temporary_allocation():
     def allocate():
         torch.ones(16_000_000).sum()  # 64 MB, touched, then freed
 
-    peak = core.peak_memory(allocate, torch.device("cpu"))
+    peak = timing.peak_memory(allocate, torch.device("cpu"))
     assert 60e6 < peak < 200e6
 
 

@@ -24,8 +24,8 @@ import transformers
 
 from speechprune import __version__
 from speechprune.cli.app import main
-from speechprune.loading import quiet_transformers
-from speechprune.synth import speechlike
+from speechprune.io.synth import speechlike
+from speechprune.model.loading import quiet_transformers
 
 TINY = ["--steps", "3", "--crop-seconds", "1.5", "--batch-seconds", "3", "--min-seconds", "1", "--device", "cpu"]
 SUMMARY_KEYS = {"params_dense", "params_pruned", "sparsity", "target_sparsity", "steps", "run_dir"}

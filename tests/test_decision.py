@@ -4,11 +4,11 @@ import pytest
 import torch
 import transformers
 
-from speechprune.accounting import dense_count, parameter_count
-from speechprune.budget import params_budget
-from speechprune.decision import decide
-from speechprune.families import FAMILIES
-from speechprune.gates import GATE_KINDS, GateLayout
+from speechprune.method.accounting import dense_count, parameter_count
+from speechprune.method.budget import params_budget
+from speechprune.method.decision import decide
+from speechprune.method.gates import GATE_KINDS, GateLayout
+from speechprune.model.families import FAMILIES
 
 
 def decide_params(spec, layout, scores, target):

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from speechprune.encoder import Encoder, _layer_norm
-from speechprune.families import FAMILIES
-from speechprune.gates import GateLayout
+from speechprune.method.gates import GateLayout
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import FAMILIES
+from speechprune.model.layers import _layer_norm
 from conftest import ALL_KINDS, build_model
 
 

@@ -6,8 +6,8 @@ import pytest
 
 import torch
 
-from speechprune.families import FAMILIES
-from speechprune.gates import BETA, LIMIT_L, LIMIT_R, GateLayout, HardConcreteGates
+from speechprune.method.gates import BETA, LIMIT_L, LIMIT_R, GateLayout, HardConcreteGates
+from speechprune.model.families import FAMILIES
 from conftest import build_model
 
 
@@ -77,7 +77,7 @@ def test_deterministic_values():
 
 
 def test_gate_dict_round_trip_and_shape_errors():
-    from speechprune.gates import gate_dict, gate_flat
+    from speechprune.method.gates import gate_dict, gate_flat
 
     layout = tiny_layout()
     flat = torch.randn(layout.size, dtype=torch.float64)

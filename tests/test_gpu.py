@@ -13,11 +13,11 @@ import pytest
 import torch
 from test_cli import cli
 
-from speechprune.artifact import load
-from speechprune.config import PruneConfig
-from speechprune.export import shrink_run
-from speechprune.loading import inspect_model, load_encoder
-from speechprune.prune import prune
+from speechprune.folders.shrunk import load
+from speechprune.model.loading import inspect_model, load_encoder
+from speechprune.prune.config import PruneConfig
+from speechprune.prune.job import prune
+from speechprune.shrink.job import shrink_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from speechprune.accounting import pruned_spec
-from speechprune.gates import GateLayout, HardConcreteGates
-from speechprune.latency import CostTable, architecture, expected_ms, latency_budget, nnls, predict_ms
+from speechprune.bench.cost_model import nnls
+from speechprune.method.accounting import pruned_spec
+from speechprune.method.gates import GateLayout, HardConcreteGates
+from speechprune.method.latency import CostTable, architecture, expected_ms, latency_budget, predict_ms
 from conftest import ALL_KINDS
 from test_accounting import edge_case_values
 from test_cli import assert_clean_error, run_captured
@@ -208,7 +209,7 @@ def test_one_shot_to_a_predicted_speedup_with_a_parameter_budget(model_dir, audi
 
 
 def test_latency_options_are_refused_before_weights_load(model_dir, audio_dir, tmp_path, monkeypatch):
-    import speechprune.prune as core
+    import speechprune.prune.job as core
 
     def refuse(*_):
         raise AssertionError("weights were loaded before the options were checked")

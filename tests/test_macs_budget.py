@@ -8,14 +8,14 @@ import pytest
 import torch
 import transformers
 
-from speechprune.accounting import pruned_spec
-from speechprune.budget import macs_budget, params_budget
-from speechprune.decision import decide, one_shot_ranking, value_per_cost
-from speechprune.encoder import Encoder
-from speechprune.families import FAMILIES
-from speechprune.gates import GATE_KINDS, GateLayout, HardConcreteGates
-from speechprune.macs import macs, macs_count, pruned_macs
-from speechprune.shrink import shrink_encoder
+from speechprune.method.accounting import pruned_spec
+from speechprune.method.budget import macs_budget, params_budget
+from speechprune.method.decision import decide, one_shot_ranking, value_per_cost
+from speechprune.method.gates import GATE_KINDS, GateLayout, HardConcreteGates
+from speechprune.method.macs import macs, macs_count, pruned_macs
+from speechprune.model.encoder import Encoder
+from speechprune.model.families import FAMILIES
+from speechprune.shrink.slicing import shrink_encoder
 from conftest import ALL_KINDS, build_model
 from test_accounting import edge_case_values
 
@@ -128,9 +128,9 @@ def test_two_budgets_land_on_the_binding_one_and_stay_under_the_other(macs_spars
 
 
 def test_unreachable_macs_target_is_refused_before_weights_load(model_dir, audio_dir, tmp_path):
-    from speechprune.config import PruneConfig
     from speechprune.errors import UsageError
-    from speechprune.prune import prune
+    from speechprune.prune.config import PruneConfig
+    from speechprune.prune.job import prune
 
     config = PruneConfig(model=str(model_dir("wav2vec2")), sparsity=None, macs_sparsity=0.9, data=str(audio_dir),
                          out=str(tmp_path / "run"), structures=["head", "int"], steps=2)
@@ -163,7 +163,7 @@ def test_prune_to_a_macs_budget_from_the_command_line(budget, model_dir, audio_d
     assert set(summary["budgets"]) == ({"macs"} if len(budget) == 2 else {"params", "macs"})
     from safetensors.torch import load_file
 
-    from speechprune.runfolder import RunFolder
+    from speechprune.folders.run import RunFolder
 
     log_alpha = RunFolder(out).latest_checkpoint().tensors("gates")["log_alpha"]
     keep = load_file(str(out / "masks.safetensors"))["keep"].bool()

@@ -130,7 +130,7 @@ def test_disk_full_while_shrinking(capsys, run_dir, tmp_path, monkeypatch):
         raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
                               "\"No space left on device\" }) (os error 28)")
 
-    monkeypatch.setattr("speechprune.atomic.save_file", full)
+    monkeypatch.setattr("speechprune.io.atomic.save_file", full)
     out = tmp_path / "m"
     assert_clean_error(cli(capsys, "shrink", run_dir, "--out", out), 1,
                        f"no space left on device while writing {out}; free space and rerun", only_line=False)
@@ -141,7 +141,7 @@ def test_disk_full_anywhere_is_not_reported_as_a_bug(capsys, model_dir, audio_di
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr("speechprune.atomic.write_json", full)
+    monkeypatch.setattr("speechprune.io.atomic.write_json", full)
     out = tmp_path / "run"
     result = cli(capsys, "prune", model_dir("wav2vec2"), "--sparsity", "0.5", "--data", audio_dir, "--out", out, *TINY)
     assert_clean_error(result, 1, f"no space left on device while writing {out / 'config.json'}", only_line=False)
@@ -191,9 +191,9 @@ def test_bench_min_time_inf_would_never_end(capsys, tmp_path):
 
 @pytest.mark.parametrize("style", ["base", "large"])
 def test_wavlm_that_keeps_no_head_shrinks_and_loads(style, tmp_path):
-    from speechprune.artifact import load, write_model_folder
-    from speechprune.encoder import EncoderSpec
-    from speechprune.gates import GateLayout
+    from speechprune.folders.shrunk import load, write_model_folder
+    from speechprune.method.gates import GateLayout
+    from speechprune.model.spec import EncoderSpec
     from test_shrink import assert_same_outputs, dense_encoder, shrunk_pair
 
     encoder = dense_encoder("wavlm", style)
@@ -211,7 +211,7 @@ def test_wavlm_that_keeps_no_head_shrinks_and_loads(style, tmp_path):
 
 
 def test_specs_without_rel_heads_keep_every_head():
-    from speechprune.encoder import EncoderSpec
+    from speechprune.model.spec import EncoderSpec
     from test_shrink import dense_encoder
 
     saved = dense_encoder("wavlm", "base").spec.to_dict()
@@ -227,7 +227,7 @@ def no_hub(monkeypatch, tmp_path):
     """A hub that refuses connections at once and an empty cache, whatever this machine's network."""
     from huggingface_hub import constants
 
-    from speechprune.loading import hub_offline
+    from speechprune.model.loading import hub_offline
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
@@ -309,8 +309,8 @@ def test_unreadable_weights_file(capsys, tmp_path, model_dir, audio_dir, monkeyp
 
 
 def test_non_finite_audio_is_not_called_silent(tmp_path, audio_dir):
-    from speechprune.audio import scan_audio
-    from speechprune.synth import write_corpus
+    from speechprune.io.audio import scan_audio
+    from speechprune.io.synth import write_corpus
 
     write_corpus(tmp_path, n_files=1, seconds=(1.5, 1.5), seed=0)
     bad = np.full(24000, np.nan, dtype=np.float32)
@@ -323,8 +323,8 @@ def test_non_finite_audio_is_not_called_silent(tmp_path, audio_dir):
 
 
 def test_missing_manifest_entries_are_named(tmp_path):
-    from speechprune.audio import scan_audio
     from speechprune.errors import DataError
+    from speechprune.io.audio import scan_audio
 
     manifest = tmp_path / "train.tsv"
     manifest.write_text("".join(f"{tmp_path}/gone-{i}.wav\t16000\n" for i in range(5)))
@@ -343,7 +343,7 @@ def test_damaged_mp3_does_not_print_decoder_errors(tmp_path, audio_dir):
     rng = np.random.default_rng(0)
     frame_header = bytes([0xFF, 0xFB, 0x90, 0x64])  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz
     (folder / "damaged.mp3").write_bytes(b"".join(frame_header + rng.bytes(413) for _ in range(40)))
-    script = ("from speechprune.audio import load_audio, scan_audio\n"
+    script = ("from speechprune.io.audio import load_audio, scan_audio\n"
               f"corpus = scan_audio({str(folder)!r})\n"
               "[load_audio(f, 16000, seconds=1.0) for f in corpus.files]\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import speechprune.onnx_export as onnx_export
-from speechprune.onnx_export import export_onnx, session
+import speechprune.deploy.onnx as onnx_export
+from speechprune.deploy.onnx import export_onnx, session
 from conftest import ALL_KINDS
 from test_artifact import pruned_run  # noqa: F401 (a fixture)
 from test_cli import assert_clean_error, cli

@@ -1,4 +1,4 @@
-"""SUPERB-style probes (`speechprune.probe`) and `speechprune eval`: probes that find the layer
+"""SUPERB-style probes (`speechprune.eval.probe`) and `speechprune eval`: probes that find the layer
 carrying a planted signal, CTC on planted phones, features that do not depend on padding or
 batch companions, prune-run masks, and the command end to end on labelled tones."""
 
@@ -13,17 +13,11 @@ import soundfile as sf
 import torch
 
 from speechprune.cli.app import main
-from speechprune.evaluate import split_by_class
-from speechprune.probe import (
-    clip_batches,
-    edit_distance,
-    fit_classifier,
-    fit_ctc,
-    frame_features,
-    pooled_features,
-)
-from speechprune.synth import speechlike
-from speechprune.targets import load_target, read_target
+from speechprune.eval.features import clip_batches, frame_features, pooled_features
+from speechprune.eval.job import split_by_class
+from speechprune.eval.probe import edit_distance, fit_classifier, fit_ctc
+from speechprune.folders.target import load_target, read_target
+from speechprune.io.synth import speechlike
 
 RATE = 16000
 TONES_HZ = {"high": 2500.0, "low": 300.0, "mid": 900.0}
@@ -65,8 +59,8 @@ def tones(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(model_dir, audio_dir, tmp_path_factory) -> Path:
     """A short prune run of the Large-style tiny wav2vec2 (which takes attention masks)."""
-    from speechprune.config import PruneConfig
-    from speechprune.prune import prune
+    from speechprune.prune.config import PruneConfig
+    from speechprune.prune.job import prune
 
     out = tmp_path_factory.mktemp("probe-run") / "run"
     prune(PruneConfig(model=str(model_dir("wav2vec2", "large")), sparsity=0.6, data=str(audio_dir), out=str(out),

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from speechprune.config import PruneConfig
-from speechprune.encoder import Encoder
-from speechprune.gates import BETA, LIMIT_L, LIMIT_R, GateLayout
-from speechprune.prune import prune
-from speechprune.runfolder import RunFolder, read_spec
+from speechprune.folders.run import RunFolder, read_spec
+from speechprune.method.gates import BETA, LIMIT_L, LIMIT_R, GateLayout
+from speechprune.model.encoder import Encoder
+from speechprune.prune.config import PruneConfig
+from speechprune.prune.job import prune
 from conftest import ALL_KINDS
 from sliced_count import sliced_parameter_count
 
@@ -152,7 +152,7 @@ def test_two_processes_on_gloo(model_dir, audio_dir, tmp_path):
 @pytest.mark.parametrize("task,left_out", [("ForPreTraining", {"project_hid", "project_q", "quantizer"}),
                                            ("ForSequenceClassification", {"classifier", "projector"})])
 def test_task_checkpoints_give_their_encoder(task, left_out, tmp_path):
-    from speechprune.loading import describe_source, inspect_model, load_encoder
+    from speechprune.model.loading import describe_source, inspect_model, load_encoder
     from conftest import build_model, save_model
 
     folder = save_model(tmp_path / "model", "wav2vec2", "base", task)
@@ -168,7 +168,7 @@ def test_task_checkpoints_give_their_encoder(task, left_out, tmp_path):
 def test_old_weight_norm_key_names_load(tmp_path):
     """Checkpoints from older torch store the positional conv as weight_g / weight_v."""
     from safetensors.torch import load_file, save_file
-    from speechprune.loading import inspect_model, load_encoder
+    from speechprune.model.loading import inspect_model, load_encoder
     from conftest import save_model
 
     folder = save_model(tmp_path / "model", "hubert", "base")
@@ -183,8 +183,8 @@ def test_old_weight_norm_key_names_load(tmp_path):
 
 
 def write_scores(path, model, structures=None, seed=0):
-    from speechprune.gates import GATE_KINDS, gate_dict
-    from speechprune.loading import inspect_model
+    from speechprune.method.gates import GATE_KINDS, gate_dict
+    from speechprune.model.loading import inspect_model
 
     layout = GateLayout(inspect_model(str(model)).spec, structures or GATE_KINDS)
     scores = torch.rand(layout.size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -193,9 +193,9 @@ def write_scores(path, model, structures=None, seed=0):
 
 
 def test_one_shot_from_scores_lands_and_shrinks(model_dir, audio_dir, tmp_path):
-    from speechprune.budget import params_budget
-    from speechprune.decision import decide, value_per_cost
-    from speechprune.export import shrink_run
+    from speechprune.method.budget import params_budget
+    from speechprune.method.decision import decide, value_per_cost
+    from speechprune.shrink.job import shrink_run
 
     model = model_dir("wav2vec2")
     layout, scores = write_scores(tmp_path / "scores.json", model)

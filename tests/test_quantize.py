@@ -11,12 +11,12 @@ from torch import nn
 from transformers import AutoModel
 
 import speechprune
-from speechprune.artifact import write_model_folder
-from speechprune.encoder import Encoder
-from speechprune.gates import GateLayout
-from speechprune.loading import quiet_transformers
-from speechprune.shrink import shrink_encoder
-from speechprune.synth import speechlike
+from speechprune.folders.shrunk import write_model_folder
+from speechprune.io.synth import speechlike
+from speechprune.method.gates import GateLayout
+from speechprune.model.encoder import Encoder
+from speechprune.model.loading import quiet_transformers
+from speechprune.shrink.slicing import shrink_encoder
 from conftest import build_model
 from test_accounting import edge_case_values
 from test_cli import assert_clean_error, cli

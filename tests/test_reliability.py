@@ -20,15 +20,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from speechprune import atomic
-from speechprune.analysis.compare import require_finite
 from speechprune.cli.output import Output
-from speechprune.encoder import Encoder
 from speechprune.errors import DataError, ModelError
-from speechprune.outputs import OutputLock
-from speechprune.prune import prune
-from speechprune.runfolder import RunFolder
-from speechprune.shrink import max_relative_error, read_run
+from speechprune.folders.run import RunFolder
+from speechprune.folders.run import read_run
+from speechprune.io import atomic
+from speechprune.io.outputs import OutputLock
+from speechprune.model.compare import require_finite
+from speechprune.model.encoder import Encoder
+from speechprune.prune.job import prune
+from speechprune.shrink.slicing import max_relative_error
 from test_cli import TINY, assert_clean_error, cli
 from test_prune_runs import fast_config, metric_lines, run_cli
 
@@ -48,7 +49,7 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
 
 def hold_lock(out: Path) -> subprocess.Popen:
     """Another process that holds ``out``'s lock until killed."""
-    code = "import sys, time; from speechprune.outputs import OutputLock\n" \
+    code = "import sys, time; from speechprune.io.outputs import OutputLock\n" \
            "with OutputLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)"
     process = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "locked"
@@ -106,9 +107,10 @@ def test_a_lock_released_by_its_holder_is_taken_by_the_next_writer(tmp_path):
 
 
 def test_non_finite_loss_skips_the_step_and_is_counted(model_dir, audio_dir, tmp_path, monkeypatch):
-    import speechprune.prune as prune_module
+    import speechprune.prune.lifecycle as lifecycle
+    import speechprune.prune.step as step
 
-    real = prune_module.distill_loss
+    real = step.distill_loss
     calls = []
 
     def nan_on_second_step(*args, **kwargs):
@@ -116,7 +118,8 @@ def test_non_finite_loss_skips_the_step_and_is_counted(model_dir, audio_dir, tmp
         calls.append(1)
         return (total * math.nan, pairs) if len(calls) == 2 else (total, pairs)
 
-    monkeypatch.setattr(prune_module, "distill_loss", nan_on_second_step)
+    for module in (step, lifecycle):
+        monkeypatch.setattr(module, "distill_loss", nan_on_second_step)
     summary = prune(fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "run", 0.5, val_fraction=0.0))
     assert summary["skipped_steps"] == 1
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -128,11 +131,13 @@ def test_non_finite_loss_skips_the_step_and_is_counted(model_dir, audio_dir, tmp
 
 
 def test_a_loss_that_stays_non_finite_stops_the_run(model_dir, audio_dir, tmp_path, monkeypatch):
-    import speechprune.prune as prune_module
+    import speechprune.prune.lifecycle as lifecycle
+    import speechprune.prune.step as step
 
-    real = prune_module.distill_loss
-    monkeypatch.setattr(prune_module, "MAX_SKIPPED_IN_A_ROW", 3)
-    monkeypatch.setattr(prune_module, "distill_loss", lambda *a, **k: (real(*a, **k)[0] * math.inf, real(*a, **k)[1]))
+    real = step.distill_loss
+    monkeypatch.setattr(lifecycle, "MAX_SKIPPED_IN_A_ROW", 3)
+    for module in (step, lifecycle):
+        monkeypatch.setattr(module, "distill_loss", lambda *a, **k: (real(*a, **k)[0] * math.inf, real(*a, **k)[1]))
     with pytest.raises(DataError, match="not finite for 3 steps in a row"):
         prune(fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "run", 0.5, steps=6))
 
@@ -299,7 +304,7 @@ def modes(folder: Path) -> set[tuple[str, int]]:
 
 
 def test_outputs_follow_the_umask(model_dir, audio_dir, tmp_path):
-    from speechprune.export import shrink_run
+    from speechprune.shrink.job import shrink_run
 
     old = os.umask(0o002)
     try:
@@ -312,7 +317,7 @@ def test_outputs_follow_the_umask(model_dir, audio_dir, tmp_path):
 
 
 def test_shrink_removes_temporaries_a_killed_shrink_left(finished, tmp_path):
-    from speechprune.export import shrink_run
+    from speechprune.shrink.job import shrink_run
 
     stale = tmp_path / ".model.k9x2ab_7.speechprune-tmp"
     (stale / "stock").mkdir(parents=True)

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from speechprune.accounting import parameter_count
-from speechprune.encoder import Encoder
-from speechprune.gates import GateLayout, HardConcreteGates
-from speechprune.shrink import shrink_encoder
+from speechprune.method.accounting import parameter_count
+from speechprune.method.gates import GateLayout, HardConcreteGates
+from speechprune.model.encoder import Encoder
+from speechprune.shrink.slicing import shrink_encoder
 from conftest import ALL_KINDS, build_model
 from test_accounting import edge_case_values
 from test_encoder import batch_of_unequal_lengths, encoder_from

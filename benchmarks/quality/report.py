@@ -11,7 +11,7 @@ import platform
 import time
 from pathlib import Path
 
-from speechprune.atomic import write_text
+from speechprune.io.atomic import write_text
 
 PLOT = "images/quality-vs-sparsity.png"
 SPEED_PLOT = "images/quality-vs-speedup.png"
@@ -318,7 +318,7 @@ What each prune run landed on: the budget that binds, the cost table's predicted
 
 ## int8 on top of pruning
 
-`speechprune.quantize` (dynamic int8 on every `nn.Linear`; the CNN, positional convolution
+`speechprune.deploy.quantize` (dynamic int8 on every `nn.Linear`; the CNN, positional convolution
 and norms stay float32) applied to shrunk students, timed by `speechprune bench --quantize
 int8` against the float32 teacher and probed like every row (the probes are retrained on the
 int8 features):

@@ -13,8 +13,8 @@ Stages (each cached in --work and skipped when its output exists, so an interrup
              --cost-model` measures first); the one-shot baseline ranks gates by `speechprune
              analyze` scores; the from-scratch baseline copies the 0.72 architecture
 4. probes    keyword (speaker-disjoint), speaker (word-disjoint), phones (linear CTC, held-out
-             speakers), fidelity to the teacher, all on frozen features (speechprune.probe);
-             int8 rows probe a student with its Linear layers quantized (speechprune.quantize)
+             speakers), fidelity to the teacher, all on frozen features (speechprune.eval.probe);
+             int8 rows probe a student with its Linear layers quantized (speechprune.deploy.quantize)
 5. speed     `speechprune bench` of every model against the teacher on the CPU (int8 rows with
              `--quantize int8`)
 6. report    docs/results.md, docs/results.json, docs/images/quality-vs-sparsity.png
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speechprune.atomic import write_text
+from speechprune.io.atomic import write_text
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -173,7 +173,7 @@ class Pipeline:
         import torch
         import transformers
 
-        from speechprune.loading import quiet_transformers
+        from speechprune.model.loading import quiet_transformers
 
         config = transformers.Wav2Vec2Config.from_pretrained(self.teacher)
         tmp = self.random.with_name(self.random.name + ".tmp")
@@ -274,21 +274,16 @@ class Pipeline:
     def probe(self, row: Row, sets: dict, teacher_net) -> dict:
         import torch
 
-        from speechprune.analysis.compare import compare_hidden_states
-        from speechprune.probe import (
-            clip_batches,
-            fit_classifier,
-            fit_ctc,
-            frame_features,
-            pooled_features,
-        )
-        from speechprune.targets import load_target, read_target
+        from speechprune.eval.features import clip_batches, frame_features, pooled_features
+        from speechprune.eval.probe import fit_classifier, fit_ctc
+        from speechprune.folders.target import load_target, read_target
+        from speechprune.model.compare import compare_hidden_states
 
         target = read_target(str(self.model(row)))
         net, masks, _ = load_target(target, torch.device("cpu"))
         float_net = net
         if row.kind == "int8":
-            from speechprune.quantize import quantize
+            from speechprune.deploy.quantize import quantize
 
             net = quantize(net, "int8")
         audio = dict(attention_mask=target.attention_mask, normalize=target.normalize,
@@ -390,7 +385,7 @@ def main(argv=None) -> None:
     results_file = work / "probes.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     sets = None
-    from speechprune.targets import load_target, read_target
+    from speechprune.folders.target import load_target, read_target
 
     teacher_target = read_target(str(pipeline.teacher))
     teacher_net = (teacher_target, load_target(teacher_target, torch.device("cpu"))[0])

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import torch
 
-from speechprune.artifact import write_model_folder
-from speechprune.audio import CropSampler, scan_audio
-from speechprune.distill import DistillHeads, distill_loss
-from speechprune.encoder import Encoder, EncoderSpec
-from speechprune.loading import inspect_model, load_encoder
+from speechprune.folders.shrunk import write_model_folder
+from speechprune.io.audio import scan_audio
+from speechprune.io.batches import CropSampler
+from speechprune.method.distill import DistillHeads, distill_loss
+from speechprune.model.encoder import Encoder
+from speechprune.model.loading import inspect_model, load_encoder
+from speechprune.model.spec import EncoderSpec
 
 
 def train(args) -> dict:

@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 import transformers
 
-from speechprune.probe import edit_distance, greedy_decode
+from speechprune.eval.probe import edit_distance, greedy_decode
 
 SAMPLING_RATE = 16000
 

@@ -41,7 +41,7 @@ def command(
     \b
     Example: speechprune analyze facebook/wav2vec2-base --data /data/LibriSpeech/dev-clean --no-drop-one --out heads.json
     """
-    from ..analyze import AnalyzeOptions, analyze
+    from ..analyze.job import AnalyzeOptions, analyze
 
     output = Output(json_mode=json_output, quiet=quiet)
     options = AnalyzeOptions(model=model, data=data, max_seconds=max_seconds, crop_seconds=crop_seconds,

@@ -12,8 +12,8 @@ import traceback
 import typer
 
 from .. import __version__
-from .. import atomic
 from ..errors import DiskFullError, SpeechpruneError
+from ..io import atomic
 from . import analyze, bench, export_onnx, invocation, prune, shrink
 from . import eval as eval_command
 

@@ -40,8 +40,8 @@ def command(
     \b
     Example: speechprune bench models/w2v2-72 --baseline facebook/wav2vec2-base --device cpu --seconds 10 --quantize int8
     """
-    from ..bench import BenchOptions, bench
-    from ..latency import COST_MODEL_MIN_TIME, measure_cost_table
+    from ..bench.cost_model import COST_MODEL_MIN_TIME, measure_cost_table
+    from ..bench.job import BenchOptions, bench
 
     output = Output(json_mode=json_output, quiet=quiet)
     options = BenchOptions(

@@ -35,7 +35,7 @@ def command(
     \b
     Example: speechprune eval models/w2v2-72 --data /data/keywords --teacher facebook/wav2vec2-base
     """
-    from ..evaluate import EvalOptions, evaluate
+    from ..eval.job import EvalOptions, evaluate
 
     output = Output(json_mode=json_output, quiet=quiet)
     options = EvalOptions(model=model, data=data, test_data=test_data, test_fraction=test_fraction, teacher=teacher,

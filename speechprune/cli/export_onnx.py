@@ -22,7 +22,7 @@ def command(
     \b
     Example: speechprune export-onnx models/w2v2-72 --out w2v2-72.onnx
     """
-    from ..onnx_export import export_model
+    from ..deploy.onnx import export_model
 
     output = Output(json_mode=json_output, quiet=quiet)
     report = export_model(model, out, hidden_states=hidden_states, overwrite=overwrite,

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from ..config import PRECISIONS, PruneConfig
 from ..errors import DataError, UsageError
-from ..gates import GATE_KINDS
-from ..runtime import Distributed
+from ..method.gates import GATE_KINDS
+from ..prune.config import PRECISIONS, PruneConfig
+from ..prune.distributed import Distributed
 from .lists import comma_list
 from .output import JsonOption, Output, QuietOption
 
@@ -70,7 +70,7 @@ def command(
     if demo:
         if model is not None:
             raise UsageError("--demo brings its own model; drop MODEL or drop --demo")
-        from ..demo import prepare_demo
+        from ..prune.demo import prepare_demo
 
         output.info(f"demo: tiny random wav2vec2 model and generated audio in {DEMO_FOLDER}/")
         model_dir, audio_dir = prepare_demo(DEMO_FOLDER)
@@ -126,7 +126,8 @@ def command(
     )
     config.validate()
 
-    from ..prune import prune, summary_line
+    from ..prune.job import prune
+    from ..prune.records import summary_line
 
     summary = prune(config, output.reporter(log_every))
     output.result(summary, summary_line(summary))

@@ -28,7 +28,7 @@ def command(
     \b
     Example: speechprune shrink runs/w2v2-72 --out models/w2v2-72 --data /data/LibriSpeech/dev-clean --onnx
     """
-    from ..export import shrink_run
+    from ..shrink.job import shrink_run
 
     output = Output(json_mode=json_output, quiet=quiet)
     out = out or str(Path("models") / Path(run.rstrip("/")).name)

@@ -1,0 +1,260 @@
+"""``bench MODEL --cost-model FILE``: measure the cost table (``method.latency``) of a model for
+this device, thread count, dtype, batch and input length.
+
+The parts of the encoder are timed alone, built from the model's architecture with random
+weights, at several widths, with bench's warm-up and interleaved rounds (``timing``), and each
+part's features (``method.latency``) are fitted by non-negative least squares, on relative
+errors. A transformer layer is timed at about a dozen shapes (head counts, head widths, FFN
+widths, and two shapes whose heads are padded to a wider run-time width, so that the
+projections at stored widths and the T'^2 products at the padded width separate).
+
+Parts timed alone need not add up to the whole: a part called again and again finds its
+inputs and weights in cache, and the glue between parts (WavLM's relative position bias,
+norms, masks) is not timed. So the whole encoder is timed too, dense and evenly shrunk to
+1/2 and 1/4 of its widths, and a scale and a constant are fitted to those three.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import UsageError
+from ..io.progress import Reporter
+from ..method.latency import (
+    CostTable,
+    architecture,
+    conv_features,
+    dot,
+    parts_ms,
+    projection_features,
+    spec_layer_features,
+)
+from ..model.device import DTYPES
+from ..model.encoder import Encoder
+from ..model.layers import ConvLayer, EncoderLayer, FeatureProjection, PositionalConv
+from ..model.spec import EncoderSpec, LayerSpec, conv_lengths
+from .job import BenchOptions, check_options
+from .models import check_inputs, describe
+from .timing import all_cores, device_name, device_sync, interleaved
+
+COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes)
+
+
+def check_cost_model_options(options: BenchOptions, out: str) -> None:
+    """A table is for one model and one setting (before anything is read)."""
+    if len(options.models) != 1:
+        raise UsageError(f"--cost-model measures one model, got {len(options.models)}")
+    for option, values in (("--seconds", options.seconds), ("--batch", options.batches), ("--dtype", options.dtypes)):
+        if len(values) != 1:
+            raise UsageError(f"--cost-model measures one setting: give one {option}, got {','.join(map(str, values))}")
+    for option, given in (("--baseline", options.baseline), ("--compile", options.compile),
+                          ("--breakdown", options.breakdown), ("--latency-table", options.latency_table),
+                          ("--quantize", options.quantize), ("--runtime onnxruntime", options.runtime != "torch")):
+        if given:
+            raise UsageError(f"--cost-model does not combine with {option}")
+    if Path(out).is_dir():
+        raise UsageError(f"--cost-model {out} is a folder; give a file name such as cost-table.json")
+
+
+class _Timer:
+    """Median milliseconds of one module call on random inputs, with bench's warm-up and rounds."""
+
+    def __init__(self, options: BenchOptions, device: torch.device, dtype: torch.dtype, clock: Callable[[], float]):
+        self.options, self.device, self.dtype, self.clock = options, device, dtype, clock
+        self.sync = device_sync(device)
+        self.generator = torch.Generator().manual_seed(options.seed)
+
+    def input(self, *shape: int) -> torch.Tensor:
+        return torch.randn(self.options.batches[0], *shape, generator=self.generator).to(self.device, self.dtype)
+
+    def ms(self, module: torch.nn.Module, *inputs) -> float:
+        module = module.to(self.device, self.dtype).eval()
+        o = self.options
+        times = interleaved([lambda: module(*inputs)], warmup=o.warmup, repeat=o.repeat, min_time=o.min_time,
+                            clock=self.clock, sync=self.sync)[0]
+        return statistics.median(times) * 1e3
+
+
+def _with_conv(spec: EncoderSpec, changes: dict[int, int]) -> EncoderSpec:
+    """``spec`` with some conv layers at other channel counts (norms still over the dense count,
+    as in a shrunk model)."""
+    channels = [changes.get(c, n) for c, n in enumerate(spec.conv_channels)]
+    return EncoderSpec.from_dict({**spec.to_dict(), "conv_channels": channels,
+                                  "conv_norm_channels": spec.conv_norm_channels})
+
+
+def _share(n: int, fraction: float) -> int:
+    return max(1, round(n * fraction))
+
+
+def _uniform(spec: EncoderSpec, share: float) -> EncoderSpec:
+    """``spec`` shrunk evenly: ``share`` of every conv layer's channels, of the heads and of the FFN units."""
+    heads, units = _share(spec.num_heads, share), _share(spec.layers[0].ffn_dim, share)
+    layer = LayerSpec(heads=list(range(heads)), qk_dim=spec.head_dim, vo_dim=spec.head_dim, ffn_dim=units)
+    return EncoderSpec.from_dict({
+        **spec.to_dict(),
+        "conv_channels": [_share(n, share) for n in spec.conv_channels],
+        "conv_norm_channels": spec.conv_norm_channels,
+        "layers": [asdict(layer)] * len(spec.layers),
+    })
+
+
+def _layer_shapes(spec: EncoderSpec) -> list[LayerSpec]:
+    """About a dozen shapes of one layer: head counts, head widths, FFN widths, and two shapes
+    whose padded width differs from the stored ones (projections vs T'^2 products)."""
+    h, w, f = spec.num_heads, spec.head_dim, spec.layers[0].ffn_dim
+    two, third, half_w = _share(h, 2 / 3), _share(h, 1 / 3), _share(w, 1 / 2)
+
+    def shape(heads, width, units, qk_dims=None, vo_dims=None):
+        qk = max(qk_dims) if qk_dims else width
+        vo = max(vo_dims) if vo_dims else width
+        return LayerSpec(heads=list(range(heads)), qk_dim=qk if heads else 0, vo_dim=vo if heads else 0, ffn_dim=units,
+                         attention=heads > 0, ffn=units > 0, qk_dims=qk_dims, vo_dims=vo_dims)
+
+    shapes = [
+        shape(h, w, f), shape(h, w, _share(f, 1 / 2)), shape(h, w, _share(f, 1 / 6)), shape(h, w, 0),
+        shape(0, 0, f), shape(0, 0, 0), shape(two, w, f), shape(third, w, 0), shape(1, w, _share(f, 1 / 2)),
+        shape(h, half_w, f), shape(third, half_w, _share(f, 1 / 6)),
+        shape(h, w, _share(f, 1 / 2), qk_dims=[w if i % 2 else half_w for i in range(h)],
+              vo_dims=[w if i % 2 else half_w for i in range(h)]),
+        shape(two, w, 0, qk_dims=[half_w] * two, vo_dims=[w] * two),  # q/k narrower than v/o: padded to w
+    ]
+    unique = {json.dumps(asdict(s)): s for s in shapes}
+    return list(unique.values())
+
+
+def _describe_layer(layer: LayerSpec) -> str:
+    qk, vo = layer.head_widths()
+    attention = "no attention"
+    if layer.attention:
+        attention = f"{len(layer.heads)} heads q/k {sorted(set(qk))} v/o {sorted(set(vo))}"
+    return f"layer: {attention}, FFN {layer.ffn_dim if layer.ffn else 'none'}"
+
+
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x >= 0 minimising |a x - b| (Lawson and Hanson's active-set method)."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    tolerance = 1e-10 * max(1.0, float(np.abs(a).max()))
+    for _ in range(3 * n):
+        gradient = a.T @ (b - a @ x)
+        candidates = ~passive & (gradient > tolerance)
+        if not candidates.any():
+            break
+        passive[np.argmax(np.where(candidates, gradient, -np.inf))] = True
+        while True:  # solve on the passive set; step back to the boundary while a value goes negative
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            blocked = passive & (z <= tolerance)
+            if not blocked.any():
+                break
+            ratios = np.where(blocked, x / np.where(blocked, x - z, 1.0), np.inf)
+            first = int(np.argmin(ratios))
+            x = x + ratios[first] * (z - x)
+            x[first] = 0.0
+            passive &= x > tolerance
+        x = z
+    return x
+
+
+def _fit(rows: list[dict], measured: list[float]) -> dict:
+    """Non-negative coefficients of the features in ``rows`` that best fit ``measured`` ms, on
+    relative errors (every shape counts alike, whatever its size)."""
+    names = list(rows[0])
+    a = np.array([[row[name] for name in names] for row in rows], dtype=np.float64) / np.array(measured)[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0  # a feature that never varies from 0: its coefficient stays 0
+    x = nnls(a / scale, np.ones(len(rows))) / scale
+    return dict(zip(names, x.tolist()))
+
+
+def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | None = None,
+                       clock: Callable[[], float] = time.perf_counter) -> CostTable:
+    """Time the parts of ``options.models[0]`` at several widths and fit its cost table."""
+    reporter = reporter or Reporter()
+    check_cost_model_options(options, out)
+    device = check_options(options)
+    model = describe(options.models[0])
+    if model.kind == "shrunk":
+        raise UsageError(f"{model.source} is a shrunk model; measure the cost table on the dense model it came from")
+    check_inputs([model], None, options.seconds)
+    spec, seconds, dtype = model.spec, options.seconds[0], options.dtypes[0]
+    threads = options.threads or all_cores()
+    torch.set_num_threads(threads)
+    torch.manual_seed(options.seed)  # random weights: their values do not matter for timing
+    timer = _Timer(options, device, DTYPES[dtype], clock)
+    samples = round(seconds * model.sampling_rate)
+    lengths = conv_lengths(spec, samples)
+    t, d = lengths[-1], spec.hidden_size
+    fit: dict[str, list] = {}
+
+    def fitted(name: str, shapes: list[tuple[str, dict, float]]) -> dict:
+        coefficients = _fit([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
+        fit[name] = [{"shape": label, "measured_ms": round(ms, 4), "fitted_ms": round(dot(coefficients, f), 4),
+                      "residual": round(dot(coefficients, f) / ms - 1, 4)} for label, f, ms in shapes]
+        return coefficients
+
+    with torch.inference_mode():
+        conv = []
+        for c, (length, kernel, full) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
+            reporter.message(f"timing conv layer {c}")
+            before = spec.conv_channels[c - 1] if c else 1
+            pairs = [(before, full), (before, _share(full, 3 / 4)), (before, _share(full, 1 / 2)),
+                     (_share(before, 1 / 2), full), (_share(before, 1 / 4), _share(full, 1 / 4))]
+            shapes = []
+            for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
+                module = ConvLayer(_with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out}), c)
+                ms = timer.ms(module, timer.input(k_in, samples if c == 0 else lengths[c - 1]))
+                features = conv_features(length, kernel, k_in, k_out, k_out**2)
+                shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features, ms))
+            conv.append(fitted(f"conv.{c}", shapes))
+
+        reporter.message("timing the feature projection and the positional convolution")
+        last = len(spec.conv_channels) - 1
+        shapes = []
+        for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
+            ms = timer.ms(FeatureProjection(_with_conv(spec, {last: k})), timer.input(t, k))
+            shapes.append((f"projection: {k} channels", projection_features(t, d, k), ms))
+        projection = fitted("projection", shapes)
+        pos_conv = {"const": timer.ms(PositionalConv(spec), timer.input(t, d))}
+
+        shapes = []
+        bias = timer.input(spec.num_heads, t, t)[0] if spec.num_buckets else None  # WavLM: (H, T', T')
+        for layer in _layer_shapes(spec):
+            reporter.message(f"timing {_describe_layer(layer)}")
+            ms = timer.ms(EncoderLayer(spec, layer), timer.input(t, d), None, bias)
+            shapes.append((_describe_layer(layer), spec_layer_features(t, d, layer), ms))
+        layer = fitted("layer", shapes)
+
+        parts = {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": layer}
+        shapes = []
+        for share in (1, 1 / 2, 1 / 4):
+            reporter.message(f"timing the encoder at {share:g} of its widths")
+            whole = _uniform(spec, share)
+            ms = timer.ms(Encoder(whole), timer.input(samples))
+            shapes.append((f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples),
+                                                                    "overhead": 1.0}, ms))
+        parts.update(fitted("encoder", shapes))
+    table = CostTable(
+        conditions={"device": device.type, "device_name": device_name(device), "threads": threads,
+                    "dtype": dtype, "batch": options.batches[0], "seconds": seconds},
+        architecture=architecture(spec, model.sampling_rate),
+        coefficients=parts,
+        fit=fit,
+        provenance={"model": model.source, "speechprune": __version__, "torch": torch.__version__,
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "warmup": options.warmup,
+                    "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
+                    "weights": "random (timing does not depend on weight values)"},
+    )
+    table.write(out)
+    return table

@@ -1,0 +1,294 @@
+"""The ``bench`` job: latency, throughput, memory and speedup of speech encoders, measured so
+that the numbers can be trusted.
+
+Reading order: check every option (nothing loaded yet), read what each model is from its
+config files (and check that the inputs fit it), load the models, then for each setting
+(dtype, eager or compiled, audio seconds, batch) time all models in interleaved rounds
+(baseline, model, baseline, model, ...) so that machine drift hits them alike, and compute
+each model's speedup as the baseline's median over its own.
+
+What is timed is what users deploy: the stock ``transformers`` model for a stock folder or
+hub id, ``speechprune.load`` for a shrunk folder, and, for a prune run, the dense encoder
+multiplied by its current masks (dense compute: no speedup until it is shrunk); ``models``
+loads them. With ``--quantize`` the models under test are quantized after loading
+(``speechprune.deploy.quantize``), and with ``--runtime onnxruntime`` they run as ONNX exports
+checked against torch (``speechprune.deploy.onnx``); the baseline stays float32 torch unless
+``--baseline-quantize``. How the time is taken: ``timing``.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..checks import check_positive
+from ..deploy.onnx import require_onnx
+from ..deploy.quantize import check_scheme, describe as describe_quantization
+from ..errors import UsageError
+from ..io.progress import Reporter
+from ..method.latency import CostTable, check_architecture, check_conditions, predict_ms
+from ..method.macs import macs
+from ..model.device import DTYPES, resolve_device
+from ..model.spec import EncoderSpec
+from .models import BenchModel, check_inputs, describe, load
+from .timing import all_cores, cpu_ticks, device_name, device_sync, interleaved, other_load, part_times, peak_memory, speedup
+
+DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
+RUNTIMES = ("torch", "onnxruntime")
+BUSY_LIMIT = 0.25  # cores kept busy by other processes while timing, above which the numbers are flagged
+
+
+@dataclass
+class BenchOptions:
+    models: list[str]
+    baseline: str | None = None
+    device: str = "auto"
+    dtypes: list[str] = field(default_factory=lambda: ["float32"])
+    seconds: list[float] = field(default_factory=lambda: [10.0])
+    batches: list[int] = field(default_factory=lambda: [1])
+    threads: int | None = None  # None: every core this process may use
+    warmup: int = 2  # untimed calls per model and setting
+    repeat: int = 5  # at least this many timed rounds...
+    min_time: float = 1.0  # ...and more until every model has this many seconds timed
+    compile: bool = False  # also time each model under torch.compile (CUDA graphs on GPUs)
+    breakdown: bool = False  # also time the parts of the forward pass separately
+    seed: int = 0  # of the generated input audio
+    quantize: str | None = None  # scheme of speechprune.deploy.quantize applied to the models under test
+    baseline_quantize: str | None = None  # the same for the baseline (None: it stays float)
+    runtime: str = "torch"  # or "onnxruntime": the models under test run as checked ONNX exports (the baseline in torch)
+    latency_table: str | None = None  # cost table (``method.latency``): predicted latency beside the measured one
+
+
+def check_options(options: BenchOptions) -> torch.device:
+    """Refuse bad options before anything is read or loaded; returns the device."""
+    if not options.models:
+        raise UsageError("name at least one model to bench")
+    for s in options.seconds:
+        check_positive(s, "--seconds")
+    for b in options.batches:
+        if b < 1:
+            raise UsageError(f"--batch must be a positive whole number, got {b}")
+    if options.threads is not None and options.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {options.threads}")
+    if options.warmup < 0 or options.repeat < 1 or not 0 <= options.min_time < math.inf:  # inf: timing never ends
+        raise UsageError("--warmup must be >= 0, --repeat >= 1 and --min-time a finite number >= 0")
+    device = resolve_device(options.device)
+    for dtype in options.dtypes:
+        if dtype not in DTYPES:
+            raise UsageError(f"--dtype must be among {', '.join(DTYPES)}, got {dtype!r}")
+        if dtype not in DEVICE_DTYPES[device.type]:
+            raise UsageError(f"--dtype {dtype} is not supported on {device.type}; use {' or '.join(DEVICE_DTYPES[device.type])}")
+        if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UsageError("--dtype bfloat16: this GPU has no bfloat16 support; use float16 or float32")
+    _check_quantization(options, device)
+    _check_runtime(options, device)
+    if options.latency_table:
+        for option, given in (("--compile", options.compile), ("--quantize", options.quantize),
+                              ("--runtime onnxruntime", options.runtime != "torch")):
+            if given:  # the table times float eager torch calls
+                raise UsageError(f"--latency-table predicts eager torch calls at the table's dtype; drop {option}")
+    return device
+
+
+def _check_runtime(options: BenchOptions, device: torch.device) -> None:
+    if options.runtime not in RUNTIMES:
+        raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {options.runtime!r}")
+    if options.runtime == "torch":
+        return
+    if device.type != "cpu":
+        raise UsageError("--runtime onnxruntime runs on the CPU (CPUExecutionProvider); use --device cpu")
+    for given, option in ((options.dtypes != ["float32"], "--dtype"), (options.compile, "--compile"),
+                          (options.breakdown, "--breakdown")):
+        if given:
+            raise UsageError(f"{option} does not apply to --runtime onnxruntime (float32 graphs, timed whole)")
+    require_onnx()
+
+
+def _check_quantization(options: BenchOptions, device: torch.device) -> None:
+    check_scheme(options.quantize, device, "--quantize")
+    check_scheme(options.baseline_quantize, device, "--baseline-quantize")
+    if options.baseline_quantize and not options.baseline:
+        raise UsageError("--baseline-quantize needs a --baseline to quantize")
+    option = "--quantize" if options.quantize else "--baseline-quantize"
+    if (options.quantize or options.baseline_quantize) and options.dtypes != ["float32"]:
+        raise UsageError(f"{option} quantizes float32 models: drop --dtype {','.join(options.dtypes)}")
+    if (options.quantize or options.baseline_quantize) and options.compile:
+        raise UsageError(f"--compile does not apply to dynamically quantized models; drop --compile or {option}")
+
+
+def bench(options: BenchOptions, reporter: Reporter | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Time every model of ``options`` (and its baseline) in every setting; returns the report."""
+    reporter = reporter or Reporter()
+    device = check_options(options)
+    baseline = describe(options.baseline) if options.baseline else None
+    models = ([baseline] if baseline else []) + [describe(source) for source in options.models]
+    check_inputs(models, baseline, options.seconds)
+    for model in models:
+        model.quantize = options.baseline_quantize if model is baseline else options.quantize
+        model.runtime = "torch" if model is baseline else options.runtime
+        if model.runtime != "torch" and model.kind == "run":
+            raise UsageError(f"--runtime {model.runtime} takes models, not prune runs: shrink {model.source} first")
+        tags = ([model.runtime] if model.runtime != "torch" else []) + ([model.quantize] if model.quantize else [])
+        if tags:
+            model.label += f" [{' '.join(tags)}]"
+    _unique_labels(models, baseline)
+
+    threads = options.threads or all_cores()
+    predict = _latency_predictor(options, models, device, threads, reporter) if options.latency_table else None
+    torch.set_num_threads(threads)
+    for model in models:
+        reporter.message(f"loading {model.source}")
+        load(model, device, threads)
+    sync = device_sync(device)
+
+    results = []
+    started, ticks = time.monotonic(), cpu_ticks()
+    with torch.inference_mode():
+        for dtype in options.dtypes:
+            for model in models:  # in place: weight values do not matter for timing
+                model.module.to(DTYPES[dtype])
+            for compiled in (False, True) if options.compile else (False,):
+                for seconds in options.seconds:
+                    for batch in options.batches:
+                        setting = dict(seconds=seconds, batch=batch, dtype=dtype, compiled=compiled)
+                        results += _measure_setting(models, baseline, setting, options, device, clock, sync, reporter,
+                                                    predict)
+    others = other_load(ticks, cpu_ticks(), time.monotonic() - started)
+    if others is not None and others > BUSY_LIMIT:
+        reporter.warning(f"other processes kept {others:.1f} cores busy on average while timing ({threads} threads "
+                         "in use): the numbers are unreliable; rerun on an idle machine")
+    return {
+        "environment": environment(device, threads, options.dtypes) | {"other_processes_cpu_cores": others},
+        "method": {
+            "warmup": options.warmup,
+            "repeat": options.repeat,
+            "min_time": options.min_time,
+            "seed": options.seed,
+            "rounds": "interleaved: every model once per round, in the order of models",
+            "timer": "time.perf_counter around each call" + ("" if device.type == "cpu" else ", device synchronised"),
+            "inference_mode": True,
+            "compile_mode": _compile_mode(device) if options.compile else None,
+            "macs": "analytic, as the model runs: projections at each head's stored width, the attention "
+                    "products at the layer's run-time (widest) head width",
+        },
+        "baseline": baseline.label if baseline else None,
+        "latency_table": options.latency_table,
+        "models": [
+            {"label": m.label, "source": m.source, "kind": m.kind, "note": m.note, "params": m.params,
+             "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate, "runtime": m.runtime,
+             "quantize": m.quantize, "quantization": describe_quantization(m.quantize, m.runtime)}
+            for m in models
+        ],
+        "results": results,
+    }
+
+
+def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: torch.device, threads: int,
+                       reporter: Reporter) -> Callable[[EncoderSpec], float]:
+    """Predicted ms of a spec from --latency-table, refused unless the table was measured for
+    these models under this setting."""
+    table = CostTable.read(options.latency_table)
+    for seconds in options.seconds:  # several values: the one that is not the table's is named
+        for batch in options.batches:
+            for dtype in options.dtypes:
+                check_conditions(table, {"device": device.type, "threads": threads, "dtype": dtype, "batch": batch,
+                                         "seconds": seconds})
+    for model in models:
+        check_architecture(table, model.spec, model.sampling_rate, model.source, dense=model.kind != "shrunk")
+    if table.conditions["device_name"] != device_name(device):
+        reporter.warning(f"--latency-table was measured on {table.conditions['device_name']}, this is "
+                         f"{device_name(device)}: expect larger prediction errors")
+    return lambda spec: predict_ms(table, spec)
+
+
+def _unique_labels(models: list[BenchModel], baseline: BenchModel | None) -> None:
+    if baseline is not None:
+        baseline.label += " (baseline)"
+    seen: dict[str, int] = {}
+    for model in models:
+        seen[model.label] = seen.get(model.label, 0) + 1
+        if seen[model.label] > 1:
+            model.label += f" #{seen[model.label]}"
+
+
+def _compile_mode(device: torch.device) -> str:
+    # small GPU batches are bound by kernel launches: CUDA graphs replay them in one go
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def _measure_setting(models, baseline, setting, options, device, clock, sync, reporter, predict=None) -> list[dict]:
+    seconds, batch, dtype, compiled = setting["seconds"], setting["batch"], setting["dtype"], setting["compiled"]
+    if compiled:
+        torch._dynamo.reset()  # code compiled for earlier settings would count against the recompile limit
+        reporter.message(f"compiling for {seconds:g} s x {batch} {dtype} (the warm-up calls compile)")
+    runs = []
+    for model in models:
+        samples = round(seconds * model.sampling_rate)
+        generator = torch.Generator().manual_seed(options.seed)
+        waveforms = torch.randn(batch, samples, generator=generator).to(device, DTYPES[dtype])  # (B, T)
+        forward = model.forward
+        if compiled:
+            forward = torch.compile(forward, mode=_compile_mode(device))
+        runs.append(lambda forward=forward, waveforms=waveforms: forward(waveforms))
+    # CUDA graphs are recorded on the first calls after compiling: warm up past them
+    warmup = max(options.warmup, 3) if compiled else options.warmup
+    times = interleaved(runs, warmup=warmup, repeat=options.repeat, min_time=options.min_time, clock=clock, sync=sync)
+    name = f"{seconds:g} s x {batch} {dtype}" + (" compiled" if compiled else "")
+    reporter.message(f"{name}: {len(times[0])} rounds")
+
+    rows = []
+    for model, run, spent in zip(models, runs, times):
+        median = statistics.median(spent)
+        row = {
+            "model": model.label,
+            **setting,
+            "latency_ms": {"median": median * 1e3, "p90": float(np.percentile(spent, 90)) * 1e3, "min": min(spent) * 1e3},
+            "times_ms": [t * 1e3 for t in spent],
+            "audio_seconds_per_second": batch * seconds / median,
+            "real_time_factor": median / (batch * seconds),
+            # CUDA graphs allocate their memory once, when recorded: a per-call peak says nothing there
+            "peak_memory_bytes": None if compiled and device.type == "cuda" else peak_memory(run, device),
+            "macs": macs(model.spec, round(seconds * model.sampling_rate), batch)["total"],
+            "speedup": None,
+            "speedup_spread": None,
+            "efficiency": None,
+            "breakdown_ms": None,
+            "predicted_ms": None,
+            "prediction_error": None,
+        }
+        if predict is not None:
+            row["predicted_ms"] = predict(model.spec)
+            row["prediction_error"] = row["predicted_ms"] / (median * 1e3) - 1
+        if baseline is not None:
+            row["speedup"], row["speedup_spread"] = speedup(times[0], spent)
+            baseline_macs = macs(baseline.spec, round(seconds * baseline.sampling_rate), batch)["total"]
+            row["efficiency"] = row["speedup"] / (baseline_macs / row["macs"])
+        if options.breakdown and not compiled:  # hooks would break compiled graphs
+            parts = part_times(model.module, run, rounds=options.repeat, clock=clock, sync=sync)
+            row["breakdown_ms"] = {name: value * 1e3 for name, value in parts.items()}
+        rows.append(row)
+    return rows
+
+
+def environment(device: torch.device, threads: int, dtypes: list[str]) -> dict:
+    import transformers
+
+    return {
+        "speechprune": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": threads,
+        "dtypes": list(dtypes),
+    }

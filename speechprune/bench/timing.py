@@ -1,0 +1,170 @@
+"""How bench measures: seconds per call in interleaved rounds, the speedup and its spread, peak
+memory per call, the time of each part of the forward pass, and the CPU that other processes
+took meanwhile. Also used by ``cost_model``, which times parts of the encoder the same way."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+PARTS = ("cnn", "projection", "pos_conv", "layers")  # --breakdown; "other" is the rest of the forward
+
+
+def all_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu" and sys.platform.startswith("linux"):
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if found:
+            return found.group(1).strip()
+    return platform.processor() or platform.machine()
+
+
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device`` to finish its queued work (CUDA and MPS run asynchronously)."""
+    return {"cuda": lambda: torch.cuda.synchronize(device), "mps": torch.mps.synchronize}.get(device.type, lambda: None)
+
+
+def interleaved(runs: list[Callable[[], object]], *, warmup: int, repeat: int, min_time: float,
+                clock: Callable[[], float], sync: Callable[[], None]) -> list[list[float]]:
+    """Seconds per call of each of ``runs``, timed in rounds: runs[0], runs[1], ..., runs[0], ...
+
+    At least ``repeat`` rounds, and more until each run has ``min_time`` seconds timed, so that
+    short calls are repeated until their median is stable. ``sync`` waits for the device
+    (CUDA kernels are asynchronous), before the clock is read on both ends.
+    """
+    for _ in range(warmup):
+        for run in runs:
+            run()
+    sync()
+    times: list[list[float]] = [[] for _ in runs]
+    while len(times[0]) < repeat or min(sum(t) for t in times) < min_time:
+        for run, spent in zip(runs, times):
+            start = clock()
+            run()
+            sync()
+            spent.append(clock() - start)
+    return times
+
+
+def speedup(baseline: list[float], model: list[float]) -> tuple[float, list[float]]:
+    """Baseline median / model median, and the spread: the 10th and 90th percentiles of the
+    per-round ratios (each round's baseline and model calls ran back to back)."""
+    ratios = [b / m for b, m in zip(baseline, model)]
+    return statistics.median(baseline) / statistics.median(model), [float(p) for p in np.percentile(ratios, [10, 90])]
+
+
+def peak_memory(run: Callable[[], object], device: torch.device) -> int | None:
+    """Bytes of memory one call adds at its peak: allocated GPU memory, or resident CPU memory
+    (Linux: the kernel's high-water mark, reset just before). None where it cannot be measured."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu" or not os.path.exists("/proc/self/clear_refs"):
+        return None
+    _release_free_heap()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+    except OSError:
+        return None
+    before = _status_kib("VmRSS")
+    run()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def _release_free_heap() -> None:
+    # glibc keeps freed memory of earlier calls; hand it back so that it does not hide this call's peak
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kib(field_name: str) -> int:
+    return int(re.search(rf"^{field_name}:\s+(\d+)", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy clock ticks of the whole machine, ticks of this process) on Linux, else None.
+
+    Their difference over the timed rounds is the CPU that other processes took meanwhile: with
+    every core in use by the benchmark, anything else running makes its numbers unreliable.
+    Steal time (a hypervisor running other machines on these cores) counts as busy.
+    """
+    try:
+        cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = cpu[3] + cpu[4]  # idle, iowait
+    return sum(cpu) - idle, int(own[0]) + int(own[1])
+
+
+def other_load(before: tuple[int, int] | None, after: tuple[int, int] | None, seconds: float) -> float | None:
+    """Cores kept busy by other processes on average between two ``cpu_ticks`` readings."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    ticks = (after[0] - before[0]) - (after[1] - before[1])
+    return max(ticks, 0) / os.sysconf("SC_CLK_TCK") / seconds
+
+
+def part_times(module: torch.nn.Module, run: Callable[[], object], *, rounds: int,
+               clock: Callable[[], float], sync: Callable[[], None]) -> dict[str, float]:
+    """Median seconds per call of each part in ``PARTS`` and of the whole call ("total"),
+    timed with hooks on the modules (every part name is the same in transformers and here)."""
+    parts = {
+        "cnn": [module.feature_extractor],
+        "projection": [module.feature_projection],
+        "pos_conv": [module.encoder.pos_conv_embed],
+        "layers": list(module.encoder.layers),
+    }
+    spent = {name: [] for name in (*PARTS, "total")}
+    started: dict[int, float] = {}
+    current = dict.fromkeys(PARTS, 0.0)
+
+    def pre_hook(part, *_):
+        sync()
+        started[id(part)] = clock()
+
+    def post_hook(name):
+        def hook(part, *_):
+            sync()
+            current[name] += clock() - started.pop(id(part))
+        return hook
+
+    handles = []
+    for name, modules in parts.items():
+        for part in modules:
+            handles += [part.register_forward_pre_hook(pre_hook), part.register_forward_hook(post_hook(name))]
+    try:
+        for _ in range(rounds):
+            current.update(dict.fromkeys(PARTS, 0.0))
+            start = clock()
+            run()
+            sync()
+            spent["total"].append(clock() - start)
+            for name in PARTS:
+                spent[name].append(current[name])
+    finally:
+        for handle in handles:
+            handle.remove()
+    # per call, what no part covers (norms, masks, glue): never negative, unlike a difference of medians
+    spent["other"] = [total - sum(spent[name][i] for name in PARTS) for i, total in enumerate(spent["total"])]
+    return {name: statistics.median(values) for name, values in spent.items()}

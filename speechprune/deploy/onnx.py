@@ -1,0 +1,177 @@
+"""ONNX export of an encoder, checked with ONNX Runtime before it is kept, and ORT sessions.
+
+The export goes through ``torch.export`` (``torch.onnx.export(dynamo=True)``) with dynamic
+batch and time axes: the legacy TorchScript exporter records one trace and gives wrong results
+at other lengths. The graph takes ``input_values`` (B, T) float32 and, for models fed padding
+masks, ``attention_mask`` (B, T) int64, and returns ``last_hidden_state`` (B, T', D) (and, if
+asked, ``hidden_states`` (L + 1, B, T', D)). Before the file is kept, ONNX Runtime runs it at
+another batch size and length than the export example, and its outputs must match torch's
+within ``RELATIVE_LIMIT``; otherwise nothing is written. onnx, onnxscript and onnxruntime are
+the optional ``speechprune[onnx]`` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ExportError, UsageError
+from ..folders.target import load_target, read_target
+from ..io.atomic import write_with
+from ..io.synth import speechlike
+
+ONNX_FILE = "model.onnx"  # its name in a shrunk model folder
+RELATIVE_LIMIT = 1e-4  # max |onnx - torch| / max |torch| over every output, float32
+EXAMPLE = (2, 1.0)  # batch, seconds of the input the graph is traced with
+CHECK = (3, 1.37)  # another batch and length: dynamic axes must really be dynamic
+PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def require_onnx() -> None:
+    """One clear error (exit 1) when the optional ONNX packages are missing."""
+    missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(f"ONNX export and runtime need {', '.join(missing)}: pip install 'speechprune[onnx]'")
+
+
+class _Graph(nn.Module):
+    """What is exported: the encoder's forward as plain tensors in, plain tensors out."""
+
+    def __init__(self, model: nn.Module, hidden_states: bool):
+        super().__init__()
+        self.model = model
+        self.hidden_states = hidden_states
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        out = self.model.encode(input_values, attention_mask)
+        if self.hidden_states:
+            return out.last_hidden_state, torch.stack(out.hidden_states)  # (B, T', D), (L + 1, B, T', D)
+        return out.last_hidden_state
+
+
+def _inputs(batch: int, seconds: float, sampling_rate: int, attention_mask: bool, seed: int) -> dict[str, torch.Tensor]:
+    """Generated speech (B, T), normalised; the last row padded after half its length when masks are used."""
+    rng = np.random.default_rng(seed)
+    samples = round(seconds * sampling_rate)
+    audio = np.stack([speechlike(samples / sampling_rate, sampling_rate, rng)[:samples] for _ in range(batch)])
+    audio = (audio - audio.mean(-1, keepdims=True)) / (audio.std(-1, keepdims=True) + 1e-7)
+    inputs = {"input_values": torch.from_numpy(audio.astype(np.float32))}
+    if attention_mask:
+        mask = torch.ones(batch, samples, dtype=torch.long)
+        mask[-1, samples // 2 :] = 0
+        inputs["input_values"][-1, samples // 2 :] = 0
+        inputs["attention_mask"] = mask
+    return inputs
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sampling_rate: int,
+                hidden_states: bool = False) -> dict:
+    """Export ``model`` (an ``EncoderModules`` model, float32, CPU) to ``path``, checked against torch.
+
+    Returns what was written: inputs, outputs, and the measured max relative error.
+    """
+    require_onnx()
+    from torch.export import Dim
+
+    path = Path(path)
+    graph = _Graph(model.eval(), hidden_states)
+    example = _inputs(*EXAMPLE, sampling_rate, attention_mask, seed=0)
+    names = list(example)
+    outputs = ["last_hidden_state"] + (["hidden_states"] if hidden_states else [])
+    dynamic = {name: {0: Dim.DYNAMIC, 1: Dim.DYNAMIC} for name in names}
+    with _quiet(), torch.no_grad():
+        program = torch.onnx.export(graph, (), kwargs=example, dynamo=True, input_names=names, output_names=outputs,
+                                    dynamic_shapes=dynamic, verbose=False)
+    measured = {}
+
+    def save_checked(tmp: Path) -> None:
+        program.save(str(tmp), external_data=False)  # one file (models up to 2 GB)
+        measured["error"] = check_onnx(tmp, graph, _inputs(*CHECK, sampling_rate, attention_mask, seed=1))
+        if not measured["error"] < RELATIVE_LIMIT:
+            raise ExportError(f"the ONNX export differs from the torch model by {measured['error']:.1e} relative on "
+                              f"another input length (limit {RELATIVE_LIMIT:.0e}); nothing was written")
+
+    write_with(path, save_checked)
+    return {"path": str(path), "inputs": names, "outputs": outputs, "max_relative_error": measured["error"],
+            "bytes": path.stat().st_size}
+
+
+def check_onnx(path: str | Path, graph: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    """Max relative error of ONNX Runtime's outputs against torch's, over every output."""
+    with torch.no_grad():
+        expected = graph(**inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = session(path, threads=None).run(None, {name: value.numpy() for name, value in inputs.items()})
+    return max(float(np.abs(g - e.numpy()).max() / max(np.abs(e.numpy()).max(), 1e-12)) for g, e in zip(got, expected))
+
+
+def session(path: str | Path, threads: int | None):
+    """An ONNX Runtime CPU session of ``path``, with all graph optimisations."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def quantize_onnx(source: str | Path, target: str | Path) -> None:
+    """ORT dynamic int8 quantization of the MatMul nodes of ``source`` (the Linear layers), to ``target``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet():
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep stderr ours: the exporter's and the quantizer's notes (decompositions, a missing
+    torchvision, "consider pre-processing") are warnings and log records, not problems."""
+    loggers = [logging.getLogger(name) for name in ("", "torch.onnx", "torch.export", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def export_model(source: str, out: str | None = None, *, hidden_states: bool = False, overwrite: bool = False,
+                 reporter=None) -> dict:
+    """The ``export-onnx`` job: a stock or shrunk model (folder or hub id) to one checked ONNX file.
+
+    Every option and the model's config are checked before any weights load.
+    """
+    if out is None and not Path(source).expanduser().is_dir():
+        raise UsageError(f"{source} is not a local folder: pass --out FILE for the ONNX file")
+    path = Path(out).expanduser() if out is not None else Path(source).expanduser() / ONNX_FILE
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"--out {path}: folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it")
+    target = read_target(source)
+    if target.kind == "run":
+        raise UsageError(f"{source} is a prune run: shrink it first (speechprune shrink RUN --onnx)")
+    require_onnx()
+    model, _, _ = load_target(target, torch.device("cpu"))
+    if reporter is not None:
+        reporter.message(f"exporting {source} and checking it with ONNX Runtime")
+    written = export_onnx(model, path, attention_mask=target.attention_mask, sampling_rate=target.sampling_rate,
+                          hidden_states=hidden_states)
+    return {"model": source, "kind": target.kind, "family": target.spec.family, **written}

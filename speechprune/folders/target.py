@@ -1,0 +1,95 @@
+"""A model the user names — stock (hub id or folder), shrunk folder, or prune run — read from
+config files, then loaded for inference.
+
+``read_target`` reads only config files (cheap: commands check every input with it before any
+weights load); ``load_target`` then loads the weights. Every command that takes a model goes
+through ``read_target``, and every command that runs our encoder on audio (``analyze``,
+``eval``, ``export-onnx``, bench's masked runs and ONNX exports) through ``load_target``, so a
+model is fed the same way everywhere: at its sampling rate, normalized or not, with an attention
+mask only when it was trained with one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError, UsageError
+from ..model.encoder import Encoder
+from ..model.loading import ModelInfo, inspect_model, load_encoder
+from ..model.spec import EncoderSpec
+from .run import read_run
+from .shrunk import load
+
+
+@dataclass
+class Target:
+    """A model as read from its config files: kind, dense spec and how it takes audio."""
+
+    source: str
+    kind: str  # "stock" | "shrunk" | "run"
+    spec: EncoderSpec
+    sampling_rate: int
+    normalize: bool
+    attention_mask: bool
+    info: ModelInfo | None = None  # stock models: what inspect_model read
+
+
+def read_target(source: str) -> Target:
+    """What ``source`` is, from its config files only: a shrunk folder, a prune run, or a stock model."""
+    folder = Path(source).expanduser()
+    if (folder / "config.json").is_file():
+        config = _read_json(folder / "config.json")
+        if config.get("model_type") == "speechprune":
+            preprocessor = folder / "preprocessor_config.json"
+            pre = _read_json(preprocessor) if preprocessor.is_file() else {}
+            spec = EncoderSpec.from_dict(config["encoder"])
+            return Target(source, "shrunk", spec, int(pre.get("sampling_rate", 16000)), bool(pre.get("do_normalize", True)),
+                          bool(pre.get("return_attention_mask", spec.conv_norm == "layer")))
+        if (folder / "encoder.json").is_file() and "audio" in config:
+            audio = config["audio"]
+            return Target(source, "run", EncoderSpec.from_dict(_read_json(folder / "encoder.json")),
+                          int(audio["sampling_rate"]), audio["normalize"], audio["attention_mask"])
+    info = inspect_model(source)
+    return Target(source, "stock", info.spec, info.sampling_rate, info.normalize, info.use_attention_mask, info)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read {path}: {error}; the folder looks damaged")
+
+
+def load_target(target: Target, device: torch.device):
+    """(an EncoderModules model in eval mode, base masks or None, the run snapshot or None)."""
+    if target.kind == "stock":
+        return load_encoder(target.info).encoder.to(device), None, None
+    if target.kind == "shrunk":
+        return load(target.source).to(device=device, dtype=torch.float32), None, None
+    snap = read_run(target.source)
+    encoder = Encoder(snap.spec).eval()
+    encoder.load_state_dict(snap.state)
+    masks = snap.layout.values(snap.values.float().to(device)).masks()
+    return encoder.to(device), masks, snap
+
+
+def check_teacher(student: Target, teacher: Target) -> None:
+    """Refuse a ``--teacher`` whose hidden states cannot be compared with the student's, state by state."""
+    if teacher.kind == "run":
+        raise UsageError("--teacher must be a model (a stock model or a shrunk folder), not a prune run")
+    if teacher.sampling_rate != student.sampling_rate:
+        raise UsageError(f"--teacher {teacher.source} takes {teacher.sampling_rate} Hz audio but "
+                         f"{student.source} takes {student.sampling_rate} Hz")
+    if (len(teacher.spec.layers), teacher.spec.hidden_size) != (len(student.spec.layers), student.spec.hidden_size):
+        raise UsageError(f"--teacher {teacher.source} has {len(teacher.spec.layers)} layers of width "
+                         f"{teacher.spec.hidden_size}, {student.source} {len(student.spec.layers)} of width "
+                         f"{student.spec.hidden_size}; compare a student with the model it was pruned from")
+
+
+def model_fields(source: str, target: Target, spec: EncoderSpec) -> dict:
+    """What every report says first about the model it describes."""
+    return {"model": source, "kind": target.kind, "family": spec.family, "layers": len(spec.layers)}

@@ -1,0 +1,129 @@
+"""Budgets: what a pruning run must remove, each in its own currency (parameters, MACs,
+predicted milliseconds: ``latency.latency_budget``).
+
+A ``Budget`` holds one target in one unit: the dense cost, the fraction to remove, the
+tolerance window, and two views of the cost of a gate assignment:
+
+* ``expected(values)``, a closed-form function of the gates (multilinear for parameters and
+  MACs): on keep probabilities it is the expected cost the Lagrangian drives to the target,
+  and on 0/1 decisions its gradient gives the change of the cost when one gate flips;
+* ``exact(values)``, what the shrunk model really costs for decisions (for MACs: at the
+  run-time head widths); the decision and the summary use it.
+
+Every other place (reachability check, decision, Lagrangian, summary) asks a budget rather
+than re-deriving ``dense * (1 - sparsity)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import UsageError
+from ..model.spec import EncoderSpec
+from .accounting import dense_count, parameter_count
+from .gates import GateLayout, GateValues
+from .macs import macs_count, pruned_macs
+
+DEFAULT_TOLERANCE = 0.005  # relative miss of a target allowed at the end
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str  # "params" | "macs" | "latency": the key in metrics and the summary
+    option: str  # the option that set it, for messages
+    unit: str  # "parameters" | "MACs" | "ms"
+    dense: float  # cost of the dense model
+    sparsity: float  # fraction of ``dense`` to remove
+    tolerance: float
+    expected: Callable[[GateValues], torch.Tensor]
+    exact: Callable[[GateValues], float]
+    # the option's value for a sparsity (--speedup X removes 1 - 1/X of the latency)
+    option_value: Callable[[float], float] = lambda sparsity: sparsity
+    decimals: int = 0  # of costs in the summary: 0 for counts, 3 for milliseconds
+    record: dict = field(default_factory=dict)  # what else config.json keeps (a latency budget: its table)
+
+    @property
+    def setting(self) -> float:
+        """The option's value as given, e.g. --speedup 3."""
+        return round(self.option_value(self.sparsity), 9)
+
+    def amount(self, cost: float) -> str:
+        """A cost for messages: "45.67M MACs", "12.3 ms"."""
+        return f"{cost:.1f} {self.unit}" if self.decimals else f"{cost / 1e6:.2f}M {self.unit}"
+
+    def _rounded(self, cost: float) -> float:
+        return round(cost, self.decimals) if self.decimals else int(round(cost))
+
+    @property
+    def target(self) -> float:
+        return self.dense * (1 - self.sparsity)
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """(lower, upper) cost a decision may land on."""
+        return self.target * (1 - self.tolerance), self.target * (1 + self.tolerance)
+
+    def fits(self, cost: float) -> bool:
+        """At or under the upper end of the window (a budget that is not binding may be undershot)."""
+        return cost <= self.window[1]
+
+    def lands(self, cost: float) -> bool:
+        lower, upper = self.window
+        return lower <= cost <= upper
+
+    def expected_sparsity(self, values: GateValues) -> torch.Tensor:
+        return 1 - self.expected(values) / self.dense
+
+    def summary(self, cost: float) -> dict:
+        """JSON-ready: the target and what a decision costing ``cost`` achieves."""
+        return {
+            "option": self.option,
+            "option_value": self.setting,
+            "unit": self.unit,
+            "dense": self._rounded(self.dense),
+            "target": self._rounded(self.target),
+            "target_sparsity": self.sparsity,
+            "achieved": self._rounded(cost),
+            "achieved_sparsity": round(1 - cost / self.dense, 6),
+            "miss": round(cost / self.target - 1, 6),
+            "within_tolerance": self.fits(cost),
+        }
+
+    def check_reachable(self, layout: GateLayout, structures: list[str]) -> None:
+        """Refuse a target the gated structures cannot reach (before any weights load)."""
+        smallest = self.exact(GateValues(layout, torch.zeros(layout.size, dtype=torch.float64)))
+        reachable = 1 - smallest / self.dense
+        if self.sparsity > reachable + self.tolerance:
+            raise UsageError(
+                f"{self.option} {self.setting:g} is out of reach with --structures {','.join(structures)}: "
+                f"removing all of them leaves {self.amount(smallest)} of {self.amount(self.dense)} "
+                f"({self.option} {self.option_value(reachable):.3f} at most); lower {self.option} or add structures"
+            )
+
+
+def params_budget(spec: EncoderSpec, layout: GateLayout, sparsity: float, tolerance: float = DEFAULT_TOLERANCE) -> Budget:
+    def expected(values: GateValues) -> torch.Tensor:
+        return parameter_count(spec, values)
+
+    def exact(values: GateValues) -> float:
+        return float(round(parameter_count(spec, GateValues(values.layout, (values.flat > 0).double())).item()))
+
+    return Budget("params", "--sparsity", "parameters", float(dense_count(spec, layout)), sparsity, tolerance,
+                  expected, exact)
+
+
+def macs_budget(spec: EncoderSpec, layout: GateLayout, sparsity: float, samples: int,
+                tolerance: float = DEFAULT_TOLERANCE) -> Budget:
+    """MACs of one input of ``samples`` (``--macs-seconds`` of audio, batch 1)."""
+
+    def expected(values: GateValues) -> torch.Tensor:
+        return macs_count(spec, values, samples)
+
+    def exact(values: GateValues) -> float:
+        return float(pruned_macs(spec, values, samples))
+
+    dense = exact(GateValues(layout, torch.ones(layout.size, dtype=torch.float64)))
+    return Budget("macs", "--macs-sparsity", "MACs", dense, sparsity, tolerance, expected, exact)

@@ -1,0 +1,247 @@
+"""Predicted latency: a cost table measured on one machine, and the latency of any shape of
+the encoder predicted from it, in closed form (the currency of ``prune --speedup``).
+
+A cost table holds, for one device, thread count, dtype, batch and input length, what each
+structure costs there: non-negative coefficients of these features, fitted to timings by
+``speechprune.bench.cost_model`` (``bench MODEL --cost-model FILE``):
+
+  conv layer c       a_c * MACs_c + e_c * L_c * C_out           per layer: layer 0 (kernel 10,
+                     + q_c * L_c * C_out^2 + g_c               one input channel) is bound by
+                                                               elementwise work whose cost grows
+                                                               faster than its size once the
+                                                               activations leave the cache (the
+                                                               C_out^2 term); the rest by matmuls
+  feature projection a * MACs + g                               (its LayerNorm is linear in C too)
+  positional conv    a constant (never pruned)
+  transformer layer  c0 + a_block * [attention runs] + a_head * H + a_proj * projection MACs
+                     + a_scores * T'^2 MACs + f_block * [FFN runs] + f_unit * FFN MACs
+  whole encoder      scale * (sum of the parts) + overhead
+
+MACs are those of ``macs.py``: projections at each head's stored widths, the two T'^2 products
+at the layer's run-time width w = max(qk, vo) for every head. Features are per input, in
+millions; the coefficients absorb the batch. They are non-negative, so removing a structure
+never predicts a slower model (the budget decision's threshold search relies on costs that
+only fall). The scale and the overhead relate the parts, timed alone, to the whole encoder.
+
+``predict_ms`` prices any spec (a shrunk one: its padded widths). ``expected_ms`` is the same
+sum in closed form in the gate values, like ``macs.macs_breakdown``: multilinear ("attention
+runs" is mha * (1 - prod_h(1 - head_h * any_vo_h)), "FFN runs" is ffn * (1 - prod_u(1 -
+unit_u))) except the conv C_out^2 term, whose expectation is (sum p)^2 + sum p (1 - p), exact
+as well. The T'^2 term counts each head at its own widths, so it may underestimate where
+heads of a layer differ in width (never over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError
+from ..io import atomic
+from ..model.spec import EncoderSpec, LayerSpec, conv_lengths
+from .accounting import AttentionGates, pruned_spec
+from .budget import DEFAULT_TOLERANCE, Budget
+from .gates import GateLayout, GateValues
+
+TABLE_FORMAT = 1
+CONDITIONS = ("device", "threads", "dtype", "batch", "seconds")  # what a prediction is valid for
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CostTable:
+    conditions: dict  # device (type), device_name, threads, dtype, batch, seconds
+    architecture: dict  # ``architecture(spec, sampling_rate)`` of the measured model
+    coefficients: dict  # conv: [per layer {name: ms per unit}], projection, pos_conv, layer, scale, overhead
+    fit: dict  # per group of timed shapes: measured and fitted ms, relative residual
+    provenance: dict  # model, speechprune, torch, date, warm-up and repeats
+    format: int = TABLE_FORMAT
+
+    @property
+    def samples(self) -> int:
+        return round(self.conditions["seconds"] * self.architecture["sampling_rate"])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CostTable":
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+            raise ValueError(f"not a cost table of format {TABLE_FORMAT}")
+        missing = [name for name in ("conditions", "architecture", "coefficients", "fit", "provenance")
+                   if name not in data]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        return cls(**data)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def read(cls, path: str) -> "CostTable":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise UsageError(
+                f"cannot read --latency-table {path}: {error}; write one with speechprune bench MODEL --cost-model FILE"
+            ) from None
+
+    def write(self, path: str | Path) -> None:
+        atomic.write_json(Path(path), self.to_dict())
+
+
+def architecture(spec: EncoderSpec, sampling_rate: int) -> dict:
+    """What a table is valid for. Read from any spec of the model: a shrunk spec keeps the dense
+    conv channel counts in ``conv_norm_channels``."""
+    return {
+        "family": spec.family,
+        "sampling_rate": sampling_rate,
+        "hidden_size": spec.hidden_size,
+        "layers": len(spec.layers),
+        "heads": spec.num_heads,
+        "head_dim": spec.head_dim,
+        "ffn_size": max(layer.ffn_dim for layer in spec.layers),
+        "pre_layer_norm": spec.stable_layer_norm,
+        "conv_channels": list(spec.conv_norm_channels),
+        "conv_kernels": list(spec.conv_kernels),
+        "conv_strides": list(spec.conv_strides),
+        "pos_conv": [spec.pos_conv_kernel, spec.pos_conv_groups],
+    }
+
+
+def check_architecture(table: CostTable, spec: EncoderSpec, sampling_rate: int, model: str, dense: bool = True) -> None:
+    """Refuse a table measured for another architecture, naming the first field that differs.
+    ``dense=False`` (a shrunk model): its FFN size is the pruned one, so it is not compared."""
+    ours = architecture(spec, sampling_rate)
+    for name, value in table.architecture.items():
+        if name == "ffn_size" and not dense:
+            continue
+        if ours.get(name) != value:
+            raise UsageError(
+                f"--latency-table was measured for {name} {value}, but {model} has {ours.get(name)}; "
+                f"measure a table for this model with speechprune bench MODEL --cost-model FILE"
+            )
+
+
+def check_conditions(table: CostTable, setting: dict) -> None:
+    """Refuse a table measured under other conditions than ``setting`` (same keys, ``CONDITIONS``)."""
+    for name in CONDITIONS:
+        if table.conditions[name] != setting[name]:
+            raise UsageError(
+                f"--latency-table was measured with {name} {table.conditions[name]}, this bench runs with "
+                f"{setting[name]}; bench with the table's setting or measure a table for this one"
+            )
+
+
+# --- prediction ----------------------------------------------------------------------------------
+# One feature function per part serves the fit (``bench.cost_model``), ``predict_ms`` (integers)
+# and ``expected_ms`` (gate tensors): values per input, in millions.
+
+
+def conv_features(length: int, kernel: int, channels_in, channels_out, channels_out_squared) -> dict:
+    """``channels_out_squared``: C_out^2 of a shape, E[C_out^2] of keep probabilities."""
+    return {"macs": length * kernel * channels_in * channels_out / 1e6, "outputs": length * channels_out / 1e6,
+            "outputs_squared": length * channels_out_squared / 1e9, "const": 1.0}
+
+
+def projection_features(t: int, d: int, channels) -> dict:
+    return {"macs": t * d * channels / 1e6, "const": 1.0}
+
+
+def layer_features(t: int, d: int, attention, heads, dims, padded_dims, ffn, units) -> dict:
+    """``dims``: sum over heads of stored q/k + v/o widths; ``padded_dims``: the same at the
+    width the T'^2 products run at; ``attention``, ``ffn``: whether the block runs (0/1)."""
+    return {
+        "const": 1.0,
+        "attention": attention,
+        "heads": heads,
+        "projection_macs": 2 * t * d * dims / 1e6,
+        "score_macs": t * t * padded_dims / 1e6,
+        "ffn": ffn,
+        "ffn_macs": 2 * t * d * units / 1e6,
+    }
+
+
+def spec_layer_features(t: int, d: int, layer: LayerSpec) -> dict:
+    heads = len(layer.heads) if layer.attention else 0
+    qk, vo = layer.head_widths()
+    width = max(layer.qk_dim, layer.vo_dim)  # the run-time width of every head
+    units = layer.ffn_dim if layer.ffn else 0
+    return layer_features(t, d, float(heads > 0), heads, sum(qk) + sum(vo) if heads else 0, 2 * heads * width,
+                           float(units > 0), units)
+
+
+def dot(coefficients: dict, features: dict):
+    return sum(coefficients[name] * value for name, value in features.items())
+
+
+def predict_ms(table: CostTable, spec: EncoderSpec) -> float:
+    """Predicted latency of an encoder of shape ``spec`` (dense or shrunk) under the table's conditions."""
+    coefficients = table.coefficients
+    return coefficients["scale"] * parts_ms(coefficients, spec, table.samples) + coefficients["overhead"]
+
+
+def parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
+    """Sum of the parts of ``spec`` as timed alone."""
+    lengths = conv_lengths(spec, samples)
+    t, d = lengths[-1], spec.hidden_size
+    total = coefficients["pos_conv"]["const"]
+    previous = 1  # the waveform: one input channel
+    for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
+        total += dot(coefficients["conv"][c], conv_features(length, kernel, previous, channels, channels**2))
+        previous = channels
+    total += dot(coefficients["projection"], projection_features(t, d, previous))
+    for layer in spec.layers:
+        total += dot(coefficients["layer"], spec_layer_features(t, d, layer))
+    return float(total)
+
+
+def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.Tensor:
+    """Scalar: ``predict_ms`` in closed form in the gates (expected latency on keep
+    probabilities, differentiable); equal to it on 0/1 decisions whose heads share one width."""
+    coefficients, ref = table.coefficients, keep.flat
+
+    lengths = conv_lengths(spec, table.samples)
+    t, d = lengths[-1], spec.hidden_size
+    total = torch.tensor(coefficients["pos_conv"]["const"], dtype=ref.dtype, device=ref.device)
+    previous = torch.ones((), dtype=ref.dtype, device=ref.device)
+    for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
+        gates = keep.value("conv", c, channels)
+        kept = gates.sum()
+        # E[K^2] of a sum of independent gates: (sum p)^2 + sum p (1 - p); exactly K^2 on 0/1
+        # decisions, and its derivative there is the exact change when one gate flips
+        kept_squared = kept**2 + (gates * (1 - gates)).sum()
+        total = total + dot(coefficients["conv"][c], conv_features(length, kernel, previous, kept, kept_squared))
+        previous = kept
+    total = total + dot(coefficients["projection"], projection_features(t, d, previous))
+    for l, layer in enumerate(spec.layers):
+        gates = AttentionGates.of(spec, keep, l)
+        attention = gates.mha * (1 - torch.prod(1 - gates.alive))  # the block runs: kept, with a present head
+        dims = gates.qk_dims + gates.vo_dims
+        ffn, units = keep.value("ffn", l), keep.value("int", l, layer.ffn_dim)
+        ffn_runs = ffn * (1 - torch.prod(1 - units))
+        features = layer_features(t, d, attention, gates.present.sum(), dims, dims, ffn_runs, ffn * units.sum())
+        total = total + dot(coefficients["layer"], features)
+    return coefficients["scale"] * total + coefficients["overhead"]
+
+
+def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, speedup: float,
+                   tolerance: float = DEFAULT_TOLERANCE) -> Budget:
+    """Predicted latency divided by ``speedup`` (``--speedup``)."""
+
+    def expected(values: GateValues) -> torch.Tensor:
+        return expected_ms(table, spec, values)
+
+    def exact(values: GateValues) -> float:
+        return predict_ms(table, pruned_spec(spec, values))
+
+    return Budget("latency", "--speedup", "ms", predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
+                  option_value=lambda sparsity: 1 / (1 - sparsity), decimals=3,
+                  record={"speedup": speedup, "table_sha256": table.sha256, "conditions": table.conditions})

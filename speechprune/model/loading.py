@@ -1,0 +1,314 @@
+"""Find a model (hub id or local folder), read what it is, and load its encoder weights.
+
+``inspect_model`` reads only configuration files, so options can be checked against the
+architecture before any weights are loaded. ``load_encoder`` then loads the weights through
+the stock ``from_pretrained`` of the family's base class: hub downloads, sharded and
+``.bin`` checkpoints and old weight-norm key names are handled there, and no code from the
+model folder is ever executed (no ``trust_remote_code``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import re
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetensors import SafetensorError
+
+from ..errors import ModelError
+from .encoder import Encoder
+from .families import Family, family_for
+from .spec import EncoderSpec
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # "facebook/wav2vec2-base", or an old-style "bert-base-uncased"
+HUB_TIMEOUT_S = 5
+
+
+@dataclass
+class ModelInfo:
+    source: str  # what the user passed
+    path: str | None  # local folder (None for a hub id until downloaded)
+    revision: str | None
+    family: Family
+    spec: EncoderSpec
+    architecture: str  # class named in config.json, e.g. Wav2Vec2ForCTC
+    sampling_rate: int
+    normalize: bool  # zero-mean / unit-variance input, as the model's feature extractor does
+    use_attention_mask: bool  # pass padding masks to the model (Base group-norm models were trained without)
+    config: object = field(repr=False, default=None)  # the transformers config
+
+    @property
+    def takes_part(self) -> bool:
+        return self.architecture != self.family.base_class
+
+
+@dataclass
+class LoadedEncoder:
+    encoder: Encoder
+    info: ModelInfo
+    left_out: list[str]  # top-level parts of the checkpoint that are not the encoder (task heads)
+    weights_sha256: str | None
+    commit: str | None  # hub commit hash, when loaded from the hub
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read {path}: {error}; the model folder looks damaged, re-save or re-download it")
+
+
+def local_folder(source: str) -> Path | None:
+    """The local path ``source`` names, or None when it is a hub id.
+
+    The one owner of "local or hub": something that looks like a path (starts with ``.``, ``/``
+    or ``~``, has a backslash or more than one ``/``, is no valid hub id, or starts with a
+    folder that exists here, like ``models/nothing``) is never sent to the hub, so a typo
+    fails at once instead of after the hub client's retries.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    first = source.split("/")[0]
+    looks_local = (source.startswith((".", "/", "~")) or "\\" in source or not HUB_ID.fullmatch(source)
+                   or ("/" in source and Path(first).exists()))
+    if looks_local:
+        raise ModelError(f"model folder {source} does not exist (no local folder of that name); "
+                         "check the path, or pass a hub id like facebook/wav2vec2-base")
+    return None
+
+
+@functools.cache
+def hub_offline() -> bool:
+    """True when hub files must come from the local cache: HF_HUB_OFFLINE is set, or the hub
+    does not answer within a few seconds (asked once; the hub client would retry for ~30 s)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_TIMEOUT_S)
+    except Exception:  # no network, DNS, proxy, TLS: all mean "use the cache"
+        return True
+    return False
+
+
+def _unreachable(source: str) -> ModelError:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return ModelError(f"{source} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                          "unset it to download, or pass a local folder saved with save_pretrained")
+    return ModelError(f"cannot reach the Hugging Face Hub for {source}, and it is not in the local cache; "
+                      "download it elsewhere and pass the folder, or set HF_HUB_OFFLINE=1 to use the local cache")
+
+
+def _config_file(source: str, revision: str | None, name: str, required: bool) -> Path | None:
+    local = local_folder(source)
+    if local is not None:
+        if not local.is_dir():
+            raise ModelError(f"{source} is a file, not a model folder; pass a folder saved with save_pretrained or a hub id")
+        path = local / name
+        if not path.exists():
+            if required:
+                raise ModelError(
+                    f"{source} is not a model folder (no {name}); pass a folder saved with save_pretrained or a hub id"
+                )
+            return None
+        return path
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(source, name, revision=revision, local_files_only=hub_offline()))
+    except LocalEntryNotFoundError as error:  # offline, and not in the cache
+        if required:
+            raise _unreachable(source) from error
+        return None
+    except EntryNotFoundError as error:  # the repo exists and lacks this file
+        if required:
+            raise ModelError(f"{source} on the Hugging Face Hub has no {name}; it is not a transformers model") from error
+        return None
+    except Exception as error:  # unknown repo, gated repo, server errors: one message for all
+        kind = type(error).__name__
+        raise ModelError(
+            f"cannot get {name} of {source!r} from the Hugging Face hub ({kind}); "
+            "check the id and your network, or pass a local folder saved with save_pretrained"
+        ) from error
+
+
+def inspect_model(source: str, revision: str | None = None) -> ModelInfo:
+    """Read the config of ``source`` (no weights) and check that speechprune supports it."""
+    config_path = _config_file(source, revision, "config.json", required=True)
+    raw = _read_json(config_path)
+    model_type = raw.get("model_type")
+    if model_type is None:
+        raise ModelError(f"{config_path} has no model_type; it is not a transformers model config")
+    family = family_for(model_type, where=source)
+
+    import transformers
+
+    config_class = getattr(transformers, family.base_class.replace("Model", "Config"))
+    config = config_class.from_dict({k: v for k, v in raw.items() if k not in ("auto_map",)})
+    unsupported = family.unsupported_options(config)
+    if unsupported:
+        raise ModelError(f"{source}: unsupported setting {', '.join(unsupported)}; speechprune prunes plain encoders")
+    architectures = raw.get("architectures") or [family.base_class]
+    architecture = architectures[0]
+    if not architecture.startswith(family.base_class.removesuffix("Model")):
+        raise ModelError(f"{source}: unsupported architecture {architecture}; expected {family.base_class} or a ...For* class")
+
+    preprocessor_path = _config_file(source, revision, "preprocessor_config.json", required=False)
+    preprocessor = _read_json(preprocessor_path) if preprocessor_path else {}
+    local = local_folder(source)
+    return ModelInfo(
+        source=source,
+        path=str(local.resolve()) if local is not None else None,
+        revision=revision,
+        family=family,
+        spec=family.spec_from_config(config),
+        architecture=architecture,
+        sampling_rate=int(preprocessor.get("sampling_rate", 16000)),
+        normalize=bool(preprocessor.get("do_normalize", True)),
+        use_attention_mask=bool(preprocessor.get("return_attention_mask", config.feat_extract_norm == "layer")),
+        config=config,
+    )
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' loading/saving logs and progress bars for the duration."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _hash_weights(folder: Path) -> str | None:
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 23), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def from_pretrained(info: ModelInfo):
+    """(the transformers base model of ``info`` in float32, its loading info): the one place
+    weights are read with transformers, so every command words a bad weights file the same way."""
+    import transformers
+
+    base_class = getattr(transformers, info.family.base_class)
+    if info.path:  # transformers reports an unreadable file as a missing one
+        for path in sorted(Path(info.path).iterdir()):
+            if path.suffix in WEIGHT_SUFFIXES and not os.access(path, os.R_OK):
+                raise ModelError(f"permission denied reading {path}; make it readable (chmod a+r) or copy the folder")
+    try:
+        with quiet_transformers():  # we report unused, missing and mismatched weights ourselves
+            model, loading = base_class.from_pretrained(
+                info.path or info.source, revision=info.revision, output_loading_info=True, dtype="float32",
+                ignore_mismatched_sizes=True, local_files_only=info.path is None and hub_offline(),
+            )
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
+            raise _damaged(info, error) from error
+        raise ModelError(_needs_code_execution(info)) from error
+    except OSError as error:
+        raise ModelError(
+            f"cannot load weights of {info.source}: {str(error).splitlines()[0].rstrip('.')}; "
+            "the folder needs model.safetensors or pytorch_model.bin next to config.json"
+        ) from error
+    except (SafetensorError, RuntimeError, EOFError) as error:
+        raise _damaged(info, error) from error
+    if loading["mismatched_keys"]:
+        order = {key: i for i, key in enumerate(model.state_dict())}
+        key, saved, expected = min(loading["mismatched_keys"], key=lambda m: order.get(m[0], len(order)))
+        raise ModelError(
+            f"the weights of {info.source} do not fit its config.json: {key} is {tuple(saved)} in the weights file "
+            f"but {tuple(expected)} by the config ({len(loading['mismatched_keys'])} tensors differ); "
+            "use the config.json that was saved with these weights"
+        )
+    return model, loading
+
+
+def _needs_code_execution(info: ModelInfo) -> str:
+    # transformers 5 ignores weights_only=False for .bin files, so the advice converts with torch itself
+    folder = Path(info.path) if info.path else Path("DIR")
+    bins = sorted(folder.glob("*.bin")) or [folder / "pytorch_model.bin"]
+    return (
+        f"{bins[0]} is a pickle that needs code execution to load, which speechprune refuses (a pickle can run "
+        "anything); if you trust its source, convert it to safetensors: python -c \"import torch; "
+        f"from safetensors.torch import save_file; sd = torch.load('{bins[0]}', weights_only=False); "
+        "save_file({k: v.contiguous() for k, v in sd.items() if torch.is_tensor(v)}, "
+        f"'{folder / 'model.safetensors'}', metadata={{'format': 'pt'}})\" and move {bins[0].name} away"
+    )
+
+
+def _damaged(info: ModelInfo, error: BaseException) -> ModelError:
+    return ModelError(f"cannot load weights of {info.source}: {str(error).splitlines()[0].rstrip('.')}; "
+                      "the weights file looks damaged, re-save or re-download it")
+
+
+def load_encoder(info: ModelInfo) -> LoadedEncoder:
+    """Load the dense encoder weights of ``info`` into an ``Encoder`` (float32, eval mode)."""
+    model, loading = from_pretrained(info)
+    missing = [k for k in loading["missing_keys"] if k != "masked_spec_embed"]
+    if missing:
+        raise ModelError(
+            f"{info.source} has no trained weights for {len(missing)} encoder tensors (e.g. {missing[0]}); "
+            f"it is not a {info.family.base_class} checkpoint"
+        )
+    left_out = sorted({k.split(".")[0] for k in loading["unexpected_keys"]})
+
+    encoder = Encoder(info.spec)
+    encoder.load_state_dict(info.family.to_encoder_keys(model.state_dict()), strict=True)
+    encoder.eval()
+    folder = Path(info.path) if info.path else _snapshot_folder(model)
+    return LoadedEncoder(
+        encoder=encoder,
+        info=info,
+        left_out=left_out,
+        weights_sha256=_hash_weights(folder) if folder else None,
+        commit=getattr(model.config, "_commit_hash", None),
+    )
+
+
+def _snapshot_folder(model) -> Path | None:
+    name = getattr(model.config, "_name_or_path", None)
+    if not name:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["*.safetensors", "*.bin"], local_files_only=True))
+    except Exception:
+        return None
+
+
+def describe_source(loaded: LoadedEncoder) -> str:
+    """One line saying which part of the checkpoint was taken."""
+    info = loaded.info
+    if not info.takes_part and not loaded.left_out:
+        return f"{info.source}: {info.family.base_class}"
+    dropped = f" (left out: {', '.join(loaded.left_out)})" if loaded.left_out else ""
+    return f"{info.source}: took the {info.family.base_class} encoder of a {info.architecture} checkpoint{dropped}"

@@ -1,0 +1,138 @@
+"""The ``prune`` job: gated distillation of an encoder down to its budgets (parameters, MACs,
+predicted latency).
+
+Reading order: ``prune`` checks everything that is cheap (options, model config, run
+folder, audio) before it loads any weights, then hands over to ``lifecycle.Pruning``, whose
+``run`` is the training loop: a pruning phase (gates, weights and Lagrange multipliers trained
+together while the target ramps up, one ``step.train_step`` at a time), the decision that
+lands on the budget, and an optional final phase that distils with the masks frozen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+
+from ..checks import check_long_enough
+from ..errors import DataError, DiskFullError
+from ..folders.run import RunFolder
+from ..io.audio import scan_audio
+from ..io.batches import split_validation
+from ..io.outputs import OutputLock, check_output
+from ..io.progress import Reporter
+from ..method.budget import Budget, macs_budget, params_budget
+from ..method.gates import GateLayout, gate_flat
+from ..method.latency import CostTable, check_architecture, latency_budget
+from ..model.device import check_precision, resolve_device
+from ..model.loading import ModelInfo, describe_source, inspect_model, load_encoder
+from .config import PruneConfig
+from .distributed import Distributed
+from .lifecycle import Pruning
+from .records import budget_records, run_options
+
+
+def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
+    """Run (or resume) a pruning job and return its summary."""
+    reporter = reporter or Reporter()
+    config.validate()
+    check_output(config.out, "--out", {"MODEL": config.model, "--data": config.data, "--scores": config.scores},
+                 folder=True)
+    ranks = Distributed.from_env()
+    try:  # one writer per run folder: rank 0 holds its lock (the other ranks write nothing)
+        with OutputLock(config.out) if ranks.is_main else contextlib.nullcontext():
+            return _prune(config, reporter, ranks)
+    except DiskFullError as error:
+        error.rerun = "rerun with --resume"
+        raise
+
+
+def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
+    device = resolve_device(config.device, ranks.local_rank)
+    check_precision(config.precision, device)
+
+    info = inspect_model(config.model, config.revision)
+    config.resolve(len(info.spec.layers))
+    layout = GateLayout(info.spec, config.structures)
+    table = read_latency_table(config, info) if config.latency_table else None
+    budgets = build_budgets(config, info.spec, layout, info.sampling_rate, table)
+    for budget in budgets:
+        budget.check_reachable(layout, config.structures)
+    # before the run folder exists: a crop that makes no frame would crash the run mid-way
+    check_long_enough(config.crop_seconds, "--crop-seconds", config.model, info.spec, info.sampling_rate)
+    scores = read_scores(config.scores, layout) if config.scores else None
+
+    run = RunFolder(config.out)
+    plan = run.plan(run_options(config, ranks.world_size), resume=config.resume, overwrite=config.overwrite)
+    if plan != "fresh":
+        run.check_budgets(budget_records(budgets))
+    if plan == "finished":
+        reporter.message(f"{run.root} is a finished run; nothing to do")
+        return run.read_json(run.summary_path)
+    if ranks.is_main:
+        run.remove_stale_temporaries()
+
+    corpus = scan_audio(config.data, min_seconds=config.min_seconds, warn=reporter.warning)
+    train, val = split_validation(corpus, fraction=config.val_fraction, max_files=config.val_max_files, seed=config.seed)
+    if len(train.files) < ranks.world_size:
+        raise DataError(
+            f"{len(train.files)} training files for {ranks.world_size} processes; every process needs at least one file"
+        )
+    reporter.message(
+        f"audio: {len(corpus.files)} files, {corpus.seconds / 3600:.2f} h from {config.data}"
+        + (f" (skipped {corpus.skipped.describe()})" if corpus.skipped.total else "")
+        + f"; {len(val.files)} held out for validation"
+    )
+
+    loaded = load_encoder(info)
+    reporter.message(describe_source(loaded))
+    if plan == "resume":
+        run.check_source(loaded.weights_sha256)
+
+    ranks.init(device)
+    try:
+        job = Pruning(config, loaded, layout, budgets, run, ranks, device, reporter, train, val)
+        if plan == "resume":
+            job.load_checkpoint()
+        else:
+            job.start(corpus, scores)
+        return job.run(corpus)
+    finally:
+        ranks.close()
+
+
+def build_budgets(config: PruneConfig, spec, layout: GateLayout, sampling_rate: int,
+                  table: CostTable | None = None) -> list[Budget]:
+    """The run's budgets, in a fixed order (parameters, MACs, latency); at least one."""
+    budgets = []
+    if config.sparsity is not None:
+        budgets.append(params_budget(spec, layout, config.sparsity, config.tolerance))
+    if config.macs_sparsity is not None:
+        samples = config.reference_samples(sampling_rate)
+        budgets.append(macs_budget(spec, layout, config.macs_sparsity, samples, config.tolerance))
+    if config.speedup is not None:
+        budgets.append(latency_budget(table, spec, layout, config.speedup, config.tolerance))
+    return budgets
+
+
+def read_latency_table(config: PruneConfig, info: ModelInfo) -> CostTable:
+    """--latency-table, refused unless it was measured for this model's architecture."""
+    table = CostTable.read(config.latency_table)
+    check_architecture(table, info.spec, info.sampling_rate, config.model)
+    return table
+
+
+def read_scores(path: str, layout: GateLayout) -> torch.Tensor:
+    """(N,) structure scores from `speechprune analyze` output (higher: more worth keeping)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"cannot read --scores {path}: {error}; pass the JSON written by speechprune analyze --out")
+    if not isinstance(data, dict) or "gate_scores" not in data:
+        raise DataError(f"--scores {path} has no gate_scores; write it with speechprune analyze MODEL --out FILE")
+    try:
+        return gate_flat(layout, data["gate_scores"])
+    except ValueError as error:
+        raise DataError(f"--scores {path} does not fit this model ({error}); analyze the same model") from None

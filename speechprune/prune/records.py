@@ -1,0 +1,146 @@
+"""What a run writes about itself: the record of config.json (options, versions, source,
+audio, gates, budgets) and summary.json (what the decision keeps and costs), both from the
+state of ``lifecycle.Pruning``; and the one-line summary the command prints.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import TYPE_CHECKING
+
+import torch
+
+from .. import __version__
+from ..folders.run import RUN_FORMAT
+from ..io.audio import AudioCorpus
+from ..method.accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
+from ..method.budget import Budget
+from ..method.decision import binding, lands
+from ..method.gates import GateValues
+from ..method.macs import macs, pruned_macs
+from ..model.loading import describe_source
+from .config import PruneConfig
+
+if TYPE_CHECKING:  # the records describe a run; the run imports this module
+    from .lifecycle import Pruning
+
+
+def run_options(config: PruneConfig, world_size: int) -> dict:
+    """The options that define the run's result, as config.json keeps them: a resumed run must have the same."""
+    return {**config.result_defining(), "world_size": world_size}
+
+
+def budget_records(budgets: list[Budget]) -> dict:
+    """What config.json keeps of each budget; a resumed run must have the same (a latency
+    budget's table is named by the hash of its content)."""
+    return {b.name: {"option": b.option, "sparsity": b.sparsity, "dense": b.dense, **b.record} for b in budgets}
+
+
+def config_record(job: Pruning, corpus: AudioCorpus) -> dict:
+    """config.json of a fresh run."""
+    info, loaded, config = job.info, job.loaded, job.config
+    return {
+        "format": RUN_FORMAT,
+        "speechprune": __version__,
+        "torch": torch.__version__,
+        "transformers": _transformers_version(),
+        "python": platform.python_version(),
+        "options": run_options(config, job.ranks.world_size),
+        "all_options": config.to_dict(),
+        "source": {
+            "model": info.source,
+            "revision": info.revision,
+            "commit": loaded.commit,
+            "weights_sha256": loaded.weights_sha256,
+            "family": info.family.name,
+            "architecture": info.architecture,
+            "taken": describe_source(loaded),
+            "left_out": loaded.left_out,
+        },
+        "audio": {
+            "sampling_rate": info.sampling_rate,
+            "normalize": info.normalize,
+            "attention_mask": info.use_attention_mask,
+            "files": len(corpus.files),
+            "hours": round(corpus.seconds / 3600, 4),
+        },
+        "gates": {"structures": job.layout.kinds, "count": job.layout.size, "ste": config.ste},
+        "params_dense": dense_count(job.spec, job.layout),
+        "budgets": budget_records(job.budgets),
+    }
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> dict:
+    """summary.json of a finished run (also what ``--json`` prints), for its final gate ``values`` (N,)."""
+    spec, layout, budget_list, config = job.spec, job.layout, job.budgets, job.config
+    keep = GateValues(layout, values)
+    binary = GateValues(layout, (values > 0).double())
+    params = int(round(parameter_count(spec, binary).item()))
+    ones = GateValues(layout, torch.ones(layout.size, dtype=torch.float64))
+    dense = dense_count(spec, layout)
+    samples = config.reference_samples(job.info.sampling_rate)
+    macs_dense, macs_pruned = macs(spec, samples)["total"], pruned_macs(spec, binary, samples)
+    costs = {b.name: b.exact(binary) for b in budget_list}
+    budgets = {b.name: b.summary(costs[b.name]) for b in budget_list}
+    latency = next((b for b in budget_list if b.name == "latency"), None)  # predictions need its table
+    predicted = costs.get("latency")
+    params_target = budgets.get("params", {}).get("target")
+    return {
+        "run_dir": str(job.run_folder.root),
+        "model": job.info.source,
+        "family": job.info.family.name,
+        "params_dense": dense,
+        "params_pruned": params,
+        "sparsity": round(1 - params / dense, 6),
+        "target_sparsity": config.sparsity,
+        "target_params": params_target,
+        "target_miss": round(params / params_target - 1, 6) if params_target else None,
+        "macs_seconds": config.reference_seconds,
+        "macs_dense": macs_dense,
+        "macs_pruned": macs_pruned,
+        "macs_sparsity": round(1 - macs_pruned / macs_dense, 6),
+        "target_macs_sparsity": config.macs_sparsity,
+        "predicted_ms_dense": round(latency.dense, 3) if latency else None,
+        "predicted_ms_pruned": round(predicted, 3) if latency else None,
+        "predicted_speedup": round(latency.dense / predicted, 4) if latency else None,
+        "budgets": budgets,
+        "binding_budget": binding(budget_list, costs).name,
+        "within_tolerance": lands(budget_list, costs),
+        "decision_adjusted": job.adjusted,
+        "decision_adjusted_share": round(job.adjusted / max(layout.size, 1), 6),
+        "steps": job.step,
+        "skipped_steps": job.skipped_steps,
+        "final_steps": config.final_steps,
+        "world_size": job.ranks.world_size,
+        "val_distill": job.last_val,
+        "params_by_component": {
+            "dense": component_totals(parameter_breakdown(spec, ones)),
+            "pruned": component_totals(parameter_breakdown(spec, binary)),
+        },
+        "kept": kept_structure(spec, keep),
+        "audio": {"files": len(corpus.files), "hours": round(corpus.seconds / 3600, 4),
+                  "skipped": job.sampler.skipped.to_dict()},
+        "train_seconds": round(job.elapsed, 1),
+    }
+
+
+def summary_line(summary: dict) -> str:
+    # .get: summaries of runs finished before latency budgets lack these keys
+    targets = ", ".join(f"{b['option']} {b.get('option_value', b['target_sparsity']):g}" for b in summary["budgets"].values())
+    latency = ""
+    if summary.get("predicted_speedup") is not None:
+        latency = (f", predicted {summary['predicted_ms_dense']:.1f} -> {summary['predicted_ms_pruned']:.1f} ms "
+                   f"(speedup {summary['predicted_speedup']:.2f}x)")
+    return (
+        f"{summary['params_dense'] / 1e6:.2f}M -> {summary['params_pruned'] / 1e6:.2f}M parameters "
+        f"(sparsity {summary['sparsity']:.3f}), {summary['macs_dense'] / 1e9:.2f} -> {summary['macs_pruned'] / 1e9:.2f} "
+        f"GMACs per {summary['macs_seconds']:g} s (MACs sparsity {summary['macs_sparsity']:.3f}){latency}; "
+        f"targets {targets}; {summary['steps']} steps; "
+        f"run saved in {summary['run_dir']}"
+    )

@@ -87,3 +87,42 @@ def test_gate_dict_round_trip_and_shape_errors():
     data["int"][1] = data["int"][1][:-1]
     with pytest.raises(ValueError, match="int.1"):
         gate_flat(layout, data)
+
+
+def test_shift_onto_targets_puts_the_binding_budget_on_its_target():
+    from speechprune.method.budget import macs_budget, params_budget, shift_onto_targets
+
+    spec = FAMILIES["wav2vec2"].spec_from_config(build_model("wav2vec2").config)
+    layout = GateLayout(spec)
+    gates = HardConcreteGates(layout)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        gates.log_alpha.copy_(torch.randn(layout.size) * 2)
+    gates.sharpness = 7.0
+    budgets = [params_budget(spec, layout, 0.6), macs_budget(spec, layout, 0.3, 16000)]
+    shift = shift_onto_targets(budgets, gates)
+    values = layout.values(gates.keep_probability(shift).detach().double())
+    ratios = [float(b.expected(values)) / b.target for b in budgets]
+    assert max(ratios) == pytest.approx(1.0, abs=1e-6)
+    assert min(ratios) <= 1.0
+    # halfway up the ramp the targets are halfway
+    half = shift_onto_targets(budgets, gates, ramp=0.5)
+    values = layout.values(gates.keep_probability(half).detach().double())
+    assert max(float(b.expected(values)) / (b.dense * (1 - b.sparsity / 2)) for b in budgets) == pytest.approx(1.0, abs=1e-6)
+    assert half > shift  # a laxer target keeps more
+
+
+def test_sharpness_moves_keep_probabilities_towards_the_decision():
+    layout = tiny_layout()
+    gates = HardConcreteGates(layout)
+    with torch.no_grad():
+        gates.log_alpha.copy_(torch.linspace(-1, 1, layout.size) + 1e-3)
+    soft = gates.keep_probability()
+    gates.sharpness = 50.0
+    sharp = gates.keep_probability()
+    decision = gates.deterministic()
+    assert ((sharp - decision).abs() <= (soft - decision).abs() + 1e-12).all()
+    assert torch.equal(gates.deterministic(), decision)  # sharpness never changes the decision
+    samples = torch.stack([gates.sample(torch.Generator().manual_seed(s)) for s in range(50)]).detach()
+    far = gates.log_alpha.detach().abs() > 0.2
+    assert torch.equal(samples[:, far], decision[far].expand(50, -1))  # sharp gates sample their decision

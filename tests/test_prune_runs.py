@@ -213,7 +213,7 @@ def test_one_shot_from_scores_lands_and_shrinks(model_dir, audio_dir, tmp_path):
 def test_warm_start_from_scores(model_dir, audio_dir, tmp_path):
     model = model_dir("hubert")
     write_scores(tmp_path / "scores.json", model, ["head", "int"])
-    config = fast_config(model, audio_dir, tmp_path / "run", 0.4, steps=1, gate_lr=1e-12,
+    config = fast_config(model, audio_dir, tmp_path / "run", 0.4, steps=1, gate_lr=1e-12, anneal=1.0,
                          structures=["head", "int"], scores=str(tmp_path / "scores.json"), init_from_scores=True)
     prune(config)
     log_alpha = RunFolder(tmp_path / "run").latest_checkpoint().tensors("gates")["log_alpha"]
@@ -237,3 +237,21 @@ def test_bad_scores_are_refused_before_loading_weights(model_dir, audio_dir, tmp
         assert not (tmp_path / name.replace(".json", "")).exists()
     with pytest.raises(UsageError, match="--scores"):
         prune(fast_config(model, audio_dir, tmp_path / "x", 0.5, steps=0))
+
+
+def test_annealing_holds_the_target_and_lands_without_adjustment(model_dir, audio_dir, tmp_path):
+    """After the ramp the gates sharpen up to --anneal and a common shift of the log-alphas holds
+    the expected size on the target, so the decision lands where training went."""
+    options = dict(steps=12, warmup_steps=4, gate_lr=0.05, lambda_lr=0.05)
+    plain = prune(fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "plain", 0.5, anneal=1.0, **options))
+    annealed = prune(fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "annealed", 0.5, anneal=100.0, **options))
+    metrics = [json.loads(line) for line in (tmp_path / "annealed" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["sharpness"] for m in metrics[:4]] == [1.0] * 4 and metrics[-1]["sharpness"] == pytest.approx(100.0)
+    assert all("gate_shift" in m for m in metrics[4:]) and not any("gate_shift" in m for m in metrics[:4])
+    # the gates lag the ramp on so short a run; from the first annealing step on, the shift holds the
+    # expected size on the target
+    assert abs(metrics[3]["expected_sparsity"] - 0.5) > 0.05
+    assert [m["expected_sparsity"] for m in metrics[4:12]] == pytest.approx([0.5] * 8, abs=1e-4)
+    assert annealed["within_tolerance"]
+    assert annealed["decision_adjusted"] < plain["decision_adjusted"] / 4, (annealed["decision_adjusted"],
+                                                                            plain["decision_adjusted"])

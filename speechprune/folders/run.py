@@ -250,7 +250,12 @@ def _resolved(value: str) -> str:
     return str(path.resolve()) if path.exists() else value
 
 
+# options added after a run format was written, with the value that reproduces runs saved without them
+LATER_OPTIONS = {"anneal": 1.0}
+
+
 def _differences(saved: dict, current: dict) -> list[str]:
+    saved = {**LATER_OPTIONS, **saved}
     keys = sorted(set(saved) | set(current))
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
             if not _same_option(k, saved.get(k), current.get(k))]

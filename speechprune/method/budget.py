@@ -24,10 +24,11 @@ import torch
 from ..errors import UsageError
 from ..model.spec import EncoderSpec
 from .accounting import dense_count, parameter_count
-from .gates import GateLayout, GateValues
+from .gates import GateLayout, GateValues, HardConcreteGates
 from .macs import macs_count, pruned_macs
 
 DEFAULT_TOLERANCE = 0.005  # relative miss of a target allowed at the end
+SHIFT_ITERATIONS = 40  # bisection steps of shift_onto_targets
 
 
 @dataclass(frozen=True)
@@ -127,3 +128,27 @@ def macs_budget(spec: EncoderSpec, layout: GateLayout, sparsity: float, samples:
 
     dense = exact(GateValues(layout, torch.ones(layout.size, dtype=torch.float64)))
     return Budget("macs", "--macs-sparsity", "MACs", dense, sparsity, tolerance, expected, exact)
+
+
+def shift_onto_targets(budgets: list[Budget], gates: HardConcreteGates, ramp: float = 1.0) -> float:
+    """The shift c, added to every log_alpha, that puts the expected costs on the targets
+    (at this share ``ramp`` of them): the binding budget on its target, every other at or under.
+
+    That is max over budgets of expected cost / target = 1. Every expected cost rises with c,
+    so bisection finds it; the gates' ranking, which training decides, is left as it is.
+    """
+    targets = [budget.dense * (1 - budget.sparsity * ramp) for budget in budgets]
+
+    def ratio(shift: float) -> float:
+        values = gates.layout.values(gates.keep_probability(shift))
+        return max(float(budget.expected(values)) / target for budget, target in zip(budgets, targets))
+
+    with torch.no_grad():
+        margin = 30.0 / gates.sharpness  # keep probabilities within sigmoid(+-30) of 0 and 1
+        low, high = -float(gates.log_alpha.max()) - margin, -float(gates.log_alpha.min()) + margin
+        if ratio(low) > 1 or ratio(high) < 1:  # out of reach (checked before the run) or nothing to remove
+            return 0.0
+        for _ in range(SHIFT_ITERATIONS):
+            middle = (low + high) / 2
+            low, high = (middle, high) if ratio(middle) < 1 else (low, middle)
+        return (low + high) / 2

@@ -136,23 +136,28 @@ class HardConcreteGates(nn.Module):
         self.layout = layout
         self.ste = ste
         self.log_alpha = nn.Parameter(torch.full((layout.size,), INIT_LOG_ALPHA))
+        # Annealing: sampling and keep probabilities see sharpness * log_alpha, so as it grows every
+        # gate's keep probability tends to its decision 1[log_alpha > 0] (which it leaves alone).
+        self.sharpness = 1.0
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """(N,) gate values for one training step."""
         u = torch.rand(self.log_alpha.shape, generator=generator, device="cpu").to(self.log_alpha.device)
         u = u.clamp(EPS, 1 - EPS)
-        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / BETA)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.sharpness * self.log_alpha) / BETA)
         z = (s * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0.0, 1.0)
         if not self.ste:
             return z
         hard = (z > 0.5).to(z.dtype)
         return hard + (z - z.detach())  # exactly 0/1 forward, gradient of the relaxed z
 
-    def keep_probability(self) -> torch.Tensor:
-        """(N,) probability that the forward pass keeps each structure (differentiable)."""
+    def keep_probability(self, shift: float = 0.0) -> torch.Tensor:
+        """(N,) probability that the forward pass keeps each structure (differentiable); ``shift``
+        is added to every log_alpha first (``budget.shift_onto_targets`` searches it)."""
+        log_alpha = self.sharpness * (self.log_alpha + shift)
         if self.ste:
-            return torch.sigmoid(self.log_alpha)
-        return torch.sigmoid(self.log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R))
+            return torch.sigmoid(log_alpha)
+        return torch.sigmoid(log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R))
 
     def deterministic(self, keep: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) gate values for evaluation and shrinking.

@@ -36,6 +36,7 @@ class PruneConfig:
     lr: float = 2e-4  # weights (student and distillation heads)
     gate_lr: float = 2e-2  # log_alpha
     lambda_lr: float = 2e-2  # Lagrange multipliers (gradient ascent)
+    anneal: float = 30.0  # gate sharpness at the end of the pruning phase (1: no annealing)
     distill_layers: list[int] | None = None  # default: 0 and every third of the layers
     distill_weights: list[float] | None = None  # default: 1 each
     crop_seconds: float = 4.0
@@ -96,6 +97,9 @@ class PruneConfig:
             raise UsageError(f"--warmup-steps must be between 0 and --steps ({self.steps}), got {self.warmup_steps}")
         for name in ("lr", "gate_lr", "lambda_lr", "crop_seconds", "batch_seconds", "min_seconds", "tolerance"):
             check_positive(getattr(self, name), f"--{name.replace('_', '-')}")
+        if self.anneal < 1:
+            raise UsageError(f"--anneal is the gates' sharpness at the end of pruning, at least 1 (1: no annealing), "
+                             f"got {self.anneal}")
         if self.tolerance >= 1:
             raise UsageError(f"--tolerance is the allowed relative miss of a budget target, below 1 "
                              f"(e.g. 0.005 for 0.5%), got {self.tolerance}")
@@ -159,6 +163,18 @@ class PruneConfig:
         if not self.warmup_steps:
             return 1.0
         return min(1.0, step / self.warmup_steps)
+
+    def annealing(self, step: int) -> bool:
+        """Whether ``step`` is in the annealing part of the pruning phase: after the target ramp."""
+        return self.anneal > 1 and step > (self.warmup_steps or 0)
+
+    def sharpness(self, step: int) -> float:
+        """Gate sharpness at ``step``: 1 while the target ramps up, then geometric up to ``anneal``
+        at the last pruning step."""
+        if not self.annealing(step):
+            return 1.0
+        share = (step - (self.warmup_steps or 0)) / max(1, self.steps - (self.warmup_steps or 0))
+        return self.anneal ** min(1.0, share)
 
     def weight_lr(self, step: int, phase: str) -> float:
         """Weights: short linear warm-up, constant while pruning, linear decay in the final phase."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..io.batches import Batch
-from ..method.budget import Budget
+from ..method.budget import Budget, shift_onto_targets
 from ..method.distill import DistillHeads, distill_loss
 from ..method.gates import GateLayout, HardConcreteGates
 from ..model.device import autocast
@@ -135,6 +135,19 @@ def step_multipliers(lambdas: torch.Tensor, optimizer: torch.optim.Optimizer, ga
     optimizer.step()
 
 
+def hold_on_targets(budgets: list[Budget], gates: HardConcreteGates) -> float:
+    """Shift every log_alpha so that the expected costs sit on the (final) targets; returns the shift.
+
+    While annealing, sharpening moves the expected costs faster than the multipliers follow
+    (gates that lag the ramp all cross at once), so the costs are held on the targets directly;
+    which gates are kept is still what training ranks.
+    """
+    shift = shift_onto_targets(budgets, gates)
+    with torch.no_grad():
+        gates.log_alpha.add_(shift)
+    return shift
+
+
 def metric_prefix(budget: Budget) -> str:
     """Metric and summary keys of a budget: "sparsity" for parameters, "macs_sparsity" for MACs."""
     return "" if budget.name == "params" else f"{budget.name}_"
@@ -176,6 +189,11 @@ def train_step(model: nn.Module, gates: HardConcreteGates, budgets: list[Budget]
     optimizers.optimizer.param_groups[0]["lr"] = lr
     metrics = {"step": step, "phase": phase}
     student_inputs = (batch.waveforms, batch.model_mask, batch.teacher.hidden_states, batch.frame_mask)
+    if phase == "prune":
+        gates.sharpness = config.sharpness(step)
+        metrics["sharpness"] = round(gates.sharpness, 4)
+        if config.annealing(step):
+            metrics["gate_shift"] = round(hold_on_targets(budgets, gates), 6)
     with autocast(config.precision, batch.waveforms.device):
         if phase == "prune":
             generator = torch.Generator().manual_seed(step_seed(config.seed, step, ranks.rank))
@@ -218,6 +236,8 @@ def train_step(model: nn.Module, gates: HardConcreteGates, budgets: list[Budget]
             scaler.update()
             if gap is not None:
                 step_multipliers(lambdas, optimizers.multipliers, gap)
+            if phase == "prune" and step == config.steps and config.annealing(step):
+                hold_on_targets(budgets, gates)  # the decision comes next: from gates on the targets
     if not finite:
         metrics["skipped"] = True
     metrics.update(

@@ -171,6 +171,13 @@ def test_tolerance_option(capsys, run_dir, model_dir, audio_dir, tmp_path):
         assert_clean_error(cli(capsys, *args, "--tolerance", value), 2, "--tolerance")
 
 
+def test_anneal_option_is_checked_before_loading(capsys, model_dir, audio_dir, tmp_path):
+    args = ["prune", model_dir("wav2vec2"), "--sparsity", "0.5", "--data", audio_dir, "--out", tmp_path / "r", *TINY]
+    for value in ("0.5", "nan", "inf"):
+        assert_clean_error(cli(capsys, *args, "--anneal", value), 2, "--anneal")
+    assert not (tmp_path / "r").exists()
+
+
 # ---------------------------------------------------------------- 22: numbers that are not finite
 
 

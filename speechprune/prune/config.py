@@ -97,9 +97,9 @@ class PruneConfig:
             raise UsageError(f"--warmup-steps must be between 0 and --steps ({self.steps}), got {self.warmup_steps}")
         for name in ("lr", "gate_lr", "lambda_lr", "crop_seconds", "batch_seconds", "min_seconds", "tolerance"):
             check_positive(getattr(self, name), f"--{name.replace('_', '-')}")
-        if self.anneal < 1:
-            raise UsageError(f"--anneal is the gates' sharpness at the end of pruning, at least 1 (1: no annealing), "
-                             f"got {self.anneal}")
+        if not 1 <= self.anneal < float("inf"):  # also refuses nan
+            raise UsageError(f"--anneal is the gates' sharpness at the end of pruning, a finite number of at "
+                             f"least 1 (1: no annealing), got {self.anneal}")
         if self.tolerance >= 1:
             raise UsageError(f"--tolerance is the allowed relative miss of a budget target, below 1 "
                              f"(e.g. 0.005 for 0.5%), got {self.tolerance}")

@@ -173,8 +173,8 @@ class PruneConfig:
         at the last pruning step."""
         if not self.annealing(step):
             return 1.0
-        share = (step - (self.warmup_steps or 0)) / max(1, self.steps - (self.warmup_steps or 0))
-        return self.anneal ** min(1.0, share)
+        ramp_end = self.warmup_steps or 0
+        return self.anneal ** min(1.0, (step - ramp_end) / max(1, self.steps - ramp_end))
 
     def weight_lr(self, step: int, phase: str) -> float:
         """Weights: short linear warm-up, constant while pruning, linear decay in the final phase."""

@@ -73,6 +73,7 @@ ROWS = [
     Row("macs-heads-0.72", "for speed: MACs budget, whole heads only", budget="macs", target=0.72,
         prune_args=["--structures", "conv,mha,head,ffn,int"]),
     Row("speed-2x", "for speed: latency budget (cost table)", budget="latency", target=2.0),
+    Row("speed-2.5x", "for speed: latency budget (cost table)", budget="latency", target=2.5),
     Row("speed-3x", "for speed: latency budget (cost table)", budget="latency", target=3.0),
     Row("full-0.72-int8", "full-0.72, dynamic int8 Linear layers", kind="int8", of="full-0.72"),
     Row("speed-3x-int8", "speed-3x, dynamic int8 Linear layers", kind="int8", of="speed-3x"),

@@ -4,7 +4,7 @@ Both steps run on the same Base-size wav2vec2 architecture (``transformers.Wav2V
 defaults, random weights) and the same fixed-seed batch of noise:
 
 * gated step: teacher forward (no grad, ``speechprune.prune.step.teacher_pass``) + the prune
-  run's own step, ``speechprune.prune.step.train_step`` (prune phase, fp32): ``GatedStudent``
+  run's own step, ``speechprune.prune.step.train_step`` (prune phase, float32): ``GatedStudent``
   forward/backward with sampled hard-concrete STE gates on every structure (conv, mha, head,
   qk, vo, ffn, int) + the expected-size Lagrangian term + gradient clipping + AdamW step +
   multiplier step;
@@ -134,7 +134,7 @@ class Bench:
                             precision=self.config.precision)
 
     def gated_step(self) -> dict:
-        """The prune run's step (prune phase, fp32), minus data loading and logging to disk."""
+        """The prune run's step (prune phase, float32), minus data loading and logging to disk."""
         c0, f0 = time.process_time(), _faults()
         t0 = time.perf_counter()
         batch = self._teacher()

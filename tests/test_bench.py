@@ -254,6 +254,7 @@ def no_loading(monkeypatch):
     (["--threads", "0"], ["--threads"]),
     (["--dtype", "float8"], ["--dtype", "float8"]),
     (["--dtype", "float16"], ["float16", "cpu"]),
+    (["--dtype", "fp32,fp16"], ["--dtype float16", "cpu"]),  # the short spellings are aliases
     (["--device", "tpu"], ["--device", "tpu"]),
 ])
 def test_bad_options_are_usage_errors(capsys, model_dir, no_loading, args, words):

@@ -279,9 +279,15 @@ def test_not_a_device(capsys, tmp_path, good):
     assert_clean_error(result, 2, "--device", "tpu")
 
 
-def test_fp16_on_cpu(capsys, tmp_path, good):
-    result = cli(capsys, *good, "--out", tmp_path / "run", "--precision", "fp16")
-    assert_clean_error(result, 2, "fp16", "CPU")
+@pytest.mark.parametrize("spelling", ["float16", "fp16"])  # fp16: the short spelling of 0.1, an alias
+def test_float16_on_cpu(capsys, tmp_path, good, spelling):
+    result = cli(capsys, *good, "--out", tmp_path / "run", "--precision", spelling)
+    assert_clean_error(result, 2, "--precision float16", "CPU")
+
+
+def test_unknown_precision_names_the_choices(capsys, tmp_path, good):
+    result = cli(capsys, *good, "--out", tmp_path / "run", "--precision", "half")
+    assert_clean_error(result, 2, "--precision", "float32, bfloat16, float16", "'half'")
 
 
 def test_demo_with_a_model_is_a_usage_error(capsys, tmp_path, model, monkeypatch):
@@ -400,6 +406,27 @@ def test_resume_a_finished_run_reports_the_same_summary(capsys, finished_run):
     assert json.loads(again) == json.loads(stdout)
     assert "finished run" in err
     assert snapshot(out) == before
+
+
+def test_a_run_saved_with_the_short_precision_spelling_resumes_and_shrinks(capsys, finished_run, tmp_path):
+    """Runs of 0.1 stored "fp32": it resumes under either spelling, and shrinks."""
+    args, code, stdout, stderr, out = finished_run
+    assert code == 0, stderr
+    assert json.loads((out / "config.json").read_text())["options"]["precision"] == "float32"
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    config = json.loads((old / "config.json").read_text())
+    config["options"]["precision"] = config["all_options"]["precision"] = "fp32"
+    (old / "config.json").write_text(json.dumps(config))
+    moved = [str(a) for a in args]
+    moved[moved.index("--out") + 1] = str(old)
+    for spelling in ([], ["--precision", "fp32"], ["--precision", "float32"]):
+        code, again, err = cli(capsys, *moved, *spelling, "--resume", "--json")
+        assert code == 0, err
+        assert "finished run" in err
+    code, report, err = cli(capsys, "shrink", old, "--out", tmp_path / "model", "--dtype", "fp16", "--json")
+    assert code == 0, err
+    assert json.loads(report)["dtype"] == "float16"
 
 
 # ---------------------------------------------------------------- a good run

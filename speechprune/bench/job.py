@@ -36,7 +36,7 @@ from ..errors import UsageError
 from ..io.progress import Reporter
 from ..method.latency import CostTable, check_architecture, check_conditions, predict_ms
 from ..method.macs import macs
-from ..model.device import DTYPES, resolve_device
+from ..model.device import DTYPES, dtype_name, resolve_device
 from ..model.spec import EncoderSpec
 from .models import BenchModel, check_inputs, describe, load
 from .timing import all_cores, cpu_ticks, device_name, device_sync, interleaved, other_load, part_times, peak_memory, speedup
@@ -65,6 +65,9 @@ class BenchOptions:
     baseline_quantize: str | None = None  # the same for the baseline (None: it stays float)
     runtime: str = "torch"  # or "onnxruntime": the models under test run as checked ONNX exports (the baseline in torch)
     latency_table: str | None = None  # cost table (``method.latency``): predicted latency beside the measured one
+
+    def __post_init__(self) -> None:
+        self.dtypes = [dtype_name(d) for d in self.dtypes]  # one spelling in the report, fp32 read as float32
 
 
 def check_options(options: BenchOptions) -> torch.device:

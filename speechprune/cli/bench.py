@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..model.device import DTYPES
 from .lists import comma_list
 from .output import JsonOption, Output, QuietOption
 
@@ -17,7 +18,7 @@ def command(
     models: list[str] = typer.Argument(..., metavar="MODEL...", help="Models to time: shrunk folders, stock transformers folders or hub ids, prune run folders."),
     baseline: Optional[str] = typer.Option(None, help="Model to compute speedups against, timed interleaved with the others."),
     device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps."),
-    dtype: str = typer.Option("float32", help="Comma-separated precisions: float32,bfloat16,float16."),
+    dtype: str = typer.Option("float32", help=f"Comma-separated precisions: {','.join(DTYPES)}."),
     seconds: str = typer.Option("10", help="Comma-separated audio lengths in seconds, e.g. 1,5,10,30."),
     batch: str = typer.Option("1", help="Comma-separated batch sizes, e.g. 1,8."),
     threads: Optional[int] = typer.Option(None, help="CPU threads. [default: every core]"),

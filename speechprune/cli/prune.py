@@ -9,7 +9,8 @@ import typer
 
 from ..errors import DataError, UsageError
 from ..method.gates import GATE_KINDS
-from ..prune.config import PRECISIONS, PruneConfig
+from ..model.device import DTYPES
+from ..prune.config import PruneConfig
 from ..prune.distributed import Distributed
 from .lists import comma_list
 from .output import JsonOption, Output, QuietOption
@@ -52,7 +53,7 @@ def command(
     val_fraction: float = typer.Option(0.02, help="Share of files held out for the validation loss."),
     tolerance: float = typer.Option(0.005, help="Allowed relative miss of each budget target (parameters, MACs) by the final keep decision, in (0, 1)."),
     seed: int = typer.Option(0, help="Seed of data order, crops and gate noise."),
-    precision: str = typer.Option("fp32", help=f"Numeric precision: {'|'.join(PRECISIONS)}."),
+    precision: str = typer.Option("float32", help=f"Numeric precision of training (autocast): {'|'.join(DTYPES)} (fp32, bf16, fp16 also accepted)."),
     device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps."),
     checkpoint_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
     log_every: int = typer.Option(50, help="Log line every N steps when not on a terminal."),

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..model.device import DTYPES
 from . import invocation
 from .output import JsonOption, Output, QuietOption
 
@@ -15,7 +16,7 @@ from .output import JsonOption, Output, QuietOption
 def command(
     run: str = typer.Argument(..., help="Run folder written by speechprune prune (finished, or its latest checkpoint)."),
     out: Optional[str] = typer.Option(None, help="Model folder to write. [default: models/<run name>]"),
-    dtype: str = typer.Option("float32", help="Precision of the saved weights: float32|float16|bfloat16."),
+    dtype: str = typer.Option("float32", help=f"Precision of the saved weights: {'|'.join(DTYPES)}."),
     data: Optional[str] = typer.Option(None, help="Audio to measure fidelity to the dense teacher on (folder or manifest)."),
     fidelity_seconds: float = typer.Option(20.0, help="At most this much audio for the fidelity measurement."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),

@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from ..errors import RunFolderError
 from ..io import atomic
 from ..method.gates import GateLayout, HardConcreteGates
+from ..model.device import dtype_name
 from ..model.spec import EncoderSpec
 
 RUN_FORMAT = 1
@@ -256,6 +257,8 @@ LATER_OPTIONS = {"anneal": 1.0}
 
 def _differences(saved: dict, current: dict) -> list[str]:
     saved = {**LATER_OPTIONS, **saved}
+    if "precision" in saved:  # runs before 0.2 stored fp32|bf16|fp16
+        saved["precision"] = dtype_name(saved["precision"])
     keys = sorted(set(saved) | set(current))
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
             if not _same_option(k, saved.get(k), current.get(k))]

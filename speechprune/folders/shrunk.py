@@ -27,12 +27,12 @@ from .. import model as model_package
 from ..errors import RunFolderError
 from ..io import atomic
 from ..io.outputs import check_out_path
+from ..model.device import DTYPES
 from ..model.spec import EncoderSpec
 
 MODELING_FILE = "modeling_speechprune.py"
 # speechprune/model/ files that make up MODELING_FILE, each after the ones it imports
 MODELING_SOURCES = ("spec.py", "masks.py", "attention.py", "layers.py", "encoder.py", "hf_model.py")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def modeling_source() -> str:

@@ -1,4 +1,4 @@
-"""Where a model runs: the device, the dtype names of ``--dtype``, and the autocast precision of ``--precision``."""
+"""Where a model runs: the device, the precision names of ``--dtype`` and ``--precision``, and autocast."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ import torch
 
 from ..errors import UsageError
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}  # --dtype names
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# The one precision vocabulary of every command (--dtype, --precision) and of what they store.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Short spellings that prune --precision took before 0.2 (and run folders stored): still accepted.
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def dtype_name(name: str) -> str:
+    """The canonical spelling of a precision name (``fp32`` -> ``float32``); other names pass
+    unchanged, for the option's own check to accept or refuse."""
+    return DTYPE_ALIASES.get(name, name)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -46,13 +54,13 @@ def _cuda_index(name: str) -> int:
 
 
 def check_precision(precision: str, device: torch.device) -> None:
-    if precision == "fp16" and device.type == "cpu":
-        raise UsageError("--precision fp16 is not supported on the CPU; use bf16 or fp32")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UsageError("--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32")
+    if precision == "float16" and device.type == "cpu":
+        raise UsageError("--precision float16 is not supported on the CPU; use bfloat16 or float32")
+    if precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UsageError("--precision bfloat16: this GPU has no bfloat16 support; use float16 or float32")
 
 
 def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
+    if precision == "float32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])

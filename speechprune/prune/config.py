@@ -9,8 +9,7 @@ from ..checks import check_positive
 from ..errors import UsageError
 from ..method.gates import GATE_KINDS
 from ..method.macs import DEFAULT_MACS_SECONDS
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from ..model.device import DTYPES, dtype_name
 
 # Options that change nothing in the result: a run may be resumed with other values.
 # The cost table is compared by content (config.json "budgets"), not by path.
@@ -48,12 +47,16 @@ class PruneConfig:
     scores: str | None = None  # analyze JSON with gate_scores: one-shot decision or warm start
     init_from_scores: bool = False  # start the gates of a full run from --scores
     seed: int = 0
-    precision: str = "fp32"
+    precision: str = "float32"  # a name of model.device.DTYPES (fp32, bf16, fp16 are read as aliases)
     device: str = "auto"
     checkpoint_every: int = 500
     log_every: int = 50
     resume: bool = False
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        # one spelling in config.json and in resume's comparison, whichever the user typed
+        self.precision = dtype_name(self.precision)
 
     def validate(self) -> None:
         """Check every option on its own; nothing here reads files or weights."""
@@ -107,8 +110,8 @@ class PruneConfig:
             raise UsageError(f"--min-seconds ({self.min_seconds}) must not exceed --crop-seconds ({self.crop_seconds})")
         if not 0 <= self.val_fraction < 1:
             raise UsageError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in DTYPES:
+            raise UsageError(f"--precision must be one of {', '.join(DTYPES)}, got {self.precision!r}")
         if self.distill_weights is not None and self.distill_layers is None:
             raise UsageError("--distill-weights needs --distill-layers, one weight per layer")
         if self.distill_layers is not None:

@@ -7,7 +7,7 @@ A step, given a batch whose teacher outputs are known (``teacher_pass``):
    pruning phase, the frozen decision in the final phase; the distillation loss;
 2. in the pruning phase, the Lagrangian term of every budget (``lagrangian_term``), which
    only sends gradients to the gates;
-3. backward (through the loss scaler with fp16), gradient clipping, the step of the weights
+3. backward (through the loss scaler with float16), gradient clipping, the step of the weights
    and gate logits;
 4. in the pruning phase, the multipliers' step (``step_multipliers``): gradient ascent on
    (gap, gap^2) of every budget.
@@ -96,7 +96,7 @@ class Optimizers:
     weights: list[nn.Parameter]  # the trained weights: what gradient clipping covers
     optimizer: torch.optim.Optimizer  # AdamW: the weights (group 0) and the gate logits (group 1)
     multipliers: torch.optim.Optimizer  # Adam with maximize=True: the Lagrange multipliers
-    scaler: torch.amp.GradScaler  # the fp16 loss scaler (disabled in fp32 and bf16)
+    scaler: torch.amp.GradScaler  # the float16 loss scaler (disabled in float32 and bfloat16)
 
 
 def build_optimizers(model: GatedStudent, lambdas: torch.Tensor, config: PruneConfig, device: torch.device) -> Optimizers:
@@ -108,7 +108,7 @@ def build_optimizers(model: GatedStudent, lambdas: torch.Tensor, config: PruneCo
         ]
     )
     return Optimizers(weights, optimizer, torch.optim.Adam([lambdas], lr=config.lambda_lr, maximize=True),
-                      torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"))
+                      torch.amp.GradScaler(device.type, enabled=config.precision == "float16"))
 
 
 def lagrangian_term(budgets: list[Budget], gates: HardConcreteGates, lambdas: torch.Tensor, ramp: float):
@@ -219,7 +219,7 @@ def train_step(model: nn.Module, gates: HardConcreteGates, budgets: list[Budget]
 
     optimizers.optimizer.zero_grad(set_to_none=True)
     # A non-finite loss or gradient never reaches the weights: the step is skipped. Gradients are
-    # averaged across ranks, so only the loss needs the ranks to agree. With fp16 the loss scaler
+    # averaged across ranks, so only the loss needs the ranks to agree. With float16 the loss scaler
     # already skips steps with inf gradients (and lowers its scale): its business.
     finite = not ranks.any(not bool(torch.isfinite(loss)))
     if finite:

@@ -26,7 +26,7 @@ from ..io.batches import validation_batches
 from ..io.outputs import OutputLock, check_output
 from ..io.progress import Reporter
 from ..method.accounting import parameter_count
-from ..model.device import DTYPES
+from ..model.device import DTYPES, dtype_name
 from ..model.encoder import Encoder
 from ..model.families import family_by_name
 from .card import model_card
@@ -49,6 +49,7 @@ def shrink_run(
 ) -> dict:
     """Write the shrunk model of ``run_dir`` to ``out`` and return a report."""
     reporter = reporter or Reporter()
+    dtype = dtype_name(dtype)
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     check_positive(fidelity_seconds, "--fidelity-seconds")

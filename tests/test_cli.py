@@ -146,10 +146,42 @@ def test_help_lists_the_commands(capsys):
     assert "Traceback" not in err
 
 
+def registered_commands() -> dict:
+    import typer
+
+    from speechprune.cli.app import app
+
+    return typer.main.get_command(app).commands
+
+
+@pytest.mark.parametrize("name", sorted(registered_commands()))
+def test_every_command_help_has_an_example(capsys, name):
+    code, out, _ = cli(capsys, name, "--help")
+    assert code == 0
+    examples = [line.strip() for line in out.splitlines() if line.strip().startswith("Example:")]
+    assert examples and examples[0].startswith(f"Example: speechprune {name} "), out
+
+
+@pytest.mark.parametrize("name", sorted(registered_commands()))
+def test_shared_options_read_the_same_in_every_command(name):
+    """--json, --quiet, --device and --seed: one definition (cli/options.py), one default each."""
+    params = {p.name: p for p in registered_commands()[name].params}
+    for option in ("json_output", "quiet"):
+        assert params[option].default is False and params[option].opts[0] in ("--json", "--quiet")
+    if "device" in params:
+        assert params["device"].default == "auto" and "auto: a CUDA GPU" in params["device"].help
+    if "seed" in params:
+        assert params["seed"].default == 0 and params["seed"].help.startswith("Seed of ")
+    assert ("device" in params) == (name not in ("shrink", "export-onnx"))  # those two run on the CPU
+
+
 def test_no_arguments_shows_help(capsys):
+    """No command is a usage error (exit 2): the help and the fix on stderr, nothing on stdout."""
     code, out, err = cli(capsys)
-    assert code in (0, 2)
-    assert "prune" in out + err
+    assert code == 2
+    assert out == ""
+    assert err.startswith("Usage: speechprune") and "prune" in err
+    assert lines(err)[-1].startswith("error: no command given")
     assert "Traceback" not in err
 
 

@@ -149,6 +149,20 @@ def test_quantize_on_a_gpu_is_a_usage_error(capsys, tiny_shrunk, no_loading, mon
     assert_clean_error(result, 2, "--quantize must be one of int8")
 
 
+def test_the_default_device_runs_quantized_models_on_the_cpu(monkeypatch):
+    """--device auto is the GPU, but the CPU when the options run only there: the default never
+    refuses --quantize or --runtime onnxruntime."""
+    from speechprune.bench.job import BenchOptions, check_options as check_bench
+    from speechprune.eval.job import EvalOptions, check_options as check_eval
+
+    fake_gpu(monkeypatch)
+    assert check_bench(BenchOptions(models=["m"])).type == "cuda"
+    assert check_eval(EvalOptions(model="m", data="d")).type == "cuda"
+    for options in (dict(quantize="int8"), dict(baseline="b", baseline_quantize="int8"), dict(runtime="onnxruntime")):
+        assert check_bench(BenchOptions(models=["m"], **options)).type == "cpu", options
+    assert check_eval(EvalOptions(model="m", data="d", quantize="int8")).type == "cpu"
+
+
 @pytest.mark.parametrize("kind", ["shrunk", "stock", "run"])
 def test_eval_probes_the_quantized_model(capsys, tiny_shrunk, model_dir, tmp_path, kind, request):
     model = {"shrunk": lambda: tiny_shrunk, "stock": lambda: model_dir("wav2vec2", "large"),

@@ -48,7 +48,7 @@ class AnalyzeOptions:
     drop_one: bool = True
     teacher: str | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # model.device.resolve_device
     png: str | None = None
     out: str | None = None
 

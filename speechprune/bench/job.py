@@ -83,7 +83,8 @@ def check_options(options: BenchOptions) -> torch.device:
         raise UsageError(f"--threads must be at least 1, got {options.threads}")
     if options.warmup < 0 or options.repeat < 1 or not 0 <= options.min_time < math.inf:  # inf: timing never ends
         raise UsageError("--warmup must be >= 0, --repeat >= 1 and --min-time a finite number >= 0")
-    device = resolve_device(options.device)
+    cpu_only = bool(options.quantize or options.baseline_quantize or options.runtime == "onnxruntime")
+    device = resolve_device(options.device, cpu_only=cpu_only)
     for dtype in options.dtypes:
         if dtype not in DTYPES:
             raise UsageError(f"--dtype must be among {', '.join(DTYPES)}, got {dtype!r}")

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .output import JsonOption, Output, QuietOption
+from .options import DeviceOption, JsonOption, QuietOption, seed_option
+from .output import Output
 
 HEATMAPS = (
     ("drop_one", "drop-one: relative change of the output when the head alone is masked"),
@@ -19,6 +20,8 @@ HEATMAPS = (
 BLOCK_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")  # viridis, low -> high
 SHADES = " ░▒▓█"  # the same five levels without colour (NO_COLOR): the shade carries the value
 
+SeedOption = seed_option("the file choice and of the random projections")
+
 
 def command(
     model: str = typer.Argument(..., help="Stock model (hub id or folder), shrunk folder, or prune run folder."),
@@ -29,8 +32,8 @@ def command(
     projections: int = typer.Option(4, help="Random projections per batch for the gradient importance."),
     drop_one: bool = typer.Option(True, "--drop-one/--no-drop-one", help="Compute drop-one sensitivity (L x H partial forwards per batch)."),
     teacher: Optional[str] = typer.Option(None, help="Dense model to compare hidden states with (cosine, L1, CKA per layer)."),
-    seed: int = typer.Option(0, help="Seed of the file choice and of the random projections."),
-    device: str = typer.Option("cpu", help="auto|cpu|cuda|cuda:N|mps."),
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
     out: Optional[str] = typer.Option(None, help="Write the report as JSON to this file."),
     png: Optional[str] = typer.Option(None, help="Save the heatmaps as a PNG (needs matplotlib: pip install 'speechprune[plot]')."),
     json_output: JsonOption = False,

@@ -1,7 +1,7 @@
 """The `speechprune` command: global options, command registration, and error handling.
 
 Known problems (SpeechpruneError) become one `error: ...` line on stderr and their exit code
-(1, or 2 for usage errors); --debug shows the traceback instead.
+(1, or 2 for usage errors, no command at all among them); --debug shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -55,8 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     invocation[:] = argv
     DEBUG["on"] = "--debug" in argv
+    command = typer.main.get_command(app)
+    if not argv:  # a usage error whichever click typer brings (click 8.1 exited 0 here, 8.2 exits 2)
+        print(command.get_help(command.context_class(command, info_name="speechprune")), file=sys.stderr)
+        print("error: no command given; choose one of the commands above (speechprune COMMAND --help)", file=sys.stderr)
+        return 2
     try:
-        result = typer.main.get_command(app).main(args=argv, prog_name="speechprune", standalone_mode=False)
+        result = command.main(args=argv, prog_name="speechprune", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except typer.Exit as done:
         code = done.exit_code

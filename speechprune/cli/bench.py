@@ -8,16 +8,19 @@ import typer
 
 from ..model.device import DTYPES
 from .lists import comma_list
-from .output import JsonOption, Output, QuietOption
+from .options import DeviceOption, JsonOption, QuietOption, seed_option
+from .output import Output
 
 BREAKDOWN = (("cnn", "CNN"), ("projection", "projection"), ("pos_conv", "pos conv"), ("layers", "layers"),
              ("other", "other"))
+
+SeedOption = seed_option("the generated input audio")
 
 
 def command(
     models: list[str] = typer.Argument(..., metavar="MODEL...", help="Models to time: shrunk folders, stock transformers folders or hub ids, prune run folders."),
     baseline: Optional[str] = typer.Option(None, help="Model to compute speedups against, timed interleaved with the others."),
-    device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps."),
+    device: DeviceOption = "auto",
     dtype: str = typer.Option("float32", help=f"Comma-separated precisions: {','.join(DTYPES)}."),
     seconds: str = typer.Option("10", help="Comma-separated audio lengths in seconds, e.g. 1,5,10,30."),
     batch: str = typer.Option("1", help="Comma-separated batch sizes, e.g. 1,8."),
@@ -27,7 +30,7 @@ def command(
     min_time: Optional[float] = typer.Option(None, help="More rounds until every model (with --cost-model: every timed shape) has this many seconds timed. [default: 1; 0.1 with --cost-model]"),
     compile_: bool = typer.Option(False, "--compile", help="Also time under torch.compile (CUDA graphs on GPUs)."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also time the CNN, projection, positional conv and layers."),
-    seed: int = typer.Option(0, help="Seed of the generated input audio."),
+    seed: SeedOption = 0,
     quantize: Optional[str] = typer.Option(None, help="Quantize the models under test: int8 (dynamic, Linear layers; CPU)."),
     baseline_quantize: Optional[str] = typer.Option(None, help="Quantize the baseline too: int8. [default: it stays float32]"),
     runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch."),

@@ -7,9 +7,12 @@ from typing import Optional
 
 import typer
 
-from .output import JsonOption, Output, QuietOption
+from .options import DeviceOption, JsonOption, QuietOption, seed_option
+from .output import Output
 
 SPARK = "▁▂▃▄▅▆▇█"
+
+SeedOption = seed_option("the clip choice, the split and the probe")
 
 
 def command(
@@ -23,8 +26,8 @@ def command(
     batch_seconds: float = typer.Option(32.0, help="Padded audio seconds per forward pass."),
     epochs: int = typer.Option(200, help="Probe training epochs (full-batch Adam steps up to 4096 clips)."),
     per_layer: bool = typer.Option(True, "--per-layer/--no-per-layer", help="Also fit one probe per hidden state alone."),
-    seed: int = typer.Option(0, help="Seed of the clip choice, the split and the probe."),
-    device: str = typer.Option("cpu", help="auto|cpu|cuda|cuda:N|mps."),
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
     quantize: Optional[str] = typer.Option(None, help="Probe the model quantized: int8 (dynamic, Linear layers; CPU), compared with its float32 self."),
     out: Optional[str] = typer.Option(None, help="Write the report as JSON to this file."),
     json_output: JsonOption = False,

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from .output import JsonOption, Output, QuietOption
+from .options import JsonOption, QuietOption
+from .output import Output
 
 
 def command(

@@ -10,20 +10,12 @@ square brackets, so nothing printed here is read as rich markup: only our own wa
 from __future__ import annotations
 
 import sys
-from typing import Annotated
-
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..io.atomic import dumps
 from ..io.progress import Reporter
-
-# The output options every command shares, defined once.
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and the result with --json).")]
-
 
 # (label, metric key prefix) of each budget the progress shows: expected/target sparsity
 BUDGET_METRICS = (("sparsity", ""), ("MACs sparsity", "macs_"), ("latency sparsity", "latency_"))

@@ -13,7 +13,8 @@ from ..model.device import DTYPES
 from ..prune.config import PruneConfig
 from ..prune.distributed import Distributed
 from .lists import comma_list
-from .output import JsonOption, Output, QuietOption
+from .options import DeviceOption, JsonOption, QuietOption, seed_option
+from .output import Output
 
 NO_DATA = (
     "no audio given: pass --data with a folder (or manifest) of unlabelled speech in the model's language, "
@@ -21,6 +22,8 @@ NO_DATA = (
     "to try the tool without data run `speechprune prune --demo`"
 )
 DEMO_FOLDER = Path("runs") / "demo-inputs"
+
+SeedOption = seed_option("data order, crops and gate noise")
 
 
 def command(
@@ -52,9 +55,9 @@ def command(
     min_seconds: float = typer.Option(1.0, help="Skip files shorter than this."),
     val_fraction: float = typer.Option(0.02, help="Share of files held out for the validation loss."),
     tolerance: float = typer.Option(0.005, help="Allowed relative miss of each budget target (parameters, MACs) by the final keep decision, in (0, 1)."),
-    seed: int = typer.Option(0, help="Seed of data order, crops and gate noise."),
+    seed: SeedOption = 0,
     precision: str = typer.Option("float32", help=f"Numeric precision of training (autocast): {'|'.join(DTYPES)} (fp32, bf16, fp16 also accepted)."),
-    device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps."),
+    device: DeviceOption = "auto",
     checkpoint_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
     log_every: int = typer.Option(50, help="Log line every N steps when not on a terminal."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (starts it if there is none)."),

@@ -10,7 +10,8 @@ import typer
 
 from ..model.device import DTYPES
 from . import invocation
-from .output import JsonOption, Output, QuietOption
+from .options import JsonOption, QuietOption
+from .output import Output
 
 
 def command(

@@ -50,7 +50,7 @@ class EvalOptions:
     weight_decay: float = 1e-4
     per_layer: bool = True  # also fit one probe per hidden state alone
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # model.device.resolve_device
     out: str | None = None
     quantize: str | None = None  # probe the model quantized by this scheme (speechprune.deploy.quantize)
 
@@ -91,7 +91,7 @@ def check_options(options: EvalOptions):
     if options.out is not None:
         check_output(options.out, "--out", {"MODEL": options.model, "--data": options.data,
                                             "--test-data": options.test_data, "--teacher": options.teacher}, folder=False)
-    device = resolve_device(options.device)
+    device = resolve_device(options.device, cpu_only=options.quantize is not None)
     check_scheme(options.quantize, device)
     return device
 

@@ -20,9 +20,15 @@ def dtype_name(name: str) -> str:
     return DTYPE_ALIASES.get(name, name)
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` -> a device that exists here."""
+def resolve_device(name: str, local_rank: int = 0, *, cpu_only: bool = False) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` -> a device that exists here.
+
+    ``auto``, every command's default, is a CUDA GPU, else Apple's MPS, else the CPU; it is the
+    CPU when the job asked for runs only there (``cpu_only``: int8 kernels, ONNX Runtime), so
+    that the default never refuses an option. A device named outright is checked by the job."""
     name = name.strip().lower()
+    if name == "auto" and cpu_only:
+        return torch.device("cpu")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())

@@ -295,6 +295,16 @@ def test_missing_sparsity(capsys, tmp_path, model, audio_dir):
     assert_clean_error(result, 2, "--sparsity")
 
 
+def test_default_out_names_the_exact_budgets():
+    from speechprune.cli.prune import default_out
+
+    values = (0.72, 0.725, 0.7200001, 0.72000001)  # :g, or a percentage, would merge some of them
+    assert len({default_out("facebook/wav2vec2-base", value, None, None) for value in values}) == len(values)
+    assert default_out("facebook/wav2vec2-base", 0.725, None, None) == str(Path("runs") / "wav2vec2-base-p0.725")
+    assert default_out("models/base/", 0.72, 0.5, 3.0) == str(Path("runs") / "base-p0.72-m0.5-x3")
+    assert default_out("base", None, None, 2.5) == str(Path("runs") / "base-x2.5")
+
+
 def test_resume_and_overwrite_contradict(capsys, tmp_path, good):
     result = cli(capsys, *good, "--out", tmp_path / "run", "--resume", "--overwrite")
     assert_clean_error(result, 2, "--resume", "--overwrite")

@@ -140,8 +140,16 @@ def command(
 
 
 def default_out(model: str, sparsity: float | None, macs_sparsity: float | None, speedup: float | None) -> str:
-    """runs/<model>-p<sparsity>-m<macs sparsity>-x<speedup>, with the values as given (0.72 -> 0.72)."""
+    """runs/<model>-p<sparsity>-m<macs sparsity>-x<speedup>, each value exactly as the float it is
+    (0.72 -> p0.72, 0.725 -> p0.725, 3 -> x3): two runs of different budgets never share a folder."""
     name = Path(model.rstrip("/")).name
     given = (("p", sparsity), ("m", macs_sparsity), ("x", speedup))
-    budgets = [f"{tag}{value:g}" for tag, value in given if value is not None]
+    budgets = [f"{tag}{exact(value)}" for tag, value in given if value is not None]
     return str(Path("runs") / "-".join([name, *budgets]))
+
+
+def exact(value: float) -> str:
+    """The shortest text that reads back as ``value`` (Python's repr), without a trailing ".0";
+    unlike a rounded form (:g keeps six digits) it differs for every two different values."""
+    text = repr(float(value))
+    return text.removesuffix(".0")

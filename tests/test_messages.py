@@ -21,6 +21,9 @@ from safetensors import SafetensorError
 
 from speechprune.cli import analyze as analyze_cli
 from speechprune.cli.output import Output
+from speechprune.errors import DataError
+from speechprune.io.audio import scan_reported
+from speechprune.io.progress import Reporter
 from test_cli import TINY, assert_clean_error, cli, lines, run_captured
 
 
@@ -67,6 +70,63 @@ def test_quiet_silences_warnings(capsys, run_dir, tmp_path):
     run = unfinished_copy(run_dir, tmp_path / "unfinished")
     code, _, err = cli(capsys, "shrink", run, "--out", tmp_path / "m", "--quiet")
     assert (code, err) == (0, "")
+
+
+class CountingReporter(Reporter):
+    def __init__(self):
+        self.calls = []
+
+    def count(self, task, done, total):
+        self.calls.append((task, done, total))
+
+    def finish(self):
+        self.calls.append("finish")
+
+
+def test_a_folder_scan_reports_its_progress(audio_dir, tmp_path):
+    reporter = CountingReporter()
+    corpus = scan_reported(audio_dir, reporter)
+    *counts, end = reporter.calls
+    assert end == "finish" and len(counts) >= len(corpus.files)
+    assert {task for task, _, _ in counts} == {f"scanning {audio_dir.name}"}
+    assert [done for _, done, _ in counts] == list(range(1, len(counts) + 1))  # one call per file checked
+    assert counts[-1][1] == counts[-1][2]  # and the last says all are done
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DataError):
+        scan_reported(tmp_path / "nothing", reporter)
+    assert reporter.calls[-1] == "finish"  # a failed scan ends its count too: no bar outlives it
+
+
+# what each command loads right after its audio scan: the test stops it there
+LOADED_AFTER_THE_SCAN = {"prune": "speechprune.prune.job.load_encoder", "analyze": "speechprune.analyze.job.load_target",
+                         "eval": "speechprune.eval.job.load_target", "shrink": "speechprune.shrink.job.read_run"}
+
+
+@pytest.mark.parametrize("command", sorted(LOADED_AFTER_THE_SCAN))
+def test_a_terminal_shows_the_audio_scan_and_pipelines_do_not(capsys, command, model_dir, audio_dir, run_dir,
+                                                             tmp_path, monkeypatch):
+    from test_probe import write_tones
+
+    class Scanned(Exception):
+        pass
+
+    def stop(*_):
+        raise Scanned("stopped after the scan")
+
+    monkeypatch.setattr(LOADED_AFTER_THE_SCAN[command], stop)
+    model = model_dir("wav2vec2")
+    args = {
+        "prune": ["prune", model, "--sparsity", "0.5", "--data", audio_dir, "--out", tmp_path / "run", *TINY],
+        "analyze": ["analyze", model, "--data", audio_dir, "--device", "cpu"],
+        "eval": ["eval", model, "--data", write_tones(tmp_path / "tones", per_class=2), "--device", "cpu"],
+        "shrink": ["shrink", run_dir, "--out", tmp_path / "model", "--data", audio_dir],
+    }[command]
+    for terminal, quiet, shown in ((False, False, False), (True, True, False), (True, False, True)):
+        if terminal:
+            monkeypatch.setenv("FORCE_COLOR", "1")  # rich takes stderr for a terminal
+        code, _, err = cli(capsys, *args, *(["--quiet"] if quiet else []))
+        assert "stopped after the scan" in err, err  # the scan ran, and nothing loaded before it
+        assert ("scanning" in err) == shown, (terminal, quiet, err)  # a bar, drawn and cleared; no line per file
 
 
 # ---------------------------------------------------------------- 7: --out checked before loading

@@ -21,7 +21,7 @@ from ..errors import DataError, UsageError
 from ..folders.run import run_budgets
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
 from ..io import atomic
-from ..io.audio import AudioCorpus, scan_audio
+from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
 from ..io.outputs import check_output
 from ..io.progress import Reporter
@@ -76,9 +76,9 @@ def check_options(options: AnalyzeOptions) -> torch.device:
     return resolve_device(options.device)
 
 
-def pick_audio(data: str, options: AnalyzeOptions, target: Target):
+def pick_audio(data: str, options: AnalyzeOptions, target: Target, reporter: Reporter):
     """(batches, description): whole crops of seeded randomly chosen files, at most --max-seconds in all."""
-    corpus = scan_audio(data, min_seconds=0.1)
+    corpus = scan_reported(data, reporter, min_seconds=0.1)
     crop = min(options.crop_seconds, options.max_seconds)
     order = np.random.default_rng(options.seed).permutation(len(corpus.files))
     chosen, total = [], 0.0
@@ -159,7 +159,7 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
     teacher_target = read_target(options.teacher) if options.teacher else None
     if teacher_target is not None:
         check_teacher(target, teacher_target)
-    batches, audio = pick_audio(options.data, options, target) if options.data else (None, None)
+    batches, audio = pick_audio(options.data, options, target, reporter) if options.data else (None, None)
 
     reporter.message(f"loading {options.model} ({target.kind})")
     net, base_masks, snap = load_target(target, device)

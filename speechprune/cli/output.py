@@ -1,6 +1,7 @@
 """One output layer for every command: human text on a terminal, plain lines in pipelines,
 one JSON document on stdout with --json, and nothing but errors with --quiet (no notes, no
-warnings, no progress).
+warnings, no progress). Progress bars (training phases, and counts such as the audio scan)
+are drawn on a terminal only.
 
 Progress, notes and warnings go to stderr; only the result goes to stdout. Colour follows
 rich's rules, which honour NO_COLOR. Text that comes from the user (paths, model ids) can hold
@@ -80,7 +81,8 @@ class LineReporter(QuietReporter):
 
 
 class BarReporter(QuietReporter):
-    """A terminal: one live progress bar with loss, sparsity vs target and ETA."""
+    """A terminal: one live progress bar with loss, sparsity vs target and ETA per phase, and a
+    passing one per count."""
 
     def __init__(self, output: Output):
         super().__init__(output)
@@ -106,6 +108,17 @@ class BarReporter(QuietReporter):
         )
         self.progress.start()
         self.task = self.progress.add_task(phase, total=total, completed=done, status="")
+
+    def count(self, task: str, done: int, total: int) -> None:
+        """A bar of its own, cleared when the count ends: a scan of a large folder shows it is
+        moving, and leaves the screen to the notes that follow. (Pipelines and logs skip
+        counts: a line per file would bury the notes.)"""
+        if self.progress is None:
+            self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=self.output.err, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(task, total=total)
+        self.progress.update(self.task, description=task, total=total, completed=done)
 
     def update(self, step: int, metrics: dict) -> None:
         status = f"loss {metrics['loss']:.4f}"

@@ -21,7 +21,7 @@ from ..deploy.quantize import check_scheme, describe as describe_quantization, q
 from ..errors import DataError, UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
 from ..io.atomic import write_json
-from ..io.audio import AUDIO_EXTENSIONS, AudioFile, AudioReadError, SkipCounts, is_finite, load_audio, scan_audio
+from ..io.audio import AUDIO_EXTENSIONS, AudioFile, AudioReadError, SkipCounts, is_finite, load_audio, scan_reported
 from ..io.outputs import check_output
 from ..io.progress import Reporter
 from ..model.compare import compare_hidden_states, require_finite
@@ -99,7 +99,7 @@ def check_options(options: EvalOptions):
 # --- data -------------------------------------------------------------------------------------
 
 
-def scan_labelled(source: str, option: str, *, min_labels: int, min_seconds: float) -> Labelled:
+def scan_labelled(source: str, option: str, reporter: Reporter, *, min_labels: int, min_seconds: float) -> Labelled:
     """The usable audio of each immediate subfolder of ``source`` (searched recursively inside).
 
     Subfolders whose names start with "." or "_" (like Speech Commands' _background_noise_) are
@@ -120,7 +120,7 @@ def scan_labelled(source: str, option: str, *, min_labels: int, min_seconds: flo
     labelled.loose_files = sum(1 for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(AUDIO_EXTENSIONS))
     for sub in subfolders:
         try:
-            corpus = scan_audio(sub, min_seconds=min_seconds)
+            corpus = scan_reported(sub, reporter, min_seconds=min_seconds)
         except DataError:
             raise DataError(f"label folder {sub} has no usable audio (wav/flac/ogg/mp3 of at least {min_seconds:.3g} s, "
                             "not silent); add some or remove the folder") from None
@@ -184,7 +184,7 @@ def prepare_data(options: EvalOptions, target: Target, reporter: Reporter):
     rng = np.random.default_rng(options.seed)
     shortest = min_samples(target.spec)
     min_seconds = shortest / target.sampling_rate
-    train_set = scan_labelled(options.data, "--data", min_labels=2, min_seconds=min_seconds)
+    train_set = scan_labelled(options.data, "--data", reporter, min_labels=2, min_seconds=min_seconds)
     classes = list(train_set.files)
     files = {label: _cap(items, options.max_per_class, rng) for label, items in train_set.files.items()}
     skipped = train_set.skipped
@@ -197,7 +197,7 @@ def prepare_data(options: EvalOptions, target: Target, reporter: Reporter):
                             "add clips (2 or more per label) or pass --test-data")
         split = {"method": "stratified", "test_fraction": fraction}
     else:
-        test_set = scan_labelled(options.test_data, "--test-data", min_labels=1, min_seconds=min_seconds)
+        test_set = scan_labelled(options.test_data, "--test-data", reporter, min_labels=1, min_seconds=min_seconds)
         unknown = [label for label in test_set.files if label not in classes]
         if unknown:
             raise DataError(f"--test-data {options.test_data} has labels that --data lacks: {', '.join(unknown)}; "

@@ -17,6 +17,7 @@ import soundfile as sf
 import soxr
 
 from ..errors import DataError
+from .progress import Reporter
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # matched case-insensitively
 SILENCE_PEAK = 1e-4  # audio whose mono peak |x| stays below this is silent
@@ -169,6 +170,13 @@ def scan_audio(
             "or a manifest, with --data"
         )
     return AudioCorpus(sorted(files, key=lambda file: file.path), skipped, str(source_path))
+
+
+def scan_reported(source: str | os.PathLike, reporter: Reporter, **options) -> AudioCorpus:
+    """``scan_audio`` for a command: its progress goes to ``reporter`` (a bar on a terminal,
+    nothing in a pipeline or with --quiet), and so do its warnings."""
+    with reporter.counting(f"scanning {Path(source).name or source}") as progress:
+        return scan_audio(source, progress=progress, warn=reporter.warning, **options)
 
 
 def _list_candidates(source: Path) -> list[str]:

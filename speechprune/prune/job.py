@@ -19,7 +19,7 @@ import torch
 from ..checks import check_long_enough
 from ..errors import DataError, DiskFullError
 from ..folders.run import RunFolder
-from ..io.audio import scan_audio
+from ..io.audio import scan_reported
 from ..io.batches import split_validation
 from ..io.outputs import OutputLock, check_output
 from ..io.progress import Reporter
@@ -74,7 +74,7 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     if ranks.is_main:
         run.remove_stale_temporaries()
 
-    corpus = scan_audio(config.data, min_seconds=config.min_seconds, warn=reporter.warning)
+    corpus = scan_reported(config.data, reporter, min_seconds=config.min_seconds)
     train, val = split_validation(corpus, fraction=config.val_fraction, max_files=config.val_max_files, seed=config.seed)
     if len(train.files) < ranks.world_size:
         raise DataError(

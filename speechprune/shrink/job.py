@@ -21,7 +21,7 @@ from ..deploy.onnx import ONNX_FILE, export_onnx, require_onnx
 from ..errors import ModelError, UsageError
 from ..folders.run import RunFolder, RunSnapshot, read_run
 from ..folders.shrunk import check_output_folder, stock_compatible, write_model_folder
-from ..io.audio import AudioCorpus, scan_audio
+from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
 from ..io.outputs import OutputLock, check_output
 from ..io.progress import Reporter
@@ -58,7 +58,7 @@ def shrink_run(
         require_onnx()
     check_output(out, "--out", {"RUN": run_dir, "--data": data, "the run's source model": _source_model(run_dir)},
                  folder=True)
-    corpus = scan_audio(data, min_seconds=0.5) if data else None  # a bad --data fails before the slicing
+    corpus = scan_reported(data, reporter, min_seconds=0.5) if data else None  # a bad --data fails before the slicing
     with OutputLock(out):
         return _shrink_run(run_dir, out, dtype, corpus, fidelity_seconds, overwrite, onnx, command, reporter)
 

@@ -12,6 +12,9 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
+# tests/test_gpu.py skips itself without CUDA: here that would pass without testing anything
+python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else
+    'error: torch ' + torch.__version__ + ' sees no CUDA GPU (a CPU build?); tests/test_gpu.py would only skip')"
 
 # A failing CUDA test fails the script, after the benchmarks below have still run.
 tests_status=0

@@ -152,19 +152,19 @@ def test_stock_compatible_result_also_gets_a_stock_config(model_dir, audio_dir, 
 
 
 def test_bad_inputs(pruned_run, model_dir, tmp_path, capsys):
-    cases = [
-        (["shrink", str(tmp_path / "missing")], "not a folder"),
-        (["shrink", str(model_dir("wav2vec2"))], "is a model folder, not a prune run"),
-        (["shrink", str(pruned_run), "--dtype", "int8", "--out", str(tmp_path / "x")], "--dtype"),
+    cases = [  # (argv, exit code: 2 for a bad option, 1 for a bad run or output folder, words)
+        (["shrink", str(tmp_path / "missing")], 1, "not a folder"),
+        (["shrink", str(model_dir("wav2vec2"))], 1, "is a model folder, not a prune run"),
+        (["shrink", str(pruned_run), "--dtype", "int8", "--out", str(tmp_path / "x")], 2, "--dtype"),
     ]
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
-    cases.append((["shrink", str(pruned_run), "--out", str(taken)], "--overwrite"))
-    for argv, words in cases:
+    cases.append((["shrink", str(pruned_run), "--out", str(taken)], 1, "--overwrite"))
+    for argv, expected, words in cases:
         code = main(argv)
         err = capsys.readouterr().err
-        assert code in (1, 2) and words in err and "Traceback" not in err, (argv, err)
+        assert code == expected and words in err and "Traceback" not in err, (argv, code, err)
     assert (taken / "keep.txt").read_text() == "mine"
 
     import shutil

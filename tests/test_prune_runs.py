@@ -220,9 +220,14 @@ def test_warm_start_from_scores(model_dir, audio_dir, tmp_path):
     assert set(torch.round(log_alpha, decimals=3).unique().tolist()) == {0.5, 3.0}
 
 
-def test_bad_scores_are_refused_before_loading_weights(model_dir, audio_dir, tmp_path):
+def test_bad_scores_are_refused_before_loading_weights(model_dir, audio_dir, tmp_path, monkeypatch):
+    import speechprune.prune.job as prune_job
     from speechprune.errors import DataError, UsageError
 
+    def refuse(*_):
+        raise AssertionError("weights were loaded before the scores were checked")
+
+    monkeypatch.setattr(prune_job, "load_encoder", refuse)
     model = model_dir("wav2vec2")
     write_scores(tmp_path / "good.json", model)
     (tmp_path / "broken.json").write_text("{not json")
@@ -234,7 +239,7 @@ def test_bad_scores_are_refused_before_loading_weights(model_dir, audio_dir, tmp
         with pytest.raises(DataError, match=words):
             prune(fast_config(model, audio_dir, tmp_path / name.replace(".json", ""), 0.5, steps=0,
                               scores=str(tmp_path / name)))
-        assert not (tmp_path / name.replace(".json", "")).exists()
+        assert not (tmp_path / name.replace(".json", "")).exists()  # nor was the run folder begun
     with pytest.raises(UsageError, match="--scores"):
         prune(fast_config(model, audio_dir, tmp_path / "x", 0.5, steps=0))
 

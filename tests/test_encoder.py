@@ -26,6 +26,24 @@ def batch_of_unequal_lengths():
     return waveforms * attention_mask, attention_mask
 
 
+def transformers_states(hf, waveforms, attention_mask):
+    """``hf``'s output, and its hidden states as speechprune defines them: the input of layer 1,
+    then each layer's own output. transformers 5 returns exactly these; 4.x put the final layer
+    norm's output last for pre-LN (Large) models, so the layers' outputs are taken by hooks."""
+    outputs = []
+
+    def keep(module, inputs, output):
+        outputs.append(output[0] if isinstance(output, tuple) else output)  # WavLM: (states, position bias)
+
+    hooks = [layer.register_forward_hook(keep) for layer in hf.encoder.layers]
+    try:
+        expected = hf(waveforms, attention_mask=attention_mask, output_hidden_states=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return expected, (expected.hidden_states[0], *outputs)
+
+
 @pytest.mark.parametrize("family,style", ALL_KINDS)
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_all_ones_masks_equal_transformers(family, style, with_mask):
@@ -36,12 +54,12 @@ def test_all_ones_masks_equal_transformers(family, style, with_mask):
     attention_mask = attention_mask if with_mask else None
     ones = GateLayout(encoder.spec).values(torch.ones(GateLayout(encoder.spec).size)).masks()
     with torch.no_grad():
-        expected = hf(waveforms, attention_mask=attention_mask, output_hidden_states=True)
+        expected, states = transformers_states(hf, waveforms, attention_mask)
         unmasked = encoder(waveforms, attention_mask)
         masked = encoder(waveforms, attention_mask, ones)
-    assert len(masked.hidden_states) == len(expected.hidden_states) == 4
+    assert len(masked.hidden_states) == len(expected.hidden_states) == len(states) == 4
     for ours in (unmasked, masked):
-        for mine, theirs in zip(ours.hidden_states, expected.hidden_states):
+        for mine, theirs in zip(ours.hidden_states, states):
             assert (mine - theirs).abs().max() < 1e-5
         assert (ours.last_hidden_state - expected.last_hidden_state).abs().max() < 1e-5
 

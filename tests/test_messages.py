@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 from rich.console import Console
 from safetensors import SafetensorError
 
@@ -357,9 +358,12 @@ def test_shape_mismatch_names_the_first_tensor(capsys, tmp_path, model_dir, audi
     folder = model_copy(model_dir, tmp_path)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 80}))
-    message = assert_clean_error(cli(capsys, *prune_args(folder, audio_dir, tmp_path)), 1,
-                                 "encoder.layers.0.feed_forward.intermediate_dense.weight is (96, 48) in the weights "
-                                 "file but (80, 48) by the config", only_line=False)
+    key = "encoder.layers.0.feed_forward.intermediate_dense.weight"
+    shapes = ("is (96, 48) in the weights file but (80, 48) by the config"
+              if int(transformers.__version__.split(".")[0]) >= 5  # 4.x tells which tensors differ, not the file's shapes
+              else "in the weights file is not (80, 48) as by the config")
+    message = assert_clean_error(cli(capsys, *prune_args(folder, audio_dir, tmp_path)), 1, f"{key} {shapes}",
+                                 only_line=False)
     assert "above report" not in message and "damaged" not in message
 
 

@@ -139,7 +139,8 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 
 def load(path: str | Path, dtype: torch.dtype | None = None):
-    """Load a folder written by `speechprune shrink` with the package's own classes (no remote code)."""
+    """Load a folder written by `speechprune shrink` with the package's own classes (no remote code),
+    in ``dtype``, or with None in the dtype it was saved in (shrink --dtype)."""
     from ..model.hf_model import SpeechpruneModel
 
     config_path = Path(path) / "config.json"
@@ -150,4 +151,5 @@ def load(path: str | Path, dtype: torch.dtype | None = None):
     from ..model.loading import quiet_transformers
 
     with quiet_transformers():
-        return SpeechpruneModel.from_pretrained(path, dtype=dtype).eval()
+        # "auto" spelled out: transformers 5 loads the saved dtype by default, 4.x float32
+        return SpeechpruneModel.from_pretrained(path, dtype=dtype or "auto").eval()

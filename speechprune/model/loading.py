@@ -229,26 +229,44 @@ def from_pretrained(info: ModelInfo):
                 info.path or info.source, revision=info.revision, output_loading_info=True, dtype="float32",
                 ignore_mismatched_sizes=True, local_files_only=info.path is None and hub_offline(),
             )
-    except pickle.UnpicklingError as error:
-        if "weights only" not in str(error).lower():
-            raise _damaged(info, error) from error
+    except (pickle.UnpicklingError, OSError) as error:
+        unpickling = _unpickling_error(error)
+        if unpickling is None:
+            raise ModelError(
+                f"cannot load weights of {info.source}: {str(error).splitlines()[0].rstrip('.')}; "
+                "the folder needs model.safetensors or pytorch_model.bin next to config.json"
+            ) from error
+        if "weights only" not in str(unpickling).lower():
+            raise _damaged(info, unpickling) from error
         raise ModelError(_needs_code_execution(info)) from error
-    except OSError as error:
-        raise ModelError(
-            f"cannot load weights of {info.source}: {str(error).splitlines()[0].rstrip('.')}; "
-            "the folder needs model.safetensors or pytorch_model.bin next to config.json"
-        ) from error
     except (SafetensorError, RuntimeError, EOFError) as error:
         raise _damaged(info, error) from error
     if loading["mismatched_keys"]:
-        order = {key: i for i, key in enumerate(model.state_dict())}
-        key, saved, expected = min(loading["mismatched_keys"], key=lambda m: order.get(m[0], len(order)))
-        raise ModelError(
-            f"the weights of {info.source} do not fit its config.json: {key} is {tuple(saved)} in the weights file "
-            f"but {tuple(expected)} by the config ({len(loading['mismatched_keys'])} tensors differ); "
-            "use the config.json that was saved with these weights"
-        )
+        raise ModelError(f"the weights of {info.source} do not fit its config.json: "
+                         f"{_first_mismatch(model, loading['mismatched_keys'])} "
+                         f"({len(loading['mismatched_keys'])} tensors differ); "
+                         "use the config.json that was saved with these weights")
     return model, loading
+
+
+def _unpickling_error(error: BaseException) -> pickle.UnpicklingError | None:
+    """The UnpicklingError of torch.load behind ``error``: transformers 4.x re-raises it as an
+    OSError (about TF checkpoints), 5.x lets it through."""
+    while error is not None and not isinstance(error, pickle.UnpicklingError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def _first_mismatch(model, mismatched) -> str:
+    """The first tensor (in the model's order) whose shape differs between the weights file and
+    the config. transformers 5 lists (key, file shape, config shape); 4.x lists the keys only,
+    so there the config's shape is all we can name."""
+    order = {key: i for i, key in enumerate(model.state_dict())}
+    first = min(mismatched, key=lambda m: order.get(m if isinstance(m, str) else m[0], len(order)))
+    if isinstance(first, str):
+        return f"{first} in the weights file is not {tuple(model.state_dict()[first].shape)} as by the config"
+    key, saved, expected = first
+    return f"{key} is {tuple(saved)} in the weights file but {tuple(expected)} by the config"
 
 
 def _needs_code_execution(info: ModelInfo) -> str:

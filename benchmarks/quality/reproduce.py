@@ -215,7 +215,7 @@ class Pipeline:
             scores = self.work / "scores.json"
             if not scores.exists():
                 run(speechprune("analyze", self.teacher, "--data", self.data / "corpus", "--no-drop-one", "--max-seconds",
-                                60, "--seed", self.seed, "--out", scores, "-q"))
+                                60, "--seed", self.seed, "--device", "cpu", "--out", scores, "-q"))
             command = speechprune("prune", self.teacher, *self.prune_args(row), "--steps", 0, "--scores", scores,
                                   "--out", run_dir, "--overwrite")
         else:  # scratch: same architecture as full-0.72, distilled from random init for as many steps

@@ -11,6 +11,7 @@ square brackets, so nothing printed here is read as rich markup: only our own wa
 from __future__ import annotations
 
 import sys
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from speechprune.errors import RunFolderError
 from speechprune.folders.run import RunFolder, read_run
 from speechprune.folders.run_record import RunRecord, RunSummary, prune_command
+from speechprune.shrink.report import ShrinkReport
 from test_cli import run_captured
 from test_latency import write_table
 from test_macs_budget import tiny_spec
@@ -126,6 +127,18 @@ def test_a_new_run_stores_each_option_once(run_without_annealing):
         assert not (f.metadata() or {}).get("structures")
     summary = json.loads((run_without_annealing / "summary.json").read_text())
     assert summary["format"] == 2 and RunSummary.from_dict(summary).to_dict() == summary
+
+
+def test_the_shrink_report_is_typed_and_its_provenance_kept(run_without_annealing, tmp_path):
+    code, stdout, err = run_captured("shrink", run_without_annealing, "--out", tmp_path / "model", "--json")
+    assert code == 0, err
+    report = ShrinkReport.from_dict(json.loads(stdout))
+    assert report.format == 1 and report.run_finished
+    assert report.file_bytes == (tmp_path / "model" / "model.safetensors").stat().st_size
+    assert report.to_dict() == json.loads(stdout)
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["speechprune"] == report.provenance()
+    with pytest.raises(ValueError, match="format 1"):
+        ShrinkReport.from_dict({**report.to_dict(), "format": 2})
 
 
 # Option names of speechprune 0.1.0, and those that did not define its result.

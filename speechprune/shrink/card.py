@@ -8,9 +8,10 @@ import shlex
 from ..folders.run import RunSnapshot
 from ..folders.run_record import RunRecord
 from ..model.spec import EncoderSpec
+from .report import ShrinkReport
 
 
-def model_card(snap: RunSnapshot, spec: EncoderSpec, report: dict, command: str | None) -> str:
+def model_card(snap: RunSnapshot, spec: EncoderSpec, report: ShrinkReport, command: str | None) -> str:
     record = snap.record
     rows = "\n".join(
         f"| {i + 1} | {len(layer.heads) if layer.attention else '-'} | "
@@ -18,7 +19,7 @@ def model_card(snap: RunSnapshot, spec: EncoderSpec, report: dict, command: str 
         f"{layer.ffn_dim if layer.ffn else '-'} |"
         for i, layer in enumerate(spec.layers)
     )
-    fidelity = report["fidelity_cosine"]
+    fidelity = report.fidelity_cosine
     fidelity_text = (
         "Cosine similarity to the dense teacher per distilled layer: "
         + ", ".join(f"layer {k}: {v}" for k, v in fidelity.items())
@@ -32,11 +33,11 @@ tags: [speechprune, pruned, {spec.family}]
 
 # {spec.family} encoder pruned by speechprune
 
-- Source model: `{report['source_model']}` ({record.source.architecture}; encoder taken)
-- Parameters: {report['params_dense']:,} -> {report['params']:,} (sparsity {report['sparsity']:.4f})
+- Source model: `{report.source_model}` ({record.source.architecture}; encoder taken)
+- Parameters: {report.params_dense:,} -> {report.params:,} (sparsity {report.sparsity:.4f})
 - Budgets: {'; '.join(_budget_line(name, budget) for name, budget in record.budgets.items())}
-- Saved as {report['dtype']}; run step {report['run_step']}{'' if report['run_finished'] else ' (unfinished run)'}
-- Shrunk model vs masked model: max relative error {report['max_relative_error_vs_masked']:.1e}
+- Saved as {report.dtype}; run step {report.run_step}{'' if report.run_finished else ' (unfinished run)'}
+- Shrunk model vs masked model: max relative error {report.max_relative_error_vs_masked:.1e}
 - {fidelity_text}
 
 ## Load

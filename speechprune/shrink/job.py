@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..checks import check_positive
 from ..deploy.onnx import ONNX_FILE, export_onnx, require_onnx
 from ..errors import ModelError, SpeechpruneError, UsageError
@@ -30,6 +29,7 @@ from ..model.device import DTYPES
 from ..model.encoder import Encoder
 from ..model.families import family_by_name
 from .card import model_card
+from .report import ShrinkReport
 from .slicing import max_relative_error, shrink_encoder
 
 EXACTNESS_LIMIT = 1e-4  # max relative error of shrunk vs masked outputs (float32)
@@ -47,7 +47,7 @@ def shrink_run(
     command: str | None = None,
     reporter: Reporter | None = None,
 ) -> dict:
-    """Write the shrunk model of ``run_dir`` to ``out`` and return a report."""
+    """Write the shrunk model of ``run_dir`` to ``out`` and return its report (``ShrinkReport.to_dict``)."""
     reporter = reporter or Reporter()
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -96,29 +96,28 @@ def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, 
     if stock is not None:
         reporter.message("the result fits a stock transformers config: also written to stock/ (no remote code needed)")
 
-    report = {
-        "model_dir": str(out),
-        "run_dir": str(snap.run.root),
-        "run_step": snap.step,
-        "run_finished": snap.finished,
-        "family": snap.spec.family,
-        "source_model": snap.record.source.model,
-        "params_dense": snap.record.params_dense,
-        "params": params,
-        "sparsity": round(1 - params / snap.record.params_dense, 6),
-        "dtype": dtype,
-        "max_relative_error_vs_masked": error,
-        "fidelity_cosine": fidelity,
-        "stock_config": stock is not None,
-        "onnx": None,
-    }
+    report = ShrinkReport(
+        model_dir=str(out),
+        run_dir=str(snap.run.root),
+        run_step=snap.step,
+        run_finished=snap.finished,
+        family=snap.spec.family,
+        source_model=snap.record.source.model,
+        params_dense=snap.record.params_dense,
+        params=params,
+        sparsity=round(1 - params / snap.record.params_dense, 6),
+        dtype=dtype,
+        max_relative_error_vs_masked=error,
+        fidelity_cosine=fidelity,
+        stock_config=stock is not None,
+    )
 
     def write_onnx(folder: Path) -> None:  # into the folder before it moves into place: all or nothing
         reporter.message("exporting model.onnx and checking it with ONNX Runtime")
         audio = snap.record.audio
         written = export_onnx(small, folder / ONNX_FILE, attention_mask=audio.attention_mask,
                               sampling_rate=audio.sampling_rate)
-        report["onnx"] = {"file": ONNX_FILE, "inputs": written["inputs"], "outputs": written["outputs"],
+        report.onnx = {"file": ONNX_FILE, "inputs": written["inputs"], "outputs": written["outputs"],
                           "max_relative_error": written["max_relative_error"]}
 
     write_model_folder(
@@ -127,15 +126,14 @@ def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, 
         state,
         dtype=dtype,
         card=model_card(snap, spec, report, command),
-        provenance={k: report[k] for k in ("source_model", "params_dense", "params", "sparsity", "family")}
-        | {"version": __version__, "run_step": snap.step},
+        provenance=report.provenance(),
         preprocessor=_preprocessor(snap.record.audio),
         stock=stock,
         overwrite=overwrite,
         extra=write_onnx if onnx else None,
     )
-    report["file_bytes"] = (out / "model.safetensors").stat().st_size
-    return report
+    report.file_bytes = (out / "model.safetensors").stat().st_size
+    return report.to_dict()
 
 
 def _is_buffer(key: str) -> bool:

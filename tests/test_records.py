@@ -68,7 +68,7 @@ def inputs(model_dir, audio_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["trained", "one-shot"])
-def test_the_model_cards_command_run_as_printed_makes_the_same_masks(inputs, tmp_path, case):
+def test_the_model_cards_command_run_as_printed_makes_the_same_masks(inputs, tmp_path, monkeypatch, case):
     options = {
         "trained": ["--sparsity", "0.5", "--macs-sparsity", "0.3", "--macs-seconds", "2", "--steps", "5",
                     "--warmup-steps", "2", "--final-steps", "1", "--seed", "3", "--lr", "0.0005", "--gate-lr", "0.3",
@@ -89,7 +89,7 @@ def test_the_model_cards_command_run_as_printed_makes_the_same_masks(inputs, tmp
 
     elsewhere = tmp_path / "elsewhere"  # where the relative paths of the first run lead nowhere
     elsewhere.mkdir()
-    os.chdir(elsewhere)
+    monkeypatch.chdir(elsewhere)
     code, _, err = run_captured(*prune_argv[1:])
     assert code == 0, err
     (again,) = (elsewhere / "runs").iterdir()  # the default --out

@@ -152,13 +152,10 @@ def _check_format(data: dict, where: str) -> None:
 
 def _format_1(data: dict) -> dict:
     """config.json of format 1 in the shape of format 2."""
-    options = {**LATER_OPTIONS, **data.get("all_options", data["options"])}
-    options.pop("world_size", None)
-    options.setdefault("structures", data["gates"]["structures"])
-    options.setdefault("ste", data["gates"]["ste"])
+    options = {**LATER_OPTIONS, **data["all_options"]}
     # runs written before budgets were recorded had a parameter budget only
     budgets = data.get("budgets") or {"params": {"option": "--sparsity", "sparsity": options["sparsity"]}}
-    return {**data, "options": options, "world_size": data["options"].get("world_size", 1),
+    return {**data, "options": options, "world_size": data["options"]["world_size"],
             "command": prune_command(options), "budgets": budgets}
 
 

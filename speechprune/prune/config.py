@@ -151,13 +151,14 @@ class PruneConfig:
 
     def implied(self, num_layers: int) -> dict:
         """The value each option with a default takes when it is not given, the other options
-        as they are: the defaults that ``resolve`` derives (warm-up steps from --steps,
-        distilled layers from the model, their weights from their number) resolved too."""
+        of this resolved config as they are: the defaults that ``resolve`` derives (warm-up
+        steps from --steps, distilled layers from the model, their weights from their number)
+        resolved too."""
         implied = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
                    for f in fields(self) if (f.default, f.default_factory) != (MISSING, MISSING)}
         derived = replace(self, warmup_steps=None, distill_layers=None, distill_weights=None).resolve(num_layers)
         implied.update(warmup_steps=derived.warmup_steps, distill_layers=derived.distill_layers,
-                       distill_weights=[1.0] * len(self.distill_layers or derived.distill_layers))
+                       distill_weights=[1.0] * len(self.distill_layers))
         return implied
 
     @property

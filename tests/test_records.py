@@ -141,6 +141,17 @@ def test_the_shrink_report_is_typed_and_its_provenance_kept(run_without_annealin
         ShrinkReport.from_dict({**report.to_dict(), "format": 2})
 
 
+def test_the_card_of_a_run_of_several_processes_starts_as_many(run_without_annealing, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_without_annealing, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "world_size": 2}))
+    code, _, err = run_captured("shrink", run, "--out", tmp_path / "model")
+    assert code == 0, err
+    prune_argv, _ = card_commands(tmp_path / "model")
+    assert prune_argv[:6] == ["torchrun", "--nproc-per-node", "2", "-m", "speechprune", "prune"]
+
+
 # Option names of speechprune 0.1.0, and those that did not define its result.
 OPTIONS_0_1_0 = ("model", "sparsity", "data", "out", "revision", "structures", "ste", "steps", "warmup_steps",
                  "final_steps", "lr", "gate_lr", "lambda_lr", "distill_layers", "distill_weights", "crop_seconds",

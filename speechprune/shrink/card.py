@@ -64,12 +64,17 @@ CNN channels: {spec.conv_channels}
 ## How it was made
 
 ```
-speechprune {shlex.join(record.command)}
+{_launcher(record.world_size)} {shlex.join(record.command)}
 {command or 'speechprune shrink ' + shlex.quote(str(snap.run.root))}
 ```
 
 {_command_note(record, snap.finished)}
 """
+
+
+def _launcher(world_size: int) -> str:
+    """How the run was started: one process, or as many as it had under torchrun."""
+    return "speechprune" if world_size == 1 else f"torchrun --nproc-per-node {world_size} -m speechprune"
 
 
 def _command_note(record: RunRecord, finished: bool) -> str:

@@ -33,8 +33,7 @@ def final_student(run_dir) -> tuple[Encoder, object]:
     run = RunFolder(run_dir)
     encoder = Encoder(read_spec(run))
     encoder.load_state_dict(run.latest_checkpoint().tensors("student"))
-    config = json.loads(run.config_path.read_text())
-    layout = GateLayout(encoder.spec, config["gates"]["structures"])
+    layout = GateLayout(encoder.spec, run.record().structures)
     values = layout.values(load_file(str(run.masks_path))["values"].double())
     return encoder, values
 

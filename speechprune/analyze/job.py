@@ -18,7 +18,6 @@ import torch
 from .. import __version__
 from ..checks import check_long_enough, check_positive
 from ..errors import DataError, UsageError
-from ..folders.run import run_budgets
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
 from ..io import atomic
 from ..io.audio import AudioCorpus, scan_reported
@@ -101,7 +100,7 @@ def run_report(snap) -> dict:
     """What a prune run keeps: keep probabilities, kept structure, removed blocks, parameters."""
     record = snap.record
     checkpoint = snap.run.latest_checkpoint()
-    gates = HardConcreteGates(snap.layout, ste=record["gates"]["ste"])
+    gates = HardConcreteGates(snap.layout, ste=record.ste)
     with torch.no_grad():
         gates.log_alpha.copy_(checkpoint.tensors("gates")["log_alpha"])
         keep_probability = gates.keep_probability()
@@ -122,20 +121,20 @@ def run_report(snap) -> dict:
         by_layer.append(entry)
     dense_totals, pruned_totals = component_totals(dense_parts), component_totals(pruned_parts)
     # MACs for the run's reference input (--macs-seconds, batch 1), as the shrunk model runs
-    seconds = record["options"].get("macs_seconds") or DEFAULT_MACS_SECONDS
-    samples = round(seconds * record["audio"]["sampling_rate"])
+    seconds = record.macs_seconds
+    samples = round(seconds * record.audio.sampling_rate)
     dense_macs, pruned_macs = macs(spec, samples), macs(pruned_spec(spec, binary), samples)
     return {
         "run_dir": str(snap.run.root),
         "finished": snap.finished,
         "step": snap.step,
         "structures": list(snap.layout.kinds),
-        "ste": record["gates"]["ste"],
+        "ste": record.ste,
         "params_dense": sum(dense_totals.values()),
         "params_pruned": sum(pruned_totals.values()),
         "params_by_component": {"dense": dense_totals, "pruned": pruned_totals},
         "params_by_layer": by_layer,
-        "budgets": run_budgets(record),
+        "budgets": record.budgets,
         "macs_seconds": seconds,
         "macs_dense": dense_macs["total"],
         "macs_pruned": pruned_macs["total"],

@@ -1,7 +1,7 @@
 """The run folder: everything needed to shrink, inspect or resume a pruning run.
 
     RUN/
-      config.json          resolved options, versions, source model (id, revision, weights hash)
+      config.json          every option, the command, versions, source model (``RunRecord``)
       encoder.json         architecture of the dense encoder (EncoderSpec)
       source_config.json   the transformers config of the source model
       metrics.jsonl        one line per step
@@ -9,12 +9,13 @@
       checkpoints/step-N/  student.safetensors, gates.safetensors, distill_heads.safetensors,
                            optimizer.pt, state.json
       masks.safetensors    final keep decision and gate values (finished runs)
-      summary.json         final counts and losses; its presence marks a finished run
+      summary.json         final counts and losses (``RunSummary``); its presence marks a finished run
 
 ``prune`` writes it (``RunFolder``); ``read_run`` reads what shrink, bench, analyze and eval
-need of it (the student and its gates). Checkpoints are written to a temporary folder and
-renamed into place, then ``latest`` is replaced atomically, so an interruption at any moment
-leaves the previous checkpoint intact.
+need of it (the student and its gates). config.json and summary.json, and their formats, are
+typed in ``run_record``. Checkpoints are written to a temporary folder and renamed into place,
+then ``latest`` is replaced atomically, so an interruption at any moment leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from ..io import atomic
 from ..method.gates import GateLayout, HardConcreteGates
 from ..model.device import dtype_name
 from ..model.spec import EncoderSpec
+from .run_record import RunRecord, RunSummary
 
-RUN_FORMAT = 1
 # Said by prune, shrink, analyze and bench alike, so it names the command that repairs a run.
 REPAIR = "copy the whole run folder again, or start the run over with `speechprune prune ... --overwrite`"
 
@@ -83,8 +84,8 @@ class RunFolder:
     # --- deciding what to do with an existing folder (reads only) ---
 
     def plan(self, options: dict, *, resume: bool, overwrite: bool) -> str:
-        """"fresh", "resume" or "finished" for a run of the result-defining ``options`` (what
-        config.json keeps as "options"); raises when the folder must not be touched."""
+        """"fresh", "resume" or "finished" for a run of the result-defining ``options`` (with
+        "world_size"); raises when the folder must not be touched."""
         root = self.root  # outputs.check_output has made sure it is a folder or can be one
         if not root.exists() or not any(root.iterdir()) or overwrite:
             return "fresh"
@@ -93,17 +94,12 @@ class RunFolder:
                 f"--out {root} is not empty and is not a speechprune run; "
                 "choose another --out or pass --overwrite to replace its contents"
             )
-        saved = self.read_config()
-        if saved.get("format") != RUN_FORMAT:
-            raise RunFolderError(
-                f"{root} was written by an incompatible speechprune ({saved.get('speechprune')}); "
-                "choose another --out or pass --overwrite"
-            )
+        saved = self.record()
         if not resume:
             raise RunFolderError(
                 f"--out {root} already holds a run; pass --resume to continue it or --overwrite to start over"
             )
-        changed = _differences(saved["options"], options)
+        changed = _differences(saved.resume_options(), options)
         if changed:
             raise RunFolderError(
                 f"refusing to resume {root}: options differ from the saved run ({'; '.join(changed)}); "
@@ -113,8 +109,13 @@ class RunFolder:
             return "finished"
         return "resume" if self.latest_checkpoint() else "fresh"
 
-    def read_config(self) -> dict:
-        return self.read_json(self.config_path)
+    def record(self) -> RunRecord:
+        """config.json, of any readable format."""
+        return RunRecord.from_dict(self.read_json(self.config_path), str(self.config_path))
+
+    def summary(self) -> RunSummary:
+        """summary.json of a finished run."""
+        return RunSummary.from_dict(self.read_json(self.summary_path), str(self.summary_path))
 
     def read_json(self, path: Path) -> dict:
         """One of the run's JSON files; a missing or damaged one is a broken run folder, not a crash."""
@@ -125,20 +126,22 @@ class RunFolder:
 
     def check_source(self, weights_sha256: str | None) -> None:
         """Refuse to resume against different teacher weights than the run started with."""
-        saved = self.read_config()["source"].get("weights_sha256")
+        record = self.record()
+        saved = record.source.weights_sha256
         if saved and weights_sha256 and saved != weights_sha256:
             raise RunFolderError(
-                f"refusing to resume {self.root}: the weights of {self.read_config()['options']['model']} "
+                f"refusing to resume {self.root}: the weights of {record.options['model']} "
                 "changed since the run started; point --model at the original weights or choose another --out"
             )
 
     def check_budgets(self, budgets: dict) -> None:
         """Refuse to resume with other budgets than the run started with (same options, but a
-        cost table whose content changed)."""
-        saved = self.read_config().get("budgets")
-        if saved is None:  # a run from before budgets were recorded
-            return
-        changed = sorted(name for name in set(saved) | set(budgets) if saved.get(name) != budgets.get(name))
+        cost table whose content changed). What the run recorded of each budget is compared:
+        runs from before budgets were recorded kept only the option and its value."""
+        saved = self.record().budgets
+        changed = sorted(name for name in set(saved) | set(budgets)
+                         if name not in saved or name not in budgets
+                         or any(budgets[name].get(key) != value for key, value in saved[name].items()))
         if changed:
             raise RunFolderError(
                 f"refusing to resume {self.root}: the {', '.join(changed)} budget differs from the saved run "
@@ -147,12 +150,12 @@ class RunFolder:
 
     # --- writing ---
 
-    def start_fresh(self, config_record: dict, spec: EncoderSpec, source_config: dict) -> None:
+    def start_fresh(self, record: RunRecord, spec: EncoderSpec, source_config: dict) -> None:
         if self.root.exists():
             for child in self.root.iterdir():  # --overwrite, or a run that died before its first checkpoint
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(self.config_path, config_record)
+        atomic.write_json(self.config_path, record.to_dict())
         atomic.write_json(self.encoder_path, spec.to_dict())
         atomic.write_json(self.source_config_path, source_config)
 
@@ -241,33 +244,24 @@ PATH_OPTIONS = ("model", "data", "scores")  # compared as resolved paths: data/ 
 
 def _same_option(key: str, saved, current) -> bool:
     if key in PATH_OPTIONS and saved and current and saved != current:
-        return _resolved(saved) == _resolved(current)
+        return resolved_path(saved) == resolved_path(current)
     return saved == current
 
 
-def _resolved(value: str) -> str:
+def resolved_path(value: str) -> str:
     """The resolved local path, or ``value`` itself when nothing is there (a hub id)."""
     path = Path(value).expanduser()
     return str(path.resolve()) if path.exists() else value
 
 
-# options added after a run format was written, with the value that reproduces runs saved without them
-LATER_OPTIONS = {"anneal": 1.0}
-
-
 def _differences(saved: dict, current: dict) -> list[str]:
-    saved = {**LATER_OPTIONS, **saved}
+    """The ``current`` options that differ from the ``saved`` ones (the saved record also keeps
+    options that do not define the result)."""
     if "precision" in saved:  # runs before 0.2 stored fp32|bf16|fp16
-        saved["precision"] = dtype_name(saved["precision"])
-    keys = sorted(set(saved) | set(current))
+        saved = {**saved, "precision": dtype_name(saved["precision"])}
+    keys = sorted(current)
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
             if not _same_option(k, saved.get(k), current.get(k))]
-
-
-def run_budgets(record: dict) -> dict:
-    """The budgets a run's config.json records ({name: {option, sparsity, ...}}); runs written
-    before budgets were recorded had a parameter budget only."""
-    return record.get("budgets") or {"params": {"option": "--sparsity", "sparsity": record["options"]["sparsity"]}}
 
 
 def read_spec(run: RunFolder) -> EncoderSpec:
@@ -283,7 +277,7 @@ class RunSnapshot:
     mid-run, current) gates."""
 
     run: RunFolder
-    record: dict  # config.json of the run
+    record: RunRecord  # config.json of the run
     spec: EncoderSpec  # dense architecture
     layout: GateLayout
     state: dict[str, torch.Tensor]  # student weights
@@ -298,17 +292,13 @@ def read_run(path: str | Path) -> RunSnapshot:
     run = RunFolder(path)
     if not run.root.is_dir():
         raise RunFolderError(f"{path} is not a folder; pass the --out folder of a speechprune prune run")
-    record = run.read_config() if run.config_path.exists() else {}
-    if "model_type" in record and "format" not in record:
+    data = run.read_json(run.config_path) if run.config_path.exists() else {}
+    if "model_type" in data and "format" not in data:
         raise RunFolderError(f"{path} is a model folder, not a prune run; shrink takes the --out folder of "
                              "speechprune prune (run speechprune prune on this model first)")
-    if "format" not in record:
+    if "format" not in data:
         raise RunFolderError(f"{path} is not a speechprune run (no run config.json); pass the --out folder of speechprune prune")
-    if record.get("format") != RUN_FORMAT:
-        raise RunFolderError(
-            f"{path} was written by an incompatible speechprune ({record.get('speechprune')}); "
-            f"shrink it with that version or prune again"
-        )
+    record = RunRecord.from_dict(data, str(run.config_path))
     missing = run.missing_files()
     if missing:
         raise RunFolderError(
@@ -319,13 +309,13 @@ def read_run(path: str | Path) -> RunSnapshot:
     if checkpoint is None:
         raise RunFolderError(f"{path} has no checkpoint yet; wait for the first one (--checkpoint-every) or the end of the run")
     spec = read_spec(run)
-    layout = GateLayout(spec, record["gates"]["structures"])
+    layout = GateLayout(spec, record.structures)
     finished = run.summary_path.exists()
     if finished:
         values = load_file(str(run.masks_path))["values"]
     else:  # mid-run: the checkpoint's decision, or 1[log_alpha > 0]
         saved = checkpoint.tensors("gates")
-        gates = HardConcreteGates(layout, ste=record["gates"]["ste"])
+        gates = HardConcreteGates(layout, ste=record.ste)
         with torch.no_grad():
             gates.log_alpha.copy_(saved["log_alpha"])
         values = gates.deterministic(saved["keep"].bool() if "keep" in saved else None)

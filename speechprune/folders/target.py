@@ -22,6 +22,7 @@ from ..model.encoder import Encoder
 from ..model.loading import ModelInfo, inspect_model, load_encoder
 from ..model.spec import EncoderSpec
 from .run import read_run
+from .run_record import RunRecord
 from .shrunk import load
 
 
@@ -50,9 +51,9 @@ def read_target(source: str) -> Target:
             return Target(source, "shrunk", spec, int(pre.get("sampling_rate", 16000)), bool(pre.get("do_normalize", True)),
                           bool(pre.get("return_attention_mask", spec.conv_norm == "layer")))
         if (folder / "encoder.json").is_file() and "audio" in config:
-            audio = config["audio"]
+            audio = RunRecord.from_dict(config, str(folder / "config.json")).audio
             return Target(source, "run", EncoderSpec.from_dict(_read_json(folder / "encoder.json")),
-                          int(audio["sampling_rate"]), audio["normalize"], audio["attention_mask"])
+                          audio.sampling_rate, audio.normalize, audio.attention_mask)
     info = inspect_model(source)
     return Target(source, "stock", info.spec, info.sampling_rate, info.normalize, info.use_attention_mask, info)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from ..checks import check_positive
 from ..errors import UsageError
@@ -151,6 +151,18 @@ class PruneConfig:
 
     def result_defining(self) -> dict:
         return {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_DEFINING}
+
+    def implied(self, num_layers: int) -> dict:
+        """The value each option with a default takes when it is not given, the other options
+        of this resolved config as they are: the defaults that ``resolve`` derives (warm-up
+        steps from --steps, distilled layers from the model, their weights from their number)
+        resolved too."""
+        implied = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+                   for f in fields(self) if (f.default, f.default_factory) != (MISSING, MISSING)}
+        derived = replace(self, warmup_steps=None, distill_layers=None, distill_weights=None).resolve(num_layers)
+        implied.update(warmup_steps=derived.warmup_steps, distill_layers=derived.distill_layers,
+                       distill_weights=[1.0] * len(self.distill_layers))
+        return implied
 
     @property
     def reference_seconds(self) -> float:

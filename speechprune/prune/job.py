@@ -70,7 +70,7 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
         run.check_budgets(budget_records(budgets))
     if plan == "finished":
         reporter.message(f"{run.root} is a finished run; nothing to do")
-        return run.read_json(run.summary_path)
+        return run.summary().to_dict()
     if ranks.is_main:
         run.remove_stale_temporaries()
 

@@ -303,13 +303,10 @@ class Pruning:
         values = self.final_values.detach().cpu().double()
         if self.config.final_steps == 0 or self.last_val is None:
             self.last_val = self._validation_loss(self.final_values) if self.ranks.is_main else None
-        summary = records.summary(self, corpus, values)
-        if self.ranks.is_main:
-            atomic.write_safetensors(
-                self.run_folder.masks_path,
-                {"keep": (values > 0).to(torch.uint8), "values": values.float()},
-                metadata={"structures": ",".join(self.layout.kinds), "ste": str(self.config.ste)},
-            )
+        summary = records.summary(self, corpus, values).to_dict()
+        if self.ranks.is_main:  # the structures and --ste they are laid out by are in config.json
+            atomic.write_safetensors(self.run_folder.masks_path,
+                                     {"keep": (values > 0).to(torch.uint8), "values": values.float()})
             atomic.write_json(self.run_folder.summary_path, summary)
         self.ranks.barrier()
         return summary

@@ -1,6 +1,7 @@
-"""What a run writes about itself: the record of config.json (options, versions, source,
-audio, gates, budgets) and summary.json (what the decision keeps and costs), both from the
-state of ``lifecycle.Pruning``; and the one-line summary the command prints.
+"""What a run writes about itself: the record of config.json (options, the command that
+makes the run again, versions, source, audio, gates, budgets) and summary.json (what the
+decision keeps and costs), both from the state of ``lifecycle.Pruning`` and typed in
+``folders/run_record``; and the one-line summary the command prints.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from .. import __version__
-from ..folders.run import RUN_FORMAT
+from ..folders.run import resolved_path
+from ..folders.run_record import AudioRecord, RunRecord, RunSummary, SourceRecord, prune_command
 from ..io.audio import AudioCorpus
 from ..method.accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from ..method.budget import Budget
@@ -26,7 +28,7 @@ if TYPE_CHECKING:  # the records describe a run; the run imports this module
 
 
 def run_options(config: PruneConfig, world_size: int) -> dict:
-    """The options that define the run's result, as config.json keeps them: a resumed run must have the same."""
+    """The options that define the run's result: a resumed run must have the same."""
     return {**config.result_defining(), "world_size": world_size}
 
 
@@ -36,38 +38,49 @@ def budget_records(budgets: list[Budget]) -> dict:
     return {b.name: {"option": b.option, "sparsity": b.sparsity, "dense": b.dense, **b.record} for b in budgets}
 
 
-def config_record(job: Pruning, corpus: AudioCorpus) -> dict:
+PATHS = ("model", "data", "scores", "latency_table")  # written into the command as absolute paths
+
+
+def command(config: PruneConfig, num_layers: int) -> list[str]:
+    """The ``speechprune`` arguments that make the run of ``config`` (resolved) again: every
+    option that differs from its default, local paths made absolute."""
+    options = config.to_dict()
+    options.update({k: resolved_path(options[k]) for k in PATHS if options[k] is not None})
+    return prune_command(options, config.implied(num_layers))
+
+
+def config_record(job: Pruning, corpus: AudioCorpus) -> RunRecord:
     """config.json of a fresh run."""
     info, loaded, config = job.info, job.loaded, job.config
-    return {
-        "format": RUN_FORMAT,
-        "speechprune": __version__,
-        "torch": torch.__version__,
-        "transformers": _transformers_version(),
-        "python": platform.python_version(),
-        "options": run_options(config, job.ranks.world_size),
-        "all_options": config.to_dict(),
-        "source": {
-            "model": info.source,
-            "revision": info.revision,
-            "commit": loaded.commit,
-            "weights_sha256": loaded.weights_sha256,
-            "family": info.family.name,
-            "architecture": info.architecture,
-            "taken": describe_source(loaded),
-            "left_out": loaded.left_out,
-        },
-        "audio": {
-            "sampling_rate": info.sampling_rate,
-            "normalize": info.normalize,
-            "attention_mask": info.use_attention_mask,
-            "files": len(corpus.files),
-            "hours": round(corpus.seconds / 3600, 4),
-        },
-        "gates": {"structures": job.layout.kinds, "count": job.layout.size, "ste": config.ste},
-        "params_dense": dense_count(job.spec, job.layout),
-        "budgets": budget_records(job.budgets),
-    }
+    return RunRecord(
+        speechprune=__version__,
+        torch=torch.__version__,
+        transformers=_transformers_version(),
+        python=platform.python_version(),
+        options=config.to_dict(),
+        world_size=job.ranks.world_size,
+        command=command(config, len(job.spec.layers)),
+        source=SourceRecord(
+            model=info.source,
+            revision=info.revision,
+            commit=loaded.commit,
+            weights_sha256=loaded.weights_sha256,
+            family=info.family.name,
+            architecture=info.architecture,
+            taken=describe_source(loaded),
+            left_out=loaded.left_out,
+        ),
+        audio=AudioRecord(
+            sampling_rate=info.sampling_rate,
+            normalize=info.normalize,
+            attention_mask=info.use_attention_mask,
+            files=len(corpus.files),
+            hours=round(corpus.seconds / 3600, 4),
+        ),
+        gate_count=job.layout.size,
+        params_dense=dense_count(job.spec, job.layout),
+        budgets=budget_records(job.budgets),
+    )
 
 
 def _transformers_version() -> str:
@@ -76,7 +89,7 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
-def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> dict:
+def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> RunSummary:
     """summary.json of a finished run (also what ``--json`` prints), for its final gate ``values`` (N,)."""
     spec, layout, budget_list, config = job.spec, job.layout, job.budgets, job.config
     keep = GateValues(layout, values)
@@ -91,56 +104,60 @@ def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> dict:
     latency = next((b for b in budget_list if b.name == "latency"), None)  # predictions need its table
     predicted = costs.get("latency")
     params_target = budgets.get("params", {}).get("target")
-    return {
-        "run_dir": str(job.run_folder.root),
-        "model": job.info.source,
-        "family": job.info.family.name,
-        "params_dense": dense,
-        "params_pruned": params,
-        "sparsity": round(1 - params / dense, 6),
-        "target_sparsity": config.sparsity,
-        "target_params": params_target,
-        "target_miss": round(params / params_target - 1, 6) if params_target else None,
-        "macs_seconds": config.reference_seconds,
-        "macs_dense": macs_dense,
-        "macs_pruned": macs_pruned,
-        "macs_sparsity": round(1 - macs_pruned / macs_dense, 6),
-        "target_macs_sparsity": config.macs_sparsity,
-        "predicted_ms_dense": round(latency.dense, 3) if latency else None,
-        "predicted_ms_pruned": round(predicted, 3) if latency else None,
-        "predicted_speedup": round(latency.dense / predicted, 4) if latency else None,
-        "budgets": budgets,
-        "binding_budget": binding(budget_list, costs).name,
-        "within_tolerance": lands(budget_list, costs),
-        "decision_adjusted": job.adjusted,
-        "decision_adjusted_share": round(job.adjusted / max(layout.size, 1), 6),
-        "steps": job.step,
-        "skipped_steps": job.skipped_steps,
-        "final_steps": config.final_steps,
-        "world_size": job.ranks.world_size,
-        "val_distill": job.last_val,
-        "params_by_component": {
+    return RunSummary(
+        run_dir=str(job.run_folder.root),
+        model=job.info.source,
+        family=job.info.family.name,
+        params_dense=dense,
+        params_pruned=params,
+        sparsity=round(1 - params / dense, 6),
+        target_sparsity=config.sparsity,
+        target_params=params_target,
+        target_miss=round(params / params_target - 1, 6) if params_target else None,
+        macs_seconds=config.reference_seconds,
+        macs_dense=macs_dense,
+        macs_pruned=macs_pruned,
+        macs_sparsity=round(1 - macs_pruned / macs_dense, 6),
+        target_macs_sparsity=config.macs_sparsity,
+        predicted_ms_dense=round(latency.dense, 3) if latency else None,
+        predicted_ms_pruned=round(predicted, 3) if latency else None,
+        predicted_speedup=round(latency.dense / predicted, 4) if latency else None,
+        budgets=budgets,
+        binding_budget=binding(budget_list, costs).name,
+        within_tolerance=lands(budget_list, costs),
+        decision_adjusted=job.adjusted,
+        decision_adjusted_share=round(job.adjusted / max(layout.size, 1), 6),
+        steps=job.step,
+        skipped_steps=job.skipped_steps,
+        final_steps=config.final_steps,
+        world_size=job.ranks.world_size,
+        val_distill=job.last_val,
+        params_by_component={
             "dense": component_totals(parameter_breakdown(spec, ones)),
             "pruned": component_totals(parameter_breakdown(spec, binary)),
         },
-        "kept": kept_structure(spec, keep),
-        "audio": {"files": len(corpus.files), "hours": round(corpus.seconds / 3600, 4),
-                  "skipped": job.sampler.skipped.to_dict()},
-        "train_seconds": round(job.elapsed, 1),
-    }
+        kept=kept_structure(spec, keep),
+        audio={"files": len(corpus.files), "hours": round(corpus.seconds / 3600, 4),
+               "skipped": job.sampler.skipped.to_dict()},
+        train_seconds=round(job.elapsed, 1),
+    )
 
 
-def summary_line(summary: dict) -> str:
-    # .get: summaries of runs finished before latency budgets lack these keys
-    targets = ", ".join(f"{b['option']} {b.get('option_value', b['target_sparsity']):g}" for b in summary["budgets"].values())
+def summary_line(data: dict) -> str:
+    """The line ``prune`` prints for its summary ``data`` (summary.json of any readable format)."""
+    summary = RunSummary.from_dict(data)
+    # option_value: summaries of runs finished before latency budgets lack it
+    targets = ", ".join(f"{b['option']} {b.get('option_value', b['target_sparsity']):g}" for b in summary.budgets.values())
+    macs = ""
+    if summary.macs_dense is not None:  # 0.1.0 summaries have no MACs
+        macs = (f", {summary.macs_dense / 1e9:.2f} -> {summary.macs_pruned / 1e9:.2f} GMACs per "
+                f"{summary.macs_seconds:g} s (MACs sparsity {summary.macs_sparsity:.3f})")
     latency = ""
-    if summary.get("predicted_speedup") is not None:
-        latency = (f", predicted {summary['predicted_ms_dense']:.1f} -> {summary['predicted_ms_pruned']:.1f} ms "
-                   f"(speedup {summary['predicted_speedup']:.2f}x)")
+    if summary.predicted_speedup is not None:
+        latency = (f", predicted {summary.predicted_ms_dense:.1f} -> {summary.predicted_ms_pruned:.1f} ms "
+                   f"(speedup {summary.predicted_speedup:.2f}x)")
     return (
-        f"{summary['params_dense'] / 1e6:.2f}M -> {summary['params_pruned'] / 1e6:.2f}M parameters "
-        f"(sparsity {summary['sparsity']:.3f}), {summary['macs_dense'] / 1e9:.2f} -> {summary['macs_pruned'] / 1e9:.2f} "
-        f"GMACs per {summary['macs_seconds']:g} s (MACs sparsity {summary['macs_sparsity']:.3f}){latency}; "
-        f"targets {targets}; {summary['steps']} steps; "
-        f"run saved in {summary['run_dir']}"
+        f"{summary.params_dense / 1e6:.2f}M -> {summary.params_pruned / 1e6:.2f}M parameters "
+        f"(sparsity {summary.sparsity:.3f}){macs}{latency}; targets {targets}; {summary.steps} steps; "
+        f"run saved in {summary.run_dir}"
     )

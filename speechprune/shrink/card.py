@@ -3,31 +3,28 @@ shape, how to load it, and the commands that made it."""
 
 from __future__ import annotations
 
-from ..folders.run import RunSnapshot, run_budgets
+import shlex
+
+from ..folders.run import RunSnapshot
+from ..folders.run_record import RunRecord
 from ..model.spec import EncoderSpec
+from .report import ShrinkReport
 
 
-def model_card(snap: RunSnapshot, spec: EncoderSpec, report: dict, command: str | None) -> str:
-    options = snap.record["options"]
+def model_card(snap: RunSnapshot, spec: EncoderSpec, report: ShrinkReport, command: str | None) -> str:
+    record = snap.record
     rows = "\n".join(
         f"| {i + 1} | {len(layer.heads) if layer.attention else '-'} | "
         f"{sum(layer.head_widths()[0]) if layer.attention else 0} | {sum(layer.head_widths()[1]) if layer.attention else 0} | "
         f"{layer.ffn_dim if layer.ffn else '-'} |"
         for i, layer in enumerate(spec.layers)
     )
-    fidelity = report["fidelity_cosine"]
-    budgets = run_budgets(snap.record)
+    fidelity = report.fidelity_cosine
     fidelity_text = (
         "Cosine similarity to the dense teacher per distilled layer: "
         + ", ".join(f"layer {k}: {v}" for k, v in fidelity.items())
         if fidelity
         else "Fidelity to the teacher not measured (run `speechprune shrink` with `--data`)."
-    )
-    prune_command = (
-        f"speechprune prune {options['model']} {_budget_options(snap.record.get('all_options', options))} --data {options['data']} "
-        f"--steps {options['steps']} --structures {','.join(options['structures'])}"
-        + ("" if options["ste"] else " --no-ste")
-        + (f" --final-steps {options['final_steps']}" if options["final_steps"] else "")
     )
     return f"""---
 library_name: transformers
@@ -36,11 +33,11 @@ tags: [speechprune, pruned, {spec.family}]
 
 # {spec.family} encoder pruned by speechprune
 
-- Source model: `{report['source_model']}` ({snap.record['source']['architecture']}; encoder taken)
-- Parameters: {report['params_dense']:,} -> {report['params']:,} (sparsity {report['sparsity']:.4f})
-- Budgets: {'; '.join(_budget_line(name, budget) for name, budget in budgets.items())}
-- Saved as {report['dtype']}; run step {report['run_step']}{'' if report['run_finished'] else ' (unfinished run)'}
-- Shrunk model vs masked model: max relative error {report['max_relative_error_vs_masked']:.1e}
+- Source model: `{report.source_model}` ({record.source.architecture}; encoder taken)
+- Parameters: {report.params_dense:,} -> {report.params:,} (sparsity {report.sparsity:.4f})
+- Budgets: {'; '.join(_budget_line(name, budget) for name, budget in record.budgets.items())}
+- Saved as {report.dtype}; run step {report.run_step}{'' if report.run_finished else ' (unfinished run)'}
+- Shrunk model vs masked model: max relative error {report.max_relative_error_vs_masked:.1e}
 - {fidelity_text}
 
 ## Load
@@ -67,10 +64,30 @@ CNN channels: {spec.conv_channels}
 ## How it was made
 
 ```
-{prune_command}
-{command or 'speechprune shrink ' + str(snap.run.root)}
+{_launcher(record.world_size)} {shlex.join(record.command)}
+{command or 'speechprune shrink ' + shlex.quote(str(snap.run.root))}
 ```
+
+{_command_note(record, snap.finished)}
 """
+
+
+def _launcher(world_size: int) -> str:
+    """How the run was started: one process, or as many as it had under torchrun."""
+    return "speechprune" if world_size == 1 else f"torchrun --nproc-per-node {world_size} -m speechprune"
+
+
+def _command_note(record: RunRecord, finished: bool) -> str:
+    """What the prune command of the card is, and what it takes to get the same masks from it."""
+    versions = f"speechprune {record.speechprune}, torch {record.torch}, transformers {record.transformers}"
+    if record.format == 1:
+        written = (f"every option the run recorded, paths as they were given (the run was made by {versions}, "
+                   "before runs recorded their command)")
+    else:
+        written = "the run's options that differ from their defaults, local paths made absolute"
+    result = "the same masks" if finished else "the finished run (this model is a checkpoint of it)"
+    return (f"The prune command gives {written}; add `--out FOLDER` to choose where the new run goes. Run as "
+            f"printed with {versions} on the same kind of device, it makes {result}.")
 
 
 def _budget_line(name: str, budget: dict) -> str:
@@ -81,10 +98,3 @@ def _budget_line(name: str, budget: dict) -> str:
                 f"{c['device_name']} ({c['device']}, {c['threads']} threads, {c['dtype']}, {c['seconds']:g} s x{c['batch']})")
     unit = {"params": "parameters", "macs": "MACs"}[name]
     return f"remove {budget['sparsity']:g} of the {unit} ({budget['option']} {budget['sparsity']:g})"
-
-
-def _budget_options(options: dict) -> str:
-    given = [("--sparsity", options.get("sparsity")), ("--macs-sparsity", options.get("macs_sparsity")),
-             ("--macs-seconds", options.get("macs_seconds")), ("--speedup", options.get("speedup"))]
-    text = " ".join(f"{option} {value:g}" for option, value in given if value is not None)
-    return text + (f" --latency-table {options['latency_table']}" if options.get("latency_table") else "")

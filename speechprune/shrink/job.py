@@ -8,18 +8,17 @@ audio, then write the folder atomically.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..checks import check_positive
 from ..deploy.onnx import ONNX_FILE, export_onnx, require_onnx
-from ..errors import ModelError, UsageError
+from ..errors import ModelError, SpeechpruneError, UsageError
 from ..folders.run import RunFolder, RunSnapshot, read_run
+from ..folders.run_record import AudioRecord
 from ..folders.shrunk import check_output_folder, stock_compatible, write_model_folder
 from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
@@ -30,6 +29,7 @@ from ..model.device import DTYPES, dtype_name
 from ..model.encoder import Encoder
 from ..model.families import family_by_name
 from .card import model_card
+from .report import ShrinkReport
 from .slicing import max_relative_error, shrink_encoder
 
 EXACTNESS_LIMIT = 1e-4  # max relative error of shrunk vs masked outputs (float32)
@@ -47,7 +47,7 @@ def shrink_run(
     command: str | None = None,
     reporter: Reporter | None = None,
 ) -> dict:
-    """Write the shrunk model of ``run_dir`` to ``out`` and return a report."""
+    """Write the shrunk model of ``run_dir`` to ``out`` and return its report (``ShrinkReport.to_dict``)."""
     reporter = reporter or Reporter()
     dtype = dtype_name(dtype)
     if dtype not in DTYPES:
@@ -66,8 +66,8 @@ def shrink_run(
 def _source_model(run_dir: str | Path) -> str | None:
     """The teacher a run was pruned from, as its config.json names it (None when unreadable)."""
     try:
-        return json.loads(RunFolder(run_dir).config_path.read_text())["source"]["model"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return RunFolder(run_dir).record().source.model
+    except SpeechpruneError:
         return None
 
 
@@ -87,39 +87,38 @@ def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, 
     small = Encoder(spec).eval()
     small.load_state_dict(state)
     masks = snap.layout.values(snap.values).masks()
-    error = max_relative_error(dense, masks, small, snap.record["audio"]["sampling_rate"])
+    error = max_relative_error(dense, masks, small, snap.record.audio.sampling_rate)
     if not error <= EXACTNESS_LIMIT:  # NaN fails too
         raise RuntimeError(f"shrunk model differs from the masked one by {error:.2e} (limit {EXACTNESS_LIMIT})")
-    reporter.message(f"shrunk {snap.record['params_dense']:,} -> {params:,} parameters; max relative error vs masked {error:.1e}")
+    reporter.message(f"shrunk {snap.record.params_dense:,} -> {params:,} parameters; max relative error vs masked {error:.1e}")
 
     fidelity = _fidelity(snap, small, corpus, fidelity_seconds, reporter) if corpus else None
     stock = _stock_export(snap, spec, state) if stock_compatible(spec, snap.spec) else None
     if stock is not None:
         reporter.message("the result fits a stock transformers config: also written to stock/ (no remote code needed)")
 
-    report = {
-        "model_dir": str(out),
-        "run_dir": str(snap.run.root),
-        "run_step": snap.step,
-        "run_finished": snap.finished,
-        "family": snap.spec.family,
-        "source_model": snap.record["source"]["model"],
-        "params_dense": snap.record["params_dense"],
-        "params": params,
-        "sparsity": round(1 - params / snap.record["params_dense"], 6),
-        "dtype": dtype,
-        "max_relative_error_vs_masked": error,
-        "fidelity_cosine": fidelity,
-        "stock_config": stock is not None,
-        "onnx": None,
-    }
+    report = ShrinkReport(
+        model_dir=str(out),
+        run_dir=str(snap.run.root),
+        run_step=snap.step,
+        run_finished=snap.finished,
+        family=snap.spec.family,
+        source_model=snap.record.source.model,
+        params_dense=snap.record.params_dense,
+        params=params,
+        sparsity=round(1 - params / snap.record.params_dense, 6),
+        dtype=dtype,
+        max_relative_error_vs_masked=error,
+        fidelity_cosine=fidelity,
+        stock_config=stock is not None,
+    )
 
     def write_onnx(folder: Path) -> None:  # into the folder before it moves into place: all or nothing
         reporter.message("exporting model.onnx and checking it with ONNX Runtime")
-        audio = snap.record["audio"]
-        written = export_onnx(small, folder / ONNX_FILE, attention_mask=audio["attention_mask"],
-                              sampling_rate=audio["sampling_rate"])
-        report["onnx"] = {"file": ONNX_FILE, "inputs": written["inputs"], "outputs": written["outputs"],
+        audio = snap.record.audio
+        written = export_onnx(small, folder / ONNX_FILE, attention_mask=audio.attention_mask,
+                              sampling_rate=audio.sampling_rate)
+        report.onnx = {"file": ONNX_FILE, "inputs": written["inputs"], "outputs": written["outputs"],
                           "max_relative_error": written["max_relative_error"]}
 
     write_model_folder(
@@ -128,30 +127,29 @@ def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, 
         state,
         dtype=dtype,
         card=model_card(snap, spec, report, command),
-        provenance={k: report[k] for k in ("source_model", "params_dense", "params", "sparsity", "family")}
-        | {"version": __version__, "run_step": snap.step},
-        preprocessor=_preprocessor(snap.record["audio"]),
+        provenance=report.provenance(),
+        preprocessor=_preprocessor(snap.record.audio),
         stock=stock,
         overwrite=overwrite,
         extra=write_onnx if onnx else None,
     )
-    report["file_bytes"] = (out / "model.safetensors").stat().st_size
-    return report
+    report.file_bytes = (out / "model.safetensors").stat().st_size
+    return report.to_dict()
 
 
 def _is_buffer(key: str) -> bool:
     return "running_" in key or key.endswith("num_batches_tracked")
 
 
-def _preprocessor(audio: dict) -> dict:
+def _preprocessor(audio: AudioRecord) -> dict:
     return {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
         "feature_size": 1,
-        "sampling_rate": audio["sampling_rate"],
+        "sampling_rate": audio.sampling_rate,
         "padding_value": 0.0,
         "padding_side": "right",
-        "do_normalize": audio["normalize"],
-        "return_attention_mask": audio["attention_mask"],
+        "do_normalize": audio.normalize,
+        "return_attention_mask": audio.attention_mask,
     }
 
 
@@ -166,19 +164,19 @@ def _fidelity(snap: RunSnapshot, small: Encoder, corpus: AudioCorpus, seconds: f
     """Cosine similarity, per distilled layer, of the shrunk model's hidden states to the teacher's."""
     from ..model.loading import inspect_model, load_encoder
 
-    audio = snap.record["audio"]
+    audio = snap.record.audio
     crop = min(4.0, seconds)
     corpus = replace(corpus, files=corpus.files[: max(1, round(seconds / crop))])
-    batches = validation_batches(corpus, sample_rate=audio["sampling_rate"], crop_seconds=crop,
-                                 batch_seconds=seconds, normalize=audio["normalize"])
-    source = snap.record["source"]
-    teacher = load_encoder(inspect_model(source["model"], source["revision"])).encoder
-    layers = snap.record["options"]["distill_layers"]
+    batches = validation_batches(corpus, sample_rate=audio.sampling_rate, crop_seconds=crop,
+                                 batch_seconds=seconds, normalize=audio.normalize)
+    source = snap.record.source
+    teacher = load_encoder(inspect_model(source.model, source.revision)).encoder
+    layers = snap.record.options["distill_layers"]
     sums = {layer: 0.0 for layer in layers}
     frames = 0.0
     with torch.no_grad():
         for batch in batches:
-            mask = batch.attention_mask if audio["attention_mask"] else None
+            mask = batch.attention_mask if audio.attention_mask else None
             expected, got = teacher(batch.waveforms, mask), small(batch.waveforms, mask)
             real = teacher.frame_mask(batch.attention_mask, expected.last_hidden_state.shape[1]).float()
             for layer in layers:
@@ -188,7 +186,7 @@ def _fidelity(snap: RunSnapshot, small: Encoder, corpus: AudioCorpus, seconds: f
     reporter.message(f"fidelity on {sum(b.seconds for b in batches):.1f} s of {corpus.source}")
     if not all(math.isfinite(total) for total in sums.values()):
         raise ModelError(
-            f"the shrunk model or its teacher {source['model']} gives NaN or infinite hidden states on "
+            f"the shrunk model or its teacher {source.model} gives NaN or infinite hidden states on "
             f"{corpus.source}; their weights are damaged: prune again from intact weights"
         )
     return {str(layer): round(total / max(frames, 1.0), 4) for layer, total in sums.items()}

@@ -127,3 +127,37 @@ def test_sharpness_moves_keep_probabilities_towards_the_decision():
     samples = torch.stack([gates.sample(torch.Generator().manual_seed(s)) for s in range(50)]).detach()
     far = gates.log_alpha.detach().abs() > 0.2
     assert torch.equal(samples[:, far], decision[far].expand(50, -1))  # sharp gates sample their decision
+
+
+def test_hold_on_targets_lands_the_decisions_with_the_fine_gates():
+    from speechprune.method.budget import params_budget
+    from speechprune.method.decision import decide
+    from speechprune.method.gates import COARSE_KINDS
+    from speechprune.prune.step import hold_on_targets
+
+    spec = FAMILIES["wav2vec2"].spec_from_config(build_model("wav2vec2").config)
+    layout = GateLayout(spec)
+    coarse = layout.of_kinds(COARSE_KINDS)
+    assert coarse.sum() == 3 * (1 + 4 + 1)  # per layer: the attention block, 4 heads, the FFN block
+    adjusted = {False: [], True: []}  # by round_decisions
+    for seed in range(5):
+        for round_decisions in adjusted:
+            gates = HardConcreteGates(layout)
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                gates.log_alpha.copy_(torch.randn(layout.size) * 2)
+            gates.sharpness = 30.0  # the end of annealing
+            budget = params_budget(spec, layout, 0.6)
+            before = gates.log_alpha.detach().clone()
+            hold_on_targets([budget], gates, round_decisions)
+            moved = gates.log_alpha.detach() - before
+            if round_decisions:  # one shift for the coarse gates, another for the fine ones
+                for part in (moved[coarse], moved[~coarse]):
+                    assert float((part - part[0]).abs().max()) < 1e-5
+                decisions = layout.values((gates.log_alpha.detach() > 0).double())
+                assert budget.lands(budget.exact(decisions))
+            adjusted[round_decisions].append(decide(layout, [budget], gates.log_alpha.detach()).adjusted)
+    # a coarse gate parked at the threshold by one common shift makes the decision move many fine
+    # gates; with the fine gates' own shift the decisions land as they are
+    assert adjusted[True] == [0] * 5
+    assert max(adjusted[False]) >= 20

@@ -244,18 +244,24 @@ def test_bad_scores_are_refused_before_loading_weights(model_dir, audio_dir, tmp
 
 
 def test_annealing_holds_the_target_and_lands_without_adjustment(model_dir, audio_dir, tmp_path):
-    """After the ramp the gates sharpen up to --anneal and a common shift of the log-alphas holds
-    the expected size on the target, so the decision lands where training went."""
-    options = dict(steps=12, warmup_steps=4, gate_lr=0.05, lambda_lr=0.05)
+    """After the ramp the gates sharpen up to --anneal and a common shift of the log-alphas holds the
+    expected size on the target (in the last tenth of annealing whole blocks and heads count as their
+    decisions and the fine gates fill the gap), so the decision lands where training went."""
+    options = dict(steps=24, warmup_steps=4, gate_lr=0.05, lambda_lr=0.05)
     plain = prune(fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "plain", 0.5, anneal=1.0, **options))
     annealed = prune(fast_config(model_dir("wav2vec2"), audio_dir, tmp_path / "annealed", 0.5, anneal=100.0, **options))
     metrics = [json.loads(line) for line in (tmp_path / "annealed" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["sharpness"] for m in metrics[:4]] == [1.0] * 4 and metrics[-1]["sharpness"] == pytest.approx(100.0)
-    assert all("gate_shift" in m for m in metrics[4:]) and not any("gate_shift" in m for m in metrics[:4])
+    assert [m["sharpness"] for m in metrics[:4]] == [1.0] * 4 and metrics[23]["sharpness"] == pytest.approx(100.0)
+    assert all("gate_shift" in m and "fine_gate_shift" in m for m in metrics[4:24])
+    assert not any("gate_shift" in m for m in metrics[:4])
+    # coarse gates are rounded in the last tenth of annealing (from step 4 + 0.9 * 20 = 22 of 24)
+    assert [m["step"] for m in metrics[4:24] if m["fine_gate_shift"] != 0] == [22, 23, 24]
     # the gates lag the ramp on so short a run; from the first annealing step on, the shift holds the
-    # expected size on the target
+    # expected size on the target. Rounding the coarse gates moves it by their undecided fraction,
+    # which the hold of the next steps takes back as they sharpen
     assert abs(metrics[3]["expected_sparsity"] - 0.5) > 0.05
-    assert [m["expected_sparsity"] for m in metrics[4:12]] == pytest.approx([0.5] * 8, abs=1e-4)
+    assert [m["expected_sparsity"] for m in metrics[4:21]] == pytest.approx([0.5] * 17, abs=1e-4)
+    assert [m["expected_sparsity"] for m in metrics[21:24]] == pytest.approx([0.5] * 3, abs=0.1)
     assert annealed["within_tolerance"]
-    assert annealed["decision_adjusted"] < plain["decision_adjusted"] / 4, (annealed["decision_adjusted"],
-                                                                            plain["decision_adjusted"])
+    assert annealed["decision_adjusted"] <= plain["decision_adjusted"] / 10, (annealed["decision_adjusted"],
+                                                                              plain["decision_adjusted"])

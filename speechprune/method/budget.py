@@ -143,12 +143,35 @@ def shift_onto_targets(budgets: list[Budget], gates: HardConcreteGates, ramp: fl
         values = gates.layout.values(gates.keep_probability(shift))
         return max(float(budget.expected(values)) / target for budget, target in zip(budgets, targets))
 
+    log_alpha = gates.log_alpha.detach()
+    margin = 30.0 / gates.sharpness  # keep probabilities within sigmoid(+-30) of 0 and 1
+    return _bisect(ratio, -float(log_alpha.max()) - margin, -float(log_alpha.min()) + margin)
+
+
+def decided_shift_onto_targets(budgets: list[Budget], gates: HardConcreteGates, movable: torch.Tensor) -> float:
+    """The shift c, added to the ``movable`` (N,) log_alphas only, that puts the exact costs of the
+    decisions 1[log_alpha (+ c) > 0] on the targets: the binding budget at most one movable gate's
+    cost under its target, the others at or under. ``prune.step.hold_on_targets`` moves the fine
+    gates so."""
+    log_alpha = gates.log_alpha.detach()
+    movable = movable.to(log_alpha.device)
+    if not movable.any():
+        return 0.0
+
+    def ratio(shift: float) -> float:
+        values = gates.layout.values((log_alpha + movable * shift > 0).double().cpu())
+        return max(budget.exact(values) / budget.target for budget in budgets)
+
+    return _bisect(ratio, -float(log_alpha[movable].max()) - 1e-6, -float(log_alpha[movable].min()) + 1e-6)
+
+
+def _bisect(ratio: Callable[[float], float], low: float, high: float) -> float:
+    """The shift at which ``ratio`` (rising with the shift) reaches 1, approached from below;
+    0 when 1 lies outside [low, high]."""
     with torch.no_grad():
-        margin = 30.0 / gates.sharpness  # keep probabilities within sigmoid(+-30) of 0 and 1
-        low, high = -float(gates.log_alpha.max()) - margin, -float(gates.log_alpha.min()) + margin
         if ratio(low) > 1 or ratio(high) < 1:  # out of reach (checked before the run) or nothing to remove
             return 0.0
         for _ in range(SHIFT_ITERATIONS):
             middle = (low + high) / 2
             low, high = (middle, high) if ratio(middle) < 1 else (low, middle)
-        return (low + high) / 2
+        return low

@@ -18,6 +18,9 @@ from ..model.spec import EncoderSpec
 
 GATE_KINDS = ("conv", "mha", "head", "qk", "vo", "ffn", "int")
 DEFAULT_KINDS = GATE_KINDS
+# Whole blocks and heads: one gate removes a large, indivisible share of a budget. The others
+# (CNN channels, q/k and v/o dimensions, FFN units) remove small shares and can fill a gap finely.
+COARSE_KINDS = ("mha", "head", "ffn")
 
 BETA = 2.0 / 3.0  # temperature
 LIMIT_L, LIMIT_R = -0.1, 1.1  # stretch interval
@@ -82,6 +85,10 @@ class GateLayout:
     def kind_of_each(self) -> list[str]:
         """The kind of every entry of the flat vector (length ``size``)."""
         return [g.kind for g in self.groups for _ in range(g.size)]
+
+    def of_kinds(self, kinds: tuple[str, ...]) -> torch.Tensor:
+        """(N,) bool: True on the gates of ``kinds``."""
+        return torch.tensor([kind in kinds for kind in self.kind_of_each()], dtype=torch.bool)
 
 
 class GateValues:

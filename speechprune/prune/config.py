@@ -13,6 +13,7 @@ from ..model.device import DTYPES, dtype_name
 
 # Options that change nothing in the result: a run may be resumed with other values.
 # The cost table is compared by content (config.json "budgets"), not by path.
+ROUND_DECISIONS_FROM = 0.9  # share of annealing done when the hold starts to land the decisions
 NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "checkpoint_every", "latency_table"}
 
 
@@ -183,13 +184,24 @@ class PruneConfig:
         """Whether ``step`` is in the annealing part of the pruning phase: after the target ramp."""
         return self.anneal > 1 and step > (self.warmup_steps or 0)
 
+    def annealed(self, step: int) -> float:
+        """How far annealing has gone at ``step``: 0 until the target ramp is done, 1 at the last
+        pruning step."""
+        if not self.annealing(step):
+            return 0.0
+        ramp_end = self.warmup_steps or 0
+        return min(1.0, (step - ramp_end) / max(1, self.steps - ramp_end))
+
+    def rounds_decisions(self, step: int) -> bool:
+        """Whether ``step`` is in the last tenth of annealing, where the hold puts the decisions'
+        costs on the targets (``step.hold_on_targets``). Earlier, most gates are undecided: their
+        decisions would have the fine gates chase a cost the sampled network is far from."""
+        return self.annealed(step) >= ROUND_DECISIONS_FROM
+
     def sharpness(self, step: int) -> float:
         """Gate sharpness at ``step``: 1 while the target ramps up, then geometric up to ``anneal``
         at the last pruning step."""
-        if not self.annealing(step):
-            return 1.0
-        ramp_end = self.warmup_steps or 0
-        return self.anneal ** min(1.0, (step - ramp_end) / max(1, self.steps - ramp_end))
+        return self.anneal ** self.annealed(step)
 
     def weight_lr(self, step: int, phase: str) -> float:
         """Weights: short linear warm-up, constant while pruning, linear decay in the final phase."""

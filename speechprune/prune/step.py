@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from ..io.batches import Batch
-from ..method.budget import Budget, shift_onto_targets
+from ..method.budget import Budget, decided_shift_onto_targets, shift_onto_targets
 from ..method.distill import DistillHeads, distill_loss
-from ..method.gates import GateLayout, HardConcreteGates
+from ..method.gates import COARSE_KINDS, GateLayout, HardConcreteGates
 from ..model.device import autocast
 from ..model.encoder import Encoder, EncoderOutput
 from .config import PruneConfig
@@ -135,17 +135,28 @@ def step_multipliers(lambdas: torch.Tensor, optimizer: torch.optim.Optimizer, ga
     optimizer.step()
 
 
-def hold_on_targets(budgets: list[Budget], gates: HardConcreteGates) -> float:
-    """Shift every log_alpha so that the expected costs sit on the (final) targets; returns the shift.
+def hold_on_targets(budgets: list[Budget], gates: HardConcreteGates, round_decisions: bool) -> tuple[float, float]:
+    """Shift the log_alphas so that the expected costs sit on the (final) targets; returns the
+    common shift and the fine gates' own extra shift.
 
     While annealing, sharpening moves the expected costs faster than the multipliers follow
     (gates that lag the ramp all cross at once), so the costs are held on the targets directly;
-    which gates are kept is still what training ranks.
+    which gates are kept is still what training ranks. Expected costs are not yet what the
+    decisions cost: one common shift parks the marginal structure at the threshold, and when
+    that is a whole block or head its rounding moves the cost by more than the tolerance; undecided
+    fine gates add their own share. So with ``round_decisions`` (the end of annealing) the fine
+    gates (channels, dimensions, FFN units) take a second shift that puts the decisions
+    themselves on the targets, and the weights train on with the network that will be kept.
     """
     shift = shift_onto_targets(budgets, gates)
     with torch.no_grad():
         gates.log_alpha.add_(shift)
-    return shift
+        fine = ~gates.layout.of_kinds(COARSE_KINDS).to(gates.log_alpha.device)
+        if not round_decisions:
+            return shift, 0.0
+        fine_shift = decided_shift_onto_targets(budgets, gates, fine)
+        gates.log_alpha.add_(fine * fine_shift)
+    return shift, fine_shift
 
 
 def metric_prefix(budget: Budget) -> str:
@@ -192,8 +203,13 @@ def train_step(model: nn.Module, gates: HardConcreteGates, budgets: list[Budget]
     if phase == "prune":
         gates.sharpness = config.sharpness(step)
         metrics["sharpness"] = round(gates.sharpness, 4)
+        # Adam moves each log_alpha by about the learning rate per step, which the sharpness
+        # magnifies: scaled down, a step moves the sharpened gates as far as before annealing,
+        # rather than flipping every gate within sharpness * gate_lr of the threshold
+        optimizers.optimizer.param_groups[1]["lr"] = config.gate_lr / gates.sharpness
         if config.annealing(step):
-            metrics["gate_shift"] = round(hold_on_targets(budgets, gates), 6)
+            shift, fine_shift = hold_on_targets(budgets, gates, round_decisions=config.rounds_decisions(step))
+            metrics.update(gate_shift=round(shift, 6), fine_gate_shift=round(fine_shift, 6))
     with autocast(config.precision, batch.waveforms.device):
         if phase == "prune":
             generator = torch.Generator().manual_seed(step_seed(config.seed, step, ranks.rank))
@@ -236,8 +252,6 @@ def train_step(model: nn.Module, gates: HardConcreteGates, budgets: list[Budget]
             scaler.update()
             if gap is not None:
                 step_multipliers(lambdas, optimizers.multipliers, gap)
-            if phase == "prune" and step == config.steps and config.annealing(step):
-                hold_on_targets(budgets, gates)  # the decision comes next: from gates on the targets
     if not finite:
         metrics["skipped"] = True
     metrics.update(
@@ -245,6 +259,6 @@ def train_step(model: nn.Module, gates: HardConcreteGates, budgets: list[Budget]
         distill=distill.item(),
         distill_layers={str(l): round(v, 6) for l, v in zip(config.distill_layers, pairs.tolist())},
         lr=lr,
-        gate_lr=config.gate_lr if phase == "prune" else 0.0,
+        gate_lr=optimizers.optimizer.param_groups[1]["lr"] if phase == "prune" else 0.0,
     )
     return metrics

@@ -458,7 +458,7 @@ def test_a_run_saved_with_the_short_precision_spelling_resumes_and_shrinks(capsy
     old = tmp_path / "old"
     shutil.copytree(out, old)
     config = json.loads((old / "config.json").read_text())
-    config["options"]["precision"] = config["all_options"]["precision"] = "fp32"
+    config["options"]["precision"] = "fp32"  # run format 2 keeps each option once
     (old / "config.json").write_text(json.dumps(config))
     moved = [str(a) for a in args]
     moved[moved.index("--out") + 1] = str(old)

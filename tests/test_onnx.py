@@ -110,3 +110,35 @@ def test_onnx_errors_before_loading(capsys, model_dir, pruned_run, tmp_path, no_
                  ["shrink", pruned_run, "--out", tmp_path / "m", "--onnx"]):
         assert_clean_error(cli(capsys, *argv), 1, "onnxruntime", "pip install 'speechprune[onnx]'")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_reuses_a_folders_model_onnx_only_while_it_matches_the_weights(capsys, pruned_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "model"
+    code, _, err = cli(capsys, "shrink", pruned_run, "--out", out, "--onnx")
+    assert code == 0, err
+
+    def bench_note() -> str:
+        code, stdout, err = cli(capsys, "bench", out, "--runtime", "onnxruntime", "--device", "cpu", "--warmup", "0",
+                                "--repeat", "1", "--min-time", "0", "--seconds", "0.5", "--json")
+        assert code == 0, err
+        return json.loads(stdout)["models"][0]["note"]
+
+    # a Large-style WavLM: the graph takes a padding mask too, fed as ones
+    assert "the folder's model.onnx, checked against torch" in bench_note()
+    weights = load_file(out / "model.safetensors")
+    name = next(k for k in weights if k.endswith("feature_projection.projection.weight"))
+    weights[name] = weights[name] * 1.5  # the weights changed after the export
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    note = bench_note()
+    assert "differs from its weights" in note and "fresh export" in note
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "other",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), out / "model.onnx")
+    assert_clean_error(cli(capsys, "bench", out, "--runtime", "onnxruntime", "--device", "cpu", "--seconds", "0.5"),
+                       1, "not an export of speechprune's", "export-onnx", only_line=False)  # after "loading"

@@ -103,12 +103,33 @@ def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sam
             "bytes": path.stat().st_size}
 
 
+def recheck_onnx(path: str | Path, model: nn.Module, *, sampling_rate: int) -> tuple[float, list[str]]:
+    """An ONNX file written before (``shrink --onnx``, ``export-onnx``) checked against ``model``'s
+    weights now, as an export is: (max relative error on a fresh input, the file's input names).
+    A file left over from other weights fails the check; one of another graph raises ExportError."""
+    try:
+        runner = session(path, threads=None)
+    except Exception as error:  # ORT raises its own classes for unreadable files and graphs
+        raise ExportError(f"{path} cannot be loaded by ONNX Runtime ({str(error).splitlines()[0]}); write it again "
+                          "with speechprune export-onnx MODEL --overwrite") from error
+    names = [node.name for node in runner.get_inputs()]
+    outputs = [node.name for node in runner.get_outputs()]
+    if names not in (["input_values"], ["input_values", "attention_mask"]) or outputs[0] != "last_hidden_state":
+        raise ExportError(f"{path} takes {names} and returns {outputs}: not an export of speechprune's; "
+                          "write it again with speechprune export-onnx MODEL --overwrite")
+    graph = _Graph(model.eval(), hidden_states="hidden_states" in outputs)
+    inputs = _inputs(*CHECK, sampling_rate, attention_mask="attention_mask" in names, seed=2)
+    return check_onnx(path, graph, inputs), names
+
+
 def check_onnx(path: str | Path, graph: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
     """Max relative error of ONNX Runtime's outputs against torch's, over every output."""
     with torch.no_grad():
         expected = graph(**inputs)
     expected = expected if isinstance(expected, tuple) else (expected,)
     got = session(path, threads=None).run(None, {name: value.numpy() for name, value in inputs.items()})
+    if any(g.shape != tuple(e.shape) for g, e in zip(got, expected)):  # a graph of another architecture
+        return float("inf")
     return max(float(np.abs(g - e.numpy()).max() / max(np.abs(e.numpy()).max(), 1e-12)) for g, e in zip(got, expected))
 
 

@@ -343,6 +343,34 @@ def test_state_dict_round_trip_after_a_bad_file(tmp_path, speech_corpus):
         assert equal(original.batch(later), resumed.batch(later))
 
 
+def test_prefetched_batches_and_saved_states_are_those_of_a_synchronous_run(speech_corpus):
+    from speechprune.io.prefetch import Prefetcher
+
+    corrupt(Path(speech_corpus.files[2].path))  # damaged after the scan: only reading finds out
+    plain = sampler(speech_corpus)
+    batches, states = {}, {}
+    ahead = Prefetcher(sampler(speech_corpus), last_step=30, ahead=2)
+    try:
+        for step in range(1, 31):
+            batches[step], states[step] = plain.batch(step), plain.state_dict()
+            assert equal(ahead.batch(step), batches[step])
+            # never what the batches drawn ahead have found: a checkpoint saves the state of this step
+            assert ahead.state_dict() == states[step]
+        assert not ahead._pending  # nothing drawn past the last step
+    finally:
+        ahead.close()
+    found = min(step for step in states if states[step]["bad_files"])
+    assert 1 < found < 30, "the damaged file was never drawn"
+    # resumed from the step before the damaged file turned up, the same batches follow
+    resumed = Prefetcher(sampler(speech_corpus), last_step=30, ahead=2)
+    try:
+        resumed.load_state_dict(json.loads(json.dumps(states[found - 1])))
+        for step in range(found, 31):
+            assert equal(resumed.batch(step), batches[step])
+    finally:
+        resumed.close()
+
+
 def test_lazy_check_marks_silent_files_but_keeps_pauses(tmp_path):
     pause_then_speech = np.concatenate([np.zeros(3 * SR, np.float32), speech(1.0)])
     write(tmp_path / "pause.wav", pause_then_speech)

@@ -14,7 +14,8 @@ from ..model.device import DTYPES, dtype_name
 # Options that change nothing in the result: a run may be resumed with other values.
 # The cost table is compared by content (config.json "budgets"), not by path.
 ROUND_DECISIONS_FROM = 0.9  # share of annealing done when the hold starts to land the decisions
-NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "checkpoint_every", "latency_table"}
+NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "checkpoint_every", "latency_table",
+                       "prefetch"}
 
 
 @dataclass
@@ -50,6 +51,7 @@ class PruneConfig:
     seed: int = 0
     precision: str = "float32"  # a name of model.device.DTYPES (fp32, bf16, fp16 are read as aliases)
     device: str = "auto"
+    prefetch: bool = True  # draw the next batch on a background thread while a step trains
     checkpoint_every: int = 500
     log_every: int = 50
     resume: bool = False

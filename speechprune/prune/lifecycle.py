@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import DataError, SpeechpruneError
 from ..io import atomic
 from ..io.batches import CropSampler, validation_batches
+from ..io.prefetch import Prefetcher
 from ..method.budget import Budget
 from ..method.decision import decide, one_shot_ranking
 from ..method.distill import distill_loss
@@ -63,6 +64,8 @@ class Pruning:
             train, batch_seconds=config.batch_seconds, seed=config.seed, rank=ranks.rank, world_size=ranks.world_size,
             warn=reporter.warning, **audio
         )
+        self.batches = Prefetcher(self.sampler, last_step=config.steps + config.final_steps,
+                                  ahead=1 if config.prefetch else 0)
         self.val_batches = validation_batches(val, batch_seconds=config.batch_seconds, **audio) if ranks.is_main else []
 
         self.step = 0
@@ -119,7 +122,7 @@ class Pruning:
         self.last_val = state.get("val_distill")
         self.adjusted = state.get("decision_adjusted", 0)
         self.skipped_steps = state.get("skipped_steps", 0)
-        self.sampler.load_state_dict(state["sampler"])
+        self.batches.load_state_dict(state["sampler"])
         if self.ranks.is_main:
             self.run_folder.truncate_metrics(self.step)
         self.reporter.message(f"resuming {self.run_folder.root} from step {self.step}")
@@ -141,6 +144,7 @@ class Pruning:
             if self.step == 0 and self.ranks.is_main:  # one-shot: the run's only checkpoint
                 self._save_checkpoint("prune")
         finally:
+            self.batches.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return self._finish(corpus)
@@ -182,7 +186,7 @@ class Pruning:
 
     def _train_step(self, model: nn.Module, phase: str) -> dict:
         tick = time.perf_counter()
-        batch = self.sampler.batch(self.step)
+        batch = self.batches.batch(self.step)
         gate_values = self.final_values if phase == "final" else None
         metrics = train_step(model, self.gates, self.budgets, self.lambdas, self.optimizers, self._teacher_pass(batch),
                              step=self.step, phase=phase, config=self.config, ranks=self.ranks, gate_values=gate_values)
@@ -285,7 +289,7 @@ class Pruning:
                 "val_distill": self.last_val,
                 "decision_adjusted": self.adjusted,
                 "skipped_steps": self.skipped_steps,
-                "sampler": self.sampler.state_dict(),
+                "sampler": self.batches.state_dict(),
             },
         )
 

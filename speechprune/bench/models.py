@@ -86,7 +86,7 @@ def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
     with tempfile.TemporaryDirectory(prefix="speechprune-bench-") as folder:
         path = None
         if model.kind != "run" and saved.is_file():
-            error, _ = recheck_onnx(saved, encoder, sampling_rate=model.sampling_rate)
+            error = recheck_onnx(saved, encoder, sampling_rate=model.sampling_rate)
             if error < RELATIVE_LIMIT:
                 path = saved
                 model.note = f"{model.note}; ONNX Runtime (CPU) of the folder's {ONNX_FILE}, checked against torch"

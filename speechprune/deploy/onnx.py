@@ -93,7 +93,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sam
 
     def save_checked(tmp: Path) -> None:
         program.save(str(tmp), external_data=False)  # one file (models up to 2 GB)
-        measured["error"] = check_onnx(tmp, graph, _inputs(*CHECK, sampling_rate, attention_mask, seed=1))
+        measured["error"] = check_onnx(session(tmp, threads=None), graph,
+                                       _inputs(*CHECK, sampling_rate, attention_mask, seed=1))
         if not measured["error"] < RELATIVE_LIMIT:
             raise ExportError(f"the ONNX export differs from the torch model by {measured['error']:.1e} relative on "
                               f"another input length (limit {RELATIVE_LIMIT:.0e}); nothing was written")
@@ -103,10 +104,10 @@ def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sam
             "bytes": path.stat().st_size}
 
 
-def recheck_onnx(path: str | Path, model: nn.Module, *, sampling_rate: int) -> tuple[float, list[str]]:
+def recheck_onnx(path: str | Path, model: nn.Module, *, sampling_rate: int) -> float:
     """An ONNX file written before (``shrink --onnx``, ``export-onnx``) checked against ``model``'s
-    weights now, as an export is: (max relative error on a fresh input, the file's input names).
-    A file left over from other weights fails the check; one of another graph raises ExportError."""
+    weights now, as an export is: the max relative error on a fresh input. A file left over from
+    other weights fails the check; one of another graph raises ExportError."""
     try:
         runner = session(path, threads=None)
     except Exception as error:  # ORT raises its own classes for unreadable files and graphs
@@ -119,15 +120,15 @@ def recheck_onnx(path: str | Path, model: nn.Module, *, sampling_rate: int) -> t
                           "write it again with speechprune export-onnx MODEL --overwrite")
     graph = _Graph(model.eval(), hidden_states="hidden_states" in outputs)
     inputs = _inputs(*CHECK, sampling_rate, attention_mask="attention_mask" in names, seed=2)
-    return check_onnx(path, graph, inputs), names
+    return check_onnx(runner, graph, inputs)
 
 
-def check_onnx(path: str | Path, graph: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
-    """Max relative error of ONNX Runtime's outputs against torch's, over every output."""
+def check_onnx(runner, graph: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    """Max relative error of ``runner``'s (an ORT session's) outputs against torch's, over every output."""
     with torch.no_grad():
         expected = graph(**inputs)
     expected = expected if isinstance(expected, tuple) else (expected,)
-    got = session(path, threads=None).run(None, {name: value.numpy() for name, value in inputs.items()})
+    got = runner.run(None, {name: value.numpy() for name, value in inputs.items()})
     if any(g.shape != tuple(e.shape) for g, e in zip(got, expected)):  # a graph of another architecture
         return float("inf")
     return max(float(np.abs(g - e.numpy()).max() / max(np.abs(e.numpy()).max(), 1e-12)) for g, e in zip(got, expected))

@@ -88,7 +88,8 @@ class GateLayout:
 
     def of_kinds(self, kinds: tuple[str, ...]) -> torch.Tensor:
         """(N,) bool: True on the gates of ``kinds``."""
-        return torch.tensor([kind in kinds for kind in self.kind_of_each()], dtype=torch.bool)
+        parts = [torch.full((g.size,), g.kind in kinds, dtype=torch.bool) for g in self.groups]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
 
 
 class GateValues:

@@ -151,10 +151,11 @@ def hold_on_targets(budgets: list[Budget], gates: HardConcreteGates, round_decis
     shift = shift_onto_targets(budgets, gates)
     with torch.no_grad():
         gates.log_alpha.add_(shift)
-        fine = ~gates.layout.of_kinds(COARSE_KINDS).to(gates.log_alpha.device)
-        if not round_decisions:
-            return shift, 0.0
-        fine_shift = decided_shift_onto_targets(budgets, gates, fine)
+    if not round_decisions:
+        return shift, 0.0
+    fine = ~gates.layout.of_kinds(COARSE_KINDS).to(gates.log_alpha.device)
+    fine_shift = decided_shift_onto_targets(budgets, gates, fine)
+    with torch.no_grad():
         gates.log_alpha.add_(fine * fine_shift)
     return shift, fine_shift
 

@@ -6,6 +6,7 @@ import torch
 from speechprune.method.gates import GateLayout
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
+from speechprune.model import layers
 from speechprune.model.layers import _layer_norm
 from conftest import ALL_KINDS, build_model
 
@@ -117,6 +118,31 @@ def test_layer_norm_over_original_count_treats_pruned_channels_as_zeros():
     assert (sliced(x[:, kept]) - full).abs().max() > 1e-3  # plain slicing would be wrong
 
 
+_one_pass = layers._group_norm_conv
+
+
+@pytest.mark.parametrize("activation,bias", [("gelu", False), ("gelu_new", True), ("relu", True)])
+def test_group_norm_conv_in_one_pass_equals_conv_norm_activation(monkeypatch, activation, bias):
+    """Layer 0's inference path (statistics from the frames' covariance, chunked output) is
+    the function of its training path: conv -> GroupNorm -> activation."""
+    torch.manual_seed(0)
+    hf = build_model("wav2vec2", "base", feat_extract_activation=activation, conv_bias=bias)
+    layer = encoder_from(hf, "wav2vec2").feature_extractor.conv_layers[0]
+    with torch.no_grad():
+        layer.layer_norm.weight.uniform_(0.5, 1.5)
+        layer.layer_norm.bias.uniform_(-0.5, 0.5)
+    waveforms = torch.randn(3, 1, 4001) * torch.tensor([1.0, 0.01, 30.0])[:, None, None] + 0.5  # scales, offset
+    waveforms[0, 0, 3000:] = 0  # padding at the end
+    taken = []
+    monkeypatch.setattr(layers, "GROUP_NORM_CHUNK_BYTES", 4 * layer.conv.out_channels * 100)  # 100 frames a chunk
+    monkeypatch.setattr(layers, "_group_norm_conv", lambda *a: taken.append(1) or _one_pass(*a))
+    plain = layer(waveforms)  # grad enabled: the plain path
+    with torch.inference_mode():
+        fast = layer(waveforms)
+    assert taken == [1] and fast.shape == plain.shape and fast.shape[-1] > 700  # several chunks and a remainder
+    assert (fast - plain).abs().max() < 1e-5 * plain.abs().max()
+
+
 @pytest.mark.parametrize(
     "family,overrides",
     [
@@ -136,3 +162,18 @@ def test_config_variants_equal_transformers(family, overrides):
     with torch.no_grad():
         expected = hf(waveforms).last_hidden_state
         assert (encoder(waveforms).last_hidden_state - expected).abs().max() < 1e-5
+
+
+def test_positional_conv_kernel_kept_in_inference_follows_its_parameters():
+    hf = build_model("wav2vec2", "base")
+    pos_conv = encoder_from(hf, "wav2vec2").encoder.pos_conv_embed
+    x = torch.randn(2, 50, hf.config.hidden_size)
+    with torch.inference_mode():
+        first = pos_conv(x)
+    with torch.no_grad():
+        pos_conv.conv.parametrizations.weight.original1.mul_(2.0)  # weight_v: a new kernel direction scale
+        pos_conv.conv.parametrizations.weight.original0.add_(0.5)  # weight_g
+    with torch.inference_mode():
+        kept = pos_conv(x)
+    plain = pos_conv(x)  # grad enabled: the kernel normalised anew
+    assert (kept - plain).abs().max() < 1e-6 and (kept - first).abs().max() > 1e-2

@@ -75,6 +75,8 @@ class ConvLayer(nn.Module):
         #   kernel row and bias are zeroed too.
         # The last layer's output feeds the projection's LayerNorm: there pruned channels are
         # zeroed on the activations.
+        if self.norm_kind == "group" and _cpu_inference(x):
+            return _group_norm_conv(x, self.conv, self.layer_norm, self.activation)
         weight, bias = self.conv.weight, self.conv.bias
         if input_mask is not None:
             weight = weight * input_mask[None, :, None].to(weight.dtype)
@@ -89,6 +91,56 @@ class ConvLayer(nn.Module):
             x = _layer_norm(x.transpose(1, 2), self.layer_norm, self.norm_count).transpose(1, 2)
         x = self.activation(x)
         return _channel_mask(x, _binary(mask)) if self.last else x
+
+
+def _cpu_inference(x: torch.Tensor) -> bool:
+    """Eager float32 inference on a CPU, where ``_group_norm_conv`` pays (training, GPUs, half
+    precision, and graphs being traced for torch.compile or ONNX take the plain path)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export())
+
+
+GROUP_NORM_CHUNK_BYTES = 1 << 21  # one chunk of (C, frames) activations: stays in a core's cache
+
+
+def _group_norm_conv(x: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm, activation: nn.Module) -> torch.Tensor:
+    """conv -> GroupNorm (one group per channel) -> activation of layer 0, as one pass over its
+    output: the same function, 2-3x faster on a CPU, whose time here is the (C, T') activations
+    going to memory and back (conv, the norm's statistics, the norm, the activation: five passes).
+
+    x: (B, 1, samples) -> (B, C, T'). Channel c's output at frame t is w_c . f_t + b_c, with f_t
+    the K samples under the kernel, so its mean and variance over time follow from the frames'
+    K-vector mean and K x K covariance (float64: the variance is a difference), and the norm folds
+    into per-input weights and biases. The output is then made in chunks of frames that stay in
+    cache, each normalised and activated there, and written once.
+    """
+    frames = x[:, 0].unfold(-1, conv.kernel_size[0], conv.stride[0])  # (B, T', K), a view
+    batch, length, _ = frames.shape
+    f = frames.double()
+    frame_mean = f.mean(1)  # (B, K)
+    covariance = f.transpose(1, 2) @ f / length - frame_mean[:, :, None] * frame_mean[:, None, :]  # (B, K, K)
+    w = conv.weight[:, 0].double()  # (C, K)
+    b = conv.bias.double() if conv.bias is not None else torch.zeros_like(w[:, 0])  # (C,)
+    mean = frame_mean @ w.T + b  # (B, C)
+    var = torch.einsum("ck,bkl,cl->bc", w, covariance, w).clamp(min=0)  # (B, C), biased as GroupNorm's
+    scale = norm.weight.double() * torch.rsqrt(var + norm.eps)  # (B, C)
+    weight = (w * scale[:, :, None]).float()  # (B, C, K)
+    bias = (norm.bias.double() + (b - mean) * scale).float()[:, :, None]  # (B, C, 1)
+
+    channels = w.shape[0]
+    out = x.new_empty(batch, channels, length)
+    chunk = max(64, GROUP_NORM_CHUNK_BYTES // (4 * channels))
+    buffer = x.new_empty(channels, chunk)
+    for i in range(batch):
+        for start in range(0, length, chunk):
+            stop = min(start + chunk, length)
+            y = torch.addmm(bias[i], weight[i], frames[i, start:stop].T, out=buffer[:, : stop - start])
+            if isinstance(activation, nn.GELU):
+                torch.ops.aten.gelu_(y, approximate=activation.approximate)
+            else:
+                y.copy_(activation(y))
+            out[i, :, start:stop] = y
+    return out
 
 
 class FeatureProjection(nn.Module):
@@ -125,6 +177,18 @@ class PositionalConv(nn.Module):
             self.conv = nn.utils.parametrizations.weight_norm(self.conv, name="weight", dim=2)
         self.trim = 1 if k % 2 == 0 else 0
         self.activation = ACTIVATIONS[spec.conv_act]()
+        self._inference_weight: tuple | None = None  # (versions of the weight-norm parameters, weight)
+
+    def weight(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel; in CPU inference the weight-normed one is kept until its parameters change
+        (normalising a Base model's 768 x 48 x 128 kernel is 7 ms of every forward pass)."""
+        if self.batch_norm is not None or not _cpu_inference(x):
+            return self.conv.weight
+        originals = self.conv.parametrizations.weight
+        key = tuple((p._version, p.data_ptr()) for p in (originals.original0, originals.original1))
+        if self._inference_weight is None or self._inference_weight[0] != key:
+            self._inference_weight = (key, self.conv.weight)
+        return self._inference_weight[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.transpose(1, 2)  # (B, D, T)
@@ -138,7 +202,7 @@ class PositionalConv(nn.Module):
                 y = F.conv1d(x.float(), conv.weight.float(), conv.bias.float(), padding=conv.padding, groups=conv.groups)
             x = y.to(x.dtype if x.dtype != torch.float32 else torch.get_autocast_dtype(x.device.type))
         else:
-            x = self.conv(x)
+            x = F.conv1d(x, self.weight(x), self.conv.bias, padding=self.conv.padding, groups=self.conv.groups)
         if self.trim:
             x = x[:, :, : -self.trim]
         return self.activation(x).transpose(1, 2)

@@ -80,8 +80,13 @@ class _Timer:
     def ms(self, module: torch.nn.Module, *inputs) -> float:
         module = module.to(self.device, self.dtype).eval()
         o = self.options
-        times = interleaved([lambda: module(*inputs)], warmup=o.warmup, repeat=o.repeat, min_time=o.min_time,
-                            clock=self.clock, sync=self.sync)[0]
+
+        def call():
+            with torch.inference_mode():
+                return module(*inputs)
+
+        times = interleaved([call], warmup=o.warmup, repeat=o.repeat, min_time=o.min_time, clock=self.clock,
+                            sync=self.sync)[0]
         return statistics.median(times) * 1e3
 
 
@@ -204,7 +209,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
                       "residual": round(dot(coefficients, f) / ms - 1, 4)} for label, f, ms in shapes]
         return coefficients
 
-    with torch.inference_mode():
+    with torch.no_grad():  # modules built outside inference mode, as models are loaded; timed inside it
         conv = []
         for c, (length, kernel, full) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
             reporter.message(f"timing conv layer {c}")

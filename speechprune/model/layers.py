@@ -184,8 +184,10 @@ class PositionalConv(nn.Module):
         (normalising a Base model's 768 x 48 x 128 kernel is 7 ms of every forward pass)."""
         if self.batch_norm is not None or not _cpu_inference(x):
             return self.conv.weight
-        originals = self.conv.parametrizations.weight
-        key = tuple((p._version, p.data_ptr()) for p in (originals.original0, originals.original1))
+        originals = (self.conv.parametrizations.weight.original0, self.conv.parametrizations.weight.original1)
+        if any(p.is_inference() for p in originals):  # made in inference mode: no version counter to watch
+            return self.conv.weight
+        key = tuple((p._version, p.data_ptr()) for p in originals)
         if self._inference_weight is None or self._inference_weight[0] != key:
             self._inference_weight = (key, self.conv.weight)
         return self._inference_weight[1]

@@ -11,7 +11,8 @@ projections at stored widths and the T'^2 products at the padded width separate)
 Parts timed alone need not add up to the whole: a part called again and again finds its
 inputs and weights in cache, and the glue between parts (WavLM's relative position bias,
 norms, masks) is not timed. So the whole encoder is timed too, dense and evenly shrunk to
-1/2 and 1/4 of its widths, and a scale and a constant are fitted to those three.
+1/2 and 1/4 of its widths, in interleaved rounds as ``bench`` times models, and a scale and a
+constant are fitted to those three.
 """
 
 from __future__ import annotations
@@ -78,16 +79,24 @@ class _Timer:
         return torch.randn(self.options.batches[0], *shape, generator=self.generator).to(self.device, self.dtype)
 
     def ms(self, module: torch.nn.Module, *inputs) -> float:
-        module = module.to(self.device, self.dtype).eval()
+        return self.interleaved_ms([(module, inputs)])[0]
+
+    def interleaved_ms(self, calls: list[tuple[torch.nn.Module, tuple]]) -> list[float]:
+        """Median ms of each module on its inputs, timed in interleaved rounds (as ``bench`` times
+        models: each call finds the caches as the other calls left them)."""
         o = self.options
 
-        def call():
-            with torch.inference_mode():
-                return module(*inputs)
+        def call(module, inputs):
+            module = module.to(self.device, self.dtype).eval()
 
-        times = interleaved([call], warmup=o.warmup, repeat=o.repeat, min_time=o.min_time, clock=self.clock,
-                            sync=self.sync)[0]
-        return statistics.median(times) * 1e3
+            def run():
+                with torch.inference_mode():
+                    return module(*inputs)
+            return run
+
+        times = interleaved([call(module, inputs) for module, inputs in calls], warmup=o.warmup, repeat=o.repeat,
+                            min_time=o.min_time, clock=self.clock, sync=self.sync)
+        return [statistics.median(t) * 1e3 for t in times]
 
 
 def _with_conv(spec: EncoderSpec, changes: dict[int, int]) -> EncoderSpec:
@@ -242,14 +251,13 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
         layer = fitted("layer", shapes)
 
         parts = {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": layer}
-        shapes = []
-        for share in (1, 1 / 2, 1 / 4):
-            reporter.message(f"timing the encoder at {share:g} of its widths")
-            whole = _uniform(spec, share)
-            ms = timer.ms(Encoder(whole), timer.input(samples))
-            shapes.append((f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples),
-                                                                    "overhead": 1.0}, ms))
-        parts.update(fitted("encoder", shapes))
+        reporter.message("timing the encoder at 1, 1/2 and 1/4 of its widths, interleaved")
+        shares = (1, 1 / 2, 1 / 4)
+        wholes = [_uniform(spec, share) for share in shares]
+        measured = timer.interleaved_ms([(Encoder(whole), (timer.input(samples),)) for whole in wholes])
+        parts.update(fitted("encoder", [
+            (f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples), "overhead": 1.0}, ms)
+            for share, whole, ms in zip(shares, wholes, measured)]))
     table = CostTable(
         conditions={"device": device.type, "device_name": device_name(device), "threads": threads,
                     "dtype": dtype, "batch": options.batches[0], "seconds": seconds},

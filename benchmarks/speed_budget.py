@@ -27,7 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_BUDGETS = ["params:0.72", "macs:0.72", "params:0.72+macs:0.72", "latency:3", "params:0.72+latency:3"]
+DEFAULT_BUDGETS = ["params:0.72", "macs:0.72", "params:0.72+macs:0.72", "latency:3", "params:0.72+latency:3",
+                   "macs:0.5", "latency:2"]
 OPTIONS = {"params": "--sparsity", "macs": "--macs-sparsity", "latency": "--speedup"}
 
 

@@ -27,7 +27,7 @@ from ..io.progress import Reporter
 from ..model.compare import compare_hidden_states, require_finite
 from ..model.device import resolve_device
 from ..model.spec import min_samples
-from .features import batch_groups, clip_batches, pooled_features
+from .features import FrozenFeatures, batch_groups, clip_batches
 from .probe import fit_classifier
 
 REPORT_FORMAT = 1
@@ -247,9 +247,9 @@ def _probe(net, masks, target: Target, clips: list[np.ndarray], n_train: int, tr
     passes = len(batch_groups([len(c) for c in clips], batch_seconds=options.batch_seconds,
                               sampling_rate=target.sampling_rate, same_length=not target.attention_mask))
     reporter.message(f"{who}: features of {len(clips)} clips in {passes} forward pass(es)")
-    features = pooled_features(net, clips, masks=masks, attention_mask=target.attention_mask, normalize=target.normalize,
-                               sampling_rate=target.sampling_rate, batch_seconds=options.batch_seconds, device=device,
-                               progress=reporter.message)  # (N, L + 1, D)
+    features = FrozenFeatures(net, attention_mask=target.attention_mask, normalize=target.normalize,
+                              sampling_rate=target.sampling_rate, masks=masks, batch_seconds=options.batch_seconds,
+                              device=device, progress=reporter.message).pooled(clips)  # (N, L + 1, D)
     require_finite(features, f"{who} {options.teacher if who == 'teacher' else options.model}")
     train_x, test_x = features[:n_train], features[n_train:]
     fit = {"classes": classes, "seed": options.seed, "epochs": options.epochs, "lr": options.lr,

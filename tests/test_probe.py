@@ -14,7 +14,9 @@ import torch
 
 from speechprune.cli.app import main
 from speechprune.eval.features import FrozenFeatures, clip_batches
-from speechprune.eval.job import split_by_class
+from speechprune.errors import FormatError
+from speechprune.eval.job import EvalOptions, evaluate, split_by_class
+from speechprune.eval.report import EvalReport
 from speechprune.eval.probe import edit_distance, fit_classifier, fit_ctc
 from speechprune.folders.target import load_target, read_target
 from speechprune.io.synth import speechlike
@@ -219,6 +221,17 @@ def test_eval_with_a_test_folder(model_dir, tones, tmp_path, capsys):
     data = report["data"]
     assert data["split"]["method"] == "test-data" and (data["train_clips"], data["test_clips"]) == (9, 4)
     assert data["per_class"]["high"] == {"train": 3, "test": 0}
+
+
+def test_the_report_is_typed_and_versioned(run_dir, model_dir, tones):
+    options = EvalOptions(model=str(run_dir), data=str(tones), teacher=str(model_dir("wav2vec2", "large")),
+                          max_per_class=4, epochs=20, per_layer=False, device="cpu")
+    data = json.loads(json.dumps(evaluate(options)))  # as --out writes it
+    report = EvalReport.from_dict(data)
+    assert report.format == 1 and report.kind == "run" and report.teacher["kind"] == "stock"
+    assert report.to_dict() == data
+    with pytest.raises(FormatError, match="eval report of format 2: this speechprune reads format 1"):
+        EvalReport.from_dict({**data, "format": 2})
 
 
 def broken_model(folder: Path, source: Path) -> Path:

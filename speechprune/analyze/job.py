@@ -195,14 +195,14 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
         report.teacher = {"model": options.teacher, **compare_hidden_states(
             net, teacher, batches, student_mask=target.attention_mask, teacher_mask=teacher_target.attention_mask,
             student_masks=base_masks, device=device, progress=reporter.message)}
-    data = report.to_dict()
+    result = report.to_dict()
     if options.out:
-        atomic.write_json(Path(options.out).expanduser(), data)
+        atomic.write_json(Path(options.out).expanduser(), result)
         reporter.message(f"saved {options.out}")
     if options.png:
         from .plot import save_png
 
         Path(options.png).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        save_png(data, Path(options.png).expanduser())
+        save_png(result, Path(options.png).expanduser())
         reporter.message(f"saved {options.png}")
-    return data
+    return result

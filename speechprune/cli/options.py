@@ -30,9 +30,9 @@ def seed_option(seeds: str):
     return Annotated[int, typer.Option("--seed", help=f"Seed of {seeds}.")]
 
 
-def teacher_option(help: str):
-    """``--teacher``: the dense model a command compares with; ``help`` says what it compares."""
-    return Annotated[Optional[str], typer.Option("--teacher", help=help)]
+def teacher_option(compared: str):
+    """``--teacher``: the dense model a command compares with; ``compared`` (its help) says how."""
+    return Annotated[Optional[str], typer.Option("--teacher", help=compared)]
 
 
 def overwrite_option(replaced: str):

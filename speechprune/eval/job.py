@@ -355,8 +355,8 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
         report.passes["classifier_fits"] += teacher_fits
         seconds["teacher"] = round(time.perf_counter() - mark, 3)
     seconds["total"] = round(time.perf_counter() - started, 3)
-    data = report.to_dict()
+    result = report.to_dict()
     if options.out:
-        write_json(Path(options.out).expanduser(), data)
+        write_json(Path(options.out).expanduser(), result)
         reporter.message(f"saved {options.out}")
-    return data
+    return result

@@ -29,6 +29,10 @@ class ExportError(SpeechpruneError):
     """An exported model that does not compute what the torch model computes, or a missing exporter."""
 
 
+class FormatError(SpeechpruneError, ValueError):
+    """A JSON record of a format this speechprune does not read, or one that lacks a key."""
+
+
 class OutputError(SpeechpruneError):
     """An output location that cannot be written (a file in the way, no permission)."""
 

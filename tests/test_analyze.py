@@ -8,7 +8,9 @@ import torch
 
 from speechprune.analyze.heads import attention_probabilities
 from speechprune.analyze.job import AnalyzeOptions, analyze
+from speechprune.analyze.report import AnalyzeReport
 from speechprune.cli.app import main
+from speechprune.errors import FormatError
 from speechprune.method.gates import GateLayout, gate_flat
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import family_by_name
@@ -154,6 +156,20 @@ def test_run_report_matches_the_summary(run_and_shrunk, capsys):
                        if not layer[block]}
     code, stdout, _ = cli(capsys, "analyze", run)
     assert "parameters per layer" in stdout
+
+
+def test_the_report_is_typed_and_versioned(planted_report, run_and_shrunk):
+    """A model's report (heads, scores) and a run's (structure only) come back from their JSON as they were."""
+    run_report = analyze(AnalyzeOptions(model=str(run_and_shrunk[0])))
+    for data in (planted_report, run_report):
+        data = json.loads(json.dumps(data))  # as --out writes it
+        report = AnalyzeReport.from_dict(data)
+        assert report.format == 1 and report.to_dict() == data
+    assert report.kind == "run" and report.heads is None and report.run["step"] == 4
+    with pytest.raises(FormatError, match="analyze report of format 2: this speechprune reads format 1"):
+        AnalyzeReport.from_dict({**data, "format": 2})
+    with pytest.raises(FormatError, match="analyze report without gate_scores"):
+        AnalyzeReport.from_dict({k: v for k, v in data.items() if k != "gate_scores"})
 
 
 def test_teacher_comparison(run_and_shrunk, model_dir, audio_dir):

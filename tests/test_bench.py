@@ -20,7 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import speechprune.bench.job as core
 import speechprune.bench.timing as timing
+from speechprune.bench.report import BenchReport
 from speechprune.cli.bench import plain
+from speechprune.errors import FormatError
 from speechprune.method.gates import GateLayout
 from speechprune.method.macs import PARTS, macs
 from speechprune.model.encoder import Encoder
@@ -88,6 +90,16 @@ def test_json_schema(report, models):
         assert set(row["breakdown_ms"]) == {"cnn", "projection", "pos_conv", "layers", "other", "total"}
         assert all(v >= 0 for v in row["breakdown_ms"].values())
     assert "loading" in err  # progress on stderr, only the JSON document on stdout
+
+
+def test_the_report_is_typed_and_versioned(report):
+    data, _ = report
+    assert list(data)[0] == "format" and data["format"] == 1
+    typed = BenchReport.from_dict(data)
+    assert typed.to_dict() == data and typed.results == data["results"]
+    before = {k: v for k, v in data.items() if k != "format"}  # what bench --json printed before it had a format
+    with pytest.raises(FormatError, match="bench report of format None: this speechprune reads format 1"):
+        BenchReport.from_dict(before)
 
 
 def test_speedup_is_the_ratio_of_medians_of_interleaved_rounds(report):

@@ -13,8 +13,10 @@ import soundfile as sf
 import torch
 
 from speechprune.cli.app import main
-from speechprune.eval.features import clip_batches, frame_features, pooled_features
-from speechprune.eval.job import split_by_class
+from speechprune.eval.features import FrozenFeatures, clip_batches
+from speechprune.errors import FormatError
+from speechprune.eval.job import EvalOptions, evaluate, split_by_class
+from speechprune.eval.report import EvalReport
 from speechprune.eval.probe import edit_distance, fit_classifier, fit_ctc
 from speechprune.folders.target import load_target, read_target
 from speechprune.io.synth import speechlike
@@ -159,11 +161,11 @@ def test_features_do_not_depend_on_batch_companions(model_dir, style):
     batches = clip_batches([short, long], batch_seconds=10.0, sampling_rate=RATE, normalize=True,
                            same_length=not settings["attention_mask"])
     assert [indices for indices, _ in batches] == ([[1, 0]] if style == "large" else [[1], [0]])  # longest first
-    together = pooled_features(net, [short, long], batch_seconds=10.0, **settings)
-    alone = pooled_features(net, [short], **settings)
+    together = FrozenFeatures(net, batch_seconds=10.0, **settings).pooled([short, long])
+    alone = FrozenFeatures(net, **settings).pooled([short])
     assert together.shape == (2, 4, 48) and together.dtype == np.float32
     np.testing.assert_allclose(together[0], alone[0], atol=1e-4)
-    frames = frame_features(net, [short, long], batch_seconds=10.0, **settings)
+    frames = FrozenFeatures(net, batch_seconds=10.0, **settings).frames([short, long])
     assert [f.shape for f in frames] == [(4, 19, 48), (4, 49, 48)] and frames[0].dtype == np.float16
     np.testing.assert_allclose(frames[0].astype(np.float32).mean(1), together[0], atol=5e-3)
     np.testing.assert_allclose(np.linalg.norm(frames[1][2].astype(np.float32), axis=-1), 48 ** 0.5, rtol=1e-2)  # layer-normed
@@ -173,8 +175,8 @@ def test_a_runs_masks_change_its_features(run_dir):
     net, masks, settings = loaded(run_dir)
     assert masks is not None
     clips = [speechlike(0.6, RATE, np.random.default_rng(1))]
-    masked = pooled_features(net, clips, masks=masks, **settings)
-    dense = pooled_features(net, clips, **settings)
+    masked = FrozenFeatures(net, masks=masks, **settings).pooled(clips)
+    dense = FrozenFeatures(net, **settings).pooled(clips)
     assert np.abs(masked[0, -1] - dense[0, -1]).max() > 0.1
 
 
@@ -219,6 +221,17 @@ def test_eval_with_a_test_folder(model_dir, tones, tmp_path, capsys):
     data = report["data"]
     assert data["split"]["method"] == "test-data" and (data["train_clips"], data["test_clips"]) == (9, 4)
     assert data["per_class"]["high"] == {"train": 3, "test": 0}
+
+
+def test_the_report_is_typed_and_versioned(run_dir, model_dir, tones):
+    options = EvalOptions(model=str(run_dir), data=str(tones), teacher=str(model_dir("wav2vec2", "large")),
+                          max_per_class=4, epochs=20, per_layer=False, device="cpu")
+    data = json.loads(json.dumps(evaluate(options)))  # as --out writes it
+    report = EvalReport.from_dict(data)
+    assert report.format == 1 and report.kind == "run" and report.teacher["kind"] == "stock"
+    assert report.to_dict() == data
+    with pytest.raises(FormatError, match="eval report of format 2: this speechprune reads format 1"):
+        EvalReport.from_dict({**data, "format": 2})
 
 
 def broken_model(folder: Path, source: Path) -> Path:

@@ -275,7 +275,7 @@ class Pipeline:
     def probe(self, row: Row, sets: dict, teacher_net) -> dict:
         import torch
 
-        from speechprune.eval.features import clip_batches, frame_features, pooled_features
+        from speechprune.eval.features import FrozenFeatures, clip_batches
         from speechprune.eval.probe import fit_classifier, fit_ctc
         from speechprune.folders.target import load_target, read_target
         from speechprune.model.compare import compare_hidden_states
@@ -289,8 +289,9 @@ class Pipeline:
             net = quantize(net, "int8")
         audio = dict(attention_mask=target.attention_mask, normalize=target.normalize,
                      sampling_rate=target.sampling_rate)
+        features = FrozenFeatures(net, masks=masks, **audio)
         clips = [c for c, _, _ in sets["keywords"]]
-        pooled = pooled_features(net, clips, masks=masks, **audio)  # (N, L + 1, D)
+        pooled = features.pooled(clips)  # (N, L + 1, D)
         word = np.array([sets["words"].index(w) for _, w, _ in sets["keywords"]])
         speaker = np.array([sets["speakers"].index(s) for _, _, s in sets["keywords"]])
         test_speaker = np.array([sets["split"][s] == "test" for _, _, s in sets["keywords"]])
@@ -299,8 +300,7 @@ class Pipeline:
                              classes=sets["words"], seed=self.seed)
         sid = fit_classifier(pooled[~test_word], speaker[~test_word], pooled[test_word], speaker[test_word],
                              classes=sets["speakers"], seed=self.seed)
-        frames = {part: frame_features(net, sets["sentence_clips"][part], masks=masks, **audio)
-                  for part in ("train", "test")}
+        frames = {part: features.frames(sets["sentence_clips"][part]) for part in ("train", "test")}
         ctc = fit_ctc(frames["train"], sets["sentence_labels"]["train"], frames["test"], sets["sentence_labels"]["test"],
                       tokens=len(sets["phones"]), seed=self.seed)
         teacher_target, teacher_model = teacher_net

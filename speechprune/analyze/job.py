@@ -4,7 +4,7 @@ prune run kept, and how close a student stays to its teacher.
 Reading order: check every option (nothing loaded yet), read what the model (and teacher) is
 from config files and scan the audio, then load weights and compute. Head statistics live in
 ``heads``, student-teacher similarity in ``speechprune.model.compare``; this module picks the
-audio, loads models, and assembles the report (one JSON-ready dict, schema in docs/analyze.md).
+audio, loads models, and assembles the report (``report.AnalyzeReport``, schema in docs/analyze.md).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from ..method.macs import macs
 from ..model.compare import compare_hidden_states, require_finite
 from ..model.device import resolve_device
 from .heads import head_statistics
+from .report import AnalyzeReport
 
-REPORT_FORMAT = 1
 STAT_KEYS = ("drop_one", "grad_importance", "entropy", "mean_distance", "contribution_norm", "contribution_ratio")
 
 
@@ -164,18 +164,9 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
     net, base_masks, snap = load_target(target, device)
     spec = net.spec
     layout = GateLayout(spec)
-    report = {
-        "format": REPORT_FORMAT,
-        "speechprune": __version__,
-        **model_fields(options.model, target, spec),
-        "seed": options.seed,
-        "audio": audio,
-        "method": None,
-        "heads": None,
-        "gate_scores": None,
-        "run": run_report(snap) if snap is not None else None,
-        "teacher": None,
-    }
+    report = AnalyzeReport(speechprune=__version__, **model_fields(options.model, target, spec), seed=options.seed,
+                           audio=audio, method=None, heads=None, gate_scores=None,
+                           run=run_report(snap) if snap is not None else None, teacher=None)
     if batches is not None:
         heads = sum(len(layer.heads) if layer.attention else 0 for layer in spec.layers)
         n = len(batches)
@@ -190,9 +181,9 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
         scores = stats.pop("gate_importance")
         require_finite(scores, f"{options.model}")
         passes = stats.pop("passes")
-        report["heads"] = stats
-        report["gate_scores"] = gate_dict(layout, scores)
-        report["method"] = {
+        report.heads = stats
+        report.gate_scores = gate_dict(layout, scores)
+        report.method = {
             "projections": options.projections,
             "drop_one": "relative L2 change ||h' - h|| / ||h|| over real frames, head masked alone" if options.drop_one else None,
             "grad_importance": "mean over batches and projections r of (d<r, h_L>/dz_i)^2 / ||h_L||^2 at z = 1",
@@ -201,16 +192,17 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
     if teacher_target is not None:
         reporter.message(f"loading teacher {options.teacher} ({teacher_target.kind})")
         teacher, _, _ = load_target(teacher_target, device)
-        report["teacher"] = {"model": options.teacher, **compare_hidden_states(
+        report.teacher = {"model": options.teacher, **compare_hidden_states(
             net, teacher, batches, student_mask=target.attention_mask, teacher_mask=teacher_target.attention_mask,
             student_masks=base_masks, device=device, progress=reporter.message)}
+    result = report.to_dict()
     if options.out:
-        atomic.write_json(Path(options.out).expanduser(), report)
+        atomic.write_json(Path(options.out).expanduser(), result)
         reporter.message(f"saved {options.out}")
     if options.png:
         from .plot import save_png
 
         Path(options.png).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        save_png(report, Path(options.png).expanduser())
+        save_png(result, Path(options.png).expanduser())
         reporter.message(f"saved {options.png}")
-    return report
+    return result

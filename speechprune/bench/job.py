@@ -39,6 +39,7 @@ from ..method.macs import macs
 from ..model.device import DTYPES, dtype_name, resolve_device
 from ..model.spec import EncoderSpec
 from .models import BenchModel, check_inputs, describe, load
+from .report import BenchReport
 from .timing import all_cores, cpu_ticks, device_name, device_sync, interleaved, other_load, part_times, peak_memory, speedup
 
 DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
@@ -130,7 +131,8 @@ def _check_quantization(options: BenchOptions, device: torch.device) -> None:
 
 def bench(options: BenchOptions, reporter: Reporter | None = None,
           clock: Callable[[], float] = time.perf_counter) -> dict:
-    """Time every model of ``options`` (and its baseline) in every setting; returns the report."""
+    """Time every model of ``options`` (and its baseline) in every setting; returns the report
+    (``BenchReport.to_dict``)."""
     reporter = reporter or Reporter()
     device = check_options(options)
     baseline = describe(options.baseline) if options.baseline else None
@@ -170,9 +172,9 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     if others is not None and others > BUSY_LIMIT:
         reporter.warning(f"other processes kept {others:.1f} cores busy on average while timing ({threads} threads "
                          "in use): the numbers are unreliable; rerun on an idle machine")
-    return {
-        "environment": environment(device, threads, options.dtypes) | {"other_processes_cpu_cores": others},
-        "method": {
+    return BenchReport(
+        environment=environment(device, threads, options.dtypes) | {"other_processes_cpu_cores": others},
+        method={
             "warmup": options.warmup,
             "repeat": options.repeat,
             "min_time": options.min_time,
@@ -184,16 +186,16 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
             "macs": "analytic, as the model runs: projections at each head's stored width, the attention "
                     "products at the layer's run-time (widest) head width",
         },
-        "baseline": baseline.label if baseline else None,
-        "latency_table": options.latency_table,
-        "models": [
+        baseline=baseline.label if baseline else None,
+        latency_table=options.latency_table,
+        models=[
             {"label": m.label, "source": m.source, "kind": m.kind, "note": m.note, "params": m.params,
              "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate, "runtime": m.runtime,
              "quantize": m.quantize, "quantization": describe_quantization(m.quantize, m.runtime)}
             for m in models
         ],
-        "results": results,
-    }
+        results=results,
+    ).to_dict()
 
 
 def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: torch.device, threads: int,

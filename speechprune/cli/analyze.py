@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .options import DeviceOption, JsonOption, QuietOption, seed_option
+from .options import DeviceOption, JsonOption, QuietOption, ReportOption, TargetArgument, seed_option, teacher_option
 from .output import Output
 
 HEATMAPS = (
@@ -21,20 +21,21 @@ BLOCK_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")  # virid
 SHADES = " ░▒▓█"  # the same five levels without colour (NO_COLOR): the shade carries the value
 
 SeedOption = seed_option("the file choice and of the random projections")
+TeacherOption = teacher_option("Dense model to compare hidden states with (cosine, L1, CKA per layer).")
 
 
 def command(
-    model: str = typer.Argument(..., help="Stock model (hub id or folder), shrunk folder, or prune run folder."),
+    model: TargetArgument,
     data: Optional[str] = typer.Option(None, envvar="SPEECHPRUNE_DATA", help="Audio folder or manifest (not needed for a run's structure report)."),
     max_seconds: float = typer.Option(120.0, help="At most this much audio in all."),
     crop_seconds: float = typer.Option(4.0, help="Each chosen file contributes its first N seconds."),
     batch_seconds: float = typer.Option(16.0, help="Audio seconds per batch."),
     projections: int = typer.Option(4, help="Random projections per batch for the gradient importance."),
     drop_one: bool = typer.Option(True, "--drop-one/--no-drop-one", help="Compute drop-one sensitivity (L x H partial forwards per batch)."),
-    teacher: Optional[str] = typer.Option(None, help="Dense model to compare hidden states with (cosine, L1, CKA per layer)."),
+    teacher: TeacherOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
-    out: Optional[str] = typer.Option(None, help="Write the report as JSON to this file."),
+    out: ReportOption = None,
     png: Optional[str] = typer.Option(None, help="Save the heatmaps as a PNG (needs matplotlib: pip install 'speechprune[plot]')."),
     json_output: JsonOption = False,
     quiet: QuietOption = False,

@@ -7,20 +7,21 @@ from typing import Optional
 
 import typer
 
-from .options import DeviceOption, JsonOption, QuietOption, seed_option
+from .options import DeviceOption, JsonOption, QuietOption, ReportOption, TargetArgument, seed_option, teacher_option
 from .output import Output
 
 SPARK = "▁▂▃▄▅▆▇█"
 
 SeedOption = seed_option("the clip choice, the split and the probe")
+TeacherOption = teacher_option("Dense model to compare with: its own probe, and hidden-state similarity.")
 
 
 def command(
-    model: str = typer.Argument(..., help="Stock model (hub id or folder), shrunk folder, or prune run folder."),
+    model: TargetArgument,
     data: str = typer.Option(..., help="Labelled audio: FOLDER/<label>/*.wav (any format soundfile reads)."),
     test_data: Optional[str] = typer.Option(None, help="Labelled test audio, same layout (labels: a subset of --data's)."),
     test_fraction: Optional[float] = typer.Option(None, help="Without --test-data: hold out this share of each label [default: 0.25]."),
-    teacher: Optional[str] = typer.Option(None, help="Dense model to compare with: its own probe, and hidden-state similarity."),
+    teacher: TeacherOption = None,
     max_per_class: Optional[int] = typer.Option(None, help="At most N clips per label (chosen by --seed)."),
     max_seconds_per_clip: float = typer.Option(4.0, help="Longer clips keep their centre N seconds."),
     batch_seconds: float = typer.Option(32.0, help="Padded audio seconds per forward pass."),
@@ -29,7 +30,7 @@ def command(
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     quantize: Optional[str] = typer.Option(None, help="Probe the model quantized: int8 (dynamic, Linear layers; CPU), compared with its float32 self."),
-    out: Optional[str] = typer.Option(None, help="Write the report as JSON to this file."),
+    out: ReportOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:

@@ -6,15 +6,17 @@ from typing import Optional
 
 import typer
 
-from .options import JsonOption, QuietOption
+from .options import JsonOption, QuietOption, overwrite_option
 from .output import Output
+
+OverwriteOption = overwrite_option("an existing file")
 
 
 def command(
     model: str = typer.Argument(..., help="Stock model (folder or hub id) or shrunk folder."),
     out: Optional[str] = typer.Option(None, help="ONNX file to write. [default: MODEL/model.onnx for a folder]"),
     hidden_states: bool = typer.Option(False, "--hidden-states", help="Also output every hidden state, (L + 1, B, T', D)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    overwrite: OverwriteOption = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +14,7 @@ from ..model.device import DTYPES
 from ..prune.config import PruneConfig
 from ..prune.distributed import Distributed
 from .lists import comma_list
-from .options import DeviceOption, JsonOption, QuietOption, seed_option
+from .options import DeviceOption, JsonOption, QuietOption, overwrite_option, seed_option
 from .output import Output
 
 NO_DATA = (
@@ -24,6 +25,7 @@ NO_DATA = (
 DEMO_FOLDER = Path("runs") / "demo-inputs"
 
 SeedOption = seed_option("data order, crops and gate noise")
+OverwriteOption = overwrite_option("whatever is in --out")
 
 
 def command(
@@ -63,7 +65,7 @@ def command(
     checkpoint_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
     log_every: int = typer.Option(50, help="Log line every N steps when not on a terminal."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (starts it if there is none)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace whatever is in --out."),
+    overwrite: OverwriteOption = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -96,44 +98,18 @@ def command(
         )
     if not data:
         raise DataError(NO_DATA)
-    config = PruneConfig(
-        model=model,
-        sparsity=sparsity,
-        data=data,
+    # Every option goes as given into the PruneConfig field of its name (tests/test_records.py checks
+    # that each field has one), --demo's values included; these few are given in another form:
+    given = locals()
+    config = PruneConfig(**{f.name: given[f.name] for f in fields(PruneConfig)} | dict(
         out=out or default_out(model, sparsity, macs_sparsity, speedup),
-        macs_sparsity=macs_sparsity,
-        macs_seconds=macs_seconds,
-        latency_table=latency_table,
-        speedup=speedup,
-        revision=revision,
         structures=[s.strip() for s in structures.split(",") if s.strip()],
-        ste=ste,
         steps=20_000 if steps is None else steps,
-        warmup_steps=warmup_steps,
-        final_steps=final_steps,
-        scores=scores,
-        init_from_scores=init_from_scores,
-        lr=lr,
-        gate_lr=gate_lr,
-        lambda_lr=lambda_lr,
-        anneal=anneal,
         distill_layers=comma_list("--distill-layers", distill_layers, int) if distill_layers else None,
         distill_weights=comma_list("--distill-weights", distill_weights, float) if distill_weights else None,
         crop_seconds=4.0 if crop_seconds is None else crop_seconds,
         batch_seconds=64.0 if batch_seconds is None else batch_seconds,
-        min_seconds=min_seconds,
-        val_fraction=val_fraction,
-        val_max_files=val_max_files,
-        tolerance=tolerance,
-        seed=seed,
-        precision=precision,
-        device=device,
-        prefetch=prefetch,
-        checkpoint_every=checkpoint_every,
-        log_every=log_every,
-        resume=resume,
-        overwrite=overwrite,
-    )
+    ))
     config.validate()
 
     from ..prune.job import prune

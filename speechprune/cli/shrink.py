@@ -10,8 +10,10 @@ import typer
 
 from ..model.device import DTYPES
 from . import invocation
-from .options import JsonOption, QuietOption
+from .options import JsonOption, QuietOption, overwrite_option
 from .output import Output
+
+OverwriteOption = overwrite_option("an existing --out folder")
 
 
 def command(
@@ -20,7 +22,7 @@ def command(
     dtype: str = typer.Option("float32", help=f"Precision of the saved weights: {'|'.join(DTYPES)}."),
     data: Optional[str] = typer.Option(None, help="Audio to measure fidelity to the dense teacher on (folder or manifest)."),
     fidelity_seconds: float = typer.Option(20.0, help="At most this much audio for the fidelity measurement."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    overwrite: OverwriteOption = False,
     onnx: bool = typer.Option(False, "--onnx", help="Also write model.onnx, checked with ONNX Runtime (needs speechprune[onnx])."),
     json_output: JsonOption = False,
     quiet: QuietOption = False,

@@ -4,7 +4,7 @@ audio, with a SUPERB-style probe (``speechprune.eval.probe``), and how close it 
 Reading order: check every option (nothing read yet), read what the model (and teacher) is from
 config files, scan the labelled folders, pick and split the clips and read their audio, then
 load weights, compute pooled features and fit the probes. Every problem with the options or the
-data is found before any weights load. The report is one JSON-ready dict (schema in docs/eval.md).
+data is found before any weights load. The report is a ``report.EvalReport`` (schema in docs/eval.md).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from ..io.progress import Reporter
 from ..model.compare import compare_hidden_states, require_finite
 from ..model.device import resolve_device
 from ..model.spec import min_samples
-from .features import batch_groups, clip_batches, pooled_features
+from .features import FrozenFeatures, batch_groups, clip_batches
 from .probe import fit_classifier
+from .report import EvalReport
 
-REPORT_FORMAT = 1
 DEFAULT_TEST_FRACTION = 0.25
 LAYOUT_HINT = "pass a folder with one subfolder of audio files per label (FOLDER/<label>/*.wav)"
 
@@ -247,9 +247,9 @@ def _probe(net, masks, target: Target, clips: list[np.ndarray], n_train: int, tr
     passes = len(batch_groups([len(c) for c in clips], batch_seconds=options.batch_seconds,
                               sampling_rate=target.sampling_rate, same_length=not target.attention_mask))
     reporter.message(f"{who}: features of {len(clips)} clips in {passes} forward pass(es)")
-    features = pooled_features(net, clips, masks=masks, attention_mask=target.attention_mask, normalize=target.normalize,
-                               sampling_rate=target.sampling_rate, batch_seconds=options.batch_seconds, device=device,
-                               progress=reporter.message)  # (N, L + 1, D)
+    features = FrozenFeatures(net, attention_mask=target.attention_mask, normalize=target.normalize,
+                              sampling_rate=target.sampling_rate, masks=masks, batch_seconds=options.batch_seconds,
+                              device=device, progress=reporter.message).pooled(clips)  # (N, L + 1, D)
     require_finite(features, f"{who} {options.teacher if who == 'teacher' else options.model}")
     train_x, test_x = features[:n_train], features[n_train:]
     fit = {"classes": classes, "seed": options.seed, "epochs": options.epochs, "lr": options.lr,
@@ -300,16 +300,15 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
                                     device, reporter, "model")
     seconds["probe"] = round(time.perf_counter() - mark, 3)
     spec = net.spec
-    report = {
-        "format": REPORT_FORMAT,
-        "speechprune": __version__,
+    report = EvalReport(
+        speechprune=__version__,
         **model_fields(options.model, target, spec),
-        "seed": options.seed,
-        "data": data,
+        seed=options.seed,
+        data=data,
         **section,
-        "teacher": None,
-        "quantization": None,
-        "method": {
+        teacher=None,
+        quantization=None,
+        method={
             "features": "per clip and hidden state (0 = input of layer 1, k = output of layer k): mean over real "
                         "frames of layer_norm(h) per frame, no affine; frozen encoder",
             "probe": "softmax(w) weighted sum over the hidden states (w = 0 at start) -> linear layer; cross-entropy, "
@@ -320,9 +319,9 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
             "batch_seconds": options.batch_seconds,
             "chance": "test accuracy of always answering the most common training label",
         },
-        "passes": {"student_forward": forward, "teacher_forward": 0, "float32_forward": 0, "classifier_fits": fits},
-        "time_seconds": seconds,
-    }
+        passes={"student_forward": forward, "teacher_forward": 0, "float32_forward": 0, "classifier_fits": fits},
+        time_seconds=seconds,
+    )
     if floats is not None:
         mark = time.perf_counter()
         reporter.message(f"comparing the {options.quantize} model's hidden states with its float32 self")
@@ -330,9 +329,9 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
                                          student_mask=target.attention_mask, teacher_mask=target.attention_mask,
                                          device=device, student_masks=masks, teacher_masks=masks)
         passes = fidelity.pop("passes")
-        report["passes"]["student_forward"] += passes["student_forward"]
-        report["passes"]["float32_forward"] = passes["teacher_forward"]
-        report["quantization"] = {"scheme": options.quantize, "quantized": describe_quantization(options.quantize),
+        report.passes["student_forward"] += passes["student_forward"]
+        report.passes["float32_forward"] = passes["teacher_forward"]
+        report.quantization = {"scheme": options.quantize, "quantized": describe_quantization(options.quantize),
                                   "fidelity": {**fidelity, "clips": len(test.audio)}}
         seconds["quantization"] = round(time.perf_counter() - mark, 3)
     if teacher_target is not None:
@@ -349,14 +348,15 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
                                          teacher_mask=teacher_target.attention_mask, device=device,
                                          student_masks=masks, progress=reporter.message)
         fidelity_passes = fidelity.pop("passes")
-        report["teacher"] = {"model": options.teacher, "kind": teacher_target.kind, **teacher_section,
-                             "fidelity": {**fidelity, "clips": len(test.audio)}}
-        report["passes"]["student_forward"] += fidelity_passes["student_forward"]
-        report["passes"]["teacher_forward"] = teacher_forward + fidelity_passes["teacher_forward"]
-        report["passes"]["classifier_fits"] += teacher_fits
+        report.teacher = {"model": options.teacher, "kind": teacher_target.kind, **teacher_section,
+                          "fidelity": {**fidelity, "clips": len(test.audio)}}
+        report.passes["student_forward"] += fidelity_passes["student_forward"]
+        report.passes["teacher_forward"] = teacher_forward + fidelity_passes["teacher_forward"]
+        report.passes["classifier_fits"] += teacher_fits
         seconds["teacher"] = round(time.perf_counter() - mark, 3)
     seconds["total"] = round(time.perf_counter() - started, 3)
+    result = report.to_dict()
     if options.out:
-        write_json(Path(options.out).expanduser(), report)
+        write_json(Path(options.out).expanduser(), result)
         reporter.message(f"saved {options.out}")
-    return report
+    return result

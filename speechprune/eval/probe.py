@@ -119,7 +119,7 @@ def fit_classifier(
 ) -> ClassifierProbe:
     """Train softmax layer weights + a linear head on pooled features; score it on the test clips.
 
-    train_x, test_x: (N, L + 1, D) from ``pooled_features``; train_y, test_y: class indices into
+    train_x, test_x: (N, L + 1, D) from ``FrozenFeatures.pooled``; train_y, test_y: class indices into
     ``classes``. Cross-entropy, Adam: full batch (one step per epoch) up to 4,096 clips, else
     minibatches of 256 in a seeded order. The initial head and the batch order come from
     ``torch.Generator().manual_seed(seed)``.
@@ -231,7 +231,7 @@ def fit_ctc(
 ) -> CtcProbe:
     """Train softmax layer weights + a linear layer to ``tokens + 1`` outputs with CTC; PER on the test set.
 
-    feats: per sequence (L + 1, T, D) from ``frame_features``; labels: phone indices in
+    feats: per sequence (L + 1, T, D) from ``FrozenFeatures.frames``; labels: phone indices in
     [0, tokens). The blank is index ``tokens`` (the last output), so phone indices stay as
     given. Adam over minibatches of ``batch_size`` sequences in a seeded order; sequences too
     short for their labels add no loss (``zero_infinity``). Decoding is greedy: argmax per frame,

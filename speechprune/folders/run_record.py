@@ -160,9 +160,34 @@ def _format_1(data: dict) -> dict:
 
 
 @dataclass
+class MacsFigures:
+    """The encoder's MACs before and after, for ``macs_seconds`` of audio (batch 1), and the MACs
+    target when the run had a MACs budget. A run of 0.1.0 counted no MACs."""
+
+    macs_seconds: float
+    macs_dense: int
+    macs_pruned: int
+    macs_sparsity: float
+    target_macs_sparsity: float | None
+
+
+@dataclass
+class PredictedLatency:
+    """A latency budget's prediction (its cost table) for the dense and the pruned encoder."""
+
+    predicted_ms_dense: float
+    predicted_ms_pruned: float
+    predicted_speedup: float
+
+
+SUMMARY_PARTS = {"macs": MacsFigures, "predicted": PredictedLatency}  # fields of RunSummary whose keys stand flat in the JSON
+
+
+@dataclass
 class RunSummary:
     """summary.json of a finished run (also what ``prune --json`` prints). Keys are described in
-    docs/prune.md; those a run of 0.1.0 did not write are None."""
+    docs/prune.md; those a run of 0.1.0 did not write are None. The keys of ``macs`` and
+    ``predicted`` stand at the top level of the JSON, ``null`` when there is no such part."""
 
     run_dir: str
     model: str
@@ -184,21 +209,21 @@ class RunSummary:
     train_seconds: float
     budgets: dict = field(default_factory=dict)
     binding_budget: str | None = None
-    macs_seconds: float | None = None
-    macs_dense: int | None = None
-    macs_pruned: int | None = None
-    macs_sparsity: float | None = None
-    target_macs_sparsity: float | None = None
-    predicted_ms_dense: float | None = None
-    predicted_ms_pruned: float | None = None
-    predicted_speedup: float | None = None
+    macs: MacsFigures | None = None
+    predicted: PredictedLatency | None = None  # with a latency budget
     decision_adjusted: int | None = None
     decision_adjusted_share: float | None = None
     skipped_steps: int | None = None
     format: int = RUN_FORMAT
 
     def to_dict(self) -> dict:
-        return {"format": self.format, **{k: v for k, v in asdict(self).items() if k != "format"}}
+        data = {"format": self.format}
+        for name, value in asdict(self).items():
+            if name in SUMMARY_PARTS:
+                data |= value or dict.fromkeys(f.name for f in fields(SUMMARY_PARTS[name]))
+            elif name != "format":
+                data[name] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "summary.json") -> "RunSummary":
@@ -209,8 +234,12 @@ class RunSummary:
             raise RunFolderError(f"{where} is of run format {data.get('format')}, which this speechprune cannot "
                                  "read; use the speechprune version that wrote it")
         names = {f.name for f in fields(cls)}
+        parts = {}
+        for name, part in SUMMARY_PARTS.items():
+            values = {f.name: data.get(f.name) for f in fields(part)}
+            parts[name] = part(**values) if any(v is not None for v in values.values()) else None
         try:
-            summary = cls(**{k: v for k, v in data.items() if k in names and k != "format"})
+            summary = cls(**{k: v for k, v in data.items() if k in names and k != "format"}, **parts)
         except TypeError as error:
             raise RunFolderError(f"{where} is damaged ({error}); prune again") from None
         if not summary.budgets:  # 0.1.0: a parameter budget only, reported at the top level
@@ -222,3 +251,4 @@ class RunSummary:
             }}
             summary.binding_budget = "params"
         return summary
+

@@ -91,6 +91,19 @@ def check_teacher(student: Target, teacher: Target) -> None:
                          f"{student.spec.hidden_size}; compare a student with the model it was pruned from")
 
 
+@dataclass
+class ModelReport:
+    """The head of a report on one model (analyze, eval): the speechprune that wrote it, the model
+    as ``model_fields`` describes it, and the seed of the report's random draws."""
+
+    speechprune: str
+    model: str  # as the user named it
+    kind: str  # "stock" | "shrunk" | "run"
+    family: str
+    layers: int
+    seed: int
+
+
 def model_fields(source: str, target: Target, spec: EncoderSpec) -> dict:
-    """What every report says first about the model it describes."""
+    """What every report says first about the model it describes (``ModelReport``)."""
     return {"model": source, "kind": target.kind, "family": spec.family, "layers": len(spec.layers)}

@@ -7,21 +7,28 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from dataclasses import InitVar, dataclass
 
 import torch
 from torch import nn
 
 from ..errors import DataError, SpeechpruneError
+from ..folders.run import RunFolder
 from ..io import atomic
+from ..io.audio import AudioCorpus
 from ..io.batches import CropSampler, validation_batches
 from ..io.prefetch import Prefetcher
+from ..io.progress import Reporter
 from ..method.budget import Budget
 from ..method.decision import decide, one_shot_ranking
 from ..method.distill import distill_loss
-from ..method.gates import INIT_LOG_ALPHA
+from ..method.gates import INIT_LOG_ALPHA, GateLayout
 from ..model.device import autocast
-from ..model.loading import LoadedEncoder
+from ..model.loading import LoadedEncoder, ModelInfo
+from ..model.spec import EncoderSpec
 from . import records
+from .config import PruneConfig
+from .distributed import Distributed
 from .step import TeacherBatch, build_optimizers, build_student, teacher_pass, train_step
 
 MAX_SKIPPED_IN_A_ROW = 20  # non-finite steps in a row before the run stops (its checkpoint is still good)
@@ -34,39 +41,50 @@ class Interrupted(SpeechpruneError):
     exit_code = 130
 
 
+@dataclass(eq=False)
 class Pruning:
     """The state of one pruning run, its loop of steps (``step.train_step``) and what the run
     writes: config.json at the start, checkpoints and metrics.jsonl on the way, masks and
-    summary.json at the end."""
+    summary.json at the end. Made by ``job.prune`` from what it has checked and loaded: the
+    fields below; the training and validation audio only build the batches."""
 
-    def __init__(self, config, loaded: LoadedEncoder, layout, budgets: list[Budget], run, ranks, device, reporter,
-                 train, val):
-        self.config = config
-        self.info = loaded.info
-        self.loaded = loaded
-        self.spec = loaded.info.spec
-        self.layout = layout
-        self.budgets = budgets
-        self.run_folder = run
-        self.ranks = ranks
-        self.device = device
-        self.reporter = reporter
+    config: PruneConfig
+    loaded: LoadedEncoder  # the source model: the teacher, and the student's starting weights
+    layout: GateLayout
+    budgets: list[Budget]
+    run_folder: RunFolder
+    ranks: Distributed
+    device: torch.device
+    reporter: Reporter
+    train: InitVar[AudioCorpus]
+    val: InitVar[AudioCorpus]
 
-        self.teacher = loaded.encoder.to(device).eval().requires_grad_(False)
+    @property
+    def info(self) -> ModelInfo:
+        return self.loaded.info
+
+    @property
+    def spec(self) -> EncoderSpec:
+        return self.info.spec
+
+    def __post_init__(self, train: AudioCorpus, val: AudioCorpus) -> None:
+        config, device = self.config, self.device
+        self.teacher = self.loaded.encoder.to(device).eval().requires_grad_(False)
         torch.manual_seed(config.seed)
-        self.model = build_student(self.teacher, layout, config).to(device)
+        self.model = build_student(self.teacher, self.layout, config).to(device)
         self.gates = self.model.gates
-        self.lambdas = torch.zeros(len(budgets), 2, device=device, requires_grad=True)  # (lambda1, lambda2) per budget
+        self.lambdas = torch.zeros(len(self.budgets), 2, device=device, requires_grad=True)  # (lambda1, lambda2) per budget
         self.optimizers = build_optimizers(self.model, self.lambdas, config, device)
 
         audio = dict(sample_rate=self.info.sampling_rate, crop_seconds=config.crop_seconds, normalize=self.info.normalize)
         self.sampler = CropSampler(
-            train, batch_seconds=config.batch_seconds, seed=config.seed, rank=ranks.rank, world_size=ranks.world_size,
-            warn=reporter.warning, **audio
+            train, batch_seconds=config.batch_seconds, seed=config.seed, rank=self.ranks.rank,
+            world_size=self.ranks.world_size, warn=self.reporter.warning, **audio
         )
         self.batches = Prefetcher(self.sampler, last_step=config.steps + config.final_steps,
                                   ahead=1 if config.prefetch else 0)
-        self.val_batches = validation_batches(val, batch_seconds=config.batch_seconds, **audio) if ranks.is_main else []
+        self.val_batches = (validation_batches(val, batch_seconds=config.batch_seconds, **audio) if self.ranks.is_main
+                            else [])
 
         self.step = 0
         self.keep: torch.Tensor | None = None  # final decision (bool, (N,)) once the pruning phase is over

@@ -13,7 +13,8 @@ import torch
 
 from .. import __version__
 from ..folders.run import resolved_path
-from ..folders.run_record import AudioRecord, RunRecord, RunSummary, SourceRecord, prune_command
+from ..folders.run_record import (AudioRecord, MacsFigures, PredictedLatency, RunRecord, RunSummary, SourceRecord,
+                                  prune_command)
 from ..io.audio import AudioCorpus
 from ..method.accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from ..method.budget import Budget
@@ -114,14 +115,11 @@ def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> RunSumma
         target_sparsity=config.sparsity,
         target_params=params_target,
         target_miss=round(params / params_target - 1, 6) if params_target else None,
-        macs_seconds=config.reference_seconds,
-        macs_dense=macs_dense,
-        macs_pruned=macs_pruned,
-        macs_sparsity=round(1 - macs_pruned / macs_dense, 6),
-        target_macs_sparsity=config.macs_sparsity,
-        predicted_ms_dense=round(latency.dense, 3) if latency else None,
-        predicted_ms_pruned=round(predicted, 3) if latency else None,
-        predicted_speedup=round(latency.dense / predicted, 4) if latency else None,
+        macs=MacsFigures(macs_seconds=config.reference_seconds, macs_dense=macs_dense, macs_pruned=macs_pruned,
+                         macs_sparsity=round(1 - macs_pruned / macs_dense, 6),
+                         target_macs_sparsity=config.macs_sparsity),
+        predicted=PredictedLatency(predicted_ms_dense=round(latency.dense, 3), predicted_ms_pruned=round(predicted, 3),
+                                   predicted_speedup=round(latency.dense / predicted, 4)) if latency else None,
         budgets=budgets,
         binding_budget=binding(budget_list, costs).name,
         within_tolerance=lands(budget_list, costs),
@@ -148,14 +146,13 @@ def summary_line(data: dict) -> str:
     summary = RunSummary.from_dict(data)
     # option_value: summaries of runs finished before latency budgets lack it
     targets = ", ".join(f"{b['option']} {b.get('option_value', b['target_sparsity']):g}" for b in summary.budgets.values())
-    macs = ""
-    if summary.macs_dense is not None:  # 0.1.0 summaries have no MACs
-        macs = (f", {summary.macs_dense / 1e9:.2f} -> {summary.macs_pruned / 1e9:.2f} GMACs per "
-                f"{summary.macs_seconds:g} s (MACs sparsity {summary.macs_sparsity:.3f})")
-    latency = ""
-    if summary.predicted_speedup is not None:
-        latency = (f", predicted {summary.predicted_ms_dense:.1f} -> {summary.predicted_ms_pruned:.1f} ms "
-                   f"(speedup {summary.predicted_speedup:.2f}x)")
+    macs, latency = "", ""
+    if (counted := summary.macs) is not None:  # 0.1.0 summaries have no MACs
+        macs = (f", {counted.macs_dense / 1e9:.2f} -> {counted.macs_pruned / 1e9:.2f} GMACs per "
+                f"{counted.macs_seconds:g} s (MACs sparsity {counted.macs_sparsity:.3f})")
+    if (predicted := summary.predicted) is not None:
+        latency = (f", predicted {predicted.predicted_ms_dense:.1f} -> {predicted.predicted_ms_pruned:.1f} ms "
+                   f"(speedup {predicted.predicted_speedup:.2f}x)")
     return (
         f"{summary.params_dense / 1e6:.2f}M -> {summary.params_pruned / 1e6:.2f}M parameters "
         f"(sparsity {summary.sparsity:.3f}){macs}{latency}; targets {targets}; {summary.steps} steps; "

@@ -1,17 +1,20 @@
-"""What ``shrink`` reports (``--json`` prints it), typed and versioned; the model folder's
-config.json keeps its ``provenance``."""
+"""What ``shrink`` reports (``--json`` prints it), typed and versioned (``io.versioned``); the
+model folder's config.json keeps its ``provenance``."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from .. import __version__
+from ..io.versioned import Versioned
 
 REPORT_FORMAT = 1
 
 
 @dataclass
-class ShrinkReport:
+class ShrinkReport(Versioned):
+    WHAT = "shrink report"
+
     model_dir: str
     run_dir: str
     run_step: int
@@ -33,12 +36,3 @@ class ShrinkReport:
         """What the model folder's config.json keeps of the report, under "speechprune"."""
         return {"source_model": self.source_model, "params_dense": self.params_dense, "params": self.params,
                 "sparsity": self.sparsity, "family": self.family, "version": __version__, "run_step": self.run_step}
-
-    def to_dict(self) -> dict:
-        return {"format": self.format, **{k: v for k, v in asdict(self).items() if k != "format"}}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ShrinkReport":
-        if data.get("format") != REPORT_FORMAT:
-            raise ValueError(f"not a shrink report of format {REPORT_FORMAT}")
-        return cls(**{f.name: data[f.name] for f in fields(cls)})

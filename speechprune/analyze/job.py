@@ -26,7 +26,6 @@ from ..io.outputs import check_output
 from ..io.progress import Reporter
 from ..method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
 from ..method.gates import GateLayout, GateValues, HardConcreteGates, gate_dict
-from ..method.macs import DEFAULT_MACS_SECONDS
 from ..method.macs import macs
 from ..model.compare import compare_hidden_states, require_finite
 from ..model.device import resolve_device

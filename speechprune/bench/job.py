@@ -30,7 +30,7 @@ import torch
 
 from .. import __version__
 from ..checks import check_positive
-from ..deploy.onnx import require_onnx
+from ..deploy.onnx import check_runtime, require_onnx
 from ..deploy.quantize import check_scheme, describe as describe_quantization
 from ..errors import UsageError
 from ..io.progress import Reporter
@@ -43,7 +43,6 @@ from .report import BenchReport
 from .timing import all_cores, cpu_ticks, device_name, device_sync, interleaved, other_load, part_times, peak_memory, speedup
 
 DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
-RUNTIMES = ("torch", "onnxruntime")
 BUSY_LIMIT = 0.25  # cores kept busy by other processes while timing, above which the numbers are flagged
 
 
@@ -104,12 +103,9 @@ def check_options(options: BenchOptions) -> torch.device:
 
 
 def _check_runtime(options: BenchOptions, device: torch.device) -> None:
-    if options.runtime not in RUNTIMES:
-        raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {options.runtime!r}")
+    check_runtime(options.runtime, device)
     if options.runtime == "torch":
         return
-    if device.type != "cpu":
-        raise UsageError("--runtime onnxruntime runs on the CPU (CPUExecutionProvider); use --device cpu")
     for given, option in ((options.dtypes != ["float32"], "--dtype"), (options.compile, "--compile"),
                           (options.breakdown, "--breakdown")):
         if given:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..checks import check_long_enough
-from ..deploy.onnx import ONNX_FILE, RELATIVE_LIMIT, export_onnx, quantize_onnx, recheck_onnx, session
+from ..deploy.onnx import deployed_session
 from ..deploy.quantize import describe as describe_quantization, quantize
 from ..errors import UsageError
 from ..folders.target import Target, load_target, read_target
@@ -73,34 +73,16 @@ def load(model: BenchModel, device: torch.device, threads: int | None = None) ->
 
 
 def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
-    """Time an ORT session of ``model``: the folder's own model.onnx when it passes the export's
-    check against the weights now, else a fresh export (checked the same way); quantized if asked.
+    """Time an ORT session of ``model`` (``deploy.onnx.deployed_session``): the folder's own
+    model.onnx when it passes the export's check against the weights now, else a fresh export
+    (checked the same way); quantized if asked.
 
     Every model is timed on input_values; a graph that also takes a padding mask gets one of ones
-    (no padding). The session holds the graph in memory, so temporary files go once it is made.
+    (no padding).
     """
-    import tempfile
-
     encoder, _, _ = load_target(model.target, torch.device("cpu"))
-    saved = Path(model.source).expanduser() / ONNX_FILE
-    with tempfile.TemporaryDirectory(prefix="speechprune-bench-") as folder:
-        path = None
-        if model.kind != "run" and saved.is_file():
-            error = recheck_onnx(saved, encoder, sampling_rate=model.sampling_rate)
-            if error < RELATIVE_LIMIT:
-                path = saved
-                model.note = f"{model.note}; ONNX Runtime (CPU) of the folder's {ONNX_FILE}, checked against torch"
-            else:
-                model.note = (f"{model.note}; the folder's {ONNX_FILE} differs from its weights by {error:.1e} "
-                              "relative, so a fresh export was timed")
-        if path is None:
-            path = Path(folder) / ONNX_FILE
-            export_onnx(encoder, path, attention_mask=False, sampling_rate=model.sampling_rate)
-            model.note = f"{model.note}; ONNX Runtime (CPU) of an ONNX export checked against torch"
-        if model.quantize:
-            quantize_onnx(path, Path(folder) / "int8.onnx")
-            path = Path(folder) / "int8.onnx"
-        runner = session(path, threads)
+    runner, note = deployed_session(model.target, encoder, threads=threads, quantize=model.quantize)
+    model.note = f"{model.note}; {note}"
     masked = "attention_mask" in [node.name for node in runner.get_inputs()]
 
     def forward(waveforms: torch.Tensor):

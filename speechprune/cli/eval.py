@@ -30,6 +30,7 @@ def command(
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     quantize: Optional[str] = typer.Option(None, help="Probe the model quantized: int8 (dynamic, Linear layers; CPU), compared with its float32 self."),
+    runtime: str = typer.Option("torch", help="Run the model in torch or onnxruntime (a checked ONNX export with hidden states; CPU), compared with float32 torch."),
     out: ReportOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -45,7 +46,7 @@ def command(
     options = EvalOptions(model=model, data=data, test_data=test_data, test_fraction=test_fraction, teacher=teacher,
                           max_per_class=max_per_class, max_seconds_per_clip=max_seconds_per_clip,
                           batch_seconds=batch_seconds, epochs=epochs, per_layer=per_layer, seed=seed, device=device,
-                          out=out, quantize=quantize)
+                          out=out, quantize=quantize, runtime=runtime)
     report = evaluate(options, reporter=output.reporter(log_every=1))
     output.result(report, plain(report))
 
@@ -66,7 +67,7 @@ def plain(report: dict) -> str:
     quantization = report["quantization"]
     lines = [
         f"speechprune eval {report['model']} ({report['kind']}, {report['family']}, {report['layers']} layers)"
-        + (f", quantized ({quantization['quantized']})" if quantization else ""),
+        + (f", {_ran_as(quantization)}" if quantization else ""),
         (f"data: {data['train_clips']} training and {data['test_clips']} test clips, {len(data['classes'])} labels, "
          f"from {data['source']} ({test_from}; seed {report['seed']})"),
         "",
@@ -103,6 +104,18 @@ def plain(report: dict) -> str:
         lines.append(f"cosine, CKA: similarity to teacher {teacher['model']} on the "
                      f"{teacher['fidelity']['clips']} test clips ({teacher['fidelity']['frames']} frames)")
     if quantization:
-        lines.append(f"q.cos: cosine of the {quantization['scheme']} model's hidden states to its float32 self on the "
+        runtime = quantization.get("runtime", "torch")
+        ran = quantization["scheme"] if runtime == "torch" else f"{runtime} {quantization['scheme'] or 'float32'}"
+        lines.append(f"q.cos: cosine of the {ran} model's hidden states to the float32 torch model on the "
                      f"{quantization['fidelity']['clips']} test clips ({quantization['fidelity']['frames']} frames)")
+        if quantization.get("graph"):
+            lines.append(f"graph: {quantization['graph']}")
     return "\n".join(lines)
+
+
+def _ran_as(quantization: dict) -> str:
+    """How the model ran, for the title line: quantized (how), in ONNX Runtime, or both."""
+    parts = ["in ONNX Runtime (CPU)"] if quantization.get("runtime", "torch") == "onnxruntime" else []
+    if quantization["quantized"]:
+        parts.append(f"quantized ({quantization['quantized']})")
+    return ", ".join(parts)

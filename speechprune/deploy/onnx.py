@@ -8,6 +8,11 @@ asked, ``hidden_states`` (L + 1, B, T', D)). Before the file is kept, ONNX Runti
 another batch size and length than the export example, and its outputs must match torch's
 within ``RELATIVE_LIMIT``; otherwise nothing is written. onnx, onnxscript and onnxruntime are
 the optional ``speechprune[onnx]`` extra.
+
+``deployed_session`` is how ``bench`` and ``eval`` run a model in ONNX Runtime (the folder's own
+model.onnx while it passes that check, else a fresh export), and ``OnnxEncoder`` gives a session
+with hidden states the encoder's face, so ``eval``'s features and hidden-state comparisons run
+on it unchanged.
 """
 
 from __future__ import annotations
@@ -23,15 +28,17 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, UsageError
-from ..folders.target import load_target, read_target
+from ..folders.target import Target, load_target, read_target
 from ..io.atomic import write_with
 from ..io.synth import speechlike
+from ..model.encoder import EncoderModules, EncoderOutput
 
 ONNX_FILE = "model.onnx"  # its name in a shrunk model folder
 RELATIVE_LIMIT = 1e-4  # max |onnx - torch| / max |torch| over every output, float32
 EXAMPLE = (2, 1.0)  # batch, seconds of the input the graph is traced with
 CHECK = (3, 1.37)  # another batch and length: dynamic axes must really be dynamic
 PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime")  # --runtime of bench and eval
 
 
 def require_onnx() -> None:
@@ -39,6 +46,15 @@ def require_onnx() -> None:
     missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(f"ONNX export and runtime need {', '.join(missing)}: pip install 'speechprune[onnx]'")
+
+
+def check_runtime(runtime: str, device: torch.device) -> None:
+    """Refuse an unknown ``--runtime``, or ONNX Runtime off the CPU (before any weights load; the
+    packages are checked by ``require_onnx``)."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime != "torch" and device.type != "cpu":
+        raise UsageError(f"--runtime {runtime} runs on the CPU (CPUExecutionProvider); use --device cpu")
 
 
 class _Graph(nn.Module):
@@ -108,16 +124,30 @@ def recheck_onnx(path: str | Path, model: nn.Module, *, sampling_rate: int) -> f
     """An ONNX file written before (``shrink --onnx``, ``export-onnx``) checked against ``model``'s
     weights now, as an export is: the max relative error on a fresh input. A file left over from
     other weights fails the check; one of another graph raises ExportError."""
+    return _recheck(_open_export(path), model, sampling_rate)
+
+
+def _open_export(path: str | Path):
+    """An ORT session (default threads) of a file that must be an export of speechprune's, else ExportError."""
     try:
         runner = session(path, threads=None)
     except Exception as error:  # ORT raises its own classes for unreadable files and graphs
         raise ExportError(f"{path} cannot be loaded by ONNX Runtime ({str(error).splitlines()[0]}); write it again "
                           "with speechprune export-onnx MODEL --overwrite") from error
-    names = [node.name for node in runner.get_inputs()]
-    outputs = [node.name for node in runner.get_outputs()]
+    names, outputs = _names(runner)
     if names not in (["input_values"], ["input_values", "attention_mask"]) or outputs[0] != "last_hidden_state":
         raise ExportError(f"{path} takes {names} and returns {outputs}: not an export of speechprune's; "
                           "write it again with speechprune export-onnx MODEL --overwrite")
+    return runner
+
+
+def _names(runner) -> tuple[list[str], list[str]]:
+    """(input names, output names) of an ORT session."""
+    return [node.name for node in runner.get_inputs()], [node.name for node in runner.get_outputs()]
+
+
+def _recheck(runner, model: nn.Module, sampling_rate: int) -> float:
+    names, outputs = _names(runner)
     graph = _Graph(model.eval(), hidden_states="hidden_states" in outputs)
     inputs = _inputs(*CHECK, sampling_rate, attention_mask="attention_mask" in names, seed=2)
     return check_onnx(runner, graph, inputs)
@@ -145,6 +175,83 @@ def session(path: str | Path, threads: int | None):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def deployed_session(target: Target, model: nn.Module, *, threads: int | None, quantize: str | None = None,
+                     hidden_states: bool = False, attention_mask: bool = False) -> tuple[object, str]:
+    """(an ONNX Runtime session of ``target``'s model, a note saying which graph it runs).
+
+    ``model`` holds the weights (float32, CPU; ``folders.target.load_target``). The session runs the
+    folder's own model.onnx (``shrink --onnx``, ``export-onnx``) when that file has what is asked
+    (the ``hidden_states`` output; the ``attention_mask`` input) and passes the export's check
+    against the weights now: what is deployed is what runs, and no export is paid for. Otherwise
+    it runs a fresh export, checked the same way, that takes ``attention_mask`` only when asked.
+    A folder file that is not an export of speechprune's raises ExportError. ``quantize``
+    ("int8") quantizes the graph (``quantize_onnx``). The session holds the graph in memory, so
+    the temporary files are gone when this returns.
+    """
+    import tempfile
+
+    saved = Path(target.source).expanduser() / ONNX_FILE
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="speechprune-onnx-") as folder:
+        path = None
+        if target.kind != "run" and saved.is_file():
+            runner = _open_export(saved)
+            names, outputs = _names(runner)
+            asked = (("the hidden_states output", hidden_states, "hidden_states" in outputs),
+                     ("the attention_mask input", attention_mask, "attention_mask" in names))
+            lacks = [what for what, wanted, present in asked if wanted and not present]
+            if lacks:
+                notes.append(f"the folder's {ONNX_FILE} lacks {' and '.join(lacks)}, so a fresh export ran instead")
+            else:
+                error = _recheck(runner, model, target.sampling_rate)
+                if error < RELATIVE_LIMIT:
+                    path = saved
+                    notes.append(f"ONNX Runtime (CPU) of the folder's {ONNX_FILE}, checked against torch")
+                else:
+                    notes.append(f"the folder's {ONNX_FILE} differs from its weights by {error:.1e} relative, "
+                                 "so a fresh export ran instead")
+            del runner
+        if path is None:
+            path = Path(folder) / ONNX_FILE
+            export_onnx(model, path, attention_mask=attention_mask, sampling_rate=target.sampling_rate,
+                        hidden_states=hidden_states)
+            notes.append("ONNX Runtime (CPU) of an ONNX export checked against torch")
+        if quantize:
+            quantize_onnx(path, Path(folder) / f"{quantize}.onnx")
+            path = Path(folder) / f"{quantize}.onnx"
+        return session(path, threads), "; ".join(notes)
+
+
+class OnnxEncoder:
+    """An ORT session of a graph with hidden states, with the face of an encoder that
+    ``eval.features`` and ``model.compare`` use: ``spec``, ``encode`` and ``frame_mask``.
+
+    The batches are fed as they come: a graph that takes ``attention_mask`` gets the batch's
+    (ones when none is given), so padded batches give what torch gives on them.
+    """
+
+    frame_mask = EncoderModules.frame_mask  # reads only self.spec
+
+    def __init__(self, runner, spec):
+        names, outputs = _names(runner)
+        if "hidden_states" not in outputs:
+            raise ValueError("the ONNX graph has no hidden_states output (export it with hidden_states=True)")
+        self.runner, self.spec = runner, spec
+        self.takes_mask = "attention_mask" in names
+
+    def encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               masks=None) -> EncoderOutput:
+        if masks is not None:
+            raise ValueError("an ONNX graph takes no masks: shrink the prune run first")
+        feeds = {"input_values": input_values.detach().float().cpu().numpy()}  # (B, T)
+        if self.takes_mask:
+            mask = torch.ones(input_values.shape, dtype=torch.long) if attention_mask is None else attention_mask
+            feeds["attention_mask"] = mask.detach().long().cpu().numpy()
+        last, states = self.runner.run(["last_hidden_state", "hidden_states"], feeds)  # (B, T', D), (L + 1, B, T', D)
+        frames = None if attention_mask is None else self.frame_mask(attention_mask.cpu(), last.shape[1])
+        return EncoderOutput(torch.from_numpy(last), tuple(torch.from_numpy(states).unbind(0)), frames)
 
 
 def quantize_onnx(source: str | Path, target: str | Path) -> None:

@@ -5,6 +5,10 @@ Reading order: check every option (nothing read yet), read what the model (and t
 config files, scan the labelled folders, pick and split the clips and read their audio, then
 load weights, compute pooled features and fit the probes. Every problem with the options or the
 data is found before any weights load. The report is a ``report.EvalReport`` (schema in docs/eval.md).
+
+With ``--quantize`` or ``--runtime onnxruntime`` the model probed is the deployed one (torch
+dynamic int8, or an ONNX Runtime session of a checked export with hidden states, float32 or ORT
+int8), and the float32 torch model is the reference its hidden states are compared with.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import __version__
 from ..checks import check_positive
+from ..deploy.onnx import OnnxEncoder, check_runtime, deployed_session, require_onnx
 from ..deploy.quantize import check_scheme, describe as describe_quantization, quantize
 from ..errors import DataError, UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
@@ -53,6 +59,7 @@ class EvalOptions:
     device: str = "auto"  # model.device.resolve_device
     out: str | None = None
     quantize: str | None = None  # probe the model quantized by this scheme (speechprune.deploy.quantize)
+    runtime: str = "torch"  # or "onnxruntime": probe a checked ONNX export with hidden states (speechprune.deploy.onnx)
 
 
 @dataclass
@@ -91,8 +98,11 @@ def check_options(options: EvalOptions):
     if options.out is not None:
         check_output(options.out, "--out", {"MODEL": options.model, "--data": options.data,
                                             "--test-data": options.test_data, "--teacher": options.teacher}, folder=False)
-    device = resolve_device(options.device, cpu_only=options.quantize is not None)
+    device = resolve_device(options.device, cpu_only=options.quantize is not None or options.runtime != "torch")
     check_scheme(options.quantize, device)
+    check_runtime(options.runtime, device)
+    if options.runtime != "torch":
+        require_onnx()
     return device
 
 
@@ -276,11 +286,19 @@ def _test_batches(test: Clips, target: Target, batch_seconds: float, same_length
                                                normalize=target.normalize, same_length=same_length)]
 
 
+def _ran(options: EvalOptions) -> str:
+    """How the evaluated model ran, in a few words: "int8", "onnxruntime float32", "onnxruntime int8"."""
+    scheme = options.quantize or "float32"
+    return scheme if options.runtime == "torch" else f"{options.runtime} {scheme}"
+
+
 def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     started = time.perf_counter()
     device = check_options(options)
     target = read_target(options.model)
+    if options.runtime != "torch" and target.kind == "run":
+        raise UsageError(f"--runtime {options.runtime} takes models, not prune runs: shrink {options.model} first")
     teacher_target = read_target(options.teacher) if options.teacher else None
     if teacher_target is not None:
         check_teacher(target, teacher_target)
@@ -291,8 +309,13 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     reporter.message(f"loading {options.model} ({target.kind})")
     mark = time.perf_counter()
     net, masks, _ = load_target(target, device)
-    floats = None
-    if options.quantize:  # the quantized model is the one evaluated; its float32 self is the reference
+    floats, graph = None, None
+    if options.runtime == "onnxruntime":  # the ORT model is the one evaluated; float32 torch is the reference
+        reporter.message(f"exporting {options.model} with hidden states for ONNX Runtime (or checking its model.onnx)")
+        runner, graph = deployed_session(target, net, threads=torch.get_num_threads(), quantize=options.quantize,
+                                         hidden_states=True, attention_mask=target.attention_mask)
+        floats, net = net, OnnxEncoder(runner, net.spec)
+    elif options.quantize:  # the quantized model is the one evaluated; its float32 self is the reference
         floats, net = net, quantize(net, options.quantize)
     seconds["load"] = round(time.perf_counter() - mark, 3)
     mark = time.perf_counter()
@@ -307,6 +330,7 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
         data=data,
         **section,
         teacher=None,
+        runtime=options.runtime,
         quantization=None,
         method={
             "features": "per clip and hidden state (0 = input of layer 1, k = output of layer k): mean over real "
@@ -324,15 +348,16 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     )
     if floats is not None:
         mark = time.perf_counter()
-        reporter.message(f"comparing the {options.quantize} model's hidden states with its float32 self")
+        reporter.message(f"comparing the hidden states of the {_ran(options)} model with float32 torch")
         fidelity = compare_hidden_states(net, floats, _test_batches(test, target, options.batch_seconds),
                                          student_mask=target.attention_mask, teacher_mask=target.attention_mask,
                                          device=device, student_masks=masks, teacher_masks=masks)
         passes = fidelity.pop("passes")
         report.passes["student_forward"] += passes["student_forward"]
         report.passes["float32_forward"] = passes["teacher_forward"]
-        report.quantization = {"scheme": options.quantize, "quantized": describe_quantization(options.quantize),
-                                  "fidelity": {**fidelity, "clips": len(test.audio)}}
+        report.quantization = {"scheme": options.quantize, "runtime": options.runtime,
+                               "quantized": describe_quantization(options.quantize, options.runtime), "graph": graph,
+                               "fidelity": {**fidelity, "clips": len(test.audio)}}
         seconds["quantization"] = round(time.perf_counter() - mark, 3)
     if teacher_target is not None:
         mark = time.perf_counter()

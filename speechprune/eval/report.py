@@ -20,7 +20,8 @@ class EvalReport(ModelReport, Versioned):
     per_layer_accuracy: list[float] | None  # test accuracy of a probe per hidden state; None with --no-per-layer
     best_layer: dict | None  # the state whose probe did best, and its accuracy; None with --no-per-layer
     teacher: dict | None  # with --teacher: its own probe, and the student's hidden-state fidelity to it
-    quantization: dict | None  # with --quantize: the scheme, and the fidelity to the float32 model
+    runtime: str  # torch or onnxruntime: how the probed model ran
+    quantization: dict | None  # with --quantize or --runtime onnxruntime: the scheme, and the fidelity to float32 torch
     method: dict  # how features and probes are made, and their settings
     passes: dict  # forward passes and probe fits actually run
     time_seconds: dict  # wall time per phase (the one section that differs between equal runs)

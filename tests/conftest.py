@@ -96,9 +96,11 @@ def no_loading(monkeypatch):
     """Fails a test whose command loads model weights (bench or eval) before checking its options."""
     import speechprune.bench.job as bench_core
     import speechprune.deploy.onnx as onnx_export
+    import speechprune.eval.job as eval_core
 
     def refuse(*_):
         raise AssertionError("weights were loaded before the options were checked")
 
     monkeypatch.setattr(bench_core, "load", refuse)
+    monkeypatch.setattr(eval_core, "load_target", refuse)
     monkeypatch.setattr(onnx_export, "load_target", refuse)

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import speechprune.deploy.onnx as onnx_export
-import speechprune.eval.job as eval_job
 from speechprune.deploy.onnx import OnnxEncoder, deployed_session, export_onnx
 from speechprune.eval.features import FrozenFeatures, clip_batches
 from speechprune.folders.target import load_target, read_target
@@ -110,16 +108,7 @@ def test_a_folders_model_onnx_is_used_when_it_has_hidden_states(tmp_path):
     assert "hidden_states" in [node.name for node in runner.get_outputs()]
 
 
-@pytest.fixture
-def no_eval_loading(monkeypatch):
-    def refuse(*_):
-        raise AssertionError("weights were loaded before the options were checked")
-
-    monkeypatch.setattr(eval_job, "load_target", refuse)
-    monkeypatch.setattr(onnx_export, "load_target", refuse)
-
-
-def test_eval_runtime_usage_errors_come_before_loading(capsys, model_dir, run_dir, tones, no_eval_loading,
+def test_eval_runtime_usage_errors_come_before_loading(capsys, model_dir, run_dir, tones, no_loading,
                                                        monkeypatch, tmp_path):
     stock = model_dir("wav2vec2")
     assert_clean_error(cli(capsys, "eval", stock, "--data", tones, "--runtime", "tensorrt"), 2,

@@ -142,3 +142,18 @@ def test_bench_reuses_a_folders_model_onnx_only_while_it_matches_the_weights(cap
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), out / "model.onnx")
     assert_clean_error(cli(capsys, "bench", out, "--runtime", "onnxruntime", "--device", "cpu", "--seconds", "0.5"),
                        1, "not an export of speechprune's", "export-onnx", only_line=False)  # after "loading"
+
+
+def test_sessions_do_not_spin_between_calls(tmp_path):
+    """bench times several sessions and torch models in turn: a session's idle threads must
+    not hold the cores the next model needs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [value],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "identity.onnx")
+    options = session(tmp_path / "identity.onnx", threads=2).get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"

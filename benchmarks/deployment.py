@@ -65,8 +65,8 @@ def parse_args():
     return args
 
 
-def bench(models: list[str], stock: str, options: list[str], args) -> dict:
-    command = [sys.executable, "-m", "speechprune", "bench", *models, "--baseline", stock, "--device", "cpu",
+def bench(folder: str, stock: str, options: list[str], args) -> dict:
+    command = [sys.executable, "-m", "speechprune", "bench", folder, "--baseline", stock, "--device", "cpu",
                "--seconds", args.seconds, "--threads", str(args.threads), "--repeat", str(args.repeat), "--json",
                *options]
     print("$ speechprune " + " ".join(command[3:]), file=sys.stderr, flush=True)
@@ -178,7 +178,7 @@ def main() -> None:
         for name, folder in named:
             if not options and name == "stock":
                 continue
-            report = bench([folder], args.stock, options, args)
+            report = bench(folder, args.stock, options, args)
             compiled = "--compile" in options
             by_label = {r["model"]: r for r in report["results"] if r["compiled"] == compiled}
             if not rows:  # the reference row: stock, float32, eager torch, from the first call

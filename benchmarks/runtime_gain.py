@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 import torch
@@ -43,7 +42,7 @@ def main() -> None:
     info = inspect_model(args.model)
     loaded = load_encoder(info)
     stock = getattr(transformers, info.family.base_class).from_pretrained(args.model).eval()
-    waveform = torch.randn(1, round(args.seconds * 16000), generator=torch.Generator().manual_seed(0))
+    waveform = torch.randn(1, round(args.seconds * info.sampling_rate), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         difference = (stock(waveform).last_hidden_state - loaded.encoder(waveform).last_hidden_state).abs().max()
         times = interleaved([lambda: stock(waveform), lambda: loaded.encoder(waveform)], warmup=2,
@@ -59,8 +58,7 @@ def main() -> None:
     else:
         print(f"{args.model}, {args.seconds:g} s, batch 1, float32, {args.threads} threads: stock transformers "
               f"{report['stock_ms']:.0f} ms, speechprune runtime {report['speechprune_ms']:.0f} ms: "
-              f"{ratio:.2f}x ({spread[0]:.2f}-{spread[1]:.2f}); outputs differ by at most {difference:.1e}",
-              file=sys.stdout)
+              f"{ratio:.2f}x ({spread[0]:.2f}-{spread[1]:.2f}); outputs differ by at most {difference:.1e}")
 
 
 if __name__ == "__main__":

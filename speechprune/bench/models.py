@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ..checks import check_long_enough
-from ..deploy.onnx import deployed_session
+from ..deploy.onnx import deployed_session, feeds
 from ..deploy.quantize import describe as describe_quantization, quantize
 from ..errors import UsageError
 from ..folders.target import Target, load_target, read_target
@@ -83,15 +82,8 @@ def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
     encoder, _, _ = load_target(model.target, torch.device("cpu"))
     runner, note = deployed_session(model.target, encoder, threads=threads, quantize=model.quantize)
     model.note = f"{model.note}; {note}"
-    masked = "attention_mask" in [node.name for node in runner.get_inputs()]
-
-    def forward(waveforms: torch.Tensor):
-        feeds = {"input_values": waveforms.numpy()}
-        if masked:
-            feeds["attention_mask"] = np.ones(waveforms.shape, dtype=np.int64)
-        return runner.run(["last_hidden_state"], feeds)[0]
-
-    model.forward = forward
+    takes_mask = "attention_mask" in [node.name for node in runner.get_inputs()]
+    model.forward = lambda waveforms: runner.run(["last_hidden_state"], feeds(waveforms, None, takes_mask))[0]
     if model.quantize:
         model.note += f"; {describe_quantization(model.quantize, 'onnxruntime')}"
 

@@ -104,8 +104,9 @@ def plain(report: dict) -> str:
         lines.append(f"cosine, CKA: similarity to teacher {teacher['model']} on the "
                      f"{teacher['fidelity']['clips']} test clips ({teacher['fidelity']['frames']} frames)")
     if quantization:
-        runtime = quantization.get("runtime", "torch")
-        ran = quantization["scheme"] if runtime == "torch" else f"{runtime} {quantization['scheme'] or 'float32'}"
+        from ..eval.job import ran_as
+
+        ran = ran_as(quantization["scheme"], quantization["runtime"])
         lines.append(f"q.cos: cosine of the {ran} model's hidden states to the float32 torch model on the "
                      f"{quantization['fidelity']['clips']} test clips ({quantization['fidelity']['frames']} frames)")
         if quantization.get("graph"):
@@ -115,7 +116,7 @@ def plain(report: dict) -> str:
 
 def _ran_as(quantization: dict) -> str:
     """How the model ran, for the title line: quantized (how), in ONNX Runtime, or both."""
-    parts = ["in ONNX Runtime (CPU)"] if quantization.get("runtime", "torch") == "onnxruntime" else []
+    parts = ["in ONNX Runtime (CPU)"] if quantization["runtime"] == "onnxruntime" else []
     if quantization["quantized"]:
         parts.append(f"quantized ({quantization['quantized']})")
     return ", ".join(parts)

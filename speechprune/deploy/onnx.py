@@ -232,6 +232,16 @@ def deployed_session(target: Target, model: nn.Module, *, threads: int | None, q
         return session(path, threads), "; ".join(notes)
 
 
+def feeds(input_values: torch.Tensor, attention_mask: torch.Tensor | None, takes_mask: bool) -> dict:
+    """The inputs of an exported graph: input_values (B, T), and for a graph that takes it the
+    padding mask (ones when none is given: no padding)."""
+    fed = {"input_values": input_values.detach().float().cpu().numpy()}  # (B, T)
+    if takes_mask:
+        mask = torch.ones(input_values.shape, dtype=torch.long) if attention_mask is None else attention_mask
+        fed["attention_mask"] = mask.detach().long().cpu().numpy()
+    return fed
+
+
 class OnnxEncoder:
     """An ORT session of a graph with hidden states, with the face of an encoder that
     ``eval.features`` and ``model.compare`` use: ``spec``, ``encode`` and ``frame_mask``.
@@ -253,11 +263,8 @@ class OnnxEncoder:
                masks=None) -> EncoderOutput:
         if masks is not None:
             raise ValueError("an ONNX graph takes no masks: shrink the prune run first")
-        feeds = {"input_values": input_values.detach().float().cpu().numpy()}  # (B, T)
-        if self.takes_mask:
-            mask = torch.ones(input_values.shape, dtype=torch.long) if attention_mask is None else attention_mask
-            feeds["attention_mask"] = mask.detach().long().cpu().numpy()
-        last, states = self.runner.run(["last_hidden_state", "hidden_states"], feeds)  # (B, T', D), (L + 1, B, T', D)
+        fed = feeds(input_values, attention_mask, self.takes_mask)
+        last, states = self.runner.run(["last_hidden_state", "hidden_states"], fed)  # (B, T', D), (L + 1, B, T', D)
         frames = None if attention_mask is None else self.frame_mask(attention_mask.cpu(), last.shape[1])
         return EncoderOutput(torch.from_numpy(last), tuple(torch.from_numpy(states).unbind(0)), frames)
 

@@ -286,10 +286,9 @@ def _test_batches(test: Clips, target: Target, batch_seconds: float, same_length
                                                normalize=target.normalize, same_length=same_length)]
 
 
-def _ran(options: EvalOptions) -> str:
+def ran_as(scheme: str | None, runtime: str) -> str:
     """How the evaluated model ran, in a few words: "int8", "onnxruntime float32", "onnxruntime int8"."""
-    scheme = options.quantize or "float32"
-    return scheme if options.runtime == "torch" else f"{options.runtime} {scheme}"
+    return scheme if runtime == "torch" else f"{runtime} {scheme or 'float32'}"
 
 
 def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
@@ -348,7 +347,8 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     )
     if floats is not None:
         mark = time.perf_counter()
-        reporter.message(f"comparing the hidden states of the {_ran(options)} model with float32 torch")
+        reporter.message(f"comparing the hidden states of the {ran_as(options.quantize, options.runtime)} model "
+                         "with float32 torch")
         fidelity = compare_hidden_states(net, floats, _test_batches(test, target, options.batch_seconds),
                                          student_mask=target.attention_mask, teacher_mask=target.attention_mask,
                                          device=device, student_masks=masks, teacher_masks=masks)

@@ -75,8 +75,14 @@ class ConvLayer(nn.Module):
         #   kernel row and bias are zeroed too.
         # The last layer's output feeds the projection's LayerNorm: there pruned channels are
         # zeroed on the activations.
-        if self.norm_kind == "group" and _cpu_inference(x):
-            return _group_norm_conv(x, self.conv, self.layer_norm, self.activation)
+        if self.norm_kind == "group" and _cpu_inference(x):  # layer 0: one input channel, no input mask
+            x = _group_norm_conv(x, self.conv, self.layer_norm, self.activation)
+        else:
+            x = self._conv_norm_activation(x, mask, input_mask)
+        return _channel_mask(x, _binary(mask)) if self.last else x
+
+    def _conv_norm_activation(self, x: torch.Tensor, mask: torch.Tensor | None,
+                              input_mask: torch.Tensor | None) -> torch.Tensor:
         weight, bias = self.conv.weight, self.conv.bias
         if input_mask is not None:
             weight = weight * input_mask[None, :, None].to(weight.dtype)
@@ -89,8 +95,7 @@ class ConvLayer(nn.Module):
             x = self.layer_norm(x)
         elif self.norm_kind == "layer":
             x = _layer_norm(x.transpose(1, 2), self.layer_norm, self.norm_count).transpose(1, 2)
-        x = self.activation(x)
-        return _channel_mask(x, _binary(mask)) if self.last else x
+        return self.activation(x)
 
 
 def _cpu_inference(x: torch.Tensor) -> bool:

@@ -1,6 +1,7 @@
-"""The quality benchmark end to end at smoke scale: TTS data, a tiny CTC teacher, every student
-row through the CLI, the probes, `bench` and the report; then a second run that resumes from
-the cache. Needs espeak-ng and flite, which .ci/run installs (benchmarks/quality/setup.sh)."""
+"""The quality benchmark end to end at smoke scale: TTS data, a tiny CTC teacher and a tiny
+self-supervised HuBERT teacher, every student row of both tables through the CLI, the probes
+(with attention removed too), `bench` and both reports; then a second run that resumes from the
+cache. Needs espeak-ng and flite, which .ci/run installs (benchmarks/quality/setup.sh)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks" / "quality"))
-from reproduce import ROWS  # noqa: E402
+from reproduce import ROWS, SCALES, ssl_rows  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")),
                                 reason="needs espeak-ng and flite: bash benchmarks/quality/setup.sh")
@@ -52,8 +53,41 @@ def test_smoke_run_writes_a_complete_report_and_resumes(tmp_path):
     assert all(f"| {row.name} |" in markdown for row in ROWS)
     assert (tmp_path / "docs" / "images" / "quality-vs-sparsity.png").stat().st_size > 10_000
     assert (tmp_path / "docs" / "images" / "quality-vs-speedup.png").stat().st_size > 10_000
+    check_ssl_report(tmp_path)
 
     second = reproduce(tmp_path)  # every stage is cached: nothing is trained or measured again
     assert second.returncode == 0, second.stderr[-3000:]
     assert "$ " not in second.stderr  # no stage command ran
     assert json.loads((tmp_path / "docs" / "results.json").read_text())["rows"] == document["rows"]
+
+
+def check_ssl_report(tmp_path: Path) -> None:
+    """The second table: a HuBERT teacher trained by masked prediction, both teachers with attention
+    removed, its students with what they keep, and the seeded comparison."""
+    import transformers
+
+    teacher_folder = tmp_path / "work" / "ssl-teacher"
+    assert type(transformers.AutoModel.from_pretrained(teacher_folder)).__name__ == "HubertModel"
+    trained = json.loads((teacher_folder / "teacher.json").read_text())
+    for key in ("test_masked_accuracy", "test_masked_accuracy_without_attention"):
+        assert 0.0 <= trained[key] <= 1.0, (key, trained[key])
+    document = json.loads((tmp_path / "docs" / "results-ssl.json").read_text())
+    expected = [row for row in ssl_rows(SCALES["smoke"]["seeds"]) if row.teacher == "ssl" and row.kind != "noattn"]
+    rows = {r["row"]: r for r in document["rows"]}
+    assert list(rows) == [row.name for row in expected]
+    for row in expected:
+        if row.kind in ("pruned", "oneshot", "scratch"):  # what the student keeps is read from its shrunk config
+            kept = rows[row.name]["kept"]["layers"]
+            assert rows[row.name]["heads"] == sum(layer["heads"] for layer in kept)
+            assert all(0 <= layer["heads"] <= 4 for layer in kept)
+    assert rows["ssl-scratch-0.72"]["params"] == rows["ssl-full-0.72"]["params"]
+    ctc, ssl = document["attention"]
+    assert (ctc["teacher"], ssl["teacher"]) == ("CTC teacher", "SSL teacher")
+    for entry in (ctc, ssl):  # removing attention changes the features: the probes see other numbers
+        assert entry["cosine_last_without_attention"] < 0.9999
+        assert 0.0 <= entry["phone_error_rate_without_attention"] <= 1.5
+    assert set(document["seeds"]) == {"--sparsity 0.72", "--speedup 3"}
+    assert set(document["seeds"]["--speedup 3"]) == {"full", "heads", "noste"}
+    markdown = (tmp_path / "docs" / "results-ssl.md").read_text()
+    assert "## Does attention matter?" in markdown
+    assert all(f"| {row.name} |" in markdown for row in expected if not row.arm or not row.seed)

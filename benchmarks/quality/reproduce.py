@@ -19,6 +19,11 @@ Stages (each cached in --work and skipped when its output exists, so an interrup
              `--quantize int8`)
 6. report    docs/results.md, docs/results.json, docs/images/quality-vs-sparsity.png
 
+A second table (``--table ssl``; both by default) repeats stages 2-6 on a self-supervised teacher:
+a small HuBERT trained by masked prediction (train_ssl_teacher.py), both teachers probed with every
+attention output zeroed, the method and its baselines, and the full method against whole heads and
+against relaxed gates over seeds (``ssl_rows``); its report is docs/results-ssl.md (report_ssl.py).
+
 Every number in the report comes from this run; the report says how long each stage took.
 """
 
@@ -50,11 +55,13 @@ class Row:
     label: str
     sparsity: float | None = None  # parameter budget (--sparsity)
     prune_args: list[str] = field(default_factory=list)
-    kind: str = "pruned"  # teacher | random | pruned | oneshot | scratch | int8
+    kind: str = "pruned"  # teacher | random | pruned | oneshot | scratch | int8 | noattn
     budget: str = "params"  # params | macs | latency: the currency of the row's budget
     target: float | None = None  # --macs-sparsity or --speedup of a speed row
-    of: str | None = None  # int8 rows: the row whose model is quantized
-
+    of: str | None = None  # int8 rows: the row whose model is quantized; scratch rows: the row it copies
+    teacher: str = "ctc"  # ctc | ssl: the teacher the row is pruned from (noattn rows: the teacher probed)
+    arm: str | None = None  # seeded comparison rows: full | heads | noste
+    seed: int = 0  # added to --seed for the prune run (seeded comparison rows)
 
 
 ROWS = [
@@ -67,7 +74,7 @@ ROWS = [
     Row("noste-0.72", "ablation: no STE (relaxed gates)", 0.72, ["--no-ste"]),
     Row("nocnn-0.72", "ablation: no CNN channel pruning", 0.72, ["--structures", "mha,head,qk,vo,ffn,int"]),
     Row("oneshot-0.72", "baseline: one-shot from analyze scores, no training", 0.72, kind="oneshot"),
-    Row("scratch-0.72", "baseline: same size as full-0.72, trained from scratch", 0.72, kind="scratch"),
+    Row("scratch-0.72", "baseline: same size as full-0.72, trained from scratch", 0.72, kind="scratch", of="full-0.72"),
     Row("macs-0.50", "for speed: MACs budget", budget="macs", target=0.50),
     Row("macs-0.72", "for speed: MACs budget", budget="macs", target=0.72),
     Row("macs-heads-0.72", "for speed: MACs budget, whole heads only", budget="macs", target=0.72,
@@ -78,13 +85,48 @@ ROWS = [
     Row("full-0.72-int8", "full-0.72, dynamic int8 Linear layers", kind="int8", of="full-0.72"),
     Row("speed-3x-int8", "speed-3x, dynamic int8 Linear layers", kind="int8", of="speed-3x"),
 ]
+WHOLE_HEADS = ["--structures", "conv,mha,head,ffn,int"]
+ARMS = {"full": ("full method", []), "heads": ("whole heads only", WHOLE_HEADS), "noste": ("no STE", ["--no-ste"])}
+
+
+def ssl_rows(seeds: int) -> list[Row]:
+    """The second table: the self-supervised teacher, what removing attention costs both teachers, the
+    method and its baselines, and the seeded comparison of fine-grained heads against whole heads and of
+    STE against relaxed gates, at 0.72 and at --speedup 3 (``seeds`` prune runs per arm and budget)."""
+    rows = [
+        Row("ssl-teacher", "SSL teacher (dense)", kind="teacher", teacher="ssl"),
+        Row("ssl-random", "SSL teacher architecture, random weights", kind="random", teacher="ssl"),
+        ROWS[0],  # the CTC teacher, against which removing attention is compared
+        Row("ssl-teacher-noattn", "SSL teacher, every attention output zeroed", kind="noattn", teacher="ssl"),
+        Row("teacher-noattn", "CTC teacher, every attention output zeroed", kind="noattn", teacher="ctc"),
+        Row("ssl-full-0.50", "full method", 0.50, teacher="ssl"),
+        Row("ssl-full-0.85", "full method", 0.85, teacher="ssl"),
+        Row("ssl-speed-2x", "for speed: latency budget (cost table)", budget="latency", target=2.0, teacher="ssl"),
+        Row("ssl-oneshot-0.72", "baseline: one-shot from analyze scores, no training", 0.72, kind="oneshot",
+            teacher="ssl"),
+    ]
+    for arm, (label, args) in ARMS.items():
+        for seed in range(seeds):
+            suffix = f"-s{seed}" if seed else ""
+            rows.append(Row(f"ssl-{arm}-0.72{suffix}", f"{label}, seed {seed}", 0.72, args, teacher="ssl", arm=arm,
+                            seed=seed))
+            rows.append(Row(f"ssl-{arm}-speed-3x{suffix}", f"for speed (--speedup 3): {label}, seed {seed}", None,
+                            args, budget="latency", target=3.0, teacher="ssl", arm=arm, seed=seed))
+    rows.append(Row("ssl-scratch-0.72", "baseline: same size as ssl-full-0.72, trained from scratch", 0.72,
+                    kind="scratch", of="ssl-full-0.72", teacher="ssl"))
+    return rows
+
+
 ROW_BY_NAME = {row.name: row for row in ROWS}
+TABLES = ("ctc", "ssl")  # the CTC teacher's table (ROWS), the SSL teacher's (ssl_rows)
 
 SCALES = {
     # the published configuration (docs/results.md)
     "full": dict(data=[], teacher=["--steps", "800", "--batch-seconds", "16", "--lr", "3e-4"], prune_steps=300, final_steps=60,
                  batch_seconds=6.0, crop_seconds=2.0, gate_lr=0.05, lambda_lr=0.05, sentences_probe=300, bench_seconds=4.0,
-                 speedup_shrink=1.0),
+                 speedup_shrink=1.0, seeds=3,
+                 ssl_teacher=["--steps", "2500", "--lr", "8e-4", "--hidden", "256", "--layers", "4", "--heads", "4",
+                              "--ffn", "1024", "--conv", "128", "--eval-every", "500"]),
     # a quick end-to-end check of the pipeline itself (numbers meaningless)
     "smoke": dict(data=["--speakers", "8", "--test-speakers", "2", "--corpus-per-speaker", "2",
                         "--train-sentences-per-speaker", "4", "--test-sentences-per-speaker", "2"],
@@ -93,7 +135,9 @@ SCALES = {
                   prune_steps=6, final_steps=2, batch_seconds=4.0, crop_seconds=1.0, gate_lr=0.05, lambda_lr=0.05,
                   sentences_probe=16,
                   # the tiny teacher's fixed costs leave ~1.3x at most: its latency rows ask 1 + 5 % of (x - 1)
-                  bench_seconds=1.0, speedup_shrink=0.05),
+                  bench_seconds=1.0, speedup_shrink=0.05, seeds=1,
+                  ssl_teacher=["--steps", "6", "--hidden", "64", "--layers", "3", "--heads", "4", "--ffn", "1024",
+                               "--conv", "32", "--clusters", "20", "--eval-every", "6"]),
 }
 
 
@@ -124,15 +168,21 @@ class Pipeline:
         self.data = work / "data"
         self.teacher = work / "teacher"
         self.random = work / "random"
+        self.teachers = {"ctc": self.teacher, "ssl": work / "ssl-teacher"}
+        self.ssl_rows = ssl_rows(self.scale["seeds"])
 
     def model(self, row: Row) -> Path:
         if row.kind == "int8":
             return self.model(ROW_BY_NAME[row.of])
-        return {"teacher": self.teacher, "random": self.random}.get(row.kind, self.work / "models" / row.name)
+        if row.kind in ("teacher", "noattn"):
+            return self.teachers[row.teacher]
+        if row.kind == "random":
+            return self.random if row.teacher == "ctc" else self.work / "ssl-random"
+        return self.work / "models" / row.name
 
-    @property
-    def cost_table(self) -> Path:
-        return self.work / "cost-table.json"
+    def cost_table(self, teacher: str) -> Path:
+        """The latency rows' cost table of one teacher."""
+        return self.work / ("cost-table.json" if teacher == "ctc" else f"{teacher}-cost-table.json")
 
     def stage(self, name: str, output: Path, build) -> None:
         """Build ``output`` unless an earlier run finished it (each builder writes atomically)."""
@@ -157,33 +207,39 @@ class Pipeline:
         self.stage("data", self.data, lambda: run([sys.executable, HERE / "tts_data.py", "--out", self.data,
                                                   "--seed", self.seed, *self.scale["data"]]))
 
-    def make_teacher(self) -> None:
-        self.stage("teacher", self.teacher, lambda: run([sys.executable, HERE / "train_teacher.py", "--data", self.data,
-                                                        "--out", self.teacher, "--seed", self.seed,
-                                                        *self.scale["teacher"]]))
-        self.stage("random", self.random, self._save_random)
+    def make_teacher(self, teacher: str) -> None:
+        """A teacher and its architecture with random weights: "ctc" (train_teacher.py) or "ssl"
+        (train_ssl_teacher.py)."""
+        script, args, name = {"ctc": ("train_teacher.py", self.scale["teacher"], "teacher"),
+                              "ssl": ("train_ssl_teacher.py", self.scale["ssl_teacher"], "ssl teacher")}[teacher]
+        folder = self.teachers[teacher]
+        self.stage(name, folder, lambda: run([sys.executable, HERE / script, "--data", self.data, "--out", folder,
+                                              "--seed", self.seed, *args]))
+        random = self.model(Row("", "", kind="random", teacher=teacher))
+        self.stage(f"{name} random" if teacher != "ctc" else "random", random, lambda: self._save_random(folder, random))
 
-    def make_cost_table(self) -> None:
-        """The teacher's latency table on this CPU, at the bench's length, for the latency rows."""
-        self.stage("cost table", self.cost_table, lambda: run(speechprune(
-            "bench", self.teacher, "--cost-model", self.cost_table, "--device", "cpu", "--seconds",
+    def make_cost_table(self, teacher: str) -> None:
+        """A teacher's latency table on this CPU, at the bench's length, for the latency rows."""
+        table = self.cost_table(teacher)
+        self.stage("cost table" if teacher == "ctc" else f"{teacher} cost table", table, lambda: run(speechprune(
+            "bench", self.teachers[teacher], "--cost-model", table, "--device", "cpu", "--seconds",
             self.scale["bench_seconds"], "--batch", 1, "-q")))
 
-    def _save_random(self) -> None:
-        """The teacher's architecture with seeded random weights: the floor of every probe."""
+    def _save_random(self, teacher: Path, out: Path) -> None:
+        """A teacher's architecture with seeded random weights: the floor of every probe."""
         import torch
         import transformers
 
         from speechprune.model.loading import quiet_transformers
 
-        config = transformers.Wav2Vec2Config.from_pretrained(self.teacher)
-        tmp = self.random.with_name(self.random.name + ".tmp")
+        config = transformers.AutoConfig.from_pretrained(teacher)
+        tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         torch.manual_seed(self.seed + 1)
         with quiet_transformers():
-            transformers.Wav2Vec2Model(config).save_pretrained(tmp)
-        shutil.copy(self.teacher / "preprocessor_config.json", tmp)
-        tmp.rename(self.random)
+            transformers.AutoModel.from_config(config).save_pretrained(tmp)  # the base model of a ...ForCTC config
+        shutil.copy(teacher / "preprocessor_config.json", tmp)
+        tmp.rename(out)
 
     # --- 3: students ----------------------------------------------------------------------------
 
@@ -192,10 +248,10 @@ class Pipeline:
         if row.budget == "macs":  # MACs counted on the bench's input, the length every speedup is measured at
             budget = ["--macs-sparsity", row.target, "--macs-seconds", s["bench_seconds"]]
         elif row.budget == "latency":
-            budget = ["--speedup", self.speedup(row), "--latency-table", self.cost_table]
+            budget = ["--speedup", self.speedup(row), "--latency-table", self.cost_table(row.teacher)]
         else:
             budget = ["--sparsity", row.sparsity]
-        return [*budget, "--data", self.data / "corpus", "--seed", self.seed,
+        return [*budget, "--data", self.data / "corpus", "--seed", self.seed + row.seed,
                 "--batch-seconds", s["batch_seconds"], "--crop-seconds", s["crop_seconds"], "--device", "cpu",
                 # gates start at log_alpha 3; the default rates (0.02) need most of a 300-step run to move them
                 "--gate-lr", s["gate_lr"], "--lambda-lr", s["lambda_lr"],
@@ -208,28 +264,28 @@ class Pipeline:
     def make_student(self, row: Row) -> None:
         s = self.scale
         run_dir = self.work / "runs" / row.name
+        teacher = self.teachers[row.teacher]
         if row.kind == "pruned":
-            command = speechprune("prune", self.teacher, *self.prune_args(row), "--steps", s["prune_steps"],
+            command = speechprune("prune", teacher, *self.prune_args(row), "--steps", s["prune_steps"],
                                   "--final-steps", s["final_steps"], "--out", run_dir, "--resume", *row.prune_args)
         elif row.kind == "oneshot":
-            scores = self.work / "scores.json"
+            scores = self.work / ("scores.json" if row.teacher == "ctc" else f"{row.teacher}-scores.json")
             if not scores.exists():
-                run(speechprune("analyze", self.teacher, "--data", self.data / "corpus", "--no-drop-one", "--max-seconds",
+                run(speechprune("analyze", teacher, "--data", self.data / "corpus", "--no-drop-one", "--max-seconds",
                                 60, "--seed", self.seed, "--device", "cpu", "--out", scores, "-q"))
-            command = speechprune("prune", self.teacher, *self.prune_args(row), "--steps", 0, "--scores", scores,
+            command = speechprune("prune", teacher, *self.prune_args(row), "--steps", 0, "--scores", scores,
                                   "--out", run_dir, "--overwrite")
-        else:  # scratch: same architecture as full-0.72, distilled from random init for as many steps
-            like = self.work / "models" / "full-0.72"
-            run([sys.executable, HERE / "train_scratch.py", "--like", like, "--teacher", self.teacher, "--data",
-                 self.data / "corpus", "--out", self.model(row), "--steps", s["prune_steps"] + s["final_steps"],
-                 "--distill-layers", ",".join(map(str, self.distill_layers())), "--crop-seconds", s["crop_seconds"],
-                 "--batch-seconds", s["batch_seconds"], "--seed", self.seed])
+        else:  # scratch: the architecture of the row it copies, distilled from random init for as many steps
+            run([sys.executable, HERE / "train_scratch.py", "--like", self.work / "models" / row.of, "--teacher",
+                 teacher, "--data", self.data / "corpus", "--out", self.model(row), "--steps",
+                 s["prune_steps"] + s["final_steps"], "--distill-layers", ",".join(map(str, self.distill_layers(row.of))),
+                 "--crop-seconds", s["crop_seconds"], "--batch-seconds", s["batch_seconds"], "--seed", self.seed])
             return
         run(command, capture=True)
         run(speechprune("shrink", run_dir, "--out", self.model(row), "--json", "-q"), capture=True)
 
-    def distill_layers(self) -> list[int]:
-        config = json.loads((self.work / "runs" / "full-0.72" / "config.json").read_text())
+    def distill_layers(self, name: str) -> list[int]:
+        config = json.loads((self.work / "runs" / name / "config.json").read_text())
         return config["options"]["distill_layers"]
 
     # --- 4: probes ------------------------------------------------------------------------------
@@ -272,7 +328,7 @@ class Pipeline:
         held_out = sum(s["split"] == "test" for s in speakers)
         return {"keywords": held_out * words, "speakers": len(speakers) * (words - KEYWORD_TRAIN_WORDS)}
 
-    def probe(self, row: Row, sets: dict, teacher_net) -> dict:
+    def probe(self, row: Row, sets: dict, teacher_nets: dict) -> dict:
         import torch
 
         from speechprune.eval.features import FrozenFeatures, clip_batches
@@ -282,6 +338,8 @@ class Pipeline:
 
         target = read_target(str(self.model(row)))
         net, masks, _ = load_target(target, torch.device("cpu"))
+        if row.kind == "noattn":
+            masks = attention_removed(target.spec)
         float_net = net
         if row.kind == "int8":
             from speechprune.deploy.quantize import quantize
@@ -303,7 +361,7 @@ class Pipeline:
         frames = {part: features.frames(sets["sentence_clips"][part]) for part in ("train", "test")}
         ctc = fit_ctc(frames["train"], sets["sentence_labels"]["train"], frames["test"], sets["sentence_labels"]["test"],
                       tokens=len(sets["phones"]), seed=self.seed)
-        teacher_target, teacher_model = teacher_net
+        teacher_target, teacher_model = teacher_nets[row.teacher]
         batches = [batch for _, batch in clip_batches(sets["sentence_clips"]["test"], batch_seconds=32.0, **{
             k: audio[k] for k in ("sampling_rate", "normalize")})]
         fidelity = compare_hidden_states(net, teacher_model, batches, student_mask=target.attention_mask,
@@ -331,13 +389,26 @@ class Pipeline:
 
     # --- 5: speed -------------------------------------------------------------------------------
 
-    def bench(self, quantized: bool = False) -> dict:
-        """Every model (or every int8 row's, quantized) against the float32 teacher, interleaved."""
-        models = [self.model(row) for row in ROWS if row.kind != "teacher" and (row.kind == "int8") == quantized]
-        out = run(speechprune("bench", *models, "--baseline", self.teacher, "--device", "cpu", "--seconds",
+    def bench(self, rows: list[Row], teacher: str, quantized: bool = False) -> dict:
+        """Every model of ``rows`` pruned from ``teacher`` (or every int8 row's, quantized) against the float32
+        teacher, interleaved."""
+        models = [self.model(row) for row in rows if row.teacher == teacher
+                  and row.kind not in ("teacher", "noattn") and (row.kind == "int8") == quantized]
+        out = run(speechprune("bench", *models, "--baseline", self.teachers[teacher], "--device", "cpu", "--seconds",
                               self.scale["bench_seconds"], "--batch", 1, *(["--quantize", "int8"] if quantized else []),
                               "--json", "-q"), capture=True)
         return json.loads(out)
+
+
+def attention_removed(spec):
+    """Masks that zero every layer's attention block (its output bias too): the method's own ``mha`` gates,
+    all off, and nothing else."""
+    import torch
+
+    from speechprune.model.masks import EncoderMasks, LayerMasks
+
+    return EncoderMasks(conv=[None] * len(spec.conv_channels),
+                        layers=[LayerMasks(mha=torch.zeros(())) for _ in spec.layers])
 
 
 def _read(path: Path) -> np.ndarray:
@@ -350,21 +421,29 @@ def _read(path: Path) -> np.ndarray:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default=str(HERE / "work"), help="cache of every stage (default: %(default)s)")
-    parser.add_argument("--docs", default=str(REPO / "docs"), help="where results.md/json and the plot go")
+    parser.add_argument("--docs", default=str(REPO / "docs"), help="where the reports and their plots go")
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--table", choices=("all", *TABLES), default="all",
+                        help="ctc: the CTC teacher's table (results.md); ssl: the self-supervised teacher's "
+                        "(results-ssl.md); all: both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="delete --work first and rebuild every stage")
     parser.add_argument("--rows", help="comma-separated rows to build and probe first, in this order (the rest, the "
                         "bench and the report follow unless --only)")
     parser.add_argument("--only", action="store_true", help="with --rows: stop after those rows' students and probes")
+    parser.add_argument("--partial", action="store_true", help="with --rows --only: then bench the rows built so far and "
+                        "write the SSL report from them, naming the rows not yet run")
     args = parser.parse_args(argv)
-    first = args.rows.split(",") if args.rows else []
-    unknown = sorted(set(first) - set(ROW_BY_NAME))
-    if unknown:
-        parser.error(f"unknown --rows {', '.join(unknown)}; rows: {', '.join(ROW_BY_NAME)}")
-    order = [ROW_BY_NAME[name] for name in first]
-    order += [] if args.only else [row for row in ROWS if row.name not in first]
     work = Path(args.work)
+    pipeline = Pipeline(work, args.scale, args.seed)
+    tables = {name: rows for name, rows in (("ctc", ROWS), ("ssl", pipeline.ssl_rows)) if args.table in ("all", name)}
+    by_name = {row.name: row for rows in tables.values() for row in rows}
+    first = args.rows.split(",") if args.rows else []
+    unknown = sorted(set(first) - set(by_name))
+    if unknown:
+        parser.error(f"unknown --rows {', '.join(unknown)}; rows: {', '.join(by_name)}")
+    order = [by_name[name] for name in first]
+    order += [] if args.only else [row for row in by_name.values() if row.name not in first]
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -372,15 +451,17 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     from report import write_report
+    from report_ssl import write_ssl_report
 
     started = time.time()
-    pipeline = Pipeline(work, args.scale, args.seed)
     pipeline.make_data()
-    pipeline.make_teacher()
-    if any(row.budget == "latency" for row in ROWS):
-        pipeline.make_cost_table()
+    teachers = sorted({row.teacher for row in by_name.values()})
+    for teacher in teachers:
+        pipeline.make_teacher(teacher)
+    for teacher in sorted({row.teacher for row in by_name.values() if row.budget == "latency"}):
+        pipeline.make_cost_table(teacher)
     for row in order:
-        if row.kind not in ("teacher", "random", "int8"):
+        if row.kind not in ("teacher", "random", "int8", "noattn"):
             pipeline.stage(f"student {row.name}", pipeline.model(row), lambda row=row: pipeline.make_student(row))
 
     results_file = work / "probes.json"
@@ -388,28 +469,44 @@ def main(argv=None) -> None:
     sets = None
     from speechprune.folders.target import load_target, read_target
 
-    teacher_target = read_target(str(pipeline.teacher))
-    teacher_net = (teacher_target, load_target(teacher_target, torch.device("cpu"))[0])
+    teacher_nets = {}
+    for teacher in teachers:
+        target = read_target(str(pipeline.teachers[teacher]))
+        teacher_nets[teacher] = (target, load_target(target, torch.device("cpu"))[0])
     for row in order:
         if row.name in results:
             continue
         sets = sets or pipeline.probe_sets()
         probe_started = time.time()
         log(f"probes: {row.name}")
-        results[row.name] = pipeline.probe(row, sets, teacher_net)
+        results[row.name] = pipeline.probe(row, sets, teacher_nets)
         write_text(results_file, json.dumps(results, indent=1) + "\n")
         pipeline.record_time(f"probes {row.name}", time.time() - probe_started)
-    if args.only:
+    if args.only and not (args.partial and "ssl" in tables):
         log(f"--only: {', '.join(first)} built and probed; run without --only for the bench and the report")
         return
-    bench_file, bench_int8_file = work / "bench.json", work / "bench-int8.json"
-    pipeline.stage("bench", bench_file, lambda: write_text(bench_file, json.dumps(pipeline.bench(), indent=1) + "\n"))
-    pipeline.stage("bench int8", bench_int8_file,
-                   lambda: write_text(bench_int8_file, json.dumps(pipeline.bench(quantized=True), indent=1) + "\n"))
-    speed = {"float32": json.loads(bench_file.read_text()), "int8": json.loads(bench_int8_file.read_text())}
-    timings = json.loads((work / "timings.json").read_text())
-    write_report(pipeline, ROWS, results, speed, timings, Path(args.docs))
-    log(f"done in {(time.time() - started) / 60:.1f} min; report in {args.docs}/results.md")
+    for table, rows in tables.items():
+        if args.partial:  # the rows probed so far; the report names the others
+            if table != "ssl":
+                continue
+            rows = [row for row in rows if row.name in results]
+        speed = {}
+        for precision in ("float32", "int8") if table == "ctc" else ("float32",):
+            prefix = "" if table == "ctc" else f"{table}-"
+            name = f"{prefix}bench" + ("" if precision == "float32" else f"-{precision}") + ("-partial" * args.partial)
+            bench_file = work / f"{name}.json"
+            if args.partial:
+                bench_file.unlink(missing_ok=True)  # a partial bench is never reused
+            pipeline.stage(name.replace("-", " "), bench_file, lambda rows=rows, table=table, q=precision == "int8": write_text(
+                bench_file, json.dumps(pipeline.bench(rows, table, quantized=q), indent=1) + "\n"))
+            speed[precision] = json.loads(bench_file.read_text())
+        timings = json.loads((work / "timings.json").read_text())
+        if table == "ctc":
+            write_report(pipeline, rows, results, speed, timings, Path(args.docs))
+        else:
+            write_ssl_report(pipeline, rows, results, speed, timings, Path(args.docs),
+                             missing=[row.name for row in pipeline.ssl_rows if row not in rows])
+    log(f"done in {(time.time() - started) / 60:.1f} min; reports in {args.docs}")
 
 
 if __name__ == "__main__":

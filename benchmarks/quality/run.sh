@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quality benchmark in one command: install the TTS engines (apt), then regenerate data,
-# teacher, students, probes and docs/results.md. Stages are cached in benchmarks/quality/work;
-# pass --fresh to rebuild everything, --scale smoke for a 2-3 minute check of the pipeline.
+# both teachers (CTC and self-supervised), students, probes, docs/results.md and
+# docs/results-ssl.md. Stages are cached in benchmarks/quality/work; pass --fresh to rebuild
+# everything, --table ctc|ssl for one table, --scale smoke for a few-minute check of the pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash benchmarks/quality/setup.sh

@@ -126,7 +126,8 @@ SCALES = {
                  batch_seconds=6.0, crop_seconds=2.0, gate_lr=0.05, lambda_lr=0.05, sentences_probe=300, bench_seconds=4.0,
                  speedup_shrink=1.0, seeds=3,
                  ssl_teacher=["--steps", "2500", "--lr", "8e-4", "--hidden", "256", "--layers", "4", "--heads", "4",
-                              "--ffn", "1024", "--conv", "128", "--eval-every", "500"]),
+                              "--ffn", "1024", "--conv", "128", "--pos-conv", "16", "--threads", "1",
+                              "--eval-every", "500"]),
     # a quick end-to-end check of the pipeline itself (numbers meaningless)
     "smoke": dict(data=["--speakers", "8", "--test-speakers", "2", "--corpus-per-speaker", "2",
                         "--train-sentences-per-speaker", "4", "--test-sentences-per-speaker", "2"],
@@ -455,10 +456,10 @@ def main(argv=None) -> None:
 
     started = time.time()
     pipeline.make_data()
-    teachers = sorted({row.teacher for row in by_name.values()})
+    teachers = sorted({row.teacher for row in order})  # what the rows to build need
     for teacher in teachers:
         pipeline.make_teacher(teacher)
-    for teacher in sorted({row.teacher for row in by_name.values() if row.budget == "latency"}):
+    for teacher in sorted({row.teacher for row in order if row.budget == "latency"}):
         pipeline.make_cost_table(teacher)
     for row in order:
         if row.kind not in ("teacher", "random", "int8", "noattn"):

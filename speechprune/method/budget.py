@@ -23,7 +23,7 @@ import torch
 
 from ..errors import UsageError
 from ..model.spec import EncoderSpec
-from .accounting import dense_count, parameter_count
+from .accounting import dense_count, parameter_count, pruned_spec, spec_parameter_count
 from .gates import GateLayout, GateValues, HardConcreteGates
 from .macs import macs_count, pruned_macs
 
@@ -110,7 +110,7 @@ def params_budget(spec: EncoderSpec, layout: GateLayout, sparsity: float, tolera
         return parameter_count(spec, values)
 
     def exact(values: GateValues) -> float:
-        return float(round(parameter_count(spec, GateValues(values.layout, (values.flat > 0).double())).item()))
+        return float(spec_parameter_count(pruned_spec(spec, values)))
 
     return Budget("params", "--sparsity", "parameters", float(dense_count(spec, layout)), sparsity, tolerance,
                   expected, exact)

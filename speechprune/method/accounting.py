@@ -1,6 +1,6 @@
 """Exact, analytic parameter accounting.
 
-``parameter_breakdown`` sums each part's ``params`` (``parts.py``, where every structure's
+``parameter_breakdown`` sums each part's ``params`` (``method/parts/``, where every structure's
 count is written) over its sizes in closed form in the gate values. Evaluated on 0/1
 decisions it is the exact parameter count of the shrunk encoder; evaluated on keep
 probabilities it is the expected count (every term is a product of independent gates, so

@@ -15,9 +15,9 @@ from torch import nn
 
 from ..model.masks import EncoderMasks, LayerMasks
 from ..model.spec import EncoderSpec
-from .parts import GATED_PARTS, encoder_parts
+from .parts import PART_TYPES, encoder_parts
 
-GATE_KINDS = tuple(kind for part in GATED_PARTS for kind in part.gate_kinds)  # each declared by its part
+GATE_KINDS = tuple(kind for part in PART_TYPES for kind in part.gate_kinds)  # each declared by its part
 DEFAULT_KINDS = GATE_KINDS
 # Whole blocks and heads: one gate removes a large, indivisible share of a budget. The others
 # (CNN channels, q/k and v/o dimensions, FFN units) remove small shares and can fill a gap finely.

@@ -18,7 +18,7 @@ structure costs there: non-negative coefficients of these features, fitted to ti
   whole encoder      scale * (sum of the parts) + overhead
 
 MACs are those of ``macs.py``: projections at each head's stored widths, the two T'^2 products
-at the layer's run-time width w (``LayerSpec.head_width``) for every head. Features are per input, in
+at the layer's run-time width w (``LayerSpec.runtime_width``) for every head. Features are per input, in
 millions; the coefficients absorb the batch. They are non-negative, so removing a structure
 never predicts a slower model (the budget decision's threshold search relies on costs that
 only fall). The scale and the overhead relate the parts, timed alone, to the whole encoder.
@@ -142,7 +142,7 @@ def check_conditions(table: CostTable, setting: dict) -> None:
 
 
 # --- prediction ----------------------------------------------------------------------------------
-# Each part's features are its ``latency`` in ``parts.py``; one function per part serves the fit
+# Each part's features are its ``latency`` (``method/parts/``); one function per part serves the fit
 # (``bench.cost_model``), ``predict_ms`` (integers) and ``expected_ms`` (gate tensors).
 
 

@@ -10,12 +10,12 @@ For T' frames, per transformer layer with H heads kept at stored widths qk_h and
   scores q.k^T       T'^2 * H * w                 <- quadratic in the input length
   weights . v        T'^2 * H * w                 <- quadratic
   FFN                2 * T' * D * F
-where w is the layer's run-time head width (``LayerSpec.head_width``: the widest kept head):
+where w is the layer's run-time head width (``LayerSpec.runtime_width``: the widest kept head):
 the projections run at the stored widths, but SDPA's fused kernels need one width for q, k
 and v, so the shrunk model pads each head's activations to w for the attention product
 (``model.attention.Attention``). This is what the shrunk runtime computes. The CNN, the
 feature projection and the positional convolution are linear in the input. Each part's
-terms are its ``macs`` in ``parts.py``.
+terms are its ``macs`` (``method/parts/``).
 
 ``macs_breakdown`` is the same count as a closed-form function of gate values, multilinear
 like ``accounting.parameter_breakdown``: on keep probabilities it is the expected MACs the

@@ -36,7 +36,7 @@ class LayerSpec:
         return (self.qk_dims or [self.qk_dim] * h, self.vo_dims or [self.vo_dim] * h)
 
     @property
-    def head_width(self) -> int:
+    def runtime_width(self) -> int:
         """The width every head runs at: SDPA's fused kernels need one width for q, k and v, so
         each head's activations are zero-padded to it (the projections run at the stored
         widths). The one place of this rule: attention, MACs and latency read it, so padding

@@ -2,7 +2,7 @@
 
 ``shrink_encoder`` takes the dense ``EncoderSpec``, the student's weights and the final gate
 values, and returns the spec and weights of the shrunk encoder: the spec is
-``accounting.pruned_spec`` of the gate values, and each part (``method/parts.py``) slices its
+``accounting.pruned_spec`` of the gate values, and each part (``method/parts/``) slices its
 weights to exactly what that decision keeps, so presence and widths have one owner. Its
 output equals the masked model's output (``tests/test_shrink.py``), and its parameter count
 is exactly the one ``accounting`` computes for the same gates.

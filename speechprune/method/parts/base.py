@@ -1,0 +1,93 @@
+"""What every part of an encoder declares (``Part``), and the helpers they share.
+
+See ``method/parts/__init__.py`` for the parts and what loops over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+import torch
+
+from ...model.masks import EncoderMasks
+from ...model.spec import EncoderSpec, conv_lengths
+
+if TYPE_CHECKING:  # gates.py builds its layout from the parts
+    from ..gates import GateValues
+
+Number = Union[torch.Tensor, float, int]  # a tensor of gate values' sizes, a number of a spec's
+State = dict  # name -> tensor: an encoder's state dict, sliced in place
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Lengths of one input of ``samples`` through the CNN: per conv layer, and T' at the end."""
+
+    lengths: list[int]
+
+    @classmethod
+    def of(cls, spec: EncoderSpec, samples: int) -> "Frames":
+        return cls(conv_lengths(spec, samples))
+
+    @property
+    def t(self) -> int:
+        return self.lengths[-1]
+
+
+class Part:
+    """One structure of the encoder; the defaults are those of a part without gates or costs."""
+
+    name: str  # unique within an encoder
+    gate_kinds: tuple[str, ...] = ()  # the kinds of its gates, in layout order
+
+    def gates(self) -> list[tuple[str, int, tuple[int, ...]]]:
+        """(kind, index, shape) of each gate group, in layout order."""
+        return []
+
+    def fill_masks(self, values: GateValues, masks: EncoderMasks) -> None:
+        """Put the values of its gates where the forward pass reads them."""
+
+    def expected_sizes(self, keep: GateValues):
+        return None
+
+    def sizes(self, spec: EncoderSpec):
+        return None
+
+    def params(self, sizes) -> dict[str, Number]:
+        return {}
+
+    def macs(self, sizes, frames: Frames) -> dict[str, Number]:
+        return {}
+
+    def latency(self, sizes, frames: Frames) -> tuple[tuple, dict] | None:
+        """(the unit of the cost table it is timed in, its features: ``method.latency``), or None
+        when it takes no time of its own. Units: ("conv", c), ("projection",), ("pos_conv",),
+        ("layer", l); the features of a unit's parts add up to its row."""
+        return None
+
+    def decide(self, binary: GateValues, decided: dict):
+        """What 0/1 decisions keep; ``decided`` holds the parts before it, by name."""
+        return None
+
+    def shape(self, kept, fields: dict) -> None:
+        """Write what it keeps into ``fields`` (``EncoderSpec.to_dict()`` of the dense spec)."""
+
+    def slice(self, state: State, decided: dict, soft: GateValues) -> None:
+        """Cut its weights in ``state`` to what ``decided[self.name]`` keeps, soft values folded in."""
+
+
+def scaled(tensor: torch.Tensor, scale: torch.Tensor, dim: int) -> torch.Tensor:
+    """``tensor`` times ``scale`` along ``dim`` (soft gate values folded in), in float64."""
+    shape = [1] * tensor.dim()
+    shape[dim] = -1
+    return (tensor.double() * scale.view(shape)).to(tensor.dtype)
+
+
+def kept_indices(values: torch.Tensor) -> torch.Tensor:
+    return torch.nonzero(values > 0).flatten()
+
+
+def drop_pre_norm(state: State, name: str) -> None:
+    """A removed block's pre-LN norm goes with it (post-LN norms stay: ``LayerFramePart``)."""
+    del state[name + ".weight"], state[name + ".bias"]

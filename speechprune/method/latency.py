@@ -44,7 +44,8 @@ from ..errors import UsageError
 from ..io import atomic
 from ..model.spec import EncoderSpec
 from .accounting import pruned_spec
-from .budget import DEFAULT_TOLERANCE, Budget
+from .budget import Budget
+from .currencies import DEFAULT_TOLERANCE, LATENCY
 from .gates import GateLayout, GateValues
 from .parts import Frames, encoder_parts
 
@@ -200,6 +201,5 @@ def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, spee
     def exact(values: GateValues) -> float:
         return predict_ms(table, pruned_spec(spec, values))
 
-    return Budget("latency", "--speedup", "ms", predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
-                  option_value=lambda sparsity: 1 / (1 - sparsity), decimals=3,
+    return Budget(LATENCY, predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
                   record={"speedup": speedup, "table_sha256": table.sha256, "conditions": table.conditions})

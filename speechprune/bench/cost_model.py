@@ -35,7 +35,8 @@ from ..method.latency import CostTable, architecture, dot, parts_ms, unit_featur
 from ..method.parts import Frames
 from ..model.device import DTYPES
 from ..model.encoder import Encoder
-from ..model.layers import ConvLayer, EncoderLayer, FeatureProjection, PositionalConv
+from ..model.inference import InferenceConvLayer, InferencePositionalConv
+from ..model.layers import EncoderLayer, FeatureProjection
 from ..model.spec import EncoderSpec, LayerSpec
 from .job import BenchOptions, check_options
 from .models import check_inputs, describe
@@ -225,7 +226,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
             shapes = []
             for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
                 shape = _with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out})
-                ms = timer.ms(ConvLayer(shape, c), timer.input(k_in, samples if c == 0 else lengths[c - 1]))
+                ms = timer.ms(InferenceConvLayer(shape, c), timer.input(k_in, samples if c == 0 else lengths[c - 1]))
                 shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features(shape, ("conv", c)), ms))
             conv.append(fitted(f"conv.{c}", shapes))
 
@@ -237,7 +238,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
             ms = timer.ms(FeatureProjection(shape), timer.input(t, k))
             shapes.append((f"projection: {k} channels", features(shape, ("projection",)), ms))
         projection = fitted("projection", shapes)
-        pos_conv = {"const": timer.ms(PositionalConv(spec), timer.input(t, d))}
+        pos_conv = {"const": timer.ms(InferencePositionalConv(spec), timer.input(t, d))}
 
         shapes = []
         bias = timer.input(spec.num_heads, t, t)[0] if spec.num_buckets else None  # WavLM: (H, T', T')

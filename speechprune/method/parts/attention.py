@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...model.spec import EncoderSpec
-from .base import Number, Part, drop_pre_norm, kept_indices, scaled
+from .base import BlockPart, Number, Part, kept_indices, scaled
 
 if TYPE_CHECKING:
     from ..gates import GateValues
@@ -55,7 +55,7 @@ class AttentionKept:
     vo: torch.Tensor  # (H, d_vo) bool
 
 
-class AttentionPart(Part):
+class AttentionPart(BlockPart):
     """Self-attention of layer l: the block ("mha"), its heads ("head"), each head's query/key
     dims ("qk") and value/output dims ("vo"). A present head keeps 2 (D + 1) per q/k dim (rows
     of q_proj and k_proj with biases) and a kept head (2 D + 1) per v/o dim (row of v_proj with
@@ -66,6 +66,7 @@ class AttentionPart(Part):
     expectation that may underestimate where heads of a layer differ in width, never over)."""
 
     gate_kinds = ("mha", "head", "qk", "vo")
+    module, norm = "attention", "layer_norm"
 
     def __init__(self, spec: EncoderSpec, l: int):
         self.name, self.l = f"attention.{l}", l
@@ -73,7 +74,8 @@ class AttentionPart(Part):
         self.head_ids = list(layer.heads)  # original ids (WavLM's position bias is keyed by them)
         self.heads, self.qk_dim, self.vo_dim = len(layer.heads), layer.qk_dim, layer.vo_dim
         self.d, self.head_dim = spec.hidden_size, spec.head_dim
-        self.block_norm = 2 * self.d if spec.stable_layer_norm else 0
+        self.pre_norm = spec.stable_layer_norm
+        self.block_norm = 2 * self.d if self.pre_norm else 0
         self.wavlm = spec.num_buckets > 0
 
     def gates(self):
@@ -139,16 +141,7 @@ class AttentionPart(Part):
                      vo_dim=vo_dim, qk_dims=qk_dims if any(w != qk_dim for w in qk_dims) else None,
                      vo_dims=vo_dims if any(w != vo_dim for w in vo_dims) else None)
 
-    def slice(self, state, decided, soft):
-        kept: AttentionKept = decided[self.name]
-        prefix = f"encoder.layers.{self.l}."
-        a = prefix + "attention."
-        if not kept.block:
-            for key in [k for k in state if k.startswith(a)]:
-                del state[key]
-            if self.block_norm:
-                drop_pre_norm(state, prefix + "layer_norm")
-            return
+    def slice_kept(self, state, kept: AttentionKept, soft, a):
         gates = self.gate_values(soft)
         gates = AttentionGates(*(v.detach().cpu().double() for v in (gates.mha, gates.head, gates.qk, gates.vo)))
         qk_rows, vo_rows, qk_scale, vo_scale = [], [], [], []

@@ -88,6 +88,26 @@ def kept_indices(values: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(values > 0).flatten()
 
 
-def drop_pre_norm(state: State, name: str) -> None:
-    """A removed block's pre-LN norm goes with it (post-LN norms stay: ``LayerFramePart``)."""
-    del state[name + ".weight"], state[name + ".bias"]
+class BlockPart(Part):
+    """A block of transformer layer ``l`` (attention, FFN): what its decision keeps has a
+    ``block`` flag, and a removed block takes every weight of its module and, in pre-LN layers,
+    its norm (post-LN norms stay: ``LayerFramePart``)."""
+
+    l: int
+    module: str  # its module in the layer, e.g. "attention"
+    norm: str  # its norm in the layer, e.g. "layer_norm"
+    pre_norm: bool  # pre-LN layers: the norm belongs to the block
+
+    def slice(self, state: State, decided: dict, soft: GateValues) -> None:
+        kept = decided[self.name]
+        layer = f"encoder.layers.{self.l}."
+        if kept.block:
+            self.slice_kept(state, kept, soft, f"{layer}{self.module}.")
+            return
+        for key in [k for k in state if k.startswith(f"{layer}{self.module}.")]:
+            del state[key]
+        if self.pre_norm:
+            del state[f"{layer}{self.norm}.weight"], state[f"{layer}{self.norm}.bias"]
+
+    def slice_kept(self, state: State, kept, soft: GateValues, prefix: str) -> None:
+        """Cut the weights of the kept block (names start with ``prefix``)."""

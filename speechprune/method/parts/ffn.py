@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...model.spec import EncoderSpec
-from .base import Number, Part, drop_pre_norm, kept_indices, scaled
+from .base import BlockPart, Number, kept_indices, scaled
 
 if TYPE_CHECKING:
     from ..gates import GateValues
@@ -27,17 +27,19 @@ class FeedForwardKept:
     units: torch.Tensor  # kept unit indices
 
 
-class FeedForwardPart(Part):
+class FeedForwardPart(BlockPart):
     """The FFN of layer l: the block ("ffn") and its intermediate units ("int"). A unit keeps
     (2 D + 1): a row of intermediate_dense with its bias, a column of output_dense; the block
     keeps output_dense's bias, and its LayerNorm in pre-LN layers."""
 
     gate_kinds = ("ffn", "int")
+    module, norm = "feed_forward", "final_layer_norm"
 
     def __init__(self, spec: EncoderSpec, l: int):
         self.name, self.l = f"ffn.{l}", l
         self.units, self.d = spec.layers[l].ffn_dim, spec.hidden_size
-        self.block_norm = 2 * self.d if spec.stable_layer_norm else 0
+        self.pre_norm = spec.stable_layer_norm
+        self.block_norm = 2 * self.d if self.pre_norm else 0
 
     def gates(self):
         return [("ffn", self.l, ()), ("int", self.l, (self.units,))]
@@ -75,16 +77,7 @@ class FeedForwardPart(Part):
     def shape(self, kept, fields):
         fields["layers"][self.l].update(ffn=kept.block, ffn_dim=len(kept.units))
 
-    def slice(self, state, decided, soft):
-        kept: FeedForwardKept = decided[self.name]
-        prefix = f"encoder.layers.{self.l}."
-        f = prefix + "feed_forward."
-        if not kept.block:
-            for key in [k for k in state if k.startswith(f)]:
-                del state[key]
-            if self.block_norm:
-                drop_pre_norm(state, prefix + "final_layer_norm")
-            return
+    def slice_kept(self, state, kept: FeedForwardKept, soft, f):
         block, units = (v.detach().cpu().double() for v in self.gate_values(soft))
         for name in ("intermediate_dense.weight", "intermediate_dense.bias"):
             state[f + name] = state[f + name][kept.units]

@@ -49,15 +49,20 @@ class Part:
         """Put the values of its gates where the forward pass reads them."""
 
     def expected_sizes(self, keep: GateValues):
+        """Its sizes in closed form in the gate values ``keep``: multilinear, so exact on 0/1
+        decisions and the expectation on keep probabilities."""
         return None
 
     def sizes(self, spec: EncoderSpec):
+        """Its sizes in an encoder of ``spec`` (dense or shrunk), as it runs."""
         return None
 
     def params(self, sizes) -> dict[str, Number]:
+        """Its parameters, keyed by component ("cnn.0", "attention.3", "fixed.pos_conv", ...)."""
         return {}
 
     def macs(self, sizes, frames: Frames) -> dict[str, Number]:
+        """Its MACs for one input of ``frames``, keyed by component ("cnn", ..., "pos_conv")."""
         return {}
 
     def latency(self, sizes, frames: Frames) -> tuple[tuple, dict] | None:

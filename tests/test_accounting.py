@@ -4,7 +4,7 @@ import pytest
 import torch
 import transformers
 
-from speechprune.method.accounting import dense_count, kept_structure, parameter_count
+from speechprune.method.accounting import dense_count, kept_structure, parameter_count, pruned_spec, spec_parameter_count
 from speechprune.method.gates import GATE_KINDS, GateLayout, GateValues, HardConcreteGates
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
@@ -63,6 +63,18 @@ def test_analytic_count_equals_count_of_sliced_tensors(family, style, seed):
     assert analytic == sliced_parameter_count(encoder, values)
     ones = layout.values(torch.ones(layout.size, dtype=torch.float64))
     assert parameter_count(encoder.spec, ones).item() == sum(p.numel() for p in encoder.parameters())
+
+
+@pytest.mark.parametrize("family,style", ALL_KINDS)
+def test_count_of_the_pruned_spec_is_the_count_of_its_decisions(family, style):
+    """Each part's one parameter formula, on the sizes of the shrunk spec, gives what it gives on
+    the 0/1 gates that spec comes from, and what the shrunk model holds."""
+    spec = FAMILIES[family].spec_from_config(build_model(family, style).config)
+    values = edge_case_values(GateLayout(spec), 2)
+    pruned = pruned_spec(spec, values)
+    assert spec_parameter_count(pruned) == parameter_count(spec, values).item()
+    assert spec_parameter_count(pruned) == sum(p.numel() for p in Encoder(pruned).parameters())
+    assert spec_parameter_count(spec) == sum(p.numel() for p in Encoder(spec).parameters())
 
 
 def test_structure_subsets_count_ungated_structures_as_kept():

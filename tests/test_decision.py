@@ -79,3 +79,19 @@ def test_every_conv_layer_keeps_a_channel():
     decision = decide_params(spec, layout, scores, dense_count(spec, layout) * 0.5)
     kept = layout.values(decision.keep.double()).get("conv", 3)
     assert kept.sum() == 1 and decision.within_tolerance
+
+
+def test_a_target_is_reachable_only_when_its_window_is():
+    """Removing every gated structure must land at or under the target's window: a target the
+    tolerance alone would seem to reach is refused before any weights load."""
+    from speechprune.errors import UsageError
+
+    spec = base_spec()
+    layout = GateLayout(spec, ("head", "int"))
+    dense = dense_count(spec, layout)
+    smallest = params_budget(spec, layout, 0.5).exact(layout.values(torch.zeros(layout.size, dtype=torch.float64)))
+    highest = 1 - smallest / (dense * 1.005)  # the target whose window ends at the smallest size
+    params_budget(spec, layout, highest - 1e-6).check_reachable(layout, ["head", "int"])
+    for sparsity in (highest + 1e-6, 1 - smallest / dense + 0.004):  # within the tolerance of what removing all leaves
+        with pytest.raises(UsageError, match=f"--sparsity {sparsity:g} is out of reach.*--sparsity {highest:.3f} at most"):
+            params_budget(spec, layout, sparsity).check_reachable(layout, ["head", "int"])

@@ -6,7 +6,7 @@ import torch
 from speechprune.method.gates import GateLayout
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
-from speechprune.model import layers
+from speechprune.model import inference
 from speechprune.model.layers import _layer_norm
 from conftest import ALL_KINDS, build_model
 
@@ -118,7 +118,7 @@ def test_layer_norm_over_original_count_treats_pruned_channels_as_zeros():
     assert (sliced(x[:, kept]) - full).abs().max() > 1e-3  # plain slicing would be wrong
 
 
-_one_pass = layers._group_norm_conv
+_one_pass = inference.group_norm_conv
 
 
 @pytest.mark.parametrize("activation,bias", [("gelu", False), ("gelu_new", True), ("relu", True)])
@@ -134,8 +134,8 @@ def test_group_norm_conv_in_one_pass_equals_conv_norm_activation(monkeypatch, ac
     waveforms = torch.randn(3, 1, 4001) * torch.tensor([1.0, 0.01, 30.0])[:, None, None] + 0.5  # scales, offset
     waveforms[0, 0, 3000:] = 0  # padding at the end
     taken = []
-    monkeypatch.setattr(layers, "GROUP_NORM_CHUNK_BYTES", 4 * layer.conv.out_channels * 100)  # 100 frames a chunk
-    monkeypatch.setattr(layers, "_group_norm_conv", lambda *a: taken.append(1) or _one_pass(*a))
+    monkeypatch.setattr(inference, "GROUP_NORM_CHUNK_BYTES", 4 * layer.conv.out_channels * 100)  # 100 frames a chunk
+    monkeypatch.setattr(inference, "group_norm_conv", lambda *a: taken.append(1) or _one_pass(*a))
     plain = layer(waveforms)  # grad enabled: the plain path
     with torch.inference_mode():
         fast = layer(waveforms)

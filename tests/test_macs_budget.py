@@ -201,3 +201,19 @@ def test_one_shot_with_two_budgets_lands_on_the_binding_one(sparsity, macs_spars
                       initial=torch.ones(layout.size, dtype=torch.bool))
     ratios = [decision.costs[b.name] / b.target for b in budgets]
     assert decision.within_tolerance and max(ratios) >= 0.995 and all(r <= 1.005 for r in ratios)
+
+
+def test_every_budget_currency_has_its_option_and_config_field():
+    import inspect
+    from dataclasses import fields
+
+    from speechprune.cli import prune as prune_cli
+    from speechprune.cli.output import BUDGET_METRICS
+    from speechprune.method.currencies import CURRENCIES
+    from speechprune.prune.config import PruneConfig
+
+    options = inspect.signature(prune_cli.command).parameters  # typer names each option after its parameter
+    assert all(c.field in options and c.option == "--" + c.field.replace("_", "-") for c in CURRENCIES)
+    assert {f.name for f in fields(PruneConfig)} >= {c.field for c in CURRENCIES}
+    assert [prefix for _, prefix in BUDGET_METRICS] == [c.metric_prefix for c in CURRENCIES]
+    assert len({c.folder_tag for c in CURRENCIES}) == len({c.name for c in CURRENCIES}) == len(CURRENCIES)

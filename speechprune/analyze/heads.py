@@ -26,21 +26,7 @@ from ..model.masks import EncoderMasks, LayerMasks
 
 def combine(base: EncoderMasks | None, extra: EncoderMasks) -> EncoderMasks:
     """Field-wise product of two mask sets (None = all ones)."""
-    if base is None:
-        return extra
-
-    def mul(a, b):
-        if a is None:
-            return b
-        return a if b is None else a * b
-
-    return EncoderMasks(
-        conv=[mul(a, b) for a, b in zip(base.conv, extra.conv)],
-        layers=[
-            LayerMasks(**{f: mul(getattr(a, f), getattr(b, f)) for f in ("mha", "head", "qk", "vo", "ffn", "units")})
-            for a, b in zip(base.layers, extra.layers)
-        ],
-    )
+    return extra if base is None else base * extra
 
 
 def attention_probabilities(module, x, key_mask, position_bias, masks: LayerMasks | None):

@@ -31,19 +31,13 @@ import torch
 from .. import __version__
 from ..errors import UsageError
 from ..io.progress import Reporter
-from ..method.latency import (
-    CostTable,
-    architecture,
-    conv_features,
-    dot,
-    parts_ms,
-    projection_features,
-    spec_layer_features,
-)
+from ..method.latency import CostTable, architecture, dot, parts_ms, unit_features
+from ..method.parts import Frames
 from ..model.device import DTYPES
 from ..model.encoder import Encoder
-from ..model.layers import ConvLayer, EncoderLayer, FeatureProjection, PositionalConv
-from ..model.spec import EncoderSpec, LayerSpec, conv_lengths
+from ..model.inference import InferenceConvLayer, InferencePositionalConv
+from ..model.layers import EncoderLayer, FeatureProjection
+from ..model.spec import EncoderSpec, LayerSpec
 from .job import BenchOptions, check_options
 from .models import check_inputs, describe
 from .timing import all_cores, device_name, device_sync, interleaved
@@ -208,9 +202,13 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
     torch.manual_seed(options.seed)  # random weights: their values do not matter for timing
     timer = _Timer(options, device, DTYPES[dtype], clock)
     samples = round(seconds * model.sampling_rate)
-    lengths = conv_lengths(spec, samples)
-    t, d = lengths[-1], spec.hidden_size
+    frames = Frames.of(spec, samples)
+    lengths, t, d = frames.lengths, frames.t, spec.hidden_size
     fit: dict[str, list] = {}
+
+    def features(shape: EncoderSpec, unit: tuple) -> dict:
+        """The features of ``unit`` of an encoder of ``shape``, as its parts declare them."""
+        return unit_features(shape, frames)[unit]
 
     def fitted(name: str, shapes: list[tuple[str, dict, float]]) -> dict:
         coefficients = _fit([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
@@ -220,34 +218,35 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
 
     with torch.no_grad():  # modules built outside inference mode, as models are loaded; timed inside it
         conv = []
-        for c, (length, kernel, full) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
+        for c, full in enumerate(spec.conv_channels):
             reporter.message(f"timing conv layer {c}")
             before = spec.conv_channels[c - 1] if c else 1
             pairs = [(before, full), (before, _share(full, 3 / 4)), (before, _share(full, 1 / 2)),
                      (_share(before, 1 / 2), full), (_share(before, 1 / 4), _share(full, 1 / 4))]
             shapes = []
             for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
-                module = ConvLayer(_with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out}), c)
-                ms = timer.ms(module, timer.input(k_in, samples if c == 0 else lengths[c - 1]))
-                features = conv_features(length, kernel, k_in, k_out, k_out**2)
-                shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features, ms))
+                shape = _with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out})
+                ms = timer.ms(InferenceConvLayer(shape, c), timer.input(k_in, samples if c == 0 else lengths[c - 1]))
+                shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features(shape, ("conv", c)), ms))
             conv.append(fitted(f"conv.{c}", shapes))
 
         reporter.message("timing the feature projection and the positional convolution")
         last = len(spec.conv_channels) - 1
         shapes = []
         for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
-            ms = timer.ms(FeatureProjection(_with_conv(spec, {last: k})), timer.input(t, k))
-            shapes.append((f"projection: {k} channels", projection_features(t, d, k), ms))
+            shape = _with_conv(spec, {last: k})
+            ms = timer.ms(FeatureProjection(shape), timer.input(t, k))
+            shapes.append((f"projection: {k} channels", features(shape, ("projection",)), ms))
         projection = fitted("projection", shapes)
-        pos_conv = {"const": timer.ms(PositionalConv(spec), timer.input(t, d))}
+        pos_conv = {"const": timer.ms(InferencePositionalConv(spec), timer.input(t, d))}
 
         shapes = []
         bias = timer.input(spec.num_heads, t, t)[0] if spec.num_buckets else None  # WavLM: (H, T', T')
         for layer in _layer_shapes(spec):
             reporter.message(f"timing {_describe_layer(layer)}")
             ms = timer.ms(EncoderLayer(spec, layer), timer.input(t, d), None, bias)
-            shapes.append((_describe_layer(layer), spec_layer_features(t, d, layer), ms))
+            shape = EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]})
+            shapes.append((_describe_layer(layer), features(shape, ("layer", 0)), ms))
         layer = fitted("layer", shapes)
 
         parts = {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": layer}

@@ -18,9 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..io.atomic import dumps
 from ..io.progress import Reporter
+from ..method.currencies import CURRENCIES
 
 # (label, metric key prefix) of each budget the progress shows: expected/target sparsity
-BUDGET_METRICS = (("sparsity", ""), ("MACs sparsity", "macs_"), ("latency sparsity", "latency_"))
+BUDGET_METRICS = tuple((currency.label, currency.metric_prefix) for currency in CURRENCIES)
 
 
 class Output:

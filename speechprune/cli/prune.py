@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import DataError, UsageError
+from ..method.currencies import CURRENCIES, DEFAULT_TOLERANCE, ask_for_budget
 from ..method.gates import GATE_KINDS
 from ..model.device import DTYPES
 from ..prune.config import PruneConfig
@@ -57,7 +58,7 @@ def command(
     min_seconds: float = typer.Option(1.0, help="Skip files shorter than this."),
     val_fraction: float = typer.Option(0.02, help="Share of files held out for the validation loss."),
     val_max_files: int = typer.Option(100, help="At most this many files held out for the validation loss."),
-    tolerance: float = typer.Option(0.005, help="Allowed relative miss of each budget target (parameters, MACs) by the final keep decision, in (0, 1)."),
+    tolerance: float = typer.Option(DEFAULT_TOLERANCE, help="Allowed relative miss of each budget target (parameters, MACs) by the final keep decision, in (0, 1)."),
     seed: SeedOption = 0,
     precision: str = typer.Option("float32", help=f"Numeric precision of training (autocast): {'|'.join(DTYPES)} (fp32, bf16, fp16 also accepted)."),
     device: DeviceOption = "auto",
@@ -91,16 +92,13 @@ def command(
         out = out or "runs/demo"
     if model is None:
         raise UsageError("missing MODEL: give a hub id or model folder, e.g. speechprune prune facebook/wav2vec2-base --sparsity 0.72")
-    if sparsity is None and macs_sparsity is None and speedup is None:
-        raise UsageError(
-            "missing budget: give --sparsity (fraction of parameters to remove), --macs-sparsity (fraction of MACs), "
-            "--speedup with --latency-table (predicted speedup), or several, e.g. --sparsity 0.72 --macs-sparsity 0.72"
-        )
+    # Every option goes as given into the PruneConfig field of its name (tests/test_records.py checks
+    # that each field has one), --demo's values included; a few are given in another form (below)
+    given = locals()
+    if all(given[currency.field] is None for currency in CURRENCIES):
+        raise UsageError(f"missing budget: {ask_for_budget()}")
     if not data:
         raise DataError(NO_DATA)
-    # Every option goes as given into the PruneConfig field of its name (tests/test_records.py checks
-    # that each field has one), --demo's values included; these few are given in another form:
-    given = locals()
     config = PruneConfig(**{f.name: given[f.name] for f in fields(PruneConfig)} | dict(
         out=out or default_out(model, sparsity, macs_sparsity, speedup),
         structures=[s.strip() for s in structures.split(",") if s.strip()],
@@ -120,11 +118,12 @@ def command(
 
 
 def default_out(model: str, sparsity: float | None, macs_sparsity: float | None, speedup: float | None) -> str:
-    """runs/<model>-p<sparsity>-m<macs sparsity>-x<speedup>, each value exactly as the float it is
-    (0.72 -> p0.72, 0.725 -> p0.725, 3 -> x3): two runs of different budgets never share a folder."""
+    """runs/<model>-p<sparsity>-m<macs sparsity>-x<speedup> (each currency's ``folder_tag``), each
+    value exactly as the float it is (0.72 -> p0.72, 0.725 -> p0.725, 3 -> x3): two runs of
+    different budgets never share a folder."""
     name = Path(model.rstrip("/")).name
-    given = (("p", sparsity), ("m", macs_sparsity), ("x", speedup))
-    budgets = [f"{tag}{exact(value)}" for tag, value in given if value is not None]
+    given = zip(CURRENCIES, (sparsity, macs_sparsity, speedup))
+    budgets = [f"{currency.folder_tag}{exact(value)}" for currency, value in given if value is not None]
     return str(Path("runs") / "-".join([name, *budgets]))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import RunFolderError
+from ..method.currencies import LATENCY, MACS, PARAMS
 from ..method.macs import DEFAULT_MACS_SECONDS
 
 RUN_FORMAT = 2
@@ -154,7 +155,7 @@ def _format_1(data: dict) -> dict:
     """config.json of format 1 in the shape of format 2."""
     options = {**LATER_OPTIONS, **data["all_options"]}
     # runs written before budgets were recorded had a parameter budget only
-    budgets = data.get("budgets") or {"params": {"option": "--sparsity", "sparsity": options["sparsity"]}}
+    budgets = data.get("budgets") or {PARAMS.name: {"option": PARAMS.option, "sparsity": options[PARAMS.field]}}
     return {**data, "options": options, "world_size": data["options"]["world_size"],
             "command": prune_command(options), "budgets": budgets}
 
@@ -180,7 +181,8 @@ class PredictedLatency:
     predicted_speedup: float
 
 
-SUMMARY_PARTS = {"macs": MacsFigures, "predicted": PredictedLatency}  # fields of RunSummary whose keys stand flat in the JSON
+# fields of RunSummary whose keys stand flat in the JSON: each currency's figures besides its budget
+SUMMARY_PARTS = {MACS.summary_part: MacsFigures, LATENCY.summary_part: PredictedLatency}
 
 
 @dataclass
@@ -243,12 +245,12 @@ class RunSummary:
         except TypeError as error:
             raise RunFolderError(f"{where} is damaged ({error}); prune again") from None
         if not summary.budgets:  # 0.1.0: a parameter budget only, reported at the top level
-            summary.budgets = {"params": {
-                "option": "--sparsity", "unit": "parameters", "target": summary.target_params,
+            summary.budgets = {PARAMS.name: {
+                "option": PARAMS.option, "unit": PARAMS.unit, "target": summary.target_params,
                 "target_sparsity": summary.target_sparsity, "achieved": summary.params_pruned,
                 "achieved_sparsity": summary.sparsity, "miss": summary.target_miss,
                 "within_tolerance": summary.within_tolerance,
             }}
-            summary.binding_budget = "params"
+            summary.binding_budget = PARAMS.name
         return summary
 

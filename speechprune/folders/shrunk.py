@@ -32,7 +32,7 @@ from ..model.spec import EncoderSpec
 
 MODELING_FILE = "modeling_speechprune.py"
 # speechprune/model/ files that make up MODELING_FILE, each after the ones it imports
-MODELING_SOURCES = ("spec.py", "masks.py", "attention.py", "layers.py", "encoder.py", "hf_model.py")
+MODELING_SOURCES = ("spec.py", "masks.py", "attention.py", "layers.py", "inference.py", "encoder.py", "hf_model.py")
 
 
 def modeling_source() -> str:

@@ -1,5 +1,5 @@
-"""Budgets: what a pruning run must remove, each in its own currency (parameters, MACs,
-predicted milliseconds: ``latency.latency_budget``).
+"""Budgets: what a pruning run must remove, each in its own currency (``currencies.py``:
+parameters, MACs, predicted milliseconds: ``latency.latency_budget``).
 
 A ``Budget`` holds one target in one unit: the dense cost, the fraction to remove, the
 tolerance window, and two views of the cost of a gate assignment:
@@ -23,28 +23,42 @@ import torch
 
 from ..errors import UsageError
 from ..model.spec import EncoderSpec
-from .accounting import dense_count, parameter_count
+from .accounting import dense_count, parameter_count, pruned_spec, spec_parameter_count
+from .currencies import DEFAULT_TOLERANCE, MACS, PARAMS, Currency
 from .gates import GateLayout, GateValues, HardConcreteGates
 from .macs import macs_count, pruned_macs
 
-DEFAULT_TOLERANCE = 0.005  # relative miss of a target allowed at the end
 SHIFT_ITERATIONS = 40  # bisection steps of shift_onto_targets
 
 
 @dataclass(frozen=True)
 class Budget:
-    name: str  # "params" | "macs" | "latency": the key in metrics and the summary
-    option: str  # the option that set it, for messages
-    unit: str  # "parameters" | "MACs" | "ms"
+    currency: Currency  # its name, option and unit
     dense: float  # cost of the dense model
     sparsity: float  # fraction of ``dense`` to remove
     tolerance: float
     expected: Callable[[GateValues], torch.Tensor]
     exact: Callable[[GateValues], float]
-    # the option's value for a sparsity (--speedup X removes 1 - 1/X of the latency)
-    option_value: Callable[[float], float] = lambda sparsity: sparsity
-    decimals: int = 0  # of costs in the summary: 0 for counts, 3 for milliseconds
     record: dict = field(default_factory=dict)  # what else config.json keeps (a latency budget: its table)
+
+    @property
+    def name(self) -> str:
+        return self.currency.name
+
+    @property
+    def option(self) -> str:
+        return self.currency.option
+
+    @property
+    def unit(self) -> str:
+        return self.currency.unit
+
+    @property
+    def decimals(self) -> int:
+        return self.currency.decimals
+
+    def option_value(self, sparsity: float) -> float:
+        return self.currency.option_value(sparsity)
 
     @property
     def setting(self) -> float:
@@ -94,10 +108,11 @@ class Budget:
         }
 
     def check_reachable(self, layout: GateLayout, structures: list[str]) -> None:
-        """Refuse a target the gated structures cannot reach (before any weights load)."""
+        """Refuse a target whose window the gated structures cannot reach: removing all of them
+        leaves more than its upper end (before any weights load)."""
         smallest = self.exact(GateValues(layout, torch.zeros(layout.size, dtype=torch.float64)))
-        reachable = 1 - smallest / self.dense
-        if self.sparsity > reachable + self.tolerance:
+        if not self.fits(smallest):
+            reachable = 1 - smallest / (self.dense * (1 + self.tolerance))  # the target whose window ends there
             raise UsageError(
                 f"{self.option} {self.setting:g} is out of reach with --structures {','.join(structures)}: "
                 f"removing all of them leaves {self.amount(smallest)} of {self.amount(self.dense)} "
@@ -110,10 +125,9 @@ def params_budget(spec: EncoderSpec, layout: GateLayout, sparsity: float, tolera
         return parameter_count(spec, values)
 
     def exact(values: GateValues) -> float:
-        return float(round(parameter_count(spec, GateValues(values.layout, (values.flat > 0).double())).item()))
+        return float(spec_parameter_count(pruned_spec(spec, values)))
 
-    return Budget("params", "--sparsity", "parameters", float(dense_count(spec, layout)), sparsity, tolerance,
-                  expected, exact)
+    return Budget(PARAMS, float(dense_count(spec, layout)), sparsity, tolerance, expected, exact)
 
 
 def macs_budget(spec: EncoderSpec, layout: GateLayout, sparsity: float, samples: int,
@@ -127,7 +141,7 @@ def macs_budget(spec: EncoderSpec, layout: GateLayout, sparsity: float, samples:
         return float(pruned_macs(spec, values, samples))
 
     dense = exact(GateValues(layout, torch.ones(layout.size, dtype=torch.float64)))
-    return Budget("macs", "--macs-sparsity", "MACs", dense, sparsity, tolerance, expected, exact)
+    return Budget(MACS, dense, sparsity, tolerance, expected, exact)
 
 
 def shift_onto_targets(budgets: list[Budget], gates: HardConcreteGates, ramp: float = 1.0) -> float:

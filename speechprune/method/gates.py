@@ -15,8 +15,9 @@ from torch import nn
 
 from ..model.masks import EncoderMasks, LayerMasks
 from ..model.spec import EncoderSpec
+from .parts import PART_TYPES, encoder_parts
 
-GATE_KINDS = ("conv", "mha", "head", "qk", "vo", "ffn", "int")
+GATE_KINDS = tuple(kind for part in PART_TYPES for kind in part.gate_kinds)  # each declared by its part
 DEFAULT_KINDS = GATE_KINDS
 # Whole blocks and heads: one gate removes a large, indivisible share of a budget. The others
 # (CNN channels, q/k and v/o dimensions, FFN units) remove small shares and can fill a gap finely.
@@ -52,22 +53,10 @@ class GateLayout:
         if unknown:
             raise ValueError(f"unknown gate kinds {sorted(unknown)}; known: {', '.join(GATE_KINDS)}")
         self.kinds = tuple(k for k in GATE_KINDS if k in kinds)
-        shapes: list[tuple[str, int, tuple[int, ...]]] = []
-        if "conv" in kinds:
-            shapes += [("conv", c, (n,)) for c, n in enumerate(spec.conv_channels)]
-        for l, layer in enumerate(spec.layers):
-            per_layer = {
-                "mha": (),
-                "head": (len(layer.heads),),
-                "qk": (len(layer.heads), layer.qk_dim),
-                "vo": (len(layer.heads), layer.vo_dim),
-                "ffn": (),
-                "int": (layer.ffn_dim,),
-            }
-            shapes += [(kind, l, shape) for kind, shape in per_layer.items() if kind in kinds]
+        self.parts = encoder_parts(spec)
         self.groups: list[GateGroup] = []
         offset = 0
-        for kind, index, shape in shapes:
+        for kind, index, shape in [group for part in self.parts for group in part.gates() if group[0] in kinds]:
             group = GateGroup(kind, index, shape, offset)
             self.groups.append(group)
             offset += group.size
@@ -113,18 +102,11 @@ class GateValues:
         return torch.ones(shape, dtype=self.flat.dtype, device=self.flat.device) if value is None else value
 
     def masks(self) -> EncoderMasks:
-        layers = [
-            LayerMasks(
-                mha=self.get("mha", l),
-                head=self.get("head", l),
-                qk=self.get("qk", l),
-                vo=self.get("vo", l),
-                ffn=self.get("ffn", l),
-                units=self.get("int", l),
-            )
-            for l in range(self.layout.num_layers)
-        ]
-        return EncoderMasks(conv=[self.get("conv", c) for c in range(self.layout.num_conv)], layers=layers)
+        """The multipliers of the forward pass, each part's put where it reads them."""
+        masks = EncoderMasks(conv=[None] * self.layout.num_conv, layers=[LayerMasks() for _ in range(self.layout.num_layers)])
+        for part in self.layout.parts:
+            part.fill_masks(self, masks)
+        return masks
 
 
 class HardConcreteGates(nn.Module):

@@ -18,7 +18,7 @@ structure costs there: non-negative coefficients of these features, fitted to ti
   whole encoder      scale * (sum of the parts) + overhead
 
 MACs are those of ``macs.py``: projections at each head's stored widths, the two T'^2 products
-at the layer's run-time width w = max(qk, vo) for every head. Features are per input, in
+at the layer's run-time width w (``LayerSpec.runtime_width``) for every head. Features are per input, in
 millions; the coefficients absorb the batch. They are non-negative, so removing a structure
 never predicts a slower model (the budget decision's threshold search relies on costs that
 only fall). The scale and the overhead relate the parts, timed alone, to the whole encoder.
@@ -42,10 +42,12 @@ import torch
 
 from ..errors import UsageError
 from ..io import atomic
-from ..model.spec import EncoderSpec, LayerSpec, conv_lengths
-from .accounting import AttentionGates, pruned_spec
-from .budget import DEFAULT_TOLERANCE, Budget
+from ..model.spec import EncoderSpec
+from .accounting import pruned_spec
+from .budget import Budget
+from .currencies import DEFAULT_TOLERANCE, LATENCY
 from .gates import GateLayout, GateValues
+from .parts import Frames, encoder_parts
 
 TABLE_FORMAT = 1
 CONDITIONS = ("device", "threads", "dtype", "batch", "seconds")  # what a prediction is valid for
@@ -141,45 +143,33 @@ def check_conditions(table: CostTable, setting: dict) -> None:
 
 
 # --- prediction ----------------------------------------------------------------------------------
-# One feature function per part serves the fit (``bench.cost_model``), ``predict_ms`` (integers)
-# and ``expected_ms`` (gate tensors): values per input, in millions.
+# Each part's features are its ``latency`` (``method/parts/``); one function per part serves the fit
+# (``bench.cost_model``), ``predict_ms`` (integers) and ``expected_ms`` (gate tensors).
 
 
-def conv_features(length: int, kernel: int, channels_in, channels_out, channels_out_squared) -> dict:
-    """``channels_out_squared``: C_out^2 of a shape, E[C_out^2] of keep probabilities."""
-    return {"macs": length * kernel * channels_in * channels_out / 1e6, "outputs": length * channels_out / 1e6,
-            "outputs_squared": length * channels_out_squared / 1e9, "const": 1.0}
+def unit_features(spec: EncoderSpec, frames: Frames, keep: GateValues | None = None) -> dict[tuple, dict]:
+    """The features of each unit the cost table times, ("conv", c), ("projection",), ("pos_conv",)
+    and ("layer", l), its parts' features together: of the gate values ``keep`` (in closed form),
+    or with ``keep`` None of ``spec`` as it runs."""
+    units: dict[tuple, dict] = {}
+    for part in encoder_parts(spec):
+        timed = part.latency(part.sizes(spec) if keep is None else part.expected_sizes(keep), frames)
+        if timed is not None:
+            units.setdefault(timed[0], {}).update(timed[1])
+    return units
 
 
-def projection_features(t: int, d: int, channels) -> dict:
-    return {"macs": t * d * channels / 1e6, "const": 1.0}
-
-
-def layer_features(t: int, d: int, attention, heads, dims, padded_dims, ffn, units) -> dict:
-    """``dims``: sum over heads of stored q/k + v/o widths; ``padded_dims``: the same at the
-    width the T'^2 products run at; ``attention``, ``ffn``: whether the block runs (0/1)."""
-    return {
-        "const": 1.0,
-        "attention": attention,
-        "heads": heads,
-        "projection_macs": 2 * t * d * dims / 1e6,
-        "score_macs": t * t * padded_dims / 1e6,
-        "ffn": ffn,
-        "ffn_macs": 2 * t * d * units / 1e6,
-    }
-
-
-def spec_layer_features(t: int, d: int, layer: LayerSpec) -> dict:
-    heads = len(layer.heads) if layer.attention else 0
-    qk, vo = layer.head_widths()
-    width = max(layer.qk_dim, layer.vo_dim)  # the run-time width of every head
-    units = layer.ffn_dim if layer.ffn else 0
-    return layer_features(t, d, float(heads > 0), heads, sum(qk) + sum(vo) if heads else 0, 2 * heads * width,
-                           float(units > 0), units)
+def unit_coefficients(coefficients: dict, unit: tuple) -> dict:
+    """A unit's coefficients: one set per conv layer, one shared by every transformer layer."""
+    return coefficients["conv"][unit[1]] if unit[0] == "conv" else coefficients[unit[0]]
 
 
 def dot(coefficients: dict, features: dict):
     return sum(coefficients[name] * value for name, value in features.items())
+
+
+def _units_ms(coefficients: dict, units: dict[tuple, dict]):
+    return sum(dot(unit_coefficients(coefficients, unit), features) for unit, features in units.items())
 
 
 def predict_ms(table: CostTable, spec: EncoderSpec) -> float:
@@ -190,46 +180,15 @@ def predict_ms(table: CostTable, spec: EncoderSpec) -> float:
 
 def parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
     """Sum of the parts of ``spec`` as timed alone."""
-    lengths = conv_lengths(spec, samples)
-    t, d = lengths[-1], spec.hidden_size
-    total = coefficients["pos_conv"]["const"]
-    previous = 1  # the waveform: one input channel
-    for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
-        total += dot(coefficients["conv"][c], conv_features(length, kernel, previous, channels, channels**2))
-        previous = channels
-    total += dot(coefficients["projection"], projection_features(t, d, previous))
-    for layer in spec.layers:
-        total += dot(coefficients["layer"], spec_layer_features(t, d, layer))
-    return float(total)
+    return float(_units_ms(coefficients, unit_features(spec, Frames.of(spec, samples))))
 
 
 def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.Tensor:
     """Scalar: ``predict_ms`` in closed form in the gates (expected latency on keep
     probabilities, differentiable); equal to it on 0/1 decisions whose heads share one width."""
     coefficients, ref = table.coefficients, keep.flat
-
-    lengths = conv_lengths(spec, table.samples)
-    t, d = lengths[-1], spec.hidden_size
-    total = torch.tensor(coefficients["pos_conv"]["const"], dtype=ref.dtype, device=ref.device)
-    previous = torch.ones((), dtype=ref.dtype, device=ref.device)
-    for c, (length, kernel, channels) in enumerate(zip(lengths, spec.conv_kernels, spec.conv_channels)):
-        gates = keep.value("conv", c, channels)
-        kept = gates.sum()
-        # E[K^2] of a sum of independent gates: (sum p)^2 + sum p (1 - p); exactly K^2 on 0/1
-        # decisions, and its derivative there is the exact change when one gate flips
-        kept_squared = kept**2 + (gates * (1 - gates)).sum()
-        total = total + dot(coefficients["conv"][c], conv_features(length, kernel, previous, kept, kept_squared))
-        previous = kept
-    total = total + dot(coefficients["projection"], projection_features(t, d, previous))
-    for l, layer in enumerate(spec.layers):
-        gates = AttentionGates.of(spec, keep, l)
-        attention = gates.mha * (1 - torch.prod(1 - gates.alive))  # the block runs: kept, with a present head
-        dims = gates.qk_dims + gates.vo_dims
-        ffn, units = keep.value("ffn", l), keep.value("int", l, layer.ffn_dim)
-        ffn_runs = ffn * (1 - torch.prod(1 - units))
-        features = layer_features(t, d, attention, gates.present.sum(), dims, dims, ffn_runs, ffn * units.sum())
-        total = total + dot(coefficients["layer"], features)
-    return coefficients["scale"] * total + coefficients["overhead"]
+    total = _units_ms(coefficients, unit_features(spec, Frames.of(spec, table.samples), keep))
+    return coefficients["scale"] * torch.as_tensor(total, dtype=ref.dtype, device=ref.device) + coefficients["overhead"]
 
 
 def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, speedup: float,
@@ -242,6 +201,5 @@ def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, spee
     def exact(values: GateValues) -> float:
         return predict_ms(table, pruned_spec(spec, values))
 
-    return Budget("latency", "--speedup", "ms", predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
-                  option_value=lambda sparsity: 1 / (1 - sparsity), decimals=3,
+    return Budget(LATENCY, predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
                   record={"speedup": speedup, "table_sha256": table.sha256, "conditions": table.conditions})

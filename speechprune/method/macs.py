@@ -10,11 +10,12 @@ For T' frames, per transformer layer with H heads kept at stored widths qk_h and
   scores q.k^T       T'^2 * H * w                 <- quadratic in the input length
   weights . v        T'^2 * H * w                 <- quadratic
   FFN                2 * T' * D * F
-where w = max(all qk_h, vo_h) is the layer's run-time head width: the projections run at the
-stored widths, but SDPA's fused kernels need one width for q, k and v, so the shrunk model
-pads each head's activations to w for the attention product (``model.attention.Attention``). This is
-what the shrunk runtime computes. The CNN, the feature projection and the positional
-convolution are linear in the input.
+where w is the layer's run-time head width (``LayerSpec.runtime_width``: the widest kept head):
+the projections run at the stored widths, but SDPA's fused kernels need one width for q, k
+and v, so the shrunk model pads each head's activations to w for the attention product
+(``model.attention.Attention``). This is what the shrunk runtime computes. The CNN, the
+feature projection and the positional convolution are linear in the input. Each part's
+terms are its ``macs`` (``method/parts/``).
 
 ``macs_breakdown`` is the same count as a closed-form function of gate values, multilinear
 like ``accounting.parameter_breakdown``: on keep probabilities it is the expected MACs the
@@ -29,79 +30,40 @@ from __future__ import annotations
 
 import torch
 
-from ..model.spec import EncoderSpec, conv_lengths, frames, min_samples
-from .accounting import AttentionGates, pruned_spec
+from ..model.spec import EncoderSpec, frames, min_samples
+from .accounting import pruned_spec
 from .gates import GateValues
+from .parts import Frames, cost_terms
 
 PARTS = ("cnn", "projection", "pos_conv", "attention", "ffn")
 DEFAULT_MACS_SECONDS = 10.0  # reference input of the MACs budget and of reported MACs: 10 s, batch 1
 
 
-def _pos_conv_macs(spec: EncoderSpec, t: int) -> int:
-    # grouped conv padded by kernel // 2 on both sides: T' + 1 frames for an even kernel (the
-    # last one is trimmed, but computed); each output frame reads D / groups channels x kernel
-    k, d = spec.pos_conv_kernel, spec.hidden_size
-    return (t + 2 * (k // 2) - k + 1) * d * (d // spec.pos_conv_groups) * k
-
-
-def _check_frames(spec: EncoderSpec, samples: int) -> None:
+def _frames(spec: EncoderSpec, samples: int) -> Frames:
     if frames(spec, samples) < 1:
         raise ValueError(f"{samples} samples make no frame; the CNN needs at least {min_samples(spec)}")
+    return Frames.of(spec, samples)
 
 
 def macs(spec: EncoderSpec, samples: int, batch: int = 1) -> dict[str, int]:
     """MACs of each part (``PARTS``) and their ``total``, for ``batch`` inputs of ``samples`` each."""
-    _check_frames(spec, samples)
+    counted = _frames(spec, samples)
     parts = dict.fromkeys(PARTS, 0)
-    channels = 1  # conv layer input: the waveform
-    lengths = conv_lengths(spec, samples)
-    for length, out_channels, kernel in zip(lengths, spec.conv_channels, spec.conv_kernels):
-        parts["cnn"] += length * out_channels * channels * kernel
-        channels = out_channels
-    t, d = lengths[-1], spec.hidden_size
-    parts["projection"] = t * channels * d
-    parts["pos_conv"] = _pos_conv_macs(spec, t)
-    for layer in spec.layers:
-        if layer.attention and layer.heads:
-            qk_widths, vo_widths = layer.head_widths()
-            width = max(layer.qk_dim, layer.vo_dim)  # the run-time width of every head
-            parts["attention"] += 2 * t * d * (sum(qk_widths) + sum(vo_widths)) + 2 * t * t * len(layer.heads) * width
-            if spec.num_buckets:  # WavLM's gate on the position bias: Linear(head_dim, 8) per kept head
-                parts["attention"] += t * len(layer.heads) * spec.head_dim * 8
-        if layer.ffn:
-            parts["ffn"] += 2 * t * d * layer.ffn_dim
-    parts = {name: count * batch for name, count in parts.items()}
+    for name, count in cost_terms(spec, None, lambda part, sizes: part.macs(sizes, counted)).items():
+        parts[name.split(".")[0]] += count * batch
     parts["total"] = sum(parts.values())
     return parts
 
 
 def macs_breakdown(spec: EncoderSpec, keep: GateValues, samples: int) -> dict[str, torch.Tensor]:
-    """MACs per component for one input of ``samples``, as a multilinear function of the gates.
+    """MACs per part for one input of ``samples``, as a multilinear function of the gates.
 
     Keys: "cnn.c" per conv layer, "projection", "pos_conv", and per transformer layer
-    "attention.L" (projections), "scores.L" (the T'^2 products) and "ffn.L".
+    "attention.L.projections", "attention.L.scores" (the T'^2 products) and "ffn.L".
     """
-    _check_frames(spec, samples)
-    ref = keep.flat
-    parts: dict[str, torch.Tensor] = {}
-    lengths = conv_lengths(spec, samples)
-    previous = torch.ones((), dtype=ref.dtype, device=ref.device)  # the waveform: one input channel
-    for c, (length, channels, kernel) in enumerate(zip(lengths, spec.conv_channels, spec.conv_kernels)):
-        kept = keep.value("conv", c, channels).sum()
-        parts[f"cnn.{c}"] = length * kernel * kept * previous
-        previous = kept
-    t, d = lengths[-1], spec.hidden_size
-    parts["projection"] = t * d * previous
-    parts["pos_conv"] = torch.tensor(float(_pos_conv_macs(spec, t)), dtype=ref.dtype, device=ref.device)
-    for l, layer in enumerate(spec.layers):
-        gates = AttentionGates.of(spec, keep, l)
-        dims = gates.qk_dims + gates.vo_dims
-        parts[f"attention.{l}"] = 2 * t * d * dims
-        if spec.num_buckets:
-            parts[f"attention.{l}"] = parts[f"attention.{l}"] + t * spec.head_dim * 8 * gates.present.sum()
-        parts[f"scores.{l}"] = t * t * dims
-        parts[f"ffn.{l}"] = 2 * t * d * keep.value("ffn", l) * keep.value("int", l, layer.ffn_dim).sum()
-    return parts
+    counted, ref = _frames(spec, samples), keep.flat
+    terms = cost_terms(spec, keep, lambda part, sizes: part.macs(sizes, counted))
+    return {name: torch.as_tensor(value, dtype=ref.dtype, device=ref.device) for name, value in terms.items()}
 
 
 def macs_count(spec: EncoderSpec, keep: GateValues, samples: int) -> torch.Tensor:

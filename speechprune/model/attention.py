@@ -34,7 +34,7 @@ class Attention(nn.Module):
         super().__init__()
         d = spec.hidden_size
         self.num_heads = len(layer.heads)
-        self.qk_dim = self.vo_dim = max(layer.qk_dim, layer.vo_dim)  # the run-time width w of every head
+        self.qk_dim = self.vo_dim = layer.runtime_width  # the run-time width w of every head
         self.scaling = spec.head_dim**-0.5
         self.heads = list(layer.heads)
         qk_widths, vo_widths = layer.head_widths()

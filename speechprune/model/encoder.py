@@ -15,7 +15,8 @@ Two things it does that the stock classes do not:
   layers is the same class with other numbers.
 
 The encoder is split by part: ``spec`` (sizes), ``masks``, ``attention``, ``layers`` (the
-other blocks) and this module (the forward pass). Together with ``hf_model`` they import only
+other blocks), ``inference`` (faster CPU paths of two of them, the ones an encoder is built
+with) and this module (the forward pass). Together with ``hf_model`` they import only
 torch, transformers, the standard library and each other, on purpose: ``speechprune shrink``
 concatenates them into the one self-contained ``modeling_speechprune.py`` of a model folder
 (``folders.shrunk.modeling_source``), which runs without speechprune installed. Their imports
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .inference import InferenceConvLayer, InferencePositionalConv
 from .layers import FeatureExtractor, FeatureProjection, TransformerEncoder
 from .masks import EncoderMasks
 from .spec import EncoderSpec
@@ -50,11 +52,11 @@ class EncoderModules:
         self.spec = spec
         with warnings.catch_warnings():  # pruned models have zero-sized layers; torch warns on their init
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-            self.feature_extractor = FeatureExtractor(spec)
+            self.feature_extractor = FeatureExtractor(spec, InferenceConvLayer)
             self.feature_projection = FeatureProjection(spec)
             if spec.masked_spec_embed:  # unused at inference; kept so checkpoints round-trip
                 self.masked_spec_embed = nn.Parameter(torch.zeros(spec.hidden_size))
-            self.encoder = TransformerEncoder(spec)
+            self.encoder = TransformerEncoder(spec, InferencePositionalConv)
 
     def encode(
         self,

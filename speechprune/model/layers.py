@@ -2,7 +2,9 @@
 projection, the positional convolution, the FFN, one transformer layer and the stack of them.
 
 Every block is built from its own sizes (``EncoderSpec``, ``LayerSpec``) and takes the masks of
-its structures (``masks``). Part of the self-contained model code (see ``encoder``).
+its structures (``masks``). These are the reference modules, plain on purpose: faster paths for
+CPU inference, computing the same function, live beside them in ``inference``. Part of the
+self-contained model code (see ``encoder``).
 """
 
 from __future__ import annotations
@@ -75,14 +77,11 @@ class ConvLayer(nn.Module):
         #   kernel row and bias are zeroed too.
         # The last layer's output feeds the projection's LayerNorm: there pruned channels are
         # zeroed on the activations.
-        if self.norm_kind == "group" and _cpu_inference(x):  # layer 0: one input channel, no input mask
-            x = _group_norm_conv(x, self.conv, self.layer_norm, self.activation)
-        else:
-            x = self._conv_norm_activation(x, mask, input_mask)
+        x = self.conv_norm_activation(x, mask, input_mask)
         return _channel_mask(x, _binary(mask)) if self.last else x
 
-    def _conv_norm_activation(self, x: torch.Tensor, mask: torch.Tensor | None,
-                              input_mask: torch.Tensor | None) -> torch.Tensor:
+    def conv_norm_activation(self, x: torch.Tensor, mask: torch.Tensor | None,
+                             input_mask: torch.Tensor | None) -> torch.Tensor:
         weight, bias = self.conv.weight, self.conv.bias
         if input_mask is not None:
             weight = weight * input_mask[None, :, None].to(weight.dtype)
@@ -96,56 +95,6 @@ class ConvLayer(nn.Module):
         elif self.norm_kind == "layer":
             x = _layer_norm(x.transpose(1, 2), self.layer_norm, self.norm_count).transpose(1, 2)
         return self.activation(x)
-
-
-def _cpu_inference(x: torch.Tensor) -> bool:
-    """Eager float32 inference on a CPU, where ``_group_norm_conv`` pays (training, GPUs, half
-    precision, and graphs being traced for torch.compile or ONNX take the plain path)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export())
-
-
-GROUP_NORM_CHUNK_BYTES = 1 << 21  # one chunk of (C, frames) activations: stays in a core's cache
-
-
-def _group_norm_conv(x: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm, activation: nn.Module) -> torch.Tensor:
-    """conv -> GroupNorm (one group per channel) -> activation of layer 0, as one pass over its
-    output: the same function, 2-3x faster on a CPU, whose time here is the (C, T') activations
-    going to memory and back (conv, the norm's statistics, the norm, the activation: five passes).
-
-    x: (B, 1, samples) -> (B, C, T'). Channel c's output at frame t is w_c . f_t + b_c, with f_t
-    the K samples under the kernel, so its mean and variance over time follow from the frames'
-    K-vector mean and K x K covariance (float64: the variance is a difference), and the norm folds
-    into per-input weights and biases. The output is then made in chunks of frames that stay in
-    cache, each normalised and activated there, and written once.
-    """
-    frames = x[:, 0].unfold(-1, conv.kernel_size[0], conv.stride[0])  # (B, T', K), a view
-    batch, length, _ = frames.shape
-    f = frames.double()
-    frame_mean = f.mean(1)  # (B, K)
-    covariance = f.transpose(1, 2) @ f / length - frame_mean[:, :, None] * frame_mean[:, None, :]  # (B, K, K)
-    w = conv.weight[:, 0].double()  # (C, K)
-    b = conv.bias.double() if conv.bias is not None else torch.zeros_like(w[:, 0])  # (C,)
-    mean = frame_mean @ w.T + b  # (B, C)
-    var = torch.einsum("ck,bkl,cl->bc", w, covariance, w).clamp(min=0)  # (B, C), biased as GroupNorm's
-    scale = norm.weight.double() * torch.rsqrt(var + norm.eps)  # (B, C)
-    weight = (w * scale[:, :, None]).float()  # (B, C, K)
-    bias = (norm.bias.double() + (b - mean) * scale).float()[:, :, None]  # (B, C, 1)
-
-    channels = w.shape[0]
-    out = x.new_empty(batch, channels, length)
-    chunk = max(64, GROUP_NORM_CHUNK_BYTES // (4 * channels))
-    buffer = x.new_empty(channels, chunk)
-    for i in range(batch):
-        for start in range(0, length, chunk):
-            stop = min(start + chunk, length)
-            y = torch.addmm(bias[i], weight[i], frames[i, start:stop].T, out=buffer[:, : stop - start])
-            if isinstance(activation, nn.GELU):
-                torch.ops.aten.gelu_(y, approximate=activation.approximate)
-            else:
-                y.copy_(activation(y))
-            out[i, :, start:stop] = y
-    return out
 
 
 class FeatureProjection(nn.Module):
@@ -182,20 +131,10 @@ class PositionalConv(nn.Module):
             self.conv = nn.utils.parametrizations.weight_norm(self.conv, name="weight", dim=2)
         self.trim = 1 if k % 2 == 0 else 0
         self.activation = ACTIVATIONS[spec.conv_act]()
-        self._inference_weight: tuple | None = None  # (versions of the weight-norm parameters, weight)
 
     def weight(self, x: torch.Tensor) -> torch.Tensor:
-        """The kernel; in CPU inference the weight-normed one is kept until its parameters change
-        (normalising a Base model's 768 x 48 x 128 kernel is 7 ms of every forward pass)."""
-        if self.batch_norm is not None or not _cpu_inference(x):
-            return self.conv.weight
-        originals = (self.conv.parametrizations.weight.original0, self.conv.parametrizations.weight.original1)
-        if any(p.is_inference() for p in originals):  # made in inference mode: no version counter to watch
-            return self.conv.weight
-        key = tuple((p._version, p.data_ptr()) for p in originals)
-        if self._inference_weight is None or self._inference_weight[0] != key:
-            self._inference_weight = (key, self.conv.weight)
-        return self._inference_weight[1]
+        """The kernel (weight-normed unless BatchNorm is used) for input ``x``."""
+        return self.conv.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.transpose(1, 2)  # (B, D, T)
@@ -216,9 +155,9 @@ class PositionalConv(nn.Module):
 
 
 class FeatureExtractor(nn.Module):
-    def __init__(self, spec: EncoderSpec):
+    def __init__(self, spec: EncoderSpec, conv_layer: type[ConvLayer] = ConvLayer):
         super().__init__()
-        self.conv_layers = nn.ModuleList(ConvLayer(spec, i) for i in range(len(spec.conv_channels)))
+        self.conv_layers = nn.ModuleList(conv_layer(spec, i) for i in range(len(spec.conv_channels)))
 
     def forward(self, waveforms: torch.Tensor, masks: EncoderMasks | None) -> torch.Tensor:
         x = waveforms[:, None]  # (B, 1, T_samples)
@@ -281,9 +220,9 @@ def _gate(x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
 
 
 class TransformerEncoder(nn.Module):
-    def __init__(self, spec: EncoderSpec):
+    def __init__(self, spec: EncoderSpec, positional_conv: type[PositionalConv] = PositionalConv):
         super().__init__()
-        self.pos_conv_embed = PositionalConv(spec)
+        self.pos_conv_embed = positional_conv(spec)
         self.layer_norm = nn.LayerNorm(spec.hidden_size, eps=spec.layer_norm_eps)
         self.pre_norm = spec.stable_layer_norm
         self.rel_pos = RelativePositionBias(spec) if spec.num_buckets else None

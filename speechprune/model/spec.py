@@ -31,8 +31,17 @@ class LayerSpec:
     vo_dims: list[int] | None = None
 
     def head_widths(self) -> tuple[list[int], list[int]]:
+        """Stored (q/k widths, v/o widths) of each head."""
         h = len(self.heads)
         return (self.qk_dims or [self.qk_dim] * h, self.vo_dims or [self.vo_dim] * h)
+
+    @property
+    def runtime_width(self) -> int:
+        """The width every head runs at: SDPA's fused kernels need one width for q, k and v, so
+        each head's activations are zero-padded to it (the projections run at the stored
+        widths). The one place of this rule: attention, MACs and latency read it, so padding
+        to hardware-friendly widths (e.g. multiples of 8) is a change here."""
+        return max(self.qk_dim, self.vo_dim)
 
 
 @dataclass

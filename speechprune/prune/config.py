@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from ..checks import check_positive
 from ..errors import UsageError
+from ..method.currencies import CURRENCIES, DEFAULT_TOLERANCE, ask_for_budget
 from ..method.gates import GATE_KINDS
 from ..method.macs import DEFAULT_MACS_SECONDS
 from ..model.device import DTYPES, dtype_name
@@ -45,7 +45,7 @@ class PruneConfig:
     min_seconds: float = 1.0
     val_fraction: float = 0.02
     val_max_files: int = 100
-    tolerance: float = 0.005  # relative miss of the parameter target allowed at the end
+    tolerance: float = DEFAULT_TOLERANCE  # relative miss of each budget's target allowed at the end
     scores: str | None = None  # analyze JSON with gate_scores: one-shot decision or warm start
     init_from_scores: bool = False  # start the gates of a full run from --scores
     seed: int = 0
@@ -63,22 +63,16 @@ class PruneConfig:
 
     def validate(self) -> None:
         """Check every option on its own; nothing here reads files or weights."""
-        if self.sparsity is None and self.macs_sparsity is None and self.speedup is None:
-            raise UsageError(
-                "no budget: give --sparsity (parameters), --macs-sparsity (MACs), --speedup with --latency-table "
-                "(predicted latency), or several, e.g. --sparsity 0.72"
-            )
+        if all(getattr(self, currency.field) is None for currency in CURRENCIES):
+            raise UsageError(f"no budget: {ask_for_budget()}")
         if (self.speedup is None) != (self.latency_table is None):
             raise UsageError(
                 "--speedup and --latency-table go together: the table (speechprune bench MODEL --cost-model FILE) "
                 "predicts the latency that --speedup divides"
             )
-        if self.speedup is not None and not (isinstance(self.speedup, (int, float)) and math.isfinite(self.speedup)
-                                             and self.speedup > 1):
-            raise UsageError(f"--speedup must be a finite number above 1, got {self.speedup}; e.g. --speedup 3")
-        for option, value in (("--sparsity", self.sparsity), ("--macs-sparsity", self.macs_sparsity)):
-            if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
-                raise UsageError(f"{option} must be between 0 and 1 (exclusive), got {value}; e.g. {option} 0.72")
+        for currency in CURRENCIES:
+            if (refusal := currency.check(getattr(self, currency.field))) is not None:
+                raise UsageError(refusal)
         if self.macs_seconds is not None:
             check_positive(self.macs_seconds, "--macs-seconds")
         unknown = [s for s in self.structures if s not in GATE_KINDS]

@@ -24,6 +24,7 @@ from ..io.batches import split_validation
 from ..io.outputs import OutputLock, check_output
 from ..io.progress import Reporter
 from ..method.budget import Budget, macs_budget, params_budget
+from ..method.currencies import CURRENCIES, LATENCY, MACS, PARAMS
 from ..method.gates import GateLayout, gate_flat
 from ..method.latency import CostTable, check_architecture, latency_budget
 from ..model.device import check_precision, resolve_device
@@ -105,16 +106,15 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
 
 def build_budgets(config: PruneConfig, spec, layout: GateLayout, sampling_rate: int,
                   table: CostTable | None = None) -> list[Budget]:
-    """The run's budgets, in a fixed order (parameters, MACs, latency); at least one."""
-    budgets = []
-    if config.sparsity is not None:
-        budgets.append(params_budget(spec, layout, config.sparsity, config.tolerance))
-    if config.macs_sparsity is not None:
-        samples = config.reference_samples(sampling_rate)
-        budgets.append(macs_budget(spec, layout, config.macs_sparsity, samples, config.tolerance))
-    if config.speedup is not None:
-        budgets.append(latency_budget(table, spec, layout, config.speedup, config.tolerance))
-    return budgets
+    """The run's budgets, one per currency given, in the order of ``CURRENCIES``; at least one."""
+    build = {
+        PARAMS: lambda sparsity: params_budget(spec, layout, sparsity, config.tolerance),
+        MACS: lambda sparsity: macs_budget(spec, layout, sparsity, config.reference_samples(sampling_rate),
+                                           config.tolerance),
+        LATENCY: lambda speedup: latency_budget(table, spec, layout, speedup, config.tolerance),
+    }
+    given = [(currency, getattr(config, currency.field)) for currency in CURRENCIES]
+    return [build[currency](value) for currency, value in given if value is not None]
 
 
 def read_latency_table(config: PruneConfig, info: ModelInfo) -> CostTable:

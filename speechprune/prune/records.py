@@ -18,6 +18,7 @@ from ..folders.run_record import (AudioRecord, MacsFigures, PredictedLatency, Ru
 from ..io.audio import AudioCorpus
 from ..method.accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from ..method.budget import Budget
+from ..method.currencies import LATENCY, PARAMS
 from ..method.decision import binding, lands
 from ..method.gates import GateValues
 from ..method.macs import macs, pruned_macs
@@ -102,9 +103,9 @@ def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> RunSumma
     macs_dense, macs_pruned = macs(spec, samples)["total"], pruned_macs(spec, binary, samples)
     costs = {b.name: b.exact(binary) for b in budget_list}
     budgets = {b.name: b.summary(costs[b.name]) for b in budget_list}
-    latency = next((b for b in budget_list if b.name == "latency"), None)  # predictions need its table
-    predicted = costs.get("latency")
-    params_target = budgets.get("params", {}).get("target")
+    latency = next((b for b in budget_list if b.currency is LATENCY), None)  # predictions need its table
+    predicted = costs.get(LATENCY.name)
+    params_target = budgets.get(PARAMS.name, {}).get("target")
     return RunSummary(
         run_dir=str(job.run_folder.root),
         model=job.info.source,

@@ -160,11 +160,6 @@ def hold_on_targets(budgets: list[Budget], gates: HardConcreteGates, round_decis
     return shift, fine_shift
 
 
-def metric_prefix(budget: Budget) -> str:
-    """Metric and summary keys of a budget: "sparsity" for parameters, "macs_sparsity" for MACs."""
-    return "" if budget.name == "params" else f"{budget.name}_"
-
-
 @dataclass
 class TeacherBatch:
     """A batch as a step takes it."""
@@ -225,7 +220,7 @@ def train_step(model: nn.Module, gates: HardConcreteGates, budgets: list[Budget]
         loss = loss + lagrangian
         metrics["lagrangian"] = lagrangian.item()
         for budget, sparsity, (lambda1, lambda2) in zip(budgets, expected.tolist(), lambdas.tolist()):
-            prefix = metric_prefix(budget)
+            prefix = budget.currency.metric_prefix
             metrics.update({
                 f"expected_{prefix}sparsity": round(sparsity, 6),
                 f"target_{prefix}sparsity": round(budget.sparsity * ramp, 6),

@@ -7,6 +7,7 @@ import shlex
 
 from ..folders.run import RunSnapshot
 from ..folders.run_record import RunRecord
+from ..method.currencies import BY_NAME, LATENCY
 from ..model.spec import EncoderSpec
 from .report import ShrinkReport
 
@@ -92,9 +93,9 @@ def _command_note(record: RunRecord, finished: bool) -> str:
 
 def _budget_line(name: str, budget: dict) -> str:
     """One budget of the run's config.json, as the model card states it."""
-    if name == "latency":
+    if name == LATENCY.name:
         c = budget["conditions"]
         return (f"predicted speedup {budget['speedup']:g}x ({budget['option']}) from a cost table measured on "
                 f"{c['device_name']} ({c['device']}, {c['threads']} threads, {c['dtype']}, {c['seconds']:g} s x{c['batch']})")
-    unit = {"params": "parameters", "macs": "MACs"}[name]
+    unit = BY_NAME[name].unit
     return f"remove {budget['sparsity']:g} of the {unit} ({budget['option']} {budget['sparsity']:g})"

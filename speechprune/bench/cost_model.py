@@ -30,6 +30,7 @@ import torch
 
 from .. import __version__
 from ..errors import UsageError
+from ..io.outputs import check_output, expand
 from ..io.progress import Reporter
 from ..method.latency import (
     CostTable,
@@ -63,8 +64,9 @@ def check_cost_model_options(options: BenchOptions, out: str) -> None:
                           ("--quantize", options.quantize), ("--runtime onnxruntime", options.runtime != "torch")):
         if given:
             raise UsageError(f"--cost-model does not combine with {option}")
-    if Path(out).is_dir():
+    if expand(out).is_dir():
         raise UsageError(f"--cost-model {out} is a folder; give a file name such as cost-table.json")
+    check_output(out, "--cost-model", {"MODEL": options.models[0]}, folder=False)
 
 
 class _Timer:
@@ -201,7 +203,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
     model = describe(options.models[0])
     if model.kind == "shrunk":
         raise UsageError(f"{model.source} is a shrunk model; measure the cost table on the dense model it came from")
-    check_inputs([model], None, options.seconds)
+    check_inputs([model], None, options.seconds, options.batches)
     spec, seconds, dtype = model.spec, options.seconds[0], options.dtypes[0]
     threads = options.threads or all_cores()
     torch.set_num_threads(threads)

@@ -246,3 +246,21 @@ def test_a_crash_between_the_renames_of_a_folder_swap_keeps_the_old_folder(tmp_p
     atomic.swap_folder(new, out)
     assert (out / "model.safetensors").read_text() == "new weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_file_output_replaces_only_a_file_of_its_own_kind(tmp_path):
+    from speechprune.errors import OutputError
+    from speechprune.io.outputs import check_replaceable
+
+    own = {"json": json.dumps({"format": 1, "gate_scores": {}}).encode(),
+           "png": b"\x89PNG\r\n\x1a\n" + bytes(32),
+           "onnx": b"\x08\n\x12\x07pytorch\x1a\n2.13.0+cpu:" + bytes(32)}  # how torch's exporter starts a file
+    for kind, content in own.items():
+        path = tmp_path / f"out.{kind}"
+        path.write_bytes(content)
+        check_replaceable(path, "--out", folder=False, kind=kind)
+        for other, foreign in own.items():
+            if other != kind:
+                path.write_bytes(foreign)
+                with pytest.raises(OutputError, match="replaces only its own"):
+                    check_replaceable(path, "--out", folder=False, kind=kind)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import UsageError
+from ..errors import SpeechpruneError, UsageError
 from ..io.outputs import check_output, expand
 from ..io.progress import Reporter
 from ..method.latency import (
@@ -41,6 +41,7 @@ from ..method.latency import (
     projection_features,
     spec_layer_features,
 )
+from ..method.latency_check import check_cost_table
 from ..model.device import DTYPES
 from ..model.encoder import Encoder
 from ..model.layers import ConvLayer, EncoderLayer, FeatureProjection, PositionalConv
@@ -271,5 +272,10 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
                     "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
                     "weights": "random (timing does not depend on weight values)"},
     )
+    try:  # the reader's checks: a table it would refuse is not written
+        check_cost_table(table.to_dict())
+    except ValueError as error:
+        raise SpeechpruneError(f"the measured cost table is unusable ({error}): the timings are too noisy to fit; "
+                               "measure again on an idle machine, with a larger --min-time") from None
     table.write(out)
     return table

@@ -303,8 +303,8 @@ def _unreadable_message(path: str, error: BaseException) -> str:
 
 
 def non_finite_message(path: str) -> str:
-    return (f"skipping {path}: it holds NaN, infinite or out-of-range samples (|x| > {MAX_AMPLITUDE:g}); "
-            "fix it or leave it out of --data")
+    return (f"skipping {path}: it holds NaN or infinite samples, or samples out of range (|x| > "
+            f"{MAX_AMPLITUDE:g}, not sound); fix it or leave it out of --data")
 
 
 def _one_line(error: BaseException) -> str:

@@ -130,7 +130,7 @@ def check_output(out: str | Path, option: str, inputs: dict[str, str | Path | No
         check_not_a_home(out, option)
     check_out_path(out, option, folder=folder)
     check_apart(expand(out), option, inputs, folder=folder)
-    if folder and overwrite or not folder:
+    if overwrite or not folder:  # a file output never replaces a foreign file, with or without --overwrite
         check_replaceable(out, option, folder=folder, kind=kind)
 
 

@@ -407,16 +407,14 @@ def test_out_is_a_file(capsys, tmp_path, good):
     assert out.read_text() == "keep me"
 
 
-def test_overwrite_replaces_an_unrelated_folder(capsys, tmp_path, good):
+def test_overwrite_refuses_an_unrelated_folder(capsys, tmp_path, good):
     out = tmp_path / "old-stuff"
     out.mkdir()
     (out / "notes.txt").write_text("old")
     (out / "sub").mkdir()
     (out / "sub" / "x").write_text("old")
-    code, _, err = cli(capsys, *good, "--out", out, "--overwrite")
-    assert code == 0, err
-    assert not (out / "notes.txt").exists() and not (out / "sub").exists()
-    assert (out / "summary.json").exists() and (out / "config.json").exists()
+    assert_clean_error(cli(capsys, *good, "--out", out, "--overwrite"), 1, "notes.txt, sub", "did not write")
+    assert (out / "notes.txt").read_text() == "old" and (out / "sub" / "x").read_text() == "old"
 
 
 def test_existing_run_needs_resume_or_overwrite(capsys, finished_run):

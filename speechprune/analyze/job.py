@@ -10,7 +10,6 @@ audio, loads models, and assembles the report (``report.AnalyzeReport``, schema 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +18,9 @@ from .. import __version__
 from ..checks import check_long_enough, check_positive
 from ..errors import DataError, UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
-from ..io import atomic
 from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
-from ..io.outputs import check_output
+from ..io.outputs import check_output, write_json_file
 from ..io.progress import Reporter
 from ..method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
 from ..method.gates import GateLayout, GateValues, HardConcreteGates, gate_dict
@@ -64,7 +62,7 @@ def check_options(options: AnalyzeOptions) -> torch.device:
         if path is None:
             continue
         check_output(path, option, {"MODEL": options.model, "--data": options.data, "--teacher": options.teacher},
-                     folder=False)
+                     folder=False, kind="png" if option == "--png" else "json")
     if options.png is not None:
         if not options.png.lower().endswith(".png"):
             raise UsageError(f"--png takes a .png file name, got {options.png}")
@@ -196,12 +194,11 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
             student_masks=base_masks, device=device, progress=reporter.message)}
     result = report.to_dict()
     if options.out:
-        atomic.write_json(Path(options.out).expanduser(), result)
+        write_json_file(options.out, "--out", result)
         reporter.message(f"saved {options.out}")
     if options.png:
         from .plot import save_png
 
-        Path(options.png).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        save_png(result, Path(options.png).expanduser())
+        save_png(result, options.png)
         reporter.message(f"saved {options.png}")
     return result

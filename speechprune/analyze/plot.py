@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import SpeechpruneError
-from ..io import atomic
+from ..io.outputs import write_file
 
 HEATMAPS = (
     ("drop_one", "drop-one change of the output (relative L2)"),
@@ -66,5 +66,5 @@ def save_png(report: dict, path: str | Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"speechprune analyze {report['model']}", fontsize=10)
     fig.tight_layout()
-    atomic.write_with(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_file(path, "--png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"), kind="png")
     plt.close(fig)

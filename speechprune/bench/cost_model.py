@@ -29,9 +29,11 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import UsageError
+from ..errors import SpeechpruneError, UsageError
+from ..io.outputs import check_output, expand
 from ..io.progress import Reporter
 from ..method.latency import CostTable, architecture, dot, parts_ms, unit_features
+from ..method.latency_check import check_cost_table
 from ..method.parts import Frames
 from ..model.device import DTYPES
 from ..model.encoder import Encoder
@@ -57,8 +59,9 @@ def check_cost_model_options(options: BenchOptions, out: str) -> None:
                           ("--quantize", options.quantize), ("--runtime onnxruntime", options.runtime != "torch")):
         if given:
             raise UsageError(f"--cost-model does not combine with {option}")
-    if Path(out).is_dir():
+    if expand(out).is_dir():
         raise UsageError(f"--cost-model {out} is a folder; give a file name such as cost-table.json")
+    check_output(out, "--cost-model", {"MODEL": options.models[0]}, folder=False)
 
 
 class _Timer:
@@ -195,7 +198,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
     model = describe(options.models[0])
     if model.kind == "shrunk":
         raise UsageError(f"{model.source} is a shrunk model; measure the cost table on the dense model it came from")
-    check_inputs([model], None, options.seconds)
+    check_inputs([model], None, options.seconds, options.batches)
     spec, seconds, dtype = model.spec, options.seconds[0], options.dtypes[0]
     threads = options.threads or all_cores()
     torch.set_num_threads(threads)
@@ -268,5 +271,10 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
                     "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
                     "weights": "random (timing does not depend on weight values)"},
     )
+    try:  # the reader's checks: a table it would refuse is not written
+        check_cost_table(table.to_dict())
+    except ValueError as error:
+        raise SpeechpruneError(f"the measured cost table is unusable ({error}): the timings are too noisy to fit; "
+                               "measure again on an idle machine, with a larger --min-time") from None
     table.write(out)
     return table

@@ -133,7 +133,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     device = check_options(options)
     baseline = describe(options.baseline) if options.baseline else None
     models = ([baseline] if baseline else []) + [describe(source) for source in options.models]
-    check_inputs(models, baseline, options.seconds)
+    check_inputs(models, baseline, options.seconds, options.batches)
     for model in models:
         model.quantize = options.baseline_quantize if model is baseline else options.quantize
         model.runtime = "torch" if model is baseline else options.runtime

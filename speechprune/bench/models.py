@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ..checks import check_long_enough
+from ..checks import check_fits_in_memory, check_long_enough
 from ..deploy.onnx import deployed_session, feeds
 from ..deploy.quantize import describe as describe_quantization, quantize
 from ..errors import UsageError
@@ -43,7 +43,8 @@ def describe(source: str) -> BenchModel:
     return BenchModel(folder.name if folder.exists() else source, read_target(source))
 
 
-def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds: list[float]) -> None:
+def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds: list[float],
+                 batches: list[int] = (1,)) -> None:
     for model in models:
         if baseline is not None and model.sampling_rate != baseline.sampling_rate:
             raise UsageError(
@@ -52,6 +53,7 @@ def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds:
             )
         for s in seconds:
             check_long_enough(s, "--seconds", model.source, model.spec, model.sampling_rate)
+            check_fits_in_memory(s, max(batches), "--seconds", model.source, model.spec, model.sampling_rate)
 
 
 def load(model: BenchModel, device: torch.device, threads: int | None = None) -> None:

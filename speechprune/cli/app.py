@@ -14,6 +14,7 @@ import typer
 from .. import __version__
 from ..errors import DiskFullError, SpeechpruneError
 from ..io import atomic
+from ..io.outputs import expand
 from . import analyze, bench, export_onnx, invocation, prune, shrink
 from . import eval as eval_command
 
@@ -52,7 +53,7 @@ app.command("export-onnx")(export_onnx.command)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = expand_home([str(arg) for arg in (sys.argv[1:] if argv is None else argv)])
     invocation[:] = argv
     DEBUG["on"] = "--debug" in argv
     command = typer.main.get_command(app)
@@ -89,6 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)", file=sys.stderr)
         code = 1
     return code
+
+
+def expand_home(argv: list[str]) -> list[str]:
+    """The one ``~`` rule of every command: a value that starts with ``~`` (quoted, or after
+    ``--option=``, where the shell leaves it) is the home folder, as the shell would expand it.
+    No option of speechprune takes a value that starts with ``~`` for anything but a path."""
+    def expanded(arg: str) -> str:
+        option, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        return option + equals + expand(value).as_posix() if value.startswith("~") else arg
+    return [expanded(arg) for arg in argv]
 
 
 def _is_click_error(error: Exception) -> bool:

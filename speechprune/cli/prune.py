@@ -26,7 +26,7 @@ NO_DATA = (
 DEMO_FOLDER = Path("runs") / "demo-inputs"
 
 SeedOption = seed_option("data order, crops and gate noise")
-OverwriteOption = overwrite_option("whatever is in --out")
+OverwriteOption = overwrite_option("the run (or other speechprune output) in --out")
 
 
 def command(

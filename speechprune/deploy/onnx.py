@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import ExportError, UsageError
 from ..folders.target import Target, load_target, read_target
 from ..io.atomic import write_with
+from ..io.outputs import OutputLock, check_output, expand
 from ..io.synth import speechlike
 from ..model.encoder import EncoderModules, EncoderOutput
 
@@ -294,28 +295,38 @@ def _quiet():
                 logger.setLevel(level)
 
 
+def _model_files(source: str, onnx_file: Path) -> dict[str, Path]:
+    """The files of a local model folder that export-onnx reads (all but the ONNX file it may replace)."""
+    folder = expand(source)
+    if not folder.is_dir():
+        return {"MODEL": folder}
+    return {f"MODEL's {path.name}": path for path in folder.iterdir() if path.resolve() != onnx_file.resolve()}
+
+
 def export_model(source: str, out: str | None = None, *, hidden_states: bool = False, overwrite: bool = False,
                  reporter=None) -> dict:
     """The ``export-onnx`` job: a stock or shrunk model (folder or hub id) to one checked ONNX file.
 
     Every option and the model's config are checked before any weights load.
     """
-    if out is None and not Path(source).expanduser().is_dir():
+    if out is None and not expand(source).is_dir():
         raise UsageError(f"{source} is not a local folder: pass --out FILE for the ONNX file")
-    path = Path(out).expanduser() if out is not None else Path(source).expanduser() / ONNX_FILE
+    path = expand(out) if out is not None else expand(source) / ONNX_FILE
     if path.is_dir():
         raise UsageError(f"--out {path} is a folder; give a file name")
     if not path.parent.is_dir():
         raise UsageError(f"--out {path}: folder {path.parent} does not exist")
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it")
+    check_output(path, "--out", _model_files(source, path), folder=False, kind="onnx")
     target = read_target(source)
     if target.kind == "run":
         raise UsageError(f"{source} is a prune run: shrink it first (speechprune shrink RUN --onnx)")
     require_onnx()
-    model, _, _ = load_target(target, torch.device("cpu"))
-    if reporter is not None:
-        reporter.message(f"exporting {source} and checking it with ONNX Runtime")
-    written = export_onnx(model, path, attention_mask=target.attention_mask, sampling_rate=target.sampling_rate,
-                          hidden_states=hidden_states)
+    with OutputLock(path):
+        model, _, _ = load_target(target, torch.device("cpu"))
+        if reporter is not None:
+            reporter.message(f"exporting {source} and checking it with ONNX Runtime")
+        written = export_onnx(model, path, attention_mask=target.attention_mask, sampling_rate=target.sampling_rate,
+                              hidden_states=hidden_states)
     return {"model": source, "kind": target.kind, "family": target.spec.family, **written}

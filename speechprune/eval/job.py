@@ -26,9 +26,8 @@ from ..deploy.onnx import OnnxEncoder, check_runtime, deployed_session, require_
 from ..deploy.quantize import check_scheme, describe as describe_quantization, quantize
 from ..errors import DataError, UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
-from ..io.atomic import write_json
 from ..io.audio import AUDIO_EXTENSIONS, AudioFile, AudioReadError, SkipCounts, is_finite, load_audio, scan_reported
-from ..io.outputs import check_output
+from ..io.outputs import check_output, write_json_file
 from ..io.progress import Reporter
 from ..model.compare import compare_hidden_states, require_finite
 from ..model.device import resolve_device
@@ -382,6 +381,6 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     seconds["total"] = round(time.perf_counter() - started, 3)
     result = report.to_dict()
     if options.out:
-        write_json(Path(options.out).expanduser(), result)
+        write_json_file(options.out, "--out", result)
         reporter.message(f"saved {options.out}")
     return result

@@ -10,6 +10,9 @@
                            optimizer.pt, state.json
       masks.safetensors    final keep decision and gate values (finished runs)
       summary.json         final counts and losses (``RunSummary``); its presence marks a finished run
+      data.json            the usable audio of --data when the run started (``io.audio.corpus_fingerprint``),
+                           compared on --resume (runs written before it lack it)
+      .speechprune-output  the marker that lets --overwrite replace the folder (``io.outputs``)
 
 ``prune`` writes it (``RunFolder``); ``read_run`` reads what shrink, bench, analyze and eval
 need of it (the student and its gates). config.json and summary.json, and their formats, are
@@ -33,10 +36,13 @@ from safetensors.torch import load_file
 
 from ..errors import RunFolderError
 from ..io import atomic
+from ..io.outputs import MARKER, expand, mark_own
 from ..method.gates import GateLayout, HardConcreteGates
 from ..model.device import dtype_name
 from ..model.spec import EncoderSpec
 from .run_record import RunRecord, RunSummary
+
+DATA_FORMAT = 1  # data.json: the audio's fingerprint (``io.audio.corpus_fingerprint``)
 
 # Said by prune, shrink, analyze and bench alike, so it names the command that repairs a run.
 REPAIR = "copy the whole run folder again, or start the run over with `speechprune prune ... --overwrite`"
@@ -71,7 +77,7 @@ class Checkpoint:
 
 class RunFolder:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = expand(root)
 
     config_path = property(lambda self: self.root / "config.json")
     encoder_path = property(lambda self: self.root / "encoder.json")
@@ -79,6 +85,7 @@ class RunFolder:
     metrics_path = property(lambda self: self.root / "metrics.jsonl")
     summary_path = property(lambda self: self.root / "summary.json")
     masks_path = property(lambda self: self.root / "masks.safetensors")
+    data_path = property(lambda self: self.root / "data.json")
     checkpoints = property(lambda self: self.root / "checkpoints")
 
     # --- deciding what to do with an existing folder (reads only) ---
@@ -148,13 +155,36 @@ class RunFolder:
                 "(for latency: the content of --latency-table changed); rerun with the saved inputs or choose another --out"
             )
 
+    def check_data(self, data: dict, source: str, warn) -> None:
+        """Refuse to resume on other audio than the run started with (``data``: the corpus
+        fingerprint now); a run that recorded none gets a warning through ``warn``."""
+        if not self.data_path.exists():
+            warn(f"{self.root} did not record its audio (an older run): --data {source} could not be compared "
+                 "with the audio the run started on")
+            return
+        saved = self.read_json(self.data_path)
+        if saved.get("format") != DATA_FORMAT:
+            raise RunFolderError(f"{self.data_path} is not of format {DATA_FORMAT}; the run folder is damaged or "
+                                 "from a newer speechprune: start a new run in another --out")
+        if saved.get("sha256") == data["sha256"]:
+            return
+        then, now = (f"{d.get('files')} files of {d.get('bytes', 0) / 1e6:.1f} MB" for d in (saved, data))
+        change = f"{then} then, {now} now" if then != now else f"{now} as then, but other file names or sizes"
+        raise RunFolderError(f"refusing to resume {self.root}: the usable audio of --data {source} changed since "
+                             f"the run started ({change}); restore that audio, or start a new run in another --out")
+
     # --- writing ---
+
+    def save_data(self, data: dict) -> None:
+        atomic.write_json(self.data_path, {"format": DATA_FORMAT, **data})
 
     def start_fresh(self, record: RunRecord, spec: EncoderSpec, source_config: dict) -> None:
         if self.root.exists():
             for child in self.root.iterdir():  # --overwrite, or a run that died before its first checkpoint
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                if child.name != MARKER:  # kept to the end: a crash half-way leaves a folder --overwrite may replace
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         self.root.mkdir(parents=True, exist_ok=True)
+        mark_own(self.root, "a prune run")
         atomic.write_json(self.config_path, record.to_dict())
         atomic.write_json(self.encoder_path, spec.to_dict())
         atomic.write_json(self.source_config_path, source_config)

@@ -26,7 +26,7 @@ from .. import __version__
 from .. import model as model_package
 from ..errors import RunFolderError
 from ..io import atomic
-from ..io.outputs import check_out_path
+from ..io.outputs import check_out_path, mark_own
 from ..model.device import DTYPES
 from ..model.spec import EncoderSpec
 
@@ -113,6 +113,7 @@ def write_model_folder(
             (tmp / MODELING_FILE).write_text(modeling_source())
             (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
             (tmp / "README.md").write_text(card)
+            mark_own(tmp, "a shrunk model folder")
             if stock is not None:
                 stock_config, stock_state = stock
                 (tmp / "stock").mkdir()
@@ -122,20 +123,10 @@ def write_model_folder(
                 atomic.write_safetensors(tmp / "stock" / "model.safetensors", stock_tensors, metadata={"format": "pt"})
             if extra is not None:
                 extra(tmp)
-            _swap_into_place(tmp, out)
+            atomic.swap_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():  # --overwrite: move the old folder aside first, delete it only once the new one is in place
-        old = atomic.temp_dir(out)
-        out.rename(old / "model")
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def load(path: str | Path, dtype: torch.dtype | None = None):
@@ -148,8 +139,9 @@ def load(path: str | Path, dtype: torch.dtype | None = None):
         raise RunFolderError(f"{path} is not a model folder (no config.json); pass the --out folder of speechprune shrink")
     if json.loads(config_path.read_text()).get("model_type") != "speechprune":
         raise RunFolderError(f"{path} is not a speechprune model; load stock models with transformers.AutoModel")
-    from ..model.loading import quiet_transformers
+    from ..model.loading import check_weight_files, quiet_transformers
 
+    check_weight_files(Path(path))
     with quiet_transformers():
         # "auto" spelled out: transformers 5 loads the saved dtype by default, 4.x float32
         return SpeechpruneModel.from_pretrained(path, dtype=dtype or "auto").eval()

@@ -20,6 +20,7 @@ import torch
 from ..errors import ModelError, UsageError
 from ..model.encoder import Encoder
 from ..model.loading import ModelInfo, inspect_model, load_encoder
+from ..model.sizes import check_encoder_sizes
 from ..model.spec import EncoderSpec
 from .run import read_run
 from .run_record import RunRecord
@@ -47,6 +48,7 @@ def read_target(source: str) -> Target:
         if config.get("model_type") == "speechprune":
             preprocessor = folder / "preprocessor_config.json"
             pre = _read_json(preprocessor) if preprocessor.is_file() else {}
+            check_encoder_sizes(config.get("encoder", {}), str(folder / "config.json"))
             spec = EncoderSpec.from_dict(config["encoder"])
             return Target(source, "shrunk", spec, int(pre.get("sampling_rate", 16000)), bool(pre.get("do_normalize", True)),
                           bool(pre.get("return_attention_mask", spec.conv_norm == "layer")))

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from ..errors import DiskFullError
 
 TEMP_SUFFIX = ".speechprune-tmp"
+ASIDE_SUFFIX = ".speechprune-old"  # an output folder moved aside while its replacement moves in
 _TEMP_TOKEN = "[a-z0-9_]{8}"  # tempfile's random part
 
 
@@ -48,20 +49,46 @@ def temp_dir(dest: Path) -> Path:
 
 
 def remove_stale_temporaries(dest: Path) -> list[Path]:
-    """Delete the temporaries of ``dest`` (files or folders) that a killed writer left next to it.
+    """Delete the temporaries of ``dest`` (files or folders) that a killed writer left next to it;
+    an old ``dest`` that ``swap_folder`` had moved aside when it was killed is put back, if no
+    new one took its place.
 
     Call only while holding ``dest``'s lock (``speechprune.io.outputs.OutputLock``): then no live
     writer owns them. Returns what was removed.
     """
     dest = Path(dest)
-    pattern = re.compile(rf"\.{re.escape(dest.name)}\.{_TEMP_TOKEN}{re.escape(TEMP_SUFFIX)}")
+    suffixes = "|".join(re.escape(suffix) for suffix in (TEMP_SUFFIX, ASIDE_SUFFIX))
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.{_TEMP_TOKEN}({suffixes})")
     removed = []
     if dest.parent.is_dir():
-        for entry in dest.parent.iterdir():
-            if pattern.fullmatch(entry.name):
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-                removed.append(entry)
+        for entry in sorted(dest.parent.iterdir()):
+            if not pattern.fullmatch(entry.name):
+                continue
+            if entry.name.endswith(ASIDE_SUFFIX) and not dest.exists():
+                entry.rename(dest)  # killed between the two renames of swap_folder: the old folder stays
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
     return removed
+
+
+def swap_folder(new: Path, dest: Path) -> None:
+    """Put the folder ``new`` in place of the folder ``dest``: ``dest`` is renamed aside first and
+    deleted only once ``new`` is in place. An error between the two renames puts it back; a
+    kill leaves it aside, where ``remove_stale_temporaries`` finds it and puts it back."""
+    new, dest = Path(new), Path(dest)
+    if not dest.exists():
+        new.rename(dest)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=ASIDE_SUFFIX, dir=dest.parent))
+    aside.rmdir()  # a fresh name: rename needs it free
+    dest.rename(aside)
+    try:
+        new.rename(dest)
+    except BaseException:
+        aside.rename(dest)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_with(path: Path, write: Callable[[Path], None]) -> None:

@@ -5,6 +5,7 @@ files, and ``load_audio`` reads a window of one at the model's sampling rate. (B
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import sys
@@ -21,6 +22,9 @@ from .progress import Reporter
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # matched case-insensitively
 SILENCE_PEAK = 1e-4  # audio whose mono peak |x| stays below this is silent
+# Decoded samples beyond this are not sound but raw or damaged values (a float file of 1e30s):
+# finite, yet their float32 variance overflows and the normalised crop becomes all zeros.
+MAX_AMPLITUDE = 1e4
 _DECODE_BLOCK_FRAMES = 1 << 20  # whole-file checks decode this many frames at a time
 _DECODE_ERRORS = (RuntimeError, OSError, ValueError, EOFError, sf.SoundFileError)
 DATA_HINT = "pass a folder of wav/flac/ogg/mp3 speech files or a manifest with --data"
@@ -56,7 +60,7 @@ class SkipCounts:
     empty: int = 0
     too_short: int = 0
     silent: int = 0
-    non_finite: int = 0  # NaN or infinite samples, which would turn the weights into NaN
+    non_finite: int = 0  # NaN, infinite or out-of-range samples (MAX_AMPLITUDE), which would turn the weights into NaN
     missing_paths: tuple[str, ...] = ()  # the first few missing entries, to name them
 
     @property
@@ -118,8 +122,8 @@ def scan_audio(
     Every file's header is read: files that cannot be opened, have no frames or are shorter than
     `min_seconds` are skipped. When the remaining files total at most `full_check_max_seconds`, each is
     also decoded in full now, so undecodable and silent files are skipped before training; bigger
-    corpora skip that up-front cost and CropSampler finds such files while it reads crops. Files with NaN
-    or infinite samples are skipped as "non_finite", and named through `warn`.
+    corpora skip that up-front cost and CropSampler finds such files while it reads crops. Files with NaN,
+    infinite or out-of-range samples (beyond MAX_AMPLITUDE) are skipped as "non_finite", and named through `warn`.
 
     `progress(done, total)` is called after each file; `total` grows once, when the full check starts.
     Raises DataError when `source` is missing or yields no usable file.
@@ -211,7 +215,7 @@ def _find_audio_files(folder: Path) -> list[str]:
 
 def _read_manifest(manifest: Path) -> list[str]:
     try:
-        text = manifest.read_text(encoding="utf-8")
+        text = manifest.read_text(encoding="utf-8-sig")  # the byte-order mark some editors write is no path
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"cannot read manifest {manifest} as text ({_one_line(error)}); {DATA_HINT}") from error
     entries = [line.split("\t")[0].strip() for line in text.splitlines()]
@@ -259,14 +263,15 @@ def _check_content(file: AudioFile, min_seconds: float) -> tuple[str | None, Aud
 def decode_peak(file: AudioFile) -> tuple[float, int]:
     """Decode all of `file` block by block: (peak |x| of the mono mix, frames decoded).
 
-    The peak is inf when any sample is NaN or infinite (``max`` alone would drop a NaN)."""
+    The peak is inf when any sample is NaN, infinite or beyond MAX_AMPLITUDE (``max`` alone would
+    drop a NaN)."""
     peak, frames = 0.0, 0
     try:
         with _quiet_decoder(file.path), sf.SoundFile(file.path) as sound:
             for block in sound.blocks(_DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (N, C)
                 if len(block):
                     block_peak = float(np.abs(block.mean(axis=1)).max())
-                    peak = max(peak, block_peak) if math.isfinite(block_peak) else math.inf
+                    peak = max(peak, block_peak) if block_peak <= MAX_AMPLITUDE else math.inf  # NaN too
                     frames += len(block)
     except _DECODE_ERRORS as error:
         raise AudioReadError(_unreadable_message(file.path, error)) from error
@@ -298,11 +303,25 @@ def _unreadable_message(path: str, error: BaseException) -> str:
 
 
 def non_finite_message(path: str) -> str:
-    return f"skipping {path}: it holds NaN or infinite samples; fix it or leave it out of --data"
+    return (f"skipping {path}: it holds NaN or infinite samples, or samples out of range (|x| > "
+            f"{MAX_AMPLITUDE:g}, not sound); fix it or leave it out of --data")
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def corpus_fingerprint(corpus: AudioCorpus) -> dict:
+    """What identifies the usable audio of a corpus cheaply (no audio read): the number of files,
+    their bytes, and a SHA-256 of each file's path (relative to the source) and size."""
+    root = Path(corpus.source)
+    root = root if root.is_dir() else root.parent
+    digest, total = hashlib.sha256(), 0
+    for file in corpus.files:
+        size = os.path.getsize(file.path)
+        total += size
+        digest.update(f"{os.path.relpath(file.path, root)}\t{size}\n".encode())
+    return {"files": len(corpus.files), "bytes": total, "sha256": digest.hexdigest()}
 
 
 # ---------------------------------------------------------------- reading
@@ -336,4 +355,5 @@ def is_silent(audio: np.ndarray) -> bool:
 
 
 def is_finite(audio: np.ndarray) -> bool:
-    return bool(np.isfinite(audio).all())
+    """Every sample is a finite number within MAX_AMPLITUDE (usable as sound)."""
+    return bool(np.isfinite(audio).all()) and (not audio.size or float(np.abs(audio).max()) <= MAX_AMPLITUDE)

@@ -7,20 +7,32 @@
 - An output never is, contains or lies inside one of the command's inputs (``check_apart``),
   so ``--overwrite`` cannot delete the model, the audio or the run it reads.
 - An output location can be written (``check_out_path``), found before any weights load.
+- Only speechprune's own outputs are ever replaced (``check_replaceable``): a folder holding
+  ``MARKER`` (written into every output folder), one written before the marker existed (a run,
+  a shrunk model folder), or an empty one; a file of the kind the command writes (a JSON record
+  with a ``format``, a PNG, an ONNX graph from torch). The root, the home folder, the current
+  folder and the folders above them are refused outright as output folders.
+- ``~`` means the home folder in every path (``expand``, which the CLI applies to every option).
 
-``check_output`` does both checks; commands call it once, before anything is read.
+``check_output`` does all the checks; commands call it once, before anything is read, and
+``write_file`` writes a file output under its lock, checking again what it replaces.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from ..errors import OutputError, RunFolderError, UsageError
-from .atomic import remove_stale_temporaries
+from .atomic import dumps, remove_stale_temporaries, write_text, write_with
+
+MARKER = ".speechprune-output"  # in every folder speechprune writes as an output: --overwrite may replace it
+_NAMED_ENTRIES = 4  # entries of a foreign folder named in the refusal
 
 
 class OutputLock:
@@ -33,7 +45,7 @@ class OutputLock:
     """
 
     def __init__(self, out: str | Path, option: str = "--out"):
-        self.out = Path(out).expanduser().absolute()
+        self.out = expand(out).absolute()
         self.option = option
         self.path = self.out.parent / f".{self.out.name}.lock"
         self.fd: int | None = None
@@ -78,24 +90,30 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
+def expand(path: str | os.PathLike) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded: the one ``~`` rule of every command."""
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
 def is_within(path: str | Path, folder: str | Path) -> bool:
     """True when ``path`` is ``folder`` or lies inside it, comparing resolved paths (links, ``..``)."""
-    path, folder = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
+    path, folder = expand(path).resolve(), expand(folder).resolve()
     return path == folder or folder in path.parents
 
 
 def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | None], folder: bool = True) -> None:
     """Refuse (usage error) an output folder that is, contains or lies inside an input; an output
-    file (``folder=False``) only must not be an input (a new file inside an input folder harms nothing).
+    file (``folder=False``) must not be an input nor an existing file inside an input folder (a
+    new file there harms nothing).
 
     ``inputs`` maps an option name (``--data``) to its path; None and names that are not local
     paths (hub ids) are skipped.
     """
     for name, path in inputs.items():
-        if path is None or not Path(path).expanduser().exists():
+        if path is None or not expand(path).exists():
             continue
         inside, around = is_within(out, path), is_within(path, out)
-        if (inside or around) if folder else (inside and around):
+        if (inside or around) if folder else (inside and (around or expand(out).exists())):
             relation = "is" if inside and around else "lies inside" if inside else "contains"
             raise UsageError(
                 f"{option} {out} {relation} {name} {path}; writing there could destroy the input: "
@@ -103,10 +121,100 @@ def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | Non
             )
 
 
-def check_output(out: str | Path, option: str, inputs: dict[str, str | Path | None], *, folder: bool) -> None:
-    """``out`` can be written and stays apart from the command's ``inputs`` (see both checks)."""
+def check_output(out: str | Path, option: str, inputs: dict[str, str | Path | None], *, folder: bool,
+                 overwrite: bool = False, kind: str = "json") -> None:
+    """``out`` can be written, stays apart from the command's ``inputs`` and replaces nothing but
+    speechprune's own outputs (see the checks). ``overwrite``: the command may replace a folder
+    of its own (``--overwrite``); ``kind``: what a file output holds (``FILE_KINDS``)."""
+    if folder:
+        check_not_a_home(out, option)
     check_out_path(out, option, folder=folder)
-    check_apart(Path(out).expanduser(), option, inputs, folder=folder)
+    check_apart(expand(out), option, inputs, folder=folder)
+    if overwrite or not folder:  # a file output never replaces a foreign file, with or without --overwrite
+        check_replaceable(out, option, folder=folder, kind=kind)
+
+
+def check_not_a_home(out: str | Path, option: str) -> None:
+    """Refuse the root, the home folder, the current folder, and any folder above the last two,
+    as an output folder: replacing one would delete what the user keeps there."""
+    target = expand(out).resolve()
+    for name, home in (("your home folder", Path.home()), ("the current folder", Path.cwd())):
+        home = home.resolve()
+        if target == home or target in home.parents:
+            what = name if target == home else f"a folder above {name} ({home})"
+            raise UsageError(f"{option} {out} is {what}; give a new subfolder for the output, e.g. {option} {out}/run")
+
+
+def mark_own(folder: Path, what: str) -> None:
+    """Write ``MARKER`` into ``folder``: speechprune wrote it and ``--overwrite`` may replace it."""
+    write_text(Path(folder) / MARKER, f"{what} written by speechprune; speechprune --overwrite may replace this folder\n")
+
+
+def is_own_folder(folder: Path) -> bool:
+    """``folder`` holds speechprune's marker, or is an output of a version before the marker: a
+    run (config.json and encoder.json) or a shrunk model folder (config.json, model_type speechprune)."""
+    folder = Path(folder)
+    if (folder / MARKER).is_file() or (folder / "config.json").is_file() and (folder / "encoder.json").is_file():
+        return True
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type") == "speechprune"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _json_record(head: bytes, path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("format"), int)
+
+
+# What a file output of each kind replaces: a file of that kind that speechprune writes.
+FILE_KINDS: dict[str, tuple[str, Callable[[bytes, Path], bool]]] = {
+    "json": ("a speechprune JSON record (with a format)", _json_record),
+    "png": ("a PNG image", lambda head, path: head.startswith(b"\x89PNG\r\n\x1a\n")),
+    "onnx": ("an ONNX graph exported from torch", lambda head, path: head[:1] == b"\x08" and b"pytorch" in head),
+}
+
+
+def check_replaceable(out: str | Path, option: str, *, folder: bool, kind: str = "json") -> None:
+    """Refuse to replace what speechprune did not write: a folder that is not empty and not
+    ``is_own_folder`` (naming what is in it), or a file that is not of ``kind``."""
+    target = expand(out)
+    if folder:
+        entries = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+        if entries and not is_own_folder(target):
+            named = ", ".join(entries[:_NAMED_ENTRIES]) + (f" and {len(entries) - _NAMED_ENTRIES} more"
+                                                             if len(entries) > _NAMED_ENTRIES else "")
+            raise OutputError(f"{option} {out} holds {named}, which speechprune did not write; --overwrite only "
+                              f"replaces speechprune's own outputs: choose a new or empty {option}")
+        return
+    if target.is_file():
+        described, recognise = FILE_KINDS[kind]
+        try:
+            with target.open("rb") as handle:
+                head = handle.read(64)
+        except OSError as error:
+            raise OutputError(f"{option} {out} exists and cannot be read ({error.strerror}); choose another {option}")
+        if not recognise(head, target):
+            raise OutputError(f"{option} {out} exists and is not {described}; speechprune replaces only its own "
+                              f"outputs: choose another {option} or move the file away")
+
+
+def write_file(path: str | Path, option: str, write: Callable[[Path], None], kind: str = "json") -> None:
+    """Write the file output ``path`` under its lock, atomically (``write(tmp)`` fills a temporary),
+    checking again, with the lock held, that what it replaces is speechprune's own."""
+    path = expand(path)
+    with OutputLock(path, option):
+        check_replaceable(path, option, folder=False, kind=kind)
+        write_with(path, write)
+
+
+def write_json_file(path: str | Path, option: str, data) -> None:
+    """``write_file`` of strict JSON (``atomic.dumps``)."""
+    text = dumps(data) + "\n"
+    write_file(path, option, lambda tmp: tmp.write_text(text))
 
 
 def check_out_path(path: str | os.PathLike, option: str = "--out", *, folder: bool) -> None:
@@ -117,7 +225,7 @@ def check_out_path(path: str | os.PathLike, option: str = "--out", *, folder: bo
     must accept a new entry: that is tried for real (permissions, read-only mounts and
     pseudo file systems like /proc all answer differently to ``os.access``).
     """
-    target = Path(path).expanduser()
+    target = expand(path)
     if target.exists():
         if folder and not target.is_dir():
             raise OutputError(f"{option} {path} is a file; choose a folder")

@@ -34,6 +34,7 @@ heads of a layer differ in width (never over).
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,12 +42,13 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
-from ..io import atomic
+from ..io.outputs import write_json_file
 from ..model.spec import EncoderSpec
 from .accounting import pruned_spec
 from .budget import Budget
 from .currencies import DEFAULT_TOLERANCE, LATENCY
 from .gates import GateLayout, GateValues
+from .latency_check import check_cost_table
 from .parts import Frames, encoder_parts
 
 TABLE_FORMAT = 1
@@ -80,6 +82,7 @@ class CostTable:
                    if name not in data]
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
+        check_cost_table(data)
         return cls(**data)
 
     @property
@@ -96,7 +99,7 @@ class CostTable:
             ) from None
 
     def write(self, path: str | Path) -> None:
-        atomic.write_json(Path(path), self.to_dict())
+        write_json_file(path, "--cost-model", self.to_dict())
 
 
 def architecture(spec: EncoderSpec, sampling_rate: int) -> dict:
@@ -130,6 +133,10 @@ def check_architecture(table: CostTable, spec: EncoderSpec, sampling_rate: int, 
                 f"--latency-table was measured for {name} {value}, but {model} has {ours.get(name)}; "
                 f"measure a table for this model with speechprune bench MODEL --cost-model FILE"
             )
+    predicted = predict_ms(table, spec)
+    if not 0 < predicted < math.inf:  # NaN fails too
+        raise UsageError(f"--latency-table predicts {predicted} ms for {model}: its coefficients are out of range; "
+                         "measure it again with speechprune bench MODEL --cost-model FILE")
 
 
 def check_conditions(table: CostTable, setting: dict) -> None:

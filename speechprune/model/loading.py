@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from ..errors import ModelError
 from .encoder import Encoder
 from .families import Family, family_for
+from .sizes import check_config_sizes
 from .spec import EncoderSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -153,6 +154,7 @@ def inspect_model(source: str, revision: str | None = None) -> ModelInfo:
     if model_type is None:
         raise ModelError(f"{config_path} has no model_type; it is not a transformers model config")
     family = family_for(model_type, where=source)
+    check_config_sizes(raw, str(config_path))  # before transformers or we allocate anything of that size
 
     import transformers
 
@@ -213,16 +215,59 @@ def _hash_weights(folder: Path) -> str | None:
     return digest.hexdigest()
 
 
+SAFETENSORS_MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
+
+
+def check_weight_files(folder: Path) -> None:
+    """Refuse, naming the file and the fix, weights that transformers would report as missing,
+    or fail on with a bare parser error: an unreadable file, a link to something that is not a
+    file (``/dev/zero``) or to nothing, a shard that a ``*.index.json`` lists but the folder
+    lacks, and a ``.safetensors`` file whose header is not a safetensors header."""
+    for index in sorted(folder.glob(f"*{WEIGHT_SUFFIXES[0]}.index.json")) + sorted(folder.glob("*.bin.index.json")):
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ModelError(f"cannot read the shard index {index} ({type(error).__name__}: {error}); "
+                             "the model folder looks damaged, re-save or re-download it") from None
+        missing = [shard for shard in shards if not (folder / shard).exists()]
+        if missing:
+            raise ModelError(f"{folder / missing[0]} is missing ({len(missing)} of the {len(shards)} shards that "
+                             f"{index.name} lists); copy or download the missing shards into {folder}")
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in WEIGHT_SUFFIXES:
+            continue
+        if not path.is_file():
+            link = f" (a link to {os.readlink(path)})" if path.is_symlink() else ""
+            what = "does not exist" if path.is_symlink() and not path.exists() else "is not a regular file"
+            raise ModelError(f"{path}{link} {what}; put the real weights file in {folder}")
+        if not os.access(path, os.R_OK):  # transformers reports an unreadable file as a missing one
+            raise ModelError(f"permission denied reading {path}; make it readable (chmod a+r) or copy the folder")
+        if path.suffix == WEIGHT_SUFFIXES[0]:
+            _check_safetensors_header(path)
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """A safetensors file starts with the length of its JSON header (8 bytes, little endian), then the header."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little") if size >= 8 else -1
+        header = handle.read(length) if 2 <= length <= min(size - 8, SAFETENSORS_MAX_HEADER) else b""
+    try:
+        if not isinstance(json.loads(header.decode("utf-8")), dict):
+            raise ValueError
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ModelError(f"{path} is not a safetensors file (its header is damaged or it holds other bytes); "
+                         "the weights file looks damaged, re-save or re-download it") from None
+
+
 def from_pretrained(info: ModelInfo):
     """(the transformers base model of ``info`` in float32, its loading info): the one place
     weights are read with transformers, so every command words a bad weights file the same way."""
     import transformers
 
     base_class = getattr(transformers, info.family.base_class)
-    if info.path:  # transformers reports an unreadable file as a missing one
-        for path in sorted(Path(info.path).iterdir()):
-            if path.suffix in WEIGHT_SUFFIXES and not os.access(path, os.R_OK):
-                raise ModelError(f"permission denied reading {path}; make it readable (chmod a+r) or copy the folder")
+    if info.path:
+        check_weight_files(Path(info.path))
     try:
         with quiet_transformers():  # we report unused, missing and mismatched weights ourselves
             model, loading = base_class.from_pretrained(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ import torch
 from ..checks import check_long_enough
 from ..errors import DataError, DiskFullError
 from ..folders.run import RunFolder
-from ..io.audio import scan_reported
+from ..io.audio import corpus_fingerprint, scan_reported
 from ..io.batches import split_validation
 from ..io.outputs import OutputLock, check_output
 from ..io.progress import Reporter
@@ -39,8 +40,7 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
     """Run (or resume) a pruning job and return its summary."""
     reporter = reporter or Reporter()
     config.validate()
-    check_output(config.out, "--out", {"MODEL": config.model, "--data": config.data, "--scores": config.scores},
-                 folder=True)
+    check_output(config.out, "--out", prune_inputs(config), folder=True, overwrite=config.overwrite)
     ranks = Distributed.from_env()
     try:  # one writer per run folder: rank 0 holds its lock (the other ranks write nothing)
         with OutputLock(config.out) if ranks.is_main else contextlib.nullcontext():
@@ -50,12 +50,20 @@ def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
         raise
 
 
+def prune_inputs(config: PruneConfig) -> dict[str, str | None]:
+    """Every file or folder a run reads, which its --out must stay apart from."""
+    return {"MODEL": config.model, "--data": config.data, "--scores": config.scores,
+            "--latency-table": config.latency_table}
+
+
 def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     device = resolve_device(config.device, ranks.local_rank)
     check_precision(config.precision, device)
 
     info = inspect_model(config.model, config.revision)
     config.resolve(len(info.spec.layers))
+    if config.macs_sparsity is not None:  # MACs of audio that makes no frame are no budget
+        check_long_enough(config.reference_seconds, "--macs-seconds", config.model, info.spec, info.sampling_rate)
     layout = GateLayout(info.spec, config.structures)
     table = read_latency_table(config, info) if config.latency_table else None
     budgets = build_budgets(config, info.spec, layout, info.sampling_rate, table)
@@ -87,6 +95,10 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
         + f"; {len(val.files)} held out for validation"
     )
 
+    data = corpus_fingerprint(corpus)
+    if plan == "resume":  # before the weights load: changed audio would train on another validation set
+        run.check_data(data, config.data, reporter.warning)
+
     loaded = load_encoder(info)
     reporter.message(describe_source(loaded))
     if plan == "resume":
@@ -99,6 +111,8 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
             job.load_checkpoint()
         else:
             job.start(corpus, scores)
+            if ranks.is_main:
+                run.save_data(data)
         return job.run(corpus)
     finally:
         ranks.close()
@@ -124,14 +138,33 @@ def read_latency_table(config: PruneConfig, info: ModelInfo) -> CostTable:
     return table
 
 
+def first_not_finite(value, field: str) -> tuple[str, object] | None:
+    """(field, value) of the first entry of nested dicts and lists that is not a finite number
+    (NaN, infinities, null, text, true), or None."""
+    if isinstance(value, (dict, list)):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            bad = first_not_finite(item, f"{field}.{key}" if isinstance(value, dict) else f"{field}[{key}]")
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return field, value
+    return None
+
+
 def read_scores(path: str, layout: GateLayout) -> torch.Tensor:
     """(N,) structure scores from `speechprune analyze` output (higher: more worth keeping)."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise DataError(f"cannot read --scores {path}: {error}; pass the JSON written by speechprune analyze --out")
-    if not isinstance(data, dict) or "gate_scores" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("gate_scores"), dict):
         raise DataError(f"--scores {path} has no gate_scores; write it with speechprune analyze MODEL --out FILE")
+    bad = first_not_finite(data["gate_scores"], "gate_scores")
+    if bad is not None:  # NaN would rank like -inf and silently change the decision
+        field, value = bad
+        raise DataError(f"--scores {path}: {field} is {json.dumps(value)}, not a finite number; "
+                        "write the scores again with speechprune analyze MODEL --out FILE")
     try:
         return gate_flat(layout, data["gate_scores"])
     except ValueError as error:

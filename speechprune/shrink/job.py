@@ -22,7 +22,7 @@ from ..folders.run_record import AudioRecord
 from ..folders.shrunk import check_output_folder, stock_compatible, write_model_folder
 from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
-from ..io.outputs import OutputLock, check_output
+from ..io.outputs import OutputLock, check_output, expand
 from ..io.progress import Reporter
 from ..method.accounting import parameter_count
 from ..model.device import DTYPES, dtype_name
@@ -53,11 +53,11 @@ def shrink_run(
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     check_positive(fidelity_seconds, "--fidelity-seconds")
-    out = Path(out)
+    out = expand(out)
     if onnx:
         require_onnx()
     check_output(out, "--out", {"RUN": run_dir, "--data": data, "the run's source model": _source_model(run_dir)},
-                 folder=True)
+                 folder=True, overwrite=overwrite)
     corpus = scan_reported(data, reporter, min_seconds=0.5) if data else None  # a bad --data fails before the slicing
     with OutputLock(out):
         return _shrink_run(run_dir, out, dtype, corpus, fidelity_seconds, overwrite, onnx, command, reporter)

@@ -1,0 +1,79 @@
+"""What a cost table (``latency.CostTable``) must hold before anything is predicted from it: its
+reader's checks, in one place, so a damaged or hand-edited table is refused when it is read
+(before any timing or training), naming the field.
+
+Every coefficient is a finite number >= 0 (the budget decision relies on costs that only fall
+as structures go), ``scale`` is above 0, every part of the encoder has its coefficients (one
+set per conv layer of the table's architecture), and the conditions and architecture hold
+numbers in range. A table that passes is still refused by ``latency.check_architecture``
+when it was measured for another model, or predicts no finite positive latency for it.
+"""
+
+from __future__ import annotations
+
+import math
+
+# coefficient names of each part: the keys of latency.conv_features, projection_features, layer_features
+CONV = ("macs", "outputs", "outputs_squared", "const")
+PROJECTION = ("macs", "const")
+POS_CONV = ("const",)
+LAYER = ("const", "attention", "heads", "projection_macs", "score_macs", "ffn", "ffn_macs")
+ARCHITECTURE_COUNTS = ("sampling_rate", "hidden_size", "layers", "heads", "head_dim", "ffn_size")
+LARGEST = 1e12  # no count or coefficient of a real table comes near this (ms per million MACs, channels, ...)
+
+
+def _number(value, field: str, *, positive: bool = False, whole: bool = False) -> float:
+    """``value`` as a finite number >= 0 (> 0 with ``positive``; an integer with ``whole``) and at most LARGEST."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+        raise ValueError(f"{field} is {value!r}, not a {'whole ' if whole else ''}number")
+    if not math.isfinite(value) or value < 0 or (positive and value <= 0) or value > LARGEST:
+        bound = "above 0" if positive else "0 or more"
+        raise ValueError(f"{field} is {value!r}; it must be a finite number {bound} (at most {LARGEST:g})")
+    return value
+
+
+def _part(coefficients: dict, names: tuple[str, ...], field: str) -> None:
+    if not isinstance(coefficients, dict):
+        raise ValueError(f"{field} is {type(coefficients).__name__}, not an object of coefficients")
+    missing = [name for name in names if name not in coefficients]
+    if missing:
+        raise ValueError(f"{field} lacks {', '.join(missing)}")
+    for name in names:
+        _number(coefficients[name], f"{field}.{name}")
+
+
+def check_cost_table(data: dict) -> None:
+    """Raise ValueError naming the first field of the table ``data`` (its JSON form) that is
+    missing, of the wrong type or out of range."""
+    for section in ("conditions", "architecture", "coefficients", "fit", "provenance"):
+        if not isinstance(data[section], dict):
+            raise ValueError(f"{section} is {type(data[section]).__name__}, not an object")
+    conditions, architecture, coefficients = data["conditions"], data["architecture"], data["coefficients"]
+    for name in ("device", "dtype", "threads", "batch", "seconds"):
+        if name not in conditions:
+            raise ValueError(f"conditions lacks {name}")
+    for name in ("threads", "batch"):
+        _number(conditions[name], f"conditions.{name}", positive=True, whole=True)
+    _number(conditions["seconds"], "conditions.seconds", positive=True)
+    for name in ARCHITECTURE_COUNTS + ("conv_channels",):
+        if name not in architecture:
+            raise ValueError(f"architecture lacks {name}")
+    for name in ARCHITECTURE_COUNTS:
+        _number(architecture[name], f"architecture.{name}", positive=True, whole=True)
+    if not isinstance(architecture["conv_channels"], list) or not architecture["conv_channels"]:
+        raise ValueError(f"architecture.conv_channels is {architecture['conv_channels']!r}, not a list of channel counts")
+
+    for name in ("conv", "projection", "pos_conv", "layer", "scale", "overhead"):
+        if name not in coefficients:
+            raise ValueError(f"coefficients lacks {name}")
+    conv, layers = coefficients["conv"], len(architecture["conv_channels"])
+    if not isinstance(conv, list) or len(conv) != layers:
+        count = len(conv) if isinstance(conv, list) else type(conv).__name__
+        raise ValueError(f"coefficients.conv has {count} entries for {layers} conv layers")
+    for c, part in enumerate(conv):
+        _part(part, CONV, f"coefficients.conv[{c}]")
+    _part(coefficients["projection"], PROJECTION, "coefficients.projection")
+    _part(coefficients["pos_conv"], POS_CONV, "coefficients.pos_conv")
+    _part(coefficients["layer"], LAYER, "coefficients.layer")
+    _number(coefficients["scale"], "coefficients.scale", positive=True)
+    _number(coefficients["overhead"], "coefficients.overhead")

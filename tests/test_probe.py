@@ -13,7 +13,8 @@ import torch
 
 from speechprune.eval.features import FrozenFeatures, clip_batches
 from speechprune.errors import FormatError
-from speechprune.eval.job import EvalOptions, evaluate, split_by_class
+from speechprune.eval.job import EvalOptions, evaluate
+from speechprune.eval.labelled import split_by_class
 from speechprune.eval.report import EvalReport
 from speechprune.eval.probe import edit_distance, fit_classifier, fit_ctc
 from speechprune.folders.target import load_target, read_target

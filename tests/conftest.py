@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny models of every family and style, saved like hub checkpoints, and
-generated speech-like audio. Tiny sizes keep the whole suite to a few minutes on 2 cores."""
+"""Shared fixtures: tiny models of every family and style, saved like hub checkpoints, generated
+speech-like audio, and finished prune runs of them (each made once per session). Tiny sizes keep
+the whole suite to a few minutes on 2 cores. Shared functions are in `tests/helpers/`."""
 
 from __future__ import annotations
 
@@ -8,56 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
 
+from helpers.commands import RUN_OPTIONS, run_captured
+from helpers.models import save_model
 from speechprune.io.synth import write_corpus
-from speechprune.model.loading import quiet_transformers
 
 os.environ.setdefault("NO_COLOR", "1")
 torch.set_num_threads(2)
-
-FAMILY_CLASSES = {
-    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
-    "hubert": ("HubertConfig", "HubertModel"),
-    "wavlm": ("WavLMConfig", "WavLMModel"),
-}
-STYLES = ("base", "large")
-ALL_KINDS = [(f, s) for f in FAMILY_CLASSES for s in STYLES]
-
-
-def tiny_config(family: str, style: str = "base", **overrides):
-    """A small config with the real layout: 7-layer CNN at 20 ms frames, pos conv, 3 layers."""
-    config_class = getattr(transformers, FAMILY_CLASSES[family][0])
-    kwargs = dict(
-        hidden_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=96,
-        conv_dim=(24,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        do_stable_layer_norm=style == "large",
-        feat_extract_norm="layer" if style == "large" else "group",
-        conv_bias=style == "large",
-    )
-    if family == "wavlm":
-        kwargs.update(num_buckets=32, max_bucket_distance=64)
-    kwargs.update(overrides)
-    return config_class(**kwargs)
-
-
-def build_model(family: str, style: str = "base", task: str | None = None, seed: int = 0, **overrides):
-    """A random-weight transformers model (the base `...Model`, or a task class like `...ForCTC`)."""
-    config = tiny_config(family, style, **overrides)
-    name = FAMILY_CLASSES[family][1] if task is None else FAMILY_CLASSES[family][1].replace("Model", task)
-    torch.manual_seed(seed)
-    return getattr(transformers, name)(config).eval()
-
-
-def save_model(folder: Path, family: str, style: str = "base", task: str | None = None, **overrides) -> Path:
-    with quiet_transformers():
-        build_model(family, style, task, **overrides).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +47,41 @@ def audio_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("audio")
     write_corpus(folder, n_files=12, seconds=(1.5, 3.0), seed=0)
     return folder
+
+
+@pytest.fixture(scope="session")
+def finished_run(model_dir, audio_dir, tmp_path_factory):
+    """Factory: finished_run(family, style) -> the folder of a finished `speechprune prune` of
+    model_dir(family, style) on audio_dir with helpers.commands.RUN_OPTIONS (made once per session: tests that
+    change a run change a copy)."""
+    cache: dict[tuple, Path] = {}
+
+    def make(family: str = "wav2vec2", style: str = "base") -> Path:
+        if (family, style) not in cache:
+            out = tmp_path_factory.mktemp(f"run-{family}-{style}") / "run"
+            code, _, err = run_captured("prune", model_dir(family, style), "--data", audio_dir, "--out", out,
+                                        *RUN_OPTIONS)
+            assert code == 0, err
+            cache[family, style] = out
+        return cache[family, style]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shrunk_run(finished_run, tmp_path_factory):
+    """Factory: shrunk_run(family, style) -> the model folder of finished_run(family, style) shrunk."""
+    from speechprune.shrink.job import shrink_run
+
+    cache: dict[tuple, Path] = {}
+
+    def make(family: str = "wav2vec2", style: str = "base") -> Path:
+        if (family, style) not in cache:
+            cache[family, style] = tmp_path_factory.mktemp(f"shrunk-{family}-{style}") / "shrunk"
+            shrink_run(finished_run(family, style), cache[family, style])
+        return cache[family, style]
+
+    return make
 
 
 @pytest.fixture

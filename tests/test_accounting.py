@@ -8,8 +8,8 @@ from speechprune.method.accounting import dense_count, kept_structure, parameter
 from speechprune.method.gates import GATE_KINDS, GateLayout, GateValues, HardConcreteGates
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
-from conftest import ALL_KINDS, build_model
-from sliced_count import sliced_parameter_count
+from helpers.models import ALL_KINDS, build_model, edge_case_values
+from helpers.sliced_count import sliced_parameter_count
 
 
 @pytest.mark.parametrize(
@@ -31,26 +31,6 @@ def test_dense_count_of_published_configs(family, config, expected):
     spec = fam.spec_from_config(hf_config)
     for kinds in (GATE_KINDS, ("head", "int")):
         assert dense_count(spec, GateLayout(spec, kinds)) == expected
-
-
-def edge_case_values(layout: GateLayout, seed: int) -> GateValues:
-    """Random 0/1 gates plus the edge cases of method.md forced in."""
-    g = torch.Generator().manual_seed(seed)
-    z = (torch.rand(layout.size, generator=g) > 0.4).double()
-    values = layout.values(z)
-    values.get("mha", 0).fill_(1)
-    values.get("head", 0).fill_(1)
-    values.get("qk", 0)[0] = 0  # head 0: no query/key dims, value dims kept (uniform attention)
-    values.get("vo", 0)[0, :3] = 1
-    values.get("vo", 0)[1] = 0  # head 1: no value dims (contributes nothing)
-    values.get("qk", 0)[1, :2] = 1
-    values.get("head", 1).zero_()  # layer 1: no heads, block kept
-    values.get("mha", 1).fill_(1)
-    values.get("ffn", 1).zero_()  # layer 1: no FFN
-    values.get("mha", 2).zero_()  # layer 2: both blocks gone
-    values.get("ffn", 2).zero_()
-    values.get("conv", 6)[: layout.group("conv", 6).size // 2] = 0  # half the last conv channels
-    return values
 
 
 @pytest.mark.parametrize("family,style", ALL_KINDS)

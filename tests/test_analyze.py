@@ -9,23 +9,16 @@ import torch
 from speechprune.analyze.heads import attention_probabilities
 from speechprune.analyze.job import AnalyzeOptions, analyze
 from speechprune.analyze.report import AnalyzeReport
-from speechprune.cli.app import main
 from speechprune.errors import FormatError
 from speechprune.method.gates import GateLayout, gate_flat
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import family_by_name
 from speechprune.model.loading import inspect_model, quiet_transformers
-from conftest import build_model
+from helpers.commands import RUN_STEPS, cli
+from helpers.models import build_model
 
 HEAD_DIM = 12  # tiny_config: hidden 48, 4 heads
 FAST = dict(max_seconds=6.0, crop_seconds=2.0, batch_seconds=6.0, projections=2)
-
-
-def cli(capsys, *args):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -126,17 +119,11 @@ def test_plain_text_when_piped(planted, audio_dir, capsys):
     assert "mean attention distance (frames)" in stdout and "\nL3 " in stdout and "\x1b[" not in stdout
 
 
-@pytest.fixture(scope="module")
-def run_and_shrunk(model_dir, audio_dir, tmp_path_factory):
-    from speechprune.prune.config import PruneConfig
-    from speechprune.prune.job import prune
-    from speechprune.shrink.job import shrink_run
-
-    root = tmp_path_factory.mktemp("analyze-run")
-    summary = prune(PruneConfig(model=str(model_dir("wav2vec2")), sparsity=0.6, data=str(audio_dir), out=str(root / "run"),
-                                steps=4, crop_seconds=1.5, batch_seconds=3.0, device="cpu", gate_lr=0.5))
-    shrink_run(root / "run", root / "model")
-    return root / "run", root / "model", summary
+@pytest.fixture
+def run_and_shrunk(finished_run, shrunk_run):
+    """The shared finished run of the tiny wav2vec2, its shrunk model folder, and its summary.json."""
+    run = finished_run("wav2vec2", "base")
+    return run, shrunk_run("wav2vec2", "base"), json.loads((run / "summary.json").read_text())
 
 
 def test_run_report_matches_the_summary(run_and_shrunk, capsys):
@@ -165,7 +152,7 @@ def test_the_report_is_typed_and_versioned(planted_report, run_and_shrunk):
         data = json.loads(json.dumps(data))  # as --out writes it
         report = AnalyzeReport.from_dict(data)
         assert report.format == 1 and report.to_dict() == data
-    assert report.kind == "run" and report.heads is None and report.run["step"] == 4
+    assert report.kind == "run" and report.heads is None and report.run["step"] == RUN_STEPS
     with pytest.raises(FormatError, match="analyze report of format 2: this speechprune reads format 1"):
         AnalyzeReport.from_dict({**data, "format": 2})
     with pytest.raises(FormatError, match="analyze report without gate_scores"):

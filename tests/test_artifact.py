@@ -19,7 +19,7 @@ from speechprune.folders.shrunk import stock_compatible, write_model_folder
 from speechprune.prune.job import prune
 from speechprune.shrink.job import shrink_run
 from speechprune.shrink.slicing import shrink_encoder
-from test_prune_runs import fast_config
+from helpers.commands import RUN_STEPS, fast_config
 
 LOAD_WITHOUT_SPEECHPRUNE = textwrap.dedent(
     """
@@ -45,12 +45,10 @@ LOAD_WITHOUT_SPEECHPRUNE = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def pruned_run(model_dir, audio_dir, tmp_path_factory):
-    """A finished tiny WavLM Large run (the hardest family: position bias, pre-LN, conv LayerNorms)."""
-    out = tmp_path_factory.mktemp("runs") / "wavlm"
-    prune(fast_config(model_dir("wavlm", "large"), audio_dir, out, 0.6, steps=6, gate_lr=0.3))
-    return out
+@pytest.fixture
+def pruned_run(finished_run):
+    """The shared finished run of the tiny WavLM Large (the hardest family: position bias, pre-LN, conv LayerNorms)."""
+    return finished_run("wavlm", "large")
 
 
 def file_elements(path) -> int:
@@ -125,7 +123,7 @@ def test_unfinished_run_shrinks_its_checkpoint(pruned_run, tmp_path, capsys):
     code = main(["shrink", str(run), "--out", str(tmp_path / "model")])
     assert code == 0
     assert "not finished" in capsys.readouterr().err
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["speechprune"]["run_step"] == 6
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["speechprune"]["run_step"] == RUN_STEPS
 
 
 def test_stock_compatible_result_also_gets_a_stock_config(model_dir, audio_dir, tmp_path):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -432,11 +431,9 @@ def test_every_crop_is_checked_for_non_finite_samples(tmp_path):
 # ---------------------------------------------------------------- synthetic speech
 
 
-def test_speechlike_is_deterministic_fast_and_speech_shaped():
-    start = time.perf_counter()
+def test_speechlike_is_deterministic_and_speech_shaped():
+    """(Its speed is a benchmark, benchmarks/synth_speed.py: no unit test times anything.)"""
     audio = speech(10.0, 5)
-    assert time.perf_counter() - start < 0.5
-
     assert audio.dtype == np.float32 and audio.shape == (10 * SR,)
     assert np.abs(audio).max() == pytest.approx(0.5, abs=1e-3)
     np.testing.assert_array_equal(audio, speech(10.0, 5))

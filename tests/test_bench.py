@@ -28,13 +28,9 @@ from speechprune.method.macs import PARTS, macs
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
 from speechprune.model.spec import frames
-from speechprune.prune.config import PruneConfig
-from speechprune.prune.job import prune
-from speechprune.shrink.job import shrink_run
 from speechprune.shrink.slicing import shrink_encoder
-from conftest import build_model
-from test_accounting import edge_case_values
-from test_cli import assert_clean_error, cli, run_captured
+from helpers.commands import assert_clean_error, cli, run_captured
+from helpers.models import build_model, edge_case_values
 
 FAST = ["--device", "cpu", "--warmup", "1", "--repeat", "2", "--min-time", "0"]
 ROW_KEYS = {"model", "seconds", "batch", "dtype", "compiled", "latency_ms", "times_ms", "audio_seconds_per_second",
@@ -43,15 +39,10 @@ ROW_KEYS = {"model", "seconds", "batch", "dtype", "compiled", "latency_ms", "tim
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, model_dir, audio_dir) -> dict:
-    """A stock tiny wav2vec2 folder, a short prune run of it, and that run shrunk."""
-    root = tmp_path_factory.mktemp("bench")
-    stock = model_dir("wav2vec2")
-    run = root / "run"
-    prune(PruneConfig(model=str(stock), sparsity=0.5, data=str(audio_dir), out=str(run), steps=3,
-                      crop_seconds=1.5, batch_seconds=3, device="cpu"))
-    shrink_run(run, root / "shrunk")
-    return {"stock": stock, "run": run, "shrunk": root / "shrunk"}
+def models(model_dir, finished_run, shrunk_run) -> dict:
+    """A stock tiny wav2vec2 folder, the shared finished run of it, and that run shrunk."""
+    return {"stock": model_dir("wav2vec2"), "run": finished_run("wav2vec2", "base"),
+            "shrunk": shrunk_run("wav2vec2", "base")}
 
 
 @pytest.fixture(scope="module")
@@ -249,14 +240,6 @@ def test_peak_memory_sees_a_temporary_allocation():
 
 
 # ---------------------------------------------------------------- errors, before any weights load
-
-
-@pytest.fixture
-def no_loading(monkeypatch):
-    def refuse(*_):
-        raise AssertionError("weights were loaded before the options were checked")
-
-    monkeypatch.setattr(core, "load", refuse)
 
 
 @pytest.mark.parametrize("args,words", [

@@ -7,8 +7,6 @@ that proves `python -m speechprune` and its exit codes work end to end.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -23,59 +21,16 @@ import torch
 import transformers
 
 from speechprune import __version__
-from speechprune.cli.app import main
 from speechprune.io.synth import speechlike
 from speechprune.model.loading import quiet_transformers
+from helpers.commands import TINY, assert_clean_error, cli, lines, run_captured
 
-TINY = ["--steps", "3", "--crop-seconds", "1.5", "--batch-seconds", "3", "--min-seconds", "1", "--device", "cpu"]
 SUMMARY_KEYS = {"params_dense", "params_pruned", "sparsity", "target_sparsity", "steps", "run_dir"}
 METRIC_KEYS = {"step", "loss", "expected_sparsity", "target_sparsity", "lambda1", "lambda2", "lr",
                "audio_seconds_per_second"}
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """Run `speechprune ARGS` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()  # drop anything printed before
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def run_captured(*args) -> tuple[int, str, str]:
-    """Like `cli`, for fixtures that cannot use capsys (rich's stderr console follows sys.stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
-
-
-def lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
-
-
-def assert_clean_error(result, code: int, *words: str, only_line: bool = True) -> str:
-    """Exit `code`, nothing on stdout, no traceback, one `error: ...` line naming `words`.
-
-    With only_line the error is all of stderr (the problem was found before any progress line).
-    """
-    got, out, err = result
-    assert got == code, f"exit {got}, expected {code}; stderr:\n{err}"
-    assert out == "", f"stdout should be empty on errors, got:\n{out}"
-    assert "Traceback" not in err, err
-    errors = [line for line in lines(err) if line.startswith("error: ")]
-    assert len(errors) == 1, f"expected one error line, got:\n{err}"
-    if only_line:
-        assert lines(err) == errors, f"stderr should be just the error line, got:\n{err}"
-    else:
-        assert lines(err)[-1] == errors[0], f"the error should be the last line, got:\n{err}"
-    message = errors[0]
-    assert "unexpected" not in message, f"a known problem reported as a crash: {message}"
-    for word in words:
-        assert word.lower() in message.lower(), f"{word!r} not in {message!r}"
-    return message
 
 
 def write_wav(path: Path, seconds: float, sample_rate: int = 16000, channels: int = 1, seed: int = 0) -> Path:
@@ -116,7 +71,7 @@ def mixed_audio(tmp_path_factory, audio_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, model_dir, mixed_audio):
+def json_run(tmp_path_factory, model_dir, mixed_audio):
     """One finished run on the mixed corpus, with --json: (args, exit code, stdout, stderr, run folder)."""
     out = tmp_path_factory.mktemp("runs") / "finished"
     args = ["prune", model_dir("wav2vec2"), "--sparsity", "0.5", "--data", mixed_audio, "--out", out, *TINY]
@@ -417,8 +372,8 @@ def test_overwrite_refuses_an_unrelated_folder(capsys, tmp_path, good):
     assert (out / "notes.txt").read_text() == "old" and (out / "sub" / "x").read_text() == "old"
 
 
-def test_existing_run_needs_resume_or_overwrite(capsys, finished_run):
-    args, code, _, stderr, out = finished_run
+def test_existing_run_needs_resume_or_overwrite(capsys, json_run):
+    args, code, _, stderr, out = json_run
     assert code == 0, stderr
     before = snapshot(out)
     result = cli(capsys, *args)
@@ -426,8 +381,8 @@ def test_existing_run_needs_resume_or_overwrite(capsys, finished_run):
     assert snapshot(out) == before
 
 
-def test_resume_with_changed_sparsity_is_refused(capsys, finished_run):
-    args, code, _, stderr, out = finished_run
+def test_resume_with_changed_sparsity_is_refused(capsys, json_run):
+    args, code, _, stderr, out = json_run
     assert code == 0, stderr
     before = snapshot(out)
     changed = list(args)
@@ -437,8 +392,8 @@ def test_resume_with_changed_sparsity_is_refused(capsys, finished_run):
     assert snapshot(out) == before
 
 
-def test_resume_a_finished_run_reports_the_same_summary(capsys, finished_run):
-    args, code, stdout, stderr, out = finished_run
+def test_resume_a_finished_run_reports_the_same_summary(capsys, json_run):
+    args, code, stdout, stderr, out = json_run
     assert code == 0, stderr
     before = snapshot(out)
     code, again, err = cli(capsys, *args, "--resume", "--json")
@@ -448,9 +403,9 @@ def test_resume_a_finished_run_reports_the_same_summary(capsys, finished_run):
     assert snapshot(out) == before
 
 
-def test_a_run_saved_with_the_short_precision_spelling_resumes_and_shrinks(capsys, finished_run, tmp_path):
+def test_a_run_saved_with_the_short_precision_spelling_resumes_and_shrinks(capsys, json_run, tmp_path):
     """Runs of 0.1 stored "fp32": it resumes under either spelling, and shrinks."""
-    args, code, stdout, stderr, out = finished_run
+    args, code, stdout, stderr, out = json_run
     assert code == 0, stderr
     assert json.loads((out / "config.json").read_text())["options"]["precision"] == "float32"
     old = tmp_path / "old"
@@ -472,8 +427,8 @@ def test_a_run_saved_with_the_short_precision_spelling_resumes_and_shrinks(capsy
 # ---------------------------------------------------------------- a good run
 
 
-def test_good_run_json_on_stdout_progress_on_stderr(finished_run, mixed_audio):
-    _, code, stdout, stderr, out = finished_run
+def test_good_run_json_on_stdout_progress_on_stderr(json_run, mixed_audio):
+    _, code, stdout, stderr, out = json_run
     assert code == 0, stderr
     summary = json.loads(stdout)  # one JSON document and nothing else
     assert SUMMARY_KEYS <= set(summary)
@@ -491,8 +446,8 @@ def test_good_run_json_on_stdout_progress_on_stderr(finished_run, mixed_audio):
     assert "prune phase" in stderr
 
 
-def test_good_run_folder_contents(finished_run, model_dir):
-    _, code, stdout, stderr, out = finished_run
+def test_good_run_folder_contents(json_run, model_dir):
+    _, code, stdout, stderr, out = json_run
     assert code == 0, stderr
     config = json.loads((out / "config.json").read_text())
     assert config["speechprune"] == __version__

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
-import transformers
 
 from speechprune.method.accounting import dense_count, parameter_count
 from speechprune.method.budget import params_budget
 from speechprune.method.decision import decide
 from speechprune.method.gates import GATE_KINDS, GateLayout
-from speechprune.model.families import FAMILIES
+from helpers.models import base_spec
 
 
 def decide_params(spec, layout, scores, target):
@@ -17,11 +16,6 @@ def decide_params(spec, layout, scores, target):
     decision = decide(layout, [budget], scores)
     decision.params = decision.costs["params"]
     return decision
-
-
-def base_spec(family="wav2vec2"):
-    fam = FAMILIES[family]
-    return fam.spec_from_config(getattr(transformers, fam.base_class.replace("Model", "Config"))())
 
 
 @pytest.mark.parametrize("kinds", [GATE_KINDS, ("conv", "head", "int")])

@@ -4,27 +4,10 @@ import pytest
 import torch
 
 from speechprune.method.gates import GateLayout
-from speechprune.model.encoder import Encoder
-from speechprune.model.families import FAMILIES
 from speechprune.model import inference
 from speechprune.model.layers import _layer_norm
-from conftest import ALL_KINDS, build_model
-
-
-def encoder_from(hf_model, family: str) -> Encoder:
-    fam = FAMILIES[family]
-    encoder = Encoder(fam.spec_from_config(hf_model.config)).eval()
-    encoder.load_state_dict(fam.to_encoder_keys(hf_model.state_dict()), strict=True)
-    return encoder
-
-
-def batch_of_unequal_lengths():
-    torch.manual_seed(1)
-    waveforms = torch.randn(3, 8000)
-    attention_mask = torch.ones(3, 8000, dtype=torch.long)
-    attention_mask[1, 6000:] = 0
-    attention_mask[2, 3000:] = 0
-    return waveforms * attention_mask, attention_mask
+from helpers.data import batch_of_unequal_lengths
+from helpers.models import ALL_KINDS, build_model, encoder_from
 
 
 def transformers_states(hf, waveforms, attention_mask):

@@ -12,9 +12,9 @@ from speechprune.deploy.onnx import OnnxEncoder, deployed_session, export_onnx
 from speechprune.eval.features import FrozenFeatures, clip_batches
 from speechprune.folders.target import load_target, read_target
 from speechprune.io.synth import speechlike
-from test_cli import assert_clean_error, cli
-from test_probe import run_dir, write_tones  # noqa: F401 (run_dir: a fixture)
-from test_quantize import fake_gpu, write_shrunk
+from helpers.commands import assert_clean_error, cli, fake_gpu
+from helpers.data import write_tones
+from helpers.models import write_shrunk
 
 RATE = 16000
 SHORT = ["--no-per-layer", "--epochs", "20", "--json"]
@@ -22,6 +22,12 @@ SHORT = ["--no-per-layer", "--epochs", "20", "--json"]
 
 def relative(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+@pytest.fixture
+def run_dir(finished_run):
+    """The shared finished run of the Large-style tiny wav2vec2."""
+    return finished_run("wav2vec2", "large")
 
 
 @pytest.fixture(scope="module")

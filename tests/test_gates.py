@@ -8,7 +8,7 @@ import torch
 
 from speechprune.method.gates import BETA, LIMIT_L, LIMIT_R, GateLayout, HardConcreteGates
 from speechprune.model.families import FAMILIES
-from conftest import build_model
+from helpers.models import build_model
 
 
 def tiny_layout(kinds=("conv", "mha", "head", "qk", "vo", "ffn", "int")):

@@ -11,13 +11,13 @@ import json
 
 import pytest
 import torch
-from test_cli import cli
 
 from speechprune.folders.shrunk import load
 from speechprune.model.loading import inspect_model, load_encoder
 from speechprune.prune.config import PruneConfig
 from speechprune.prune.job import prune
 from speechprune.shrink.job import shrink_run
+from helpers.commands import cli
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

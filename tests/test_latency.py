@@ -12,36 +12,13 @@ import torch
 from speechprune.bench.cost_model import nnls
 from speechprune.method.accounting import pruned_spec
 from speechprune.method.gates import GateLayout, HardConcreteGates
-from speechprune.method.latency import CostTable, architecture, expected_ms, latency_budget, predict_ms
-from conftest import ALL_KINDS
-from test_accounting import edge_case_values
-from test_cli import assert_clean_error, run_captured
-from test_macs_budget import tiny_spec
-from test_prune_runs import write_scores
+from speechprune.method.latency import CostTable, expected_ms, latency_budget, predict_ms
+from helpers.commands import assert_clean_error, run_captured
+from helpers.data import synthetic_table, write_scores, write_table
+from helpers.models import ALL_KINDS, edge_case_values, tiny_spec
 
 FAST = ["--steps", "4", "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu"]
 QUICK_TIMING = ["--warmup", "0", "--repeat", "1", "--min-time", "0", "--threads", "1"]
-
-
-def synthetic_table(spec, **conditions) -> CostTable:
-    """A table with made-up costs (ms per million MACs or elements, ms per block or head) for a 1 s input."""
-    layer = {"const": 0.01, "attention": 0.02, "heads": 0.005, "projection_macs": 0.05, "score_macs": 0.08, "ffn": 0.02,
-             "ffn_macs": 0.05}
-    return CostTable(
-        conditions={"device": "cpu", "device_name": "test", "threads": 1, "dtype": "float32", "batch": 1,
-                    "seconds": 1.0} | conditions,
-        architecture=architecture(spec, 16000),
-        coefficients={"conv": [{"macs": 0.05, "outputs": 0.02, "outputs_squared": 0.03, "const": 0.005} for _ in spec.conv_channels],
-                      "projection": {"macs": 0.05, "const": 0.005}, "pos_conv": {"const": 0.02}, "layer": layer,
-                      "scale": 1.2, "overhead": 0.01},
-        fit={},
-        provenance={"model": "synthetic"},
-    )
-
-
-def write_table(path, spec, **conditions):
-    synthetic_table(spec, **conditions).write(path)
-    return path
 
 
 def test_a_table_round_trips_through_json(tmp_path):

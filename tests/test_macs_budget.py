@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import transformers
 
 from speechprune.method.accounting import pruned_spec
 from speechprune.method.budget import macs_budget, params_budget
@@ -16,19 +15,9 @@ from speechprune.method.macs import macs, macs_count, pruned_macs
 from speechprune.model.encoder import Encoder
 from speechprune.model.families import FAMILIES
 from speechprune.shrink.slicing import shrink_encoder
-from conftest import ALL_KINDS, build_model
-from test_accounting import edge_case_values
+from helpers.models import ALL_KINDS, base_spec, build_model, edge_case_values, tiny_spec
 
 SAMPLES = 16000
-
-
-def tiny_spec(family="wav2vec2", style="base"):
-    return FAMILIES[family].spec_from_config(build_model(family, style).config)
-
-
-def base_spec(family="wav2vec2"):
-    fam = FAMILIES[family]
-    return fam.spec_from_config(getattr(transformers, fam.base_class.replace("Model", "Config"))())
 
 
 @pytest.mark.parametrize("family,style", ALL_KINDS)

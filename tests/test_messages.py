@@ -25,17 +25,13 @@ from speechprune.cli.output import Output
 from speechprune.errors import DataError
 from speechprune.io.audio import scan_reported
 from speechprune.io.progress import Reporter
-from test_cli import TINY, assert_clean_error, cli, lines, run_captured
+from helpers.commands import TINY, assert_clean_error, cli
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, model_dir, audio_dir) -> Path:
-    """A finished tiny run (with a non-default --tolerance)."""
-    out = tmp_path_factory.mktemp("runs") / "run"
-    code, _, err = run_captured("prune", model_dir("wav2vec2"), "--sparsity", "0.5", "--data", audio_dir, "--out", out,
-                                "--tolerance", "0.02", *TINY)
-    assert code == 0, err
-    return out
+@pytest.fixture
+def run_dir(finished_run) -> Path:
+    """The shared finished run of the tiny wav2vec2 (with a non-default --tolerance)."""
+    return finished_run("wav2vec2", "base")
 
 
 def unfinished_copy(run_dir: Path, target: Path) -> Path:

@@ -10,10 +10,15 @@ import torch
 
 import speechprune.deploy.onnx as onnx_export
 from speechprune.deploy.onnx import export_onnx, session
-from conftest import ALL_KINDS
-from test_artifact import pruned_run  # noqa: F401 (a fixture)
-from test_cli import assert_clean_error, cli
-from test_quantize import shrunk_encoder, speech, write_shrunk
+from helpers.commands import assert_clean_error, cli
+from helpers.data import speech_input
+from helpers.models import ALL_KINDS, shrunk_encoder, write_shrunk
+
+
+@pytest.fixture
+def pruned_run(finished_run):
+    """The shared finished run of the tiny WavLM Large (the hardest family: position bias, pre-LN, conv LayerNorms)."""
+    return finished_run("wavlm", "large")
 
 
 def relative_error(got: np.ndarray, expected: torch.Tensor) -> float:
@@ -27,7 +32,7 @@ def test_shrunk_models_of_every_family_run_in_onnxruntime(family, style, tmp_pat
     written = export_onnx(small, tmp_path / "model.onnx", attention_mask=masked, sampling_rate=16000)
     assert written["inputs"] == (["input_values", "attention_mask"] if masked else ["input_values"])
     assert written["max_relative_error"] < 1e-4
-    waveforms = torch.cat([speech(1.7, seed=2), speech(1.7, seed=3)])  # another batch and length than the export's
+    waveforms = torch.cat([speech_input(1.7, seed=2), speech_input(1.7, seed=3)])  # another batch and length than the export's
     inputs = {"input_values": waveforms}
     if masked:
         inputs["attention_mask"] = torch.ones(2, waveforms.shape[1], dtype=torch.long)
@@ -55,7 +60,7 @@ def test_export_onnx_command_on_a_stock_model_with_hidden_states(capsys, model_d
     assert report["kind"] == "stock" and report["family"] == "wavlm" and report["path"] == str(out)
     assert report["inputs"] == ["input_values", "attention_mask"]
     assert report["outputs"] == ["last_hidden_state", "hidden_states"] and report["max_relative_error"] < 1e-4
-    waveforms = speech(0.8)
+    waveforms = speech_input(0.8)
     outputs = session(out, threads=1).run(None, {"input_values": waveforms.numpy(),
                                                  "attention_mask": np.ones(waveforms.shape, dtype=np.int64)})
     assert outputs[1].shape[0] == 4 and outputs[1].shape[1:] == outputs[0].shape  # (L + 1, B, T', D)

@@ -9,39 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-from speechprune.cli.app import main
 from speechprune.eval.features import FrozenFeatures, clip_batches
 from speechprune.errors import FormatError
-from speechprune.eval.job import EvalOptions, evaluate, split_by_class
+from speechprune.eval.job import EvalOptions, evaluate
+from speechprune.eval.labelled import split_by_class
 from speechprune.eval.report import EvalReport
 from speechprune.eval.probe import edit_distance, fit_classifier, fit_ctc
 from speechprune.folders.target import load_target, read_target
 from speechprune.io.synth import speechlike
-
-RATE = 16000
-TONES_HZ = {"high": 2500.0, "low": 300.0, "mid": 900.0}
-
-
-def cli(capsys, *args):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def write_tones(folder: Path, labels=TONES_HZ, per_class: int = 6, seconds: float = 0.5, seed: int = 0) -> Path:
-    """folder/<label>/<i>.wav: a sine near the label's frequency (random length, phase, +-5% pitch) in noise."""
-    rng = np.random.default_rng(seed)
-    for label, hz in labels.items():
-        (folder / label).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            t = np.arange(round(seconds * RATE * rng.uniform(0.8, 1.2))) / RATE
-            x = 0.3 * np.sin(2 * np.pi * hz * rng.uniform(0.95, 1.05) * t + rng.uniform(0, 2 * np.pi))
-            sf.write(folder / label / f"{i}.wav", (x + 0.02 * rng.standard_normal(len(t))).astype(np.float32), RATE)
-    return folder
+from helpers.commands import cli
+from helpers.data import RATE, TONES_HZ, write_tones
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,16 +37,10 @@ def tones(tmp_path_factory) -> Path:
     return write_tones(tmp_path_factory.mktemp("tones"))
 
 
-@pytest.fixture(scope="module")
-def run_dir(model_dir, audio_dir, tmp_path_factory) -> Path:
-    """A short prune run of the Large-style tiny wav2vec2 (which takes attention masks)."""
-    from speechprune.prune.config import PruneConfig
-    from speechprune.prune.job import prune
-
-    out = tmp_path_factory.mktemp("probe-run") / "run"
-    prune(PruneConfig(model=str(model_dir("wav2vec2", "large")), sparsity=0.6, data=str(audio_dir), out=str(out),
-                      steps=2, crop_seconds=1.5, batch_seconds=3.0, device="cpu", gate_lr=0.5))
-    return out
+@pytest.fixture
+def run_dir(finished_run) -> Path:
+    """The shared finished run of the Large-style tiny wav2vec2 (which takes attention masks)."""
+    return finished_run("wav2vec2", "large")
 
 
 # ---------------------------------------------------------------- probes on synthetic features

@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,18 +14,13 @@ from safetensors.torch import load_file
 from speechprune.folders.run import RunFolder, read_spec
 from speechprune.method.gates import BETA, LIMIT_L, LIMIT_R, GateLayout
 from speechprune.model.encoder import Encoder
-from speechprune.prune.config import PruneConfig
 from speechprune.prune.job import prune
-from conftest import ALL_KINDS
-from sliced_count import sliced_parameter_count
+from helpers.commands import StderrLines, fast_config, metric_lines, run_cli
+from helpers.data import write_scores
+from helpers.models import ALL_KINDS
+from helpers.sliced_count import sliced_parameter_count
 
 FAST = ["--steps", "4", "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu"]
-
-
-def fast_config(model, data, out, sparsity, **options) -> PruneConfig:
-    settings = dict(steps=4, crop_seconds=1.5, batch_seconds=3.0, device="cpu")
-    settings.update(options)
-    return PruneConfig(model=str(model), sparsity=sparsity, data=str(data), out=str(out), **settings)
 
 
 def final_student(run_dir) -> tuple[Encoder, object]:
@@ -82,31 +76,19 @@ def test_target_ramps_and_lambdas_push_towards_it(model_dir, audio_dir, tmp_path
     assert metrics[-1]["expected_sparsity"] > metrics[0]["expected_sparsity"] + 0.02
 
 
-def run_cli(*args, **kwargs):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "speechprune", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def metric_lines(run_dir):
-    path = run_dir / "metrics.jsonl"
-    return path.read_text().splitlines() if path.exists() else []
-
-
 def test_ctrl_c_then_resume_matches_an_uninterrupted_run(model_dir, audio_dir, tmp_path):
     args = ["prune", str(model_dir("wavlm")), "--data", str(audio_dir), "--sparsity", "0.5", "--steps", "24",
             "--checkpoint-every", "1000", "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu",
-            "--seed", "7"]
+            "--seed", "7", "--log-every", "1"]  # a line on stderr at every step
     reference = run_cli(*args, "--out", str(tmp_path / "reference"))
     assert reference.wait(timeout=240) == 0, reference.stderr.read()
 
     interrupted_dir = tmp_path / "interrupted"
     process = run_cli(*args, "--out", str(interrupted_dir))
-    deadline = time.time() + 120
-    while len(metric_lines(interrupted_dir)) < 3 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
+    stderr = StderrLines(process)
+    stderr.wait_for("step 3 ")  # its metrics line is written
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    stderr = stderr.rest()
     assert process.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     stopped_at = RunFolder(interrupted_dir).latest_checkpoint().state["step"]
@@ -179,16 +161,6 @@ def test_old_weight_norm_key_names_load(tmp_path):
     loaded = load_encoder(inspect_model(str(folder)))
     conv = loaded.encoder.encoder.pos_conv_embed.conv
     assert torch.equal(conv.parametrizations.weight.original1, state[prefix + "weight_v"])
-
-
-def write_scores(path, model, structures=None, seed=0):
-    from speechprune.method.gates import GATE_KINDS, gate_dict
-    from speechprune.model.loading import inspect_model
-
-    layout = GateLayout(inspect_model(str(model)).spec, structures or GATE_KINDS)
-    scores = torch.rand(layout.size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    path.write_text(json.dumps({"gate_scores": gate_dict(layout, scores)}))
-    return layout, scores
 
 
 def test_one_shot_from_scores_lands_and_shrinks(model_dir, audio_dir, tmp_path):

@@ -4,24 +4,16 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 from transformers import AutoModel
 
 import speechprune
-from speechprune.folders.shrunk import write_model_folder
-from speechprune.io.synth import speechlike
-from speechprune.method.gates import GateLayout
-from speechprune.model.encoder import Encoder
 from speechprune.model.loading import quiet_transformers
-from speechprune.shrink.slicing import shrink_encoder
-from conftest import build_model
-from test_accounting import edge_case_values
-from test_cli import assert_clean_error, cli
-from test_encoder import encoder_from
-from test_probe import run_dir, write_tones  # noqa: F401 (run_dir: a fixture)
+from helpers.commands import assert_clean_error, cli, fake_gpu
+from helpers.data import speech_input, write_tones
+from helpers.models import build_model, encoder_from, shrunk_encoder, write_shrunk
 
 FAST = ["--device", "cpu", "--warmup", "0", "--repeat", "1", "--min-time", "0", "--seconds", "0.5"]
 
@@ -30,41 +22,12 @@ BASE_SHAPE = dict(hidden_size=768, num_attention_heads=12, intermediate_size=307
                   conv_dim=(512,) * 7, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
 
 
-def shrunk_encoder(family: str, style: str, seed: int = 0, **overrides) -> Encoder:
-    """A random model shrunk at the edge cases of test_accounting (heads of uneven widths, a
-    layer without heads, blocks removed), plus a kept FFN block without units in layer 3."""
-    dense = encoder_from(build_model(family, style, seed=seed, **overrides), family)
-    values = edge_case_values(GateLayout(dense.spec), seed=seed)
-    if len(dense.spec.layers) > 3:
-        values.get("ffn", 3).fill_(1)
-        values.get("int", 3).zero_()
-    spec, state = shrink_encoder(dense.spec, dense.state_dict(), values.layout, values.flat)
-    small = Encoder(spec).eval()
-    small.load_state_dict(state, strict=True)
-    return small
-
-
-def write_shrunk(folder: Path, family: str, style: str, **overrides) -> Path:
-    """``shrunk_encoder`` saved as a model folder like `speechprune shrink` writes it."""
-    small = shrunk_encoder(family, style, **overrides)
-    preprocessor = {"sampling_rate": 16000, "do_normalize": True, "return_attention_mask": style == "large"}
-    write_model_folder(folder, small.spec, small.state_dict(), dtype="float32", card="card", provenance={},
-                       preprocessor=preprocessor)
-    return folder
-
-
-def speech(seconds: float = 2.0, seed: int = 0) -> torch.Tensor:
-    """(1, T) generated speech, normalised like the models' inputs."""
-    audio = torch.from_numpy(speechlike(seconds, 16000, np.random.default_rng(seed)))[None]
-    return (audio - audio.mean()) / audio.std()
-
-
 @pytest.mark.parametrize("family,style", [("wav2vec2", "base"), ("hubert", "large"), ("wavlm", "large")])
 def test_dynamic_int8_through_both_loaders(family, style, tmp_path):
     folder = write_shrunk(tmp_path / "model", family, style, **BASE_SHAPE)
     spec = speechprune.load(folder).spec
     assert spec.layers[0].qk_dims is not None and spec.layers[1].heads == [] and spec.layers[3].ffn_dim == 0
-    waveforms = speech()
+    waveforms = speech_input()
     with quiet_transformers():
         remote = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     for model in (speechprune.load(folder), remote):
@@ -133,11 +96,6 @@ def test_bench_quantize_option_errors(capsys, tiny_shrunk, no_loading, args, wor
     assert_clean_error(cli(capsys, "bench", tiny_shrunk, "--device", "cpu", *args), 2, *words)
 
 
-def fake_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-
-
 def test_quantize_on_a_gpu_is_a_usage_error(capsys, tiny_shrunk, no_loading, monkeypatch, tmp_path):
     fake_gpu(monkeypatch)
     result = cli(capsys, "bench", tiny_shrunk, "--device", "cuda", "--quantize", "int8")
@@ -164,9 +122,9 @@ def test_the_default_device_runs_quantized_models_on_the_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["shrunk", "stock", "run"])
-def test_eval_probes_the_quantized_model(capsys, tiny_shrunk, model_dir, tmp_path, kind, request):
+def test_eval_probes_the_quantized_model(capsys, tiny_shrunk, model_dir, finished_run, tmp_path, kind):
     model = {"shrunk": lambda: tiny_shrunk, "stock": lambda: model_dir("wav2vec2", "large"),
-             "run": lambda: request.getfixturevalue("run_dir")}[kind]()  # a run: quantized with its masks
+             "run": lambda: finished_run("wav2vec2", "large")}[kind]()  # a run: quantized with its masks
     tones = write_tones(tmp_path / "tones", per_class=4)
     code, out, err = cli(capsys, "eval", model, "--data", tones, "--quantize", "int8", "--no-per-layer",
                          "--epochs", "20", "--json")

@@ -15,10 +15,9 @@ from speechprune.errors import RunFolderError
 from speechprune.folders.run import RunFolder, read_run
 from speechprune.folders.run_record import RunRecord, RunSummary, prune_command
 from speechprune.shrink.report import ShrinkReport
-from test_cli import run_captured
-from test_latency import write_table
-from test_macs_budget import tiny_spec
-from test_prune_runs import write_scores
+from helpers.commands import run_captured
+from helpers.data import write_scores, write_table
+from helpers.models import tiny_spec
 
 FAST = ["--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu"]
 

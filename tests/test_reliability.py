@@ -12,7 +12,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +29,14 @@ from speechprune.model.compare import require_finite
 from speechprune.model.encoder import Encoder
 from speechprune.prune.job import prune
 from speechprune.shrink.slicing import max_relative_error
-from test_cli import TINY, assert_clean_error, cli
-from test_prune_runs import fast_config, metric_lines, run_cli
+from helpers.commands import (RUN_OPTIONS, RUN_STEPS, TINY, StderrLines, assert_clean_error, cli, fast_config,
+                              metric_lines, run_cli)
 
 
-@pytest.fixture(scope="module")
-def finished(model_dir, audio_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "finished"
-    prune(fast_config(model_dir("wav2vec2"), audio_dir, out, 0.5))
-    return out
+@pytest.fixture
+def finished(finished_run) -> Path:
+    """The shared finished run of the tiny wav2vec2 (change only a copy)."""
+    return finished_run("wav2vec2", "base")
 
 
 def copy_run(run: Path, tmp_path: Path) -> Path:
@@ -65,10 +63,8 @@ def test_second_prune_on_a_running_out_is_refused_and_kill_9_does_not_block_resu
     args = ["prune", str(model_dir("wav2vec2")), "--sparsity", "0.5", "--data", str(audio_dir), "--out", str(out),
             "--steps", "60", "--checkpoint-every", "2", *TINY[2:]]
     first = run_cli(*args)
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "latest").exists() and time.time() < deadline and first.poll() is None:
-        time.sleep(0.05)
-    assert first.poll() is None, first.communicate()[1]
+    StderrLines(first).wait_for("  val ")  # the line of step 2, printed once its checkpoint is saved
+    assert first.poll() is None
 
     second = cli(capsys, *args, "--seed", "1")
     message = assert_clean_error(second, 1, "being written by", f"process {first.pid}", "another --out")
@@ -246,11 +242,10 @@ def test_torn_last_metrics_line_is_dropped_on_resume(capsys, finished, audio_dir
     (run / "masks.safetensors").unlink()
     with (run / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 5, "loss": 0.12')
-    args = ["prune", model_dir("wav2vec2"), "--sparsity", "0.5", "--data", audio_dir, "--out", run, "--steps", "4",
-            "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu", "--resume"]
+    args = ["prune", model_dir("wav2vec2"), "--data", audio_dir, "--out", run, *RUN_OPTIONS, "--resume"]
     code, _, err = cli(capsys, *args)
     assert code == 0, err
-    assert [json.loads(line)["step"] for line in metric_lines(run)] == [1, 2, 3, 4]
+    assert [json.loads(line)["step"] for line in metric_lines(run)] == list(range(1, RUN_STEPS + 1))
     assert (run / "summary.json").exists()
 
 
@@ -337,7 +332,6 @@ def test_resume_accepts_the_same_paths_spelled_differently(capsys, finished, mod
     run = copy_run(finished, tmp_path)
     monkeypatch.chdir(audio_dir.parent)
     model = os.path.relpath(model_dir("wav2vec2")) + "/"
-    args = ["prune", model, "--sparsity", "0.5", "--data", audio_dir.name + "/", "--out", run, "--steps", "4",
-            "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu", "--resume"]
+    args = ["prune", model, "--data", audio_dir.name + "/", "--out", run, *RUN_OPTIONS, "--resume"]
     code, _, err = cli(capsys, *args)
     assert code == 0 and "finished run; nothing to do" in err, err

@@ -7,9 +7,8 @@ from speechprune.method.accounting import parameter_count
 from speechprune.method.gates import GateLayout, HardConcreteGates
 from speechprune.model.encoder import Encoder
 from speechprune.shrink.slicing import shrink_encoder
-from conftest import ALL_KINDS, build_model
-from test_accounting import edge_case_values
-from test_encoder import batch_of_unequal_lengths, encoder_from
+from helpers.data import batch_of_unequal_lengths
+from helpers.models import ALL_KINDS, build_model, edge_case_values, encoder_from
 
 
 def dense_encoder(family, style, seed=0, **overrides):

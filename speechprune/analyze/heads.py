@@ -16,7 +16,7 @@ Passes per batch, with L layers, H heads per layer and P random projections:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -97,107 +97,127 @@ def run_from(net, layer: int, x, key_mask, position_bias, masks: EncoderMasks | 
     return outputs, last
 
 
+def without_head(masks: EncoderMasks, layer: int, head: int, heads: int, device) -> EncoderMasks:
+    """``masks`` with head ``head`` of layer ``layer`` (of ``heads``) masked out as well."""
+    dropped = torch.ones(heads, device=device)
+    dropped[head] = 0
+    old = masks.layers[layer]
+    layers = list(masks.layers)
+    layers[layer] = replace(old, head=dropped if old.head is None else old.head * dropped)
+    return EncoderMasks(masks.conv, layers)
+
+
+class HeadStatistics:
+    """The sums of every statistic over the batches seen so far; ``result()`` turns them into means."""
+
+    def __init__(self, net, layout: GateLayout, base_masks: EncoderMasks | None, seed: int, device):
+        self.net, self.layout, self.base_masks, self.device = net, layout, base_masks, device
+        self.head_counts = [len(layer.heads) if layer.attention else 0 for layer in net.spec.layers]
+        n_layers = len(self.head_counts)
+        self.heads = HeadAccumulator()
+        self.heads.init(self.head_counts)
+        self.grad_sum = torch.zeros(layout.size, dtype=torch.float64)  # (G,) squared gate gradients
+        # drop-one, per layer l: squared change of each later output k (layers l..L-1, then the final
+        # output) per head, and the squared norm of the reference outputs
+        self.drop_num = [[[0.0] * (n_layers - l + 1) for _ in range(h)] for l, h in enumerate(self.head_counts)]
+        self.drop_den = [[0.0] * (n_layers - l + 1) for l in range(n_layers)]
+        self.generator = torch.Generator().manual_seed(seed)
+        self.passes = {"forward_with_grad": 0, "backward": 0, "drop_one_partial_forwards": 0, "drop_one_layer_calls": 0}
+        self.batches = 0
+
+    def gradients(self, waveforms, mask, frames, projections: int, hooked: dict):
+        """One forward with autograd (the attention hooks take their statistics) and ``projections``
+        backward passes of random projections of the output; returns (hidden states, final output)."""
+        self.batches += 1
+        layout = self.layout
+        z = torch.ones(layout.size, device=self.device, requires_grad=True)
+        out = self.net.encode(waveforms, mask, combine(self.base_masks, layout.values(z).masks()))
+        hooked["active"] = False
+        self.passes["forward_with_grad"] += 1
+        h = out.last_hidden_state
+        weight = frames[..., None].to(h.dtype)
+        scale = max(float((h.detach() ** 2 * weight).sum()), 1e-30)
+        for p in range(projections):
+            r = torch.randn(h.shape, generator=self.generator).to(self.device) * weight
+            (grad,) = torch.autograd.grad((r * h).sum(), z, retain_graph=p < projections - 1)
+            self.grad_sum += grad.double().cpu() ** 2 / scale / projections
+            self.passes["backward"] += 1
+        self.heads.frames += float(frames.sum())
+        hidden = [s.detach() for s in out.hidden_states]
+        for l in range(len(self.head_counts)):
+            self.heads.residual[l] += float((hidden[l].norm(dim=-1) * frames).sum())
+        return hidden, h.detach()
+
+    @torch.no_grad()
+    def drop_one(self, hidden: list, last, frames, key_mask) -> None:
+        """Each head masked alone: layers l..L-1 rerun from the cached input of its layer l."""
+        net, n_layers = self.net, len(self.head_counts)
+        fixed = combine(self.base_masks, self.layout.values(torch.ones(self.layout.size, device=self.device)).masks())
+        position_bias = net.encoder.rel_pos(last.shape[1]) if net.encoder.rel_pos is not None else None
+        for l in range(n_layers):
+            refs = hidden[l + 1:] + [last]
+            for k, ref in enumerate(refs):
+                self.drop_den[l][k] += float((ref**2 * frames[..., None]).sum())
+            for head in range(self.head_counts[l]):
+                masks = without_head(fixed, l, head, self.head_counts[l], self.device)
+                outputs, new_last = run_from(net, l, hidden[l], key_mask, position_bias, masks)
+                self.passes["drop_one_partial_forwards"] += 1
+                self.passes["drop_one_layer_calls"] += n_layers - l
+                for k, (new, ref) in enumerate(zip(outputs + [new_last], refs)):
+                    self.drop_num[l][head][k] += _relative_change(new, ref, frames)[0]
+
+    def result(self, drop_one: bool) -> dict:
+        acc, n = self.heads, max(self.heads.frames, 1.0)
+        grad = self.grad_sum / max(self.batches, 1)
+        values = self.layout.values(grad)
+        result = {
+            "heads": [list(layer.heads) if layer.attention else [] for layer in self.net.spec.layers],
+            "grad_importance": [
+                (values.get("head", l).tolist() if values.get("head", l) is not None else [0.0] * h)
+                for l, h in enumerate(self.head_counts)
+            ],
+            "entropy": [(e / n).tolist() for e in acc.entropy],
+            "mean_distance": [(d / n).tolist() for d in acc.distance],
+            "contribution_norm": [(c / n).tolist() for c in acc.contribution],
+            "contribution_ratio": [(c / max(acc.residual[l], 1e-30)).tolist() for l, c in enumerate(acc.contribution)],
+            "gate_importance": grad,
+            "passes": self.passes,
+        }
+        if drop_one:
+            result["drop_one"] = [[(num[-1] / max(den[-1], 1e-30)) ** 0.5 for num in heads]
+                                  for heads, den in zip(self.drop_num, self.drop_den)]
+            result["drop_one_by_layer"] = [
+                [[(num[k] / max(den[k], 1e-30)) ** 0.5 for k in range(len(den) - 1)] for num in heads]
+                for heads, den in zip(self.drop_num, self.drop_den)
+            ]
+        return result
+
+
 def head_statistics(net, batches, *, layout: GateLayout, base_masks: EncoderMasks | None, projections: int,
                     seed: int, drop_one: bool, use_attention_mask: bool, device, progress=None) -> dict:
     """Every statistic of the module docstring, on ``batches`` (a list of ``io.batches.Batch``)."""
-    spec = net.spec
-    head_counts = [len(layer.heads) if layer.attention else 0 for layer in spec.layers]
-    n_layers = len(spec.layers)
-    acc = HeadAccumulator()
-    acc.init(head_counts)
-    grad_sum = torch.zeros(layout.size, dtype=torch.float64)
-    drop_num = [[[0.0] * (n_layers - l + 1) for _ in range(h)] for l, h in enumerate(head_counts)]
-    drop_den = [[0.0] * (n_layers - l + 1) for l in range(n_layers)]
-    generator = torch.Generator().manual_seed(seed)
-    real = {}
+    stats = HeadStatistics(net, layout, base_masks, seed, device)
+    hooked = {}  # the real frames of the batch, and whether the hooks take statistics (the forward with autograd)
     hooks = [
-        layer.attention.register_forward_hook(_attention_hook(acc, l, real))
+        layer.attention.register_forward_hook(_attention_hook(stats.heads, l, hooked))
         for l, layer in enumerate(net.encoder.layers)
         if layer.attention is not None
     ]
-    passes = {"forward_with_grad": 0, "backward": 0, "drop_one_partial_forwards": 0, "drop_one_layer_calls": 0}
     try:
         for index, batch in enumerate(batches):
             waveforms = batch.waveforms.to(device)
             mask = batch.attention_mask.to(device) if use_attention_mask else None
-            frames_total = spec.output_lengths(torch.tensor(waveforms.shape[1])).item()
-            frames = net.frame_mask(batch.attention_mask.to(device), int(frames_total))  # (B, T) real frames
-            real["mask"], real["active"] = frames, True
+            frames_total = int(net.spec.output_lengths(torch.tensor(waveforms.shape[1])).item())
+            frames = net.frame_mask(batch.attention_mask.to(device), frames_total)  # (B, T) real frames
+            hooked["mask"], hooked["active"] = frames, True
             if progress:
                 progress(f"batch {index + 1}/{len(batches)}: forward + {projections} backward passes")
-            z = torch.ones(layout.size, device=device, requires_grad=True)
-            masks = combine(base_masks, layout.values(z).masks())
-            out = net.encode(waveforms, mask, masks)
-            real["active"] = False
-            passes["forward_with_grad"] += 1
-            h = out.last_hidden_state
-            weight = frames[..., None].to(h.dtype)
-            scale = max(float((h.detach() ** 2 * weight).sum()), 1e-30)
-            for p in range(projections):
-                r = torch.randn(h.shape, generator=generator).to(device) * weight
-                (grad,) = torch.autograd.grad((r * h).sum(), z, retain_graph=p < projections - 1)
-                grad_sum += grad.double().cpu() ** 2 / scale / projections
-                passes["backward"] += 1
-            acc.frames += float(frames.sum())
-            with torch.no_grad():
-                hidden = [s.detach() for s in out.hidden_states]
-                last = h.detach()
-                for l in range(n_layers):
-                    acc.residual[l] += float((hidden[l].norm(dim=-1) * frames).sum())
-                del out, h, z, masks
-                if not drop_one:
-                    continue
+            hidden, last = stats.gradients(waveforms, mask, frames, projections, hooked)
+            if drop_one:
                 if progress:
-                    progress(f"batch {index + 1}/{len(batches)}: drop-one, {sum(head_counts)} heads")
-                fixed = combine(base_masks, layout.values(torch.ones(layout.size, device=device)).masks())
-                key_mask = frames[:, None, None, :] if mask is not None else None
-                position_bias = net.encoder.rel_pos(last.shape[1]) if net.encoder.rel_pos is not None else None
-                for l in range(n_layers):
-                    refs = hidden[l + 1:] + [last]
-                    for k, ref in enumerate(refs):
-                        drop_den[l][k] += float((ref**2 * frames[..., None]).sum())
-                    for head in range(head_counts[l]):
-                        dropped = torch.ones(head_counts[l], device=device)
-                        dropped[head] = 0
-                        layer_masks = list(fixed.layers)
-                        old = layer_masks[l]
-                        layer_masks[l] = LayerMasks(old.mha, dropped if old.head is None else old.head * dropped,
-                                                    old.qk, old.vo, old.ffn, old.units)
-                        outputs, new_last = run_from(net, l, hidden[l], key_mask, position_bias,
-                                                     EncoderMasks(fixed.conv, layer_masks))
-                        passes["drop_one_partial_forwards"] += 1
-                        passes["drop_one_layer_calls"] += n_layers - l
-                        for k, (new, ref) in enumerate(zip(outputs + [new_last], refs)):
-                            drop_num[l][head][k] += _relative_change(new, ref, frames)[0]
+                    progress(f"batch {index + 1}/{len(batches)}: drop-one, {sum(stats.head_counts)} heads")
+                stats.drop_one(hidden, last, frames, frames[:, None, None, :] if mask is not None else None)
     finally:
         for hook in hooks:
             hook.remove()
-    n = max(acc.frames, 1.0)
-    grad = grad_sum / max(len(batches), 1)
-    values = layout.values(grad)
-    result = {
-        "heads": [list(layer.heads) if layer.attention else [] for layer in spec.layers],
-        "grad_importance": [
-            (values.get("head", l).tolist() if values.get("head", l) is not None else [0.0] * h)
-            for l, h in enumerate(head_counts)
-        ],
-        "entropy": [(e / n).tolist() for e in acc.entropy],
-        "mean_distance": [(d / n).tolist() for d in acc.distance],
-        "contribution_norm": [(c / n).tolist() for c in acc.contribution],
-        "contribution_ratio": [
-            (c / max(acc.residual[l], 1e-30)).tolist() for l, c in enumerate(acc.contribution)
-        ],
-        "gate_importance": grad,
-        "passes": passes,
-    }
-    if drop_one:
-        result["drop_one"] = [
-            [(drop_num[l][h][-1] / max(drop_den[l][-1], 1e-30)) ** 0.5 for h in range(head_counts[l])]
-            for l in range(n_layers)
-        ]
-        result["drop_one_by_layer"] = [
-            [[(drop_num[l][h][k] / max(drop_den[l][k], 1e-30)) ** 0.5 for k in range(n_layers - l)]
-             for h in range(head_counts[l])]
-            for l in range(n_layers)
-        ]
-    return result
+    return stats.result(drop_one)

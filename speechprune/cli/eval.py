@@ -104,7 +104,7 @@ def plain(report: dict) -> str:
         lines.append(f"cosine, CKA: similarity to teacher {teacher['model']} on the "
                      f"{teacher['fidelity']['clips']} test clips ({teacher['fidelity']['frames']} frames)")
     if quantization:
-        from ..eval.job import ran_as
+        from ..eval.sections import ran_as
 
         ran = ran_as(quantization["scheme"], quantization["runtime"])
         lines.append(f"q.cos: cosine of the {ran} model's hidden states to the float32 torch model on the "

@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import ExportError, UsageError
 from ..folders.target import Target, load_target, read_target
 from ..io.atomic import write_with
+from ..io.batches import normalized
 from ..io.outputs import OutputLock, check_output, expand
 from ..io.synth import speechlike
 from ..model.encoder import EncoderModules, EncoderOutput
@@ -78,7 +79,7 @@ def _inputs(batch: int, seconds: float, sampling_rate: int, attention_mask: bool
     rng = np.random.default_rng(seed)
     samples = round(seconds * sampling_rate)
     audio = np.stack([speechlike(samples / sampling_rate, sampling_rate, rng)[:samples] for _ in range(batch)])
-    audio = (audio - audio.mean(-1, keepdims=True)) / (audio.std(-1, keepdims=True) + 1e-7)
+    audio = normalized(audio)
     inputs = {"input_values": torch.from_numpy(audio.astype(np.float32))}
     if attention_mask:
         mask = torch.ones(batch, samples, dtype=torch.long)

@@ -24,7 +24,7 @@ import torch
 
 from .. import __version__
 from .. import model as model_package
-from ..errors import RunFolderError
+from ..errors import ModelError, OutputError
 from ..io import atomic
 from ..io.outputs import check_out_path, mark_own
 from ..model.device import DTYPES
@@ -72,7 +72,7 @@ def stock_compatible(spec: EncoderSpec, dense: EncoderSpec) -> bool:
 def check_output_folder(out: Path, overwrite: bool) -> None:
     check_out_path(out, folder=True)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunFolderError(f"--out {out} is not empty; choose another --out or pass --overwrite to replace it")
+        raise OutputError(f"--out {out} is not empty; choose another --out or pass --overwrite to replace it")
 
 
 def write_model_folder(
@@ -136,9 +136,9 @@ def load(path: str | Path, dtype: torch.dtype | None = None):
 
     config_path = Path(path) / "config.json"
     if not config_path.exists():
-        raise RunFolderError(f"{path} is not a model folder (no config.json); pass the --out folder of speechprune shrink")
+        raise ModelError(f"{path} is not a model folder (no config.json); pass the --out folder of speechprune shrink")
     if json.loads(config_path.read_text()).get("model_type") != "speechprune":
-        raise RunFolderError(f"{path} is not a speechprune model; load stock models with transformers.AutoModel")
+        raise ModelError(f"{path} is not a speechprune model; load stock models with transformers.AutoModel")
     from ..model.loading import check_weight_files, quiet_transformers
 
     check_weight_files(Path(path))

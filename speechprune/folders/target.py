@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ModelError, UsageError
 from ..model.encoder import Encoder
-from ..model.loading import ModelInfo, inspect_model, load_encoder
+from ..model.loading import AudioInput, ModelInfo, inspect_model, load_encoder
 from ..model.sizes import check_encoder_sizes
 from ..model.spec import EncoderSpec
 from .run import read_run
@@ -50,8 +50,8 @@ def read_target(source: str) -> Target:
             pre = _read_json(preprocessor) if preprocessor.is_file() else {}
             check_encoder_sizes(config.get("encoder", {}), str(folder / "config.json"))
             spec = EncoderSpec.from_dict(config["encoder"])
-            return Target(source, "shrunk", spec, int(pre.get("sampling_rate", 16000)), bool(pre.get("do_normalize", True)),
-                          bool(pre.get("return_attention_mask", spec.conv_norm == "layer")))
+            audio = AudioInput.from_preprocessor(pre, spec.conv_norm)
+            return Target(source, "shrunk", spec, audio.sampling_rate, audio.normalize, audio.attention_mask)
         if (folder / "encoder.json").is_file() and "audio" in config:
             audio = RunRecord.from_dict(config, str(folder / "config.json")).audio
             return Target(source, "run", EncoderSpec.from_dict(_read_json(folder / "encoder.json")),

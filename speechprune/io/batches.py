@@ -52,6 +52,13 @@ def _batch_shape(sample_rate: int, crop_seconds: float, batch_seconds: float) ->
     return max(1, round(batch_seconds / crop_seconds)), round(crop_seconds * sample_rate)
 
 
+def normalized(audio: np.ndarray) -> np.ndarray:
+    """Zero mean and unit variance over the last axis (samples): (x - mean) / sqrt(var + 1e-7), as
+    Hugging Face's Wav2Vec2FeatureExtractor(do_normalize=True) feeds a model. The one input
+    normalisation: training, validation, every command's batches and the ONNX export's check."""
+    return (audio - audio.mean(-1, keepdims=True)) / np.sqrt(audio.var(-1, keepdims=True) + NORMALIZE_EPS)
+
+
 def collate(crops: list[np.ndarray], length: int, sample_rate: int, normalize: bool) -> Batch:
     """Right-pad (or cut) each crop to `length` samples; normalize each over its real samples only."""
     waveforms = np.zeros((len(crops), length), dtype=np.float32)  # (B, T)
@@ -59,7 +66,7 @@ def collate(crops: list[np.ndarray], length: int, sample_rate: int, normalize: b
     for row, crop in enumerate(crops):
         crop = crop[:length]
         if normalize:
-            crop = (crop - crop.mean()) / np.sqrt(crop.var() + NORMALIZE_EPS)
+            crop = normalized(crop)
         waveforms[row, : len(crop)] = crop
         attention_mask[row, : len(crop)] = 1
     real_seconds = float(attention_mask.sum()) / sample_rate

@@ -37,6 +37,8 @@ class SpeechpruneModel(EncoderModules, PreTrainedModel):
     config_class = SpeechpruneConfig
     main_input_name = "input_values"
     base_model_prefix = "speechprune"
+    # read by transformers (not dead): attention always runs through SDPA, and without this flag
+    # from_pretrained(..., attn_implementation="sdpa") would be refused
     _supports_sdpa = True
 
     def __init__(self, config: SpeechpruneConfig):

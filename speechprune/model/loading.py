@@ -32,6 +32,24 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # "facebook/wav2vec2-base
 HUB_TIMEOUT_S = 5
 
 
+@dataclass(frozen=True)
+class AudioInput:
+    """How a model takes audio: at its sampling rate, normalised or raw (``io.batches.normalized``),
+    with padding masks or without (Base group-norm models were trained without them)."""
+
+    sampling_rate: int
+    normalize: bool
+    attention_mask: bool
+
+    @classmethod
+    def from_preprocessor(cls, preprocessor: dict, conv_norm: str) -> AudioInput:
+        """As a ``preprocessor_config.json`` says, with the feature extractor's defaults where it is
+        silent: 16 kHz, normalised, padding masks only with a LayerNorm in every conv layer."""
+        return cls(sampling_rate=int(preprocessor.get("sampling_rate", 16000)),
+                   normalize=bool(preprocessor.get("do_normalize", True)),
+                   attention_mask=bool(preprocessor.get("return_attention_mask", conv_norm == "layer")))
+
+
 @dataclass
 class ModelInfo:
     source: str  # what the user passed
@@ -170,17 +188,19 @@ def inspect_model(source: str, revision: str | None = None) -> ModelInfo:
 
     preprocessor_path = _config_file(source, revision, "preprocessor_config.json", required=False)
     preprocessor = _read_json(preprocessor_path) if preprocessor_path else {}
+    spec = family.spec_from_config(config)
+    audio = AudioInput.from_preprocessor(preprocessor, spec.conv_norm)
     local = local_folder(source)
     return ModelInfo(
         source=source,
         path=str(local.resolve()) if local is not None else None,
         revision=revision,
         family=family,
-        spec=family.spec_from_config(config),
+        spec=spec,
         architecture=architecture,
-        sampling_rate=int(preprocessor.get("sampling_rate", 16000)),
-        normalize=bool(preprocessor.get("do_normalize", True)),
-        use_attention_mask=bool(preprocessor.get("return_attention_mask", config.feat_extract_norm == "layer")),
+        sampling_rate=audio.sampling_rate,
+        normalize=audio.normalize,
+        use_attention_mask=audio.attention_mask,
         config=config,
     )
 

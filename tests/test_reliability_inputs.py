@@ -17,32 +17,13 @@ import soundfile as sf
 import torch
 from transformers import Wav2Vec2Model
 
-from speechprune.cli.app import main
 from speechprune.io.audio import AudioFile, decode_peak, is_finite, scan_audio
 from speechprune.method.gates import GateLayout, gate_dict
 from speechprune.method.latency import CostTable, architecture
 from speechprune.model.loading import inspect_model, quiet_transformers
+from helpers.commands import cli, refused
 
 TINY = ["--steps", "2", "--crop-seconds", "1.5", "--batch-seconds", "3", "--min-seconds", "1", "--device", "cpu"]
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """`speechprune ARGS` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def refused(result, code: int, *words: str) -> str:
-    """Exit ``code`` with one `error:` line (no traceback, no "unexpected") naming ``words``."""
-    got, _, err = result
-    assert got == code, f"exit {got}, expected {code}: {err}"
-    assert "Traceback" not in err and "unexpected" not in err, err
-    message = [line for line in err.splitlines() if line.startswith("error: ")][-1]
-    for word in words:
-        assert word.lower() in message.lower(), f"{word!r} not in {message!r}"
-    return message
 
 
 @pytest.fixture

@@ -11,29 +11,11 @@ from pathlib import Path
 import pytest
 import typer
 
-from speechprune.cli.app import app, main
+from speechprune.cli.app import app
 from speechprune.io.outputs import MARKER, is_own_folder
+from helpers.commands import cli, refused
 
 TINY = ["--steps", "2", "--crop-seconds", "1.5", "--batch-seconds", "3", "--min-seconds", "1", "--device", "cpu"]
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """`speechprune ARGS` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def refused(result, code: int, *words: str) -> str:
-    """Exit ``code`` with one `error:` line (no traceback) naming ``words``."""
-    got, _, err = result
-    assert got == code, f"exit {got}, expected {code}: {err}"
-    assert "Traceback" not in err and "unexpected" not in err, err
-    message = [line for line in err.splitlines() if line.startswith("error: ")][-1]
-    for word in words:
-        assert word.lower() in message.lower(), f"{word!r} not in {message!r}"
-    return message
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -42,7 +42,6 @@ import argparse
 import contextlib
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,6 +51,7 @@ import soundfile as sf
 import torch
 import transformers
 from safetensors.torch import save_file
+from train_teacher import write_teacher
 
 SAMPLING_RATE = 16000
 FRAME_HOP = 320  # samples per model frame: the product of the CNN's strides (20 ms)
@@ -335,19 +335,9 @@ def train(args) -> dict:
 
 
 def save(model, head, out: Path, log: list[dict], result: dict) -> None:
-    """Write the folder next to ``out`` and rename it into place, so a half-written teacher never exists."""
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.eval().save_pretrained(tmp)
-    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
-                                          do_normalize=True, return_attention_mask=True).save_pretrained(tmp)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, tmp / "head.safetensors")
-    (tmp / "training_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
-    (tmp / "teacher.json").write_text(json.dumps(result, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    """The teacher folder (train_teacher.write_teacher), with the cluster head in ``head.safetensors``."""
+    write_teacher(model, out, log, result, lambda tmp: save_file(
+        {k: v.contiguous() for k, v in head.state_dict().items()}, tmp / "head.safetensors"))
 
 
 def main(argv=None) -> None:

@@ -183,14 +183,21 @@ def train(args) -> dict:
 
 
 def save(model, out: Path, phones: list[str], log: list[dict], result: dict) -> None:
-    """Write the folder next to ``out`` and rename it into place, so a half-written teacher never exists."""
+    write_teacher(model, out, log, result, lambda tmp: (tmp / "phones.json").write_text(json.dumps(phones) + "\n"))
+
+
+def write_teacher(model, out: Path, log: list[dict], result: dict, write_more=None) -> None:
+    """A teacher folder: the model and the feature-extractor config every speechprune command reads, the
+    training log, ``teacher.json`` (``result``) and what ``write_more(folder)`` adds. Written next to
+    ``out`` and renamed into place, so a half-written teacher never exists."""
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     model.cpu().eval().save_pretrained(tmp)
     transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
                                           do_normalize=True, return_attention_mask=True).save_pretrained(tmp)
-    (tmp / "phones.json").write_text(json.dumps(phones) + "\n")
+    if write_more is not None:
+        write_more(tmp)
     (tmp / "training_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
     (tmp / "teacher.json").write_text(json.dumps(result, indent=2) + "\n")
     if out.exists():

@@ -45,6 +45,18 @@ def lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def refused(result, code: int, *words: str) -> str:
+    """Exit ``code`` with an `error:` line (no traceback, no "unexpected") whose last one names ``words``;
+    progress lines may come first (the problem was found after work began)."""
+    got, _, err = result
+    assert got == code, f"exit {got}, expected {code}: {err}"
+    assert "Traceback" not in err and "unexpected" not in err, err
+    message = [line for line in err.splitlines() if line.startswith("error: ")][-1]
+    for word in words:
+        assert word.lower() in message.lower(), f"{word!r} not in {message!r}"
+    return message
+
+
 def assert_clean_error(result, code: int, *words: str, only_line: bool = True) -> str:
     """Exit `code`, nothing on stdout, no traceback, one `error: ...` line naming `words`.
 

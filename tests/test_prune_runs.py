@@ -134,7 +134,7 @@ def test_two_processes_on_gloo(model_dir, audio_dir, tmp_path):
                                            ("ForSequenceClassification", {"classifier", "projector"})])
 def test_task_checkpoints_give_their_encoder(task, left_out, tmp_path):
     from speechprune.model.loading import describe_source, inspect_model, load_encoder
-    from conftest import build_model, save_model
+    from helpers.models import build_model, save_model
 
     folder = save_model(tmp_path / "model", "wav2vec2", "base", task)
     loaded = load_encoder(inspect_model(str(folder)))
@@ -150,7 +150,7 @@ def test_old_weight_norm_key_names_load(tmp_path):
     """Checkpoints from older torch store the positional conv as weight_g / weight_v."""
     from safetensors.torch import load_file, save_file
     from speechprune.model.loading import inspect_model, load_encoder
-    from conftest import save_model
+    from helpers.models import save_model
 
     folder = save_model(tmp_path / "model", "hubert", "base")
     state = load_file(str(folder / "model.safetensors"))

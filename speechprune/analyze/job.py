@@ -58,14 +58,14 @@ def check_options(options: AnalyzeOptions) -> torch.device:
         raise UsageError(f"--projections must be at least 1, got {options.projections}")
     if options.teacher and not options.data:
         raise UsageError("--teacher needs --data: the audio to compare the two models on")
+    if options.png is not None and not options.png.lower().endswith(".png"):
+        raise UsageError(f"--png takes a .png file name, got {options.png}")
     for option, path in (("--out", options.out), ("--png", options.png)):
         if path is None:
             continue
         check_output(path, option, {"MODEL": options.model, "--data": options.data, "--teacher": options.teacher},
                      folder=False, kind="png" if option == "--png" else "json")
     if options.png is not None:
-        if not options.png.lower().endswith(".png"):
-            raise UsageError(f"--png takes a .png file name, got {options.png}")
         from .plot import require_matplotlib
 
         require_matplotlib()

@@ -102,9 +102,10 @@ def is_within(path: str | Path, folder: str | Path) -> bool:
 
 
 def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | None], folder: bool = True) -> None:
-    """Refuse (usage error) an output folder that is, contains or lies inside an input; an output
-    file (``folder=False``) must not be an input nor an existing file inside an input folder (a
-    new file there harms nothing).
+    """Refuse (usage error) an output that is, contains or lies inside an input: a folder in any of
+    the three relations, a file (``folder=False``) when it is an input or lies inside an input
+    folder (a report written into the data would join the data, into a model folder would change
+    what the folder is).
 
     ``inputs`` maps an option name (``--data``) to its path; None and names that are not local
     paths (hub ids) are skipped.
@@ -113,7 +114,7 @@ def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | Non
         if path is None or not expand(path).exists():
             continue
         inside, around = is_within(out, path), is_within(path, out)
-        if (inside or around) if folder else (inside and (around or expand(out).exists())):
+        if inside or (folder and around):
             relation = "is" if inside and around else "lies inside" if inside else "contains"
             raise UsageError(
                 f"{option} {out} {relation} {name} {path}; writing there could destroy the input: "

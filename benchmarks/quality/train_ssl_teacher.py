@@ -51,7 +51,7 @@ import soundfile as sf
 import torch
 import transformers
 from safetensors.torch import save_file
-from train_teacher import write_teacher
+from train_teacher import encoder_fields, write_teacher
 
 SAMPLING_RATE = 16000
 FRAME_HOP = 320  # samples per model frame: the product of the CNN's strides (20 ms)
@@ -60,27 +60,10 @@ FRAME_WINDOW = 400  # the CNN's receptive field (25 ms): MFCC windows cover exac
 
 def teacher_config(*, hidden: int, layers: int, heads: int, ffn: int, conv: int,
                    pos_conv: int) -> transformers.HubertConfig:
-    """HuBERT Large style (pre-LN, layer-norm CNN), no dropout. The trainer passes its own masks; a
-    non-zero ``mask_time_prob`` only makes transformers build the mask embedding."""
-    return transformers.HubertConfig(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=ffn,
-        conv_dim=(conv,) * 7,
-        conv_bias=True,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        num_conv_pos_embeddings=pos_conv,
-        num_conv_pos_embedding_groups=16,
-        mask_time_prob=0.05,
-        layerdrop=0.0,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        final_dropout=0.0,
-    )
+    """HuBERT Large style (pre-LN, layer-norm CNN), no dropout (train_teacher.encoder_fields). The trainer
+    passes its own masks; the config's ``mask_time_prob`` only makes transformers build the mask embedding."""
+    return transformers.HubertConfig(**encoder_fields(hidden=hidden, layers=layers, heads=heads, ffn=ffn, conv=conv,
+                                                      pos_conv=pos_conv))
 
 
 # --- targets: MFCC features and their k-means clusters ------------------------------------------

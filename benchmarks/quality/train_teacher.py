@@ -33,6 +33,20 @@ SAMPLING_RATE = 16000
 def teacher_config(tokens: int, *, hidden: int, layers: int, heads: int, ffn: int, conv: int) -> transformers.Wav2Vec2Config:
     """Large-style (pre-LN, layer-norm CNN) wav2vec 2.0: it trains from scratch without warm-up tricks."""
     return transformers.Wav2Vec2Config(
+        **encoder_fields(hidden=hidden, layers=layers, heads=heads, ffn=ffn, conv=conv, pos_conv=128),
+        vocab_size=tokens + 1,  # CTC blank = pad_token_id 0, phones 1..tokens
+        pad_token_id=0,
+        ctc_loss_reduction="mean",
+        ctc_zero_infinity=True,
+        mask_time_length=5,
+    )
+
+
+def encoder_fields(*, hidden: int, layers: int, heads: int, ffn: int, conv: int, pos_conv: int) -> dict:
+    """The config fields both teachers share: Large style (pre-LN, a LayerNorm in every conv layer), seven
+    conv layers of ``conv`` channels, no dropout, no layer drop; masking at 5 % (the CTC teacher's light
+    SpecAugment; the SSL trainer passes its own masks, and needs the mask embedding it makes)."""
+    return dict(
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -41,14 +55,9 @@ def teacher_config(tokens: int, *, hidden: int, layers: int, heads: int, ffn: in
         conv_bias=True,
         feat_extract_norm="layer",
         do_stable_layer_norm=True,
-        num_conv_pos_embeddings=128,
+        num_conv_pos_embeddings=pos_conv,
         num_conv_pos_embedding_groups=16,
-        vocab_size=tokens + 1,  # CTC blank = pad_token_id 0, phones 1..tokens
-        pad_token_id=0,
-        ctc_loss_reduction="mean",
-        ctc_zero_infinity=True,
         mask_time_prob=0.05,
-        mask_time_length=5,
         layerdrop=0.0,
         hidden_dropout=0.0,
         attention_dropout=0.0,

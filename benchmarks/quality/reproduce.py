@@ -400,6 +400,22 @@ class Pipeline:
                               "--json", "-q"), capture=True)
         return json.loads(out)
 
+    def speed(self, table: str, rows: list[Row], *, partial: bool) -> dict:
+        """``bench`` of a table's rows against their teacher, per precision: "bench", "bench int8" (CTC
+        table), "ssl bench"; cached in --work, except a partial report's, which is measured anew."""
+        speed = {}
+        for precision in ("float32", "int8") if table == "ctc" else ("float32",):
+            words = [table != "ctc" and table, "bench", precision != "float32" and precision, partial and "partial"]
+            name = " ".join(word for word in words if word)
+            file = self.work / (name.replace(" ", "-") + ".json")
+            if partial:
+                file.unlink(missing_ok=True)
+            quantized = precision == "int8"
+            self.stage(name, file, lambda: write_text(
+                file, json.dumps(self.bench(rows, table, quantized=quantized), indent=1) + "\n"))
+            speed[precision] = json.loads(file.read_text())
+        return speed
+
 
 def attention_removed(spec):
     """Masks that zero every layer's attention block (its output bias too): the method's own ``mha`` gates,
@@ -491,16 +507,7 @@ def main(argv=None) -> None:
             if table != "ssl":
                 continue
             rows = [row for row in rows if row.name in results]
-        speed = {}
-        for precision in ("float32", "int8") if table == "ctc" else ("float32",):
-            prefix = "" if table == "ctc" else f"{table}-"
-            name = f"{prefix}bench" + ("" if precision == "float32" else f"-{precision}") + ("-partial" * args.partial)
-            bench_file = work / f"{name}.json"
-            if args.partial:
-                bench_file.unlink(missing_ok=True)  # a partial bench is never reused
-            pipeline.stage(name.replace("-", " "), bench_file, lambda rows=rows, table=table, q=precision == "int8": write_text(
-                bench_file, json.dumps(pipeline.bench(rows, table, quantized=q), indent=1) + "\n"))
-            speed[precision] = json.loads(bench_file.read_text())
+        speed = pipeline.speed(table, rows, partial=args.partial)
         timings = json.loads((work / "timings.json").read_text())
         if table == "ctc":
             write_report(pipeline, rows, results, speed, timings, Path(args.docs))

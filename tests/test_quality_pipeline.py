@@ -72,7 +72,7 @@ def check_ssl_report(tmp_path: Path) -> None:
     for key in ("test_masked_accuracy", "test_masked_accuracy_without_attention"):
         assert 0.0 <= trained[key] <= 1.0, (key, trained[key])
     document = json.loads((tmp_path / "docs" / "results-ssl.json").read_text())
-    expected = [row for row in ssl_rows(SCALES["smoke"]["seeds"]) if row.teacher == "ssl" and row.kind != "noattn"]
+    expected = [row for row in ssl_rows(SCALES["smoke"]["seeds"]) if row.teacher == "ssl" and row.kind not in ("noattn", "state0")]
     rows = {r["row"]: r for r in document["rows"]}
     assert list(rows) == [row.name for row in expected]
     for row in expected:
@@ -86,8 +86,10 @@ def check_ssl_report(tmp_path: Path) -> None:
     for entry in (ctc, ssl):  # removing attention changes the features: the probes see other numbers
         assert entry["cosine_last_without_attention"] < 0.9999
         assert 0.0 <= entry["phone_error_rate_without_attention"] <= 1.5
+        assert 0.0 <= entry["phone_error_rate_state0"] <= 1.5  # probed on hidden state 0 alone
+    assert set(document["attention_verdict"]["largest_possible_cost"]) == {"ctc", "ssl"}
     assert set(document["seeds"]) == {"--sparsity 0.72", "--speedup 3"}
     assert set(document["seeds"]["--speedup 3"]) == {"full", "heads", "noste"}
     markdown = (tmp_path / "docs" / "results-ssl.md").read_text()
-    assert "## Does attention matter?" in markdown
+    assert "## Does attention matter?" in markdown and "| SSL teacher | PER % |" in markdown
     assert all(f"| {row.name} |" in markdown for row in expected if not row.arm or not row.seed)

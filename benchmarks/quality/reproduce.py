@@ -55,11 +55,11 @@ class Row:
     label: str
     sparsity: float | None = None  # parameter budget (--sparsity)
     prune_args: list[str] = field(default_factory=list)
-    kind: str = "pruned"  # teacher | random | pruned | oneshot | scratch | int8 | noattn
+    kind: str = "pruned"  # teacher | random | pruned | oneshot | scratch | int8 | noattn | state0
     budget: str = "params"  # params | macs | latency: the currency of the row's budget
     target: float | None = None  # --macs-sparsity or --speedup of a speed row
     of: str | None = None  # int8 rows: the row whose model is quantized; scratch rows: the row it copies
-    teacher: str = "ctc"  # ctc | ssl: the teacher the row is pruned from (noattn rows: the teacher probed)
+    teacher: str = "ctc"  # ctc | ssl: the teacher the row is pruned from (noattn, state0 rows: the teacher probed)
     arm: str | None = None  # seeded comparison rows: full | heads | noste
     seed: int = 0  # added to --seed for the prune run (seeded comparison rows)
 
@@ -99,6 +99,9 @@ def ssl_rows(seeds: int) -> list[Row]:
         ROWS[0],  # the CTC teacher, against which removing attention is compared
         Row("ssl-teacher-noattn", "SSL teacher, every attention output zeroed", kind="noattn", teacher="ssl"),
         Row("teacher-noattn", "CTC teacher, every attention output zeroed", kind="noattn", teacher="ctc"),
+        # what no change to attention can take away: the probes may always fall back on hidden state 0
+        Row("ssl-teacher-state0", "SSL teacher, probed on hidden state 0 alone", kind="state0", teacher="ssl"),
+        Row("teacher-state0", "CTC teacher, probed on hidden state 0 alone", kind="state0", teacher="ctc"),
         Row("ssl-full-0.50", "full method", 0.50, teacher="ssl"),
         Row("ssl-full-0.85", "full method", 0.85, teacher="ssl"),
         Row("ssl-speed-2x", "for speed: latency budget (cost table)", budget="latency", target=2.0, teacher="ssl"),
@@ -118,6 +121,7 @@ def ssl_rows(seeds: int) -> list[Row]:
 
 
 ROW_BY_NAME = {row.name: row for row in ROWS}
+PROBED_TEACHER = ("teacher", "noattn", "state0")  # row kinds whose model is a teacher, unpruned
 TABLES = ("ctc", "ssl")  # the CTC teacher's table (ROWS), the SSL teacher's (ssl_rows)
 
 SCALES = {
@@ -175,7 +179,7 @@ class Pipeline:
     def model(self, row: Row) -> Path:
         if row.kind == "int8":
             return self.model(ROW_BY_NAME[row.of])
-        if row.kind in ("teacher", "noattn"):
+        if row.kind in PROBED_TEACHER:
             return self.teachers[row.teacher]
         if row.kind == "random":
             return self.random if row.teacher == "ctc" else self.work / "ssl-random"
@@ -351,6 +355,8 @@ class Pipeline:
         features = FrozenFeatures(net, masks=masks, **audio)
         clips = [c for c, _, _ in sets["keywords"]]
         pooled = features.pooled(clips)  # (N, L + 1, D)
+        states = slice(0, 1) if row.kind == "state0" else slice(None)  # state0 rows: (N, 1, D)
+        pooled = pooled[:, states]
         word = np.array([sets["words"].index(w) for _, w, _ in sets["keywords"]])
         speaker = np.array([sets["speakers"].index(s) for _, _, s in sets["keywords"]])
         test_speaker = np.array([sets["split"][s] == "test" for _, _, s in sets["keywords"]])
@@ -359,7 +365,8 @@ class Pipeline:
                              classes=sets["words"], seed=self.seed)
         sid = fit_classifier(pooled[~test_word], speaker[~test_word], pooled[test_word], speaker[test_word],
                              classes=sets["speakers"], seed=self.seed)
-        frames = {part: features.frames(sets["sentence_clips"][part]) for part in ("train", "test")}
+        frames = {part: [clip[states] for clip in features.frames(sets["sentence_clips"][part])]
+                  for part in ("train", "test")}  # per clip (L + 1 or 1, T_real, D)
         ctc = fit_ctc(frames["train"], sets["sentence_labels"]["train"], frames["test"], sets["sentence_labels"]["test"],
                       tokens=len(sets["phones"]), seed=self.seed)
         teacher_target, teacher_model = teacher_nets[row.teacher]
@@ -394,7 +401,7 @@ class Pipeline:
         """Every model of ``rows`` pruned from ``teacher`` (or every int8 row's, quantized) against the float32
         teacher, interleaved."""
         models = [self.model(row) for row in rows if row.teacher == teacher
-                  and row.kind not in ("teacher", "noattn") and (row.kind == "int8") == quantized]
+                  and row.kind not in PROBED_TEACHER and (row.kind == "int8") == quantized]
         out = run(speechprune("bench", *models, "--baseline", self.teachers[teacher], "--device", "cpu", "--seconds",
                               self.scale["bench_seconds"], "--batch", 1, *(["--quantize", "int8"] if quantized else []),
                               "--json", "-q"), capture=True)
@@ -478,7 +485,7 @@ def main(argv=None) -> None:
     for teacher in sorted({row.teacher for row in order if row.budget == "latency"}):
         pipeline.make_cost_table(teacher)
     for row in order:
-        if row.kind not in ("teacher", "random", "int8", "noattn"):
+        if row.kind not in ("random", "int8", *PROBED_TEACHER):
             pipeline.stage(f"student {row.name}", pipeline.model(row), lambda row=row: pipeline.make_student(row))
 
     results_file = work / "probes.json"

@@ -42,7 +42,7 @@ def main() -> None:
     info = inspect_model(args.model)
     loaded = load_encoder(info)
     stock = getattr(transformers, info.family.base_class).from_pretrained(args.model).eval()
-    waveform = torch.randn(1, round(args.seconds * info.sampling_rate), generator=torch.Generator().manual_seed(0))
+    waveform = torch.randn(1, round(args.seconds * info.audio.sampling_rate), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         difference = (stock(waveform).last_hidden_state - loaded.encoder(waveform).last_hidden_state).abs().max()
         times = interleaved([lambda: stock(waveform), lambda: loaded.encoder(waveform)], warmup=2,

@@ -88,7 +88,7 @@ def shrunk_run(finished_run, tmp_path_factory):
 def no_loading(monkeypatch):
     """Fails a test whose command loads model weights (bench or eval) before checking its options."""
     import speechprune.bench.job as bench_core
-    import speechprune.deploy.onnx as onnx_export
+    import speechprune.export_onnx.job as export_job
     import speechprune.eval.job as eval_core
 
     def refuse(*_):
@@ -96,4 +96,4 @@ def no_loading(monkeypatch):
 
     monkeypatch.setattr(bench_core, "load", refuse)
     monkeypatch.setattr(eval_core, "load_target", refuse)
-    monkeypatch.setattr(onnx_export, "load_target", refuse)
+    monkeypatch.setattr(export_job, "load_target", refuse)

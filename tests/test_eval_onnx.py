@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from speechprune.deploy.onnx import OnnxEncoder, deployed_session, export_onnx
+from speechprune.deploy.onnx import export_onnx
+from speechprune.deploy.runtime import OnnxEncoder, deployed_session
 from speechprune.eval.features import FrozenFeatures, clip_batches
 from speechprune.folders.target import load_target, read_target
 from speechprune.io.synth import speechlike

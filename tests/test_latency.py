@@ -85,7 +85,7 @@ def test_latency_budget_targets_a_speedup():
     spec = tiny_spec()
     table = synthetic_table(spec)
     budget = latency_budget(table, spec, GateLayout(spec), 3.0)
-    assert budget.name == "latency" and budget.unit == "ms" and budget.option == "--speedup"
+    assert budget.name == "latency" and budget.currency.unit == "ms" and budget.currency.option == "--speedup"
     assert budget.dense == predict_ms(table, spec)
     assert budget.target == pytest.approx(budget.dense / 3) and budget.setting == 3.0
 
@@ -148,7 +148,7 @@ def test_prune_to_a_predicted_speedup(model_dir, audio_dir, tmp_path):
     assert code == 0, stderr
     summary = json.loads(stdout)
     latency = summary["budgets"]["latency"]
-    assert latency["within_tolerance"] and summary["within_tolerance"] and latency["option_value"] == 1.5
+    assert latency["fits"] and summary["within_tolerance"] and latency["option_value"] == 1.5
     assert summary["predicted_speedup"] == pytest.approx(1.5, rel=0.006)
     assert summary["predicted_ms_dense"] == pytest.approx(predict_ms(CostTable.read(str(table)), tiny_spec()), abs=1e-3)
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])

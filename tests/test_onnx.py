@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import speechprune.deploy.onnx as onnx_export
-from speechprune.deploy.onnx import export_onnx, session
+from speechprune.deploy.onnx import export_onnx
+from speechprune.deploy.sessions import session
 from helpers.commands import assert_clean_error, cli
 from helpers.data import speech_input
 from helpers.models import ALL_KINDS, shrunk_encoder, write_shrunk

@@ -125,7 +125,18 @@ def test_a_new_run_stores_each_option_once(run_without_annealing):
     with safe_open(str(run_without_annealing / "masks.safetensors"), "pt") as f:
         assert not (f.metadata() or {}).get("structures")
     summary = json.loads((run_without_annealing / "summary.json").read_text())
-    assert summary["format"] == 2 and RunSummary.from_dict(summary).to_dict() == summary
+    assert summary["format"] == 3 and RunSummary.from_dict(summary).to_dict() == summary
+    assert all(isinstance(budget["fits"], bool) for budget in summary["budgets"].values())
+
+
+def test_a_format_2_summary_reads_its_budgets_within_tolerance_as_fits(run_without_annealing):
+    """Format 2 wrote a budget's "at or under its window" as within_tolerance, the top level's
+    "the decision lands" name; format 3 calls it fits, and reads the old name."""
+    summary = json.loads((run_without_annealing / "summary.json").read_text())
+    old_budgets = {name: {("within_tolerance" if key == "fits" else key): value for key, value in budget.items()}
+                   for name, budget in summary["budgets"].items()}
+    read = RunSummary.from_dict({**summary, "format": 2, "budgets": old_budgets})
+    assert read.budgets == summary["budgets"] and read.within_tolerance == summary["within_tolerance"]
 
 
 def test_the_shrink_report_is_typed_and_its_provenance_kept(run_without_annealing, tmp_path):
@@ -225,8 +236,8 @@ def test_records_of_another_format_are_refused_in_one_line(run_without_annealing
     with pytest.raises(RunFolderError, match=r"config.json is damaged \(KeyError: 'source'\)"):
         read_run(newer)
     summary = json.loads((run_without_annealing / "summary.json").read_text())
-    with pytest.raises(RunFolderError, match="run format 3"):
-        RunSummary.from_dict({**summary, "format": 3})
+    with pytest.raises(RunFolderError, match="run format 4"):
+        RunSummary.from_dict({**summary, "format": 4})
 
 
 def test_every_option_of_a_run_has_a_command_line_flag():

@@ -42,7 +42,7 @@ def table_dict(model: Path) -> dict:
         "format": 1,
         "conditions": {"device": "cpu", "device_name": "test", "threads": 1, "dtype": "float32", "batch": 1,
                        "seconds": 1.0},
-        "architecture": architecture(info.spec, info.sampling_rate),
+        "architecture": architecture(info.spec, info.audio.sampling_rate),
         "coefficients": {"conv": [{"macs": 0.05, "outputs": 0.02, "outputs_squared": 0.03, "const": 0.005}
                                   for _ in info.spec.conv_channels],
                          "projection": {"macs": 0.05, "const": 0.005}, "pos_conv": {"const": 0.02}, "layer": layer,

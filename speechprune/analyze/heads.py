@@ -16,7 +16,7 @@ Passes per batch, with L layers, H heads per layer and P random projections:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -71,7 +71,7 @@ def _attention_hook(acc: HeadAccumulator, layer: int, real: dict):
             positions = torch.arange(t, device=x.device, dtype=probs.dtype)
             distance = (probs * (positions[None, :] - positions[:, None]).abs()).sum(-1)  # (B, H, T)
             out_weight = module.output_weight()
-            w = out_weight.view(out_weight.shape[0], module.num_heads, module.vo_dim)  # (D, H, d_vo)
+            w = out_weight.view(out_weight.shape[0], module.num_heads, module.width)  # (D, H, d_vo)
             contribution = torch.einsum("bhtv,dhv->bhtd", per_head, w).norm(dim=-1)  # (B, H, T)
             if masks is not None and masks.mha is not None:
                 contribution = contribution * masks.mha.detach().abs()

@@ -30,19 +30,19 @@ import torch
 
 from .. import __version__
 from ..checks import check_positive
-from ..deploy.onnx import check_runtime, require_onnx
+from ..deploy.onnx import require_onnx
+from ..deploy.runtime import check_runtime
 from ..deploy.quantize import check_scheme, describe as describe_quantization
 from ..errors import UsageError
 from ..io.progress import Reporter
 from ..method.latency import CostTable, check_architecture, check_conditions, predict_ms
 from ..method.macs import macs
-from ..model.device import DTYPES, dtype_name, resolve_device
+from ..model.device import DTYPES, check_precision, check_precision_name, dtype_name, resolve_device
 from ..model.spec import EncoderSpec
 from .models import BenchModel, check_inputs, describe, load
 from .report import BenchReport
 from .timing import all_cores, cpu_ticks, device_name, device_sync, interleaved, other_load, part_times, peak_memory, speedup
 
-DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
 BUSY_LIMIT = 0.25  # cores kept busy by other processes while timing, above which the numbers are flagged
 
 
@@ -86,12 +86,8 @@ def check_options(options: BenchOptions) -> torch.device:
     cpu_only = bool(options.quantize or options.baseline_quantize or options.runtime == "onnxruntime")
     device = resolve_device(options.device, cpu_only=cpu_only)
     for dtype in options.dtypes:
-        if dtype not in DTYPES:
-            raise UsageError(f"--dtype must be among {', '.join(DTYPES)}, got {dtype!r}")
-        if dtype not in DEVICE_DTYPES[device.type]:
-            raise UsageError(f"--dtype {dtype} is not supported on {device.type}; use {' or '.join(DEVICE_DTYPES[device.type])}")
-        if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UsageError("--dtype bfloat16: this GPU has no bfloat16 support; use float16 or float32")
+        check_precision_name(dtype, "--dtype")
+        check_precision(dtype, device, "--dtype")
     _check_quantization(options, device)
     _check_runtime(options, device)
     if options.latency_table:
@@ -131,19 +127,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     (``BenchReport.to_dict``)."""
     reporter = reporter or Reporter()
     device = check_options(options)
-    baseline = describe(options.baseline) if options.baseline else None
-    models = ([baseline] if baseline else []) + [describe(source) for source in options.models]
-    check_inputs(models, baseline, options.seconds, options.batches)
-    for model in models:
-        model.quantize = options.baseline_quantize if model is baseline else options.quantize
-        model.runtime = "torch" if model is baseline else options.runtime
-        if model.runtime != "torch" and model.kind == "run":
-            raise UsageError(f"--runtime {model.runtime} takes models, not prune runs: shrink {model.source} first")
-        tags = ([model.runtime] if model.runtime != "torch" else []) + ([model.quantize] if model.quantize else [])
-        if tags:
-            model.label += f" [{' '.join(tags)}]"
-    _unique_labels(models, baseline)
-
+    baseline, models = _described(options)
     threads = options.threads or all_cores()
     predict = _latency_predictor(options, models, device, threads, reporter) if options.latency_table else None
     torch.set_num_threads(threads)
@@ -170,18 +154,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
                          "in use): the numbers are unreliable; rerun on an idle machine")
     return BenchReport(
         environment=environment(device, threads, options.dtypes) | {"other_processes_cpu_cores": others},
-        method={
-            "warmup": options.warmup,
-            "repeat": options.repeat,
-            "min_time": options.min_time,
-            "seed": options.seed,
-            "rounds": "interleaved: every model once per round, in the order of models",
-            "timer": "time.perf_counter around each call" + ("" if device.type == "cpu" else ", device synchronised"),
-            "inference_mode": True,
-            "compile_mode": _compile_mode(device) if options.compile else None,
-            "macs": "analytic, as the model runs: projections at each head's stored width, the attention "
-                    "products at the layer's run-time (widest) head width",
-        },
+        method=_method(options, device),
         baseline=baseline.label if baseline else None,
         latency_table=options.latency_table,
         models=[
@@ -192,6 +165,40 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
         ],
         results=results,
     ).to_dict()
+
+
+def _described(options: BenchOptions) -> tuple[BenchModel | None, list[BenchModel]]:
+    """(the baseline or None, every model to time, the baseline first), read from their config
+    files, each with its runtime, quantization and a label that tells it apart."""
+    baseline = describe(options.baseline) if options.baseline else None
+    models = ([baseline] if baseline else []) + [describe(source) for source in options.models]
+    check_inputs(models, baseline, options.seconds, options.batches)
+    for model in models:
+        model.quantize = options.baseline_quantize if model is baseline else options.quantize
+        model.runtime = "torch" if model is baseline else options.runtime
+        if model.runtime != "torch" and model.kind == "run":
+            raise UsageError(f"--runtime {model.runtime} takes models, not prune runs: shrink {model.source} first")
+        tags = ([model.runtime] if model.runtime != "torch" else []) + ([model.quantize] if model.quantize else [])
+        if tags:
+            model.label += f" [{' '.join(tags)}]"
+    _unique_labels(models, baseline)
+    return baseline, models
+
+
+def _method(options: BenchOptions, device: torch.device) -> dict:
+    """How the report's numbers were measured."""
+    return {
+        "warmup": options.warmup,
+        "repeat": options.repeat,
+        "min_time": options.min_time,
+        "seed": options.seed,
+        "rounds": "interleaved: every model once per round, in the order of models",
+        "timer": "time.perf_counter around each call" + ("" if device.type == "cpu" else ", device synchronised"),
+        "inference_mode": True,
+        "compile_mode": _compile_mode(device) if options.compile else None,
+        "macs": "analytic, as the model runs: projections at each head's stored width, the attention "
+                "products at the layer's run-time (widest) head width",
+    }
 
 
 def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: torch.device, threads: int,

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from ..checks import check_fits_in_memory, check_long_enough
-from ..deploy.onnx import deployed_session, feeds
+from ..deploy.runtime import deployed_session, feeds
 from ..deploy.quantize import describe as describe_quantization, quantize
 from ..errors import UsageError
 from ..folders.target import Target, load_target, read_target
@@ -74,7 +74,7 @@ def load(model: BenchModel, device: torch.device, threads: int | None = None) ->
 
 
 def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
-    """Time an ORT session of ``model`` (``deploy.onnx.deployed_session``): the folder's own
+    """Time an ORT session of ``model`` (``deploy.runtime.deployed_session``): the folder's own
     model.onnx when it passes the export's check against the weights now, else a fresh export
     (checked the same way); quantized if asked.
 

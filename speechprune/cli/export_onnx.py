@@ -25,7 +25,7 @@ def command(
     \b
     Example: speechprune export-onnx models/w2v2-72 --out w2v2-72.onnx
     """
-    from ..deploy.onnx import export_model
+    from ..export_onnx.job import export_model
 
     output = Output(json_mode=json_output, quiet=quiet)
     report = export_model(model, out, hidden_states=hidden_states, overwrite=overwrite,

@@ -5,18 +5,20 @@ activations quantized per call from their observed range). The CNN, the position
 convolution and the norms stay float32: they are not Linear layers. Shrunk models call
 their projections as modules at their stored widths, so the stock replacement modules drop
 in. Under ONNX Runtime the same scheme is ORT's dynamic quantization of MatMul nodes
-(``speechprune.deploy.onnx``).
+(``quantize_onnx``).
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import UsageError
+from .onnx import quiet
 
 SCHEMES = ("int8",)
 DESCRIPTIONS = {
@@ -52,3 +54,11 @@ def quantize(module: nn.Module, scheme: str, *, inplace: bool = False) -> nn.Mod
     with warnings.catch_warnings():  # torch.ao announces its move to torchao; the API still works
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(target, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def quantize_onnx(source: str | Path, target: str | Path) -> None:
+    """ORT dynamic int8 quantization of the MatMul nodes of ``source`` (the Linear layers), to ``target``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with quiet():
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)

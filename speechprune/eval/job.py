@@ -15,12 +15,11 @@ int8), and the float32 torch model is the reference its hidden states are compar
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
 from .. import __version__
-from ..deploy.onnx import OnnxEncoder, deployed_session
+from ..deploy.runtime import OnnxEncoder, deployed_session
 from ..deploy.quantize import quantize
 from ..errors import UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..checks import check_positive
-from ..deploy.onnx import check_runtime, require_onnx
+from ..deploy.onnx import require_onnx
+from ..deploy.runtime import check_runtime
 from ..deploy.quantize import check_scheme
 from ..errors import UsageError
 from ..io.outputs import check_output
@@ -30,7 +31,7 @@ class EvalOptions:
     device: str = "auto"  # model.device.resolve_device
     out: str | None = None
     quantize: str | None = None  # probe the model quantized by this scheme (speechprune.deploy.quantize)
-    runtime: str = "torch"  # or "onnxruntime": probe a checked ONNX export with hidden states (speechprune.deploy.onnx)
+    runtime: str = "torch"  # or "onnxruntime": probe a checked ONNX export with hidden states (speechprune.deploy.runtime)
 
 
 def check_options(options: EvalOptions):

@@ -141,32 +141,47 @@ def fit_classifier(
         if test.shape[0] and test.shape[1:] != x.shape[1:]:
             raise ValueError(f"test_x has states x width {tuple(test.shape[1:])}, train_x {tuple(x.shape[1:])}")
         head = _WeightedSum(x.shape[1], x.shape[2], n_classes, generator).to(device)
-        optimizer = head.optimizer(lr, weight_decay)
         x_dev, y_dev = x.to(device), y.to(device)
-        for _ in range(epochs):
-            if n <= FULL_BATCH_MAX:
-                steps = [None]
-            else:
-                order = torch.randperm(n, generator=generator)
-                steps = [order[start : start + MINIBATCH].to(device) for start in range(0, n, MINIBATCH)]
-            for rows in steps:
-                inputs, targets = (x_dev, y_dev) if rows is None else (x_dev[rows], y_dev[rows])
-                loss = F.cross_entropy(head(inputs), targets)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        _train_classifier(head, head.optimizer(lr, weight_decay), x_dev, y_dev, epochs, generator)
         with torch.no_grad():
             train_predicted = _predict(head, x_dev)
             test_predicted = _predict(head, test.to(device)) if test.shape[0] else torch.zeros(0, dtype=torch.long)
             weights = head.weights().cpu()
+    return _classifier_probe(classes, y, train_predicted, test_labels, test_predicted, weights)
+
+
+def _train_classifier(head: _WeightedSum, optimizer, x: torch.Tensor, y: torch.Tensor, epochs: int,
+                      generator: torch.Generator) -> None:
+    """Cross-entropy on (N, S, D) features ``x`` and labels ``y`` (N,): one full-batch step per
+    epoch up to FULL_BATCH_MAX clips, else minibatches in an order drawn from ``generator``."""
+    n = x.shape[0]
+    for _ in range(epochs):
+        if n <= FULL_BATCH_MAX:
+            steps = [None]
+        else:
+            order = torch.randperm(n, generator=generator)
+            steps = [order[start : start + MINIBATCH].to(x.device) for start in range(0, n, MINIBATCH)]
+        for rows in steps:
+            inputs, targets = (x, y) if rows is None else (x[rows], y[rows])
+            loss = F.cross_entropy(head(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
+def _classifier_probe(classes: list[str], train_labels: torch.Tensor, train_predicted: torch.Tensor,
+                      test_labels: torch.Tensor, test_predicted: torch.Tensor, weights: torch.Tensor) -> ClassifierProbe:
+    """The probe's scores: accuracies, the majority class's share of the test clips (chance), the
+    test confusion matrix (rows: true class), the layer weights."""
+    n_classes = len(classes)
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
     for true, got in zip(test_labels.tolist(), test_predicted.tolist()):
         confusion[true, got] += 1
-    majority = int(torch.bincount(y, minlength=n_classes).argmax())
-    m = max(test.shape[0], 1)
+    majority = int(torch.bincount(train_labels, minlength=n_classes).argmax())
+    m = max(test_labels.shape[0], 1)
     return ClassifierProbe(
         accuracy=round(float((test_predicted == test_labels).sum()) / m, 6),
-        train_accuracy=round(float((train_predicted == y).float().mean()), 6),
+        train_accuracy=round(float((train_predicted == train_labels).float().mean()), 6),
         chance=round(float((test_labels == majority).sum()) / m, 6),
         layer_weights=[round(float(v), 6) for v in weights],
         classes=list(classes),
@@ -237,13 +252,7 @@ def fit_ctc(
     short for their labels add no loss (``zero_infinity``). Decoding is greedy: argmax per frame,
     repeats collapsed, blanks dropped. PER = total edit distance / total reference length.
     """
-    if epochs < 1 or batch_size < 1 or tokens < 1:
-        raise ValueError(f"epochs, batch_size and tokens must be at least 1, got {epochs}, {batch_size}, {tokens}")
-    if len(train_feats) != len(train_labels) or len(test_feats) != len(test_labels) or not train_feats:
-        raise ValueError("give one label sequence per feature sequence, and at least one training sequence")
-    for labels in (*train_labels, *test_labels):
-        if any(not 0 <= t < tokens for t in labels):
-            raise ValueError(f"labels must be phone indices in [0, {tokens}); the blank is {tokens}")
+    _check_ctc_inputs(train_feats, train_labels, test_feats, test_labels, tokens, epochs, batch_size)
     blank = tokens
     generator = torch.Generator().manual_seed(seed)
     device = torch.device(device)
@@ -252,19 +261,8 @@ def fit_ctc(
     step_values = int(min(batch_size, len(train_feats)) * mean_frames * states * width)
     with torch.inference_mode(False), torch.enable_grad(), _one_thread_if_small(step_values, device):
         head = _WeightedSum(states, width, tokens + 1, generator).to(device)
-        optimizer = head.optimizer(lr, 0.0)
-        for _ in range(epochs):
-            order = torch.randperm(len(train_feats), generator=generator).tolist()
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                x, lengths = _pad_frames([train_feats[i] for i in rows])  # (B, T, S, D), (B,)
-                targets = [torch.tensor(train_labels[i], dtype=torch.long) for i in rows]
-                log_probs = F.log_softmax(head(x.to(device)), -1).transpose(0, 1)  # (T, B, C)
-                loss = F.ctc_loss(log_probs, torch.cat(targets).to(device), lengths,
-                                  torch.tensor([len(t) for t in targets]), blank=blank, zero_infinity=True)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        _train_ctc(head, head.optimizer(lr, 0.0), train_feats, train_labels, blank, epochs, batch_size, generator,
+                   device)
         with torch.no_grad():
             train_errors, train_phones = _ctc_errors(head, train_feats, train_labels, blank, batch_size, device)
             errors, phones = _ctc_errors(head, test_feats, test_labels, blank, batch_size, device)
@@ -277,6 +275,34 @@ def fit_ctc(
         train_per=round(train_errors / max(train_phones, 1), 6),
         blank=blank,
     )
+
+
+def _check_ctc_inputs(train_feats, train_labels, test_feats, test_labels, tokens: int, epochs: int,
+                      batch_size: int) -> None:
+    if epochs < 1 or batch_size < 1 or tokens < 1:
+        raise ValueError(f"epochs, batch_size and tokens must be at least 1, got {epochs}, {batch_size}, {tokens}")
+    if len(train_feats) != len(train_labels) or len(test_feats) != len(test_labels) or not train_feats:
+        raise ValueError("give one label sequence per feature sequence, and at least one training sequence")
+    for labels in (*train_labels, *test_labels):
+        if any(not 0 <= t < tokens for t in labels):
+            raise ValueError(f"labels must be phone indices in [0, {tokens}); the blank is {tokens}")
+
+
+def _train_ctc(head: _WeightedSum, optimizer, feats: list[np.ndarray], labels: list[list[int]], blank: int,
+               epochs: int, batch_size: int, generator: torch.Generator, device: torch.device) -> None:
+    """CTC over minibatches of ``batch_size`` sequences, in an order drawn from ``generator`` each epoch."""
+    for _ in range(epochs):
+        order = torch.randperm(len(feats), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            x, lengths = _pad_frames([feats[i] for i in rows])  # (B, T, S, D), (B,)
+            targets = [torch.tensor(labels[i], dtype=torch.long) for i in rows]
+            log_probs = F.log_softmax(head(x.to(device)), -1).transpose(0, 1)  # (T, B, C)
+            loss = F.ctc_loss(log_probs, torch.cat(targets).to(device), lengths,
+                              torch.tensor([len(t) for t in targets]), blank=blank, zero_infinity=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
 
 def _ctc_errors(head, feats, labels, blank: int, batch_size: int, device) -> tuple[int, int]:

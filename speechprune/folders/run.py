@@ -39,8 +39,9 @@ from ..io import atomic
 from ..io.outputs import MARKER, expand, mark_own
 from ..method.gates import GateLayout, HardConcreteGates
 from ..model.device import dtype_name
+from ..model.loading import resolved_path
 from ..model.spec import EncoderSpec
-from .run_record import RunRecord, RunSummary
+from .run_record import PATH_OPTIONS, RunRecord, RunSummary
 
 DATA_FORMAT = 1  # data.json: the audio's fingerprint (``io.audio.corpus_fingerprint``)
 
@@ -269,19 +270,10 @@ class RunFolder:
         return [path for path in needed if not path.exists()]
 
 
-PATH_OPTIONS = ("model", "data", "scores")  # compared as resolved paths: data/ = data = /abs/data
-
-
 def _same_option(key: str, saved, current) -> bool:
     if key in PATH_OPTIONS and saved and current and saved != current:
         return resolved_path(saved) == resolved_path(current)
     return saved == current
-
-
-def resolved_path(value: str) -> str:
-    """The resolved local path, or ``value`` itself when nothing is there (a hub id)."""
-    path = Path(value).expanduser()
-    return str(path.resolve()) if path.exists() else value
 
 
 def _differences(saved: dict, current: dict) -> list[str]:

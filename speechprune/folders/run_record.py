@@ -12,6 +12,8 @@ also reads the runs of earlier formats:
   runs (``LATER_OPTIONS``), and the command is every recorded option.
 - format 2: each option once, under ``options`` (``structures`` and ``ste`` among them), with
   ``world_size`` and ``command`` beside them; summary.json says its format.
+- summary.json format 3 (config.json stays at 2): a budget's "at or under its window" is
+  ``fits``; format 2 called it ``within_tolerance`` like the top level's "the decision lands".
 """
 
 from __future__ import annotations
@@ -21,13 +23,21 @@ from dataclasses import asdict, dataclass, field, fields
 from ..errors import RunFolderError
 from ..method.currencies import LATENCY, MACS, PARAMS
 from ..method.macs import DEFAULT_MACS_SECONDS
+from ..model.loading import AudioInput
 
 RUN_FORMAT = 2
 READABLE_FORMATS = (1, 2)
+# summary.json: 3 names a budget's "at or under its window" fits (format 2 called it
+# within_tolerance, the name of the top-level "the decision lands" too)
+SUMMARY_FORMAT = 3
+READABLE_SUMMARY_FORMATS = (1, 2, 3)
 # options added after format 1 was written, with the value that reproduces runs saved without them
 LATER_OPTIONS = {"anneal": 1.0}
 # where a run goes and what happens to a folder already there: left to whoever runs the command again
 NOT_IN_COMMAND = ("out", "resume", "overwrite")
+# options that name a local file or folder (or a hub id): resumed runs compare them resolved
+# (data/ = data = /abs/data), and the command writes them absolute
+PATH_OPTIONS = ("model", "data", "scores", "latency_table")
 NEGATABLE = ("ste",)  # boolean options that have a --no- form; the others are plain flags, off by default
 
 
@@ -65,13 +75,10 @@ class SourceRecord:
     left_out: list[str]
 
 
-@dataclass
-class AudioRecord:
-    """How the source model takes audio, and how much of it the run had."""
+@dataclass(frozen=True)
+class AudioRecord(AudioInput):
+    """How the source model takes audio (``AudioInput``'s fields), and how much of it the run had."""
 
-    sampling_rate: int
-    normalize: bool
-    attention_mask: bool
     files: int
     hours: float
 
@@ -216,7 +223,7 @@ class RunSummary:
     decision_adjusted: int | None = None
     decision_adjusted_share: float | None = None
     skipped_steps: int | None = None
-    format: int = RUN_FORMAT
+    format: int = SUMMARY_FORMAT
 
     def to_dict(self) -> dict:
         data = {"format": self.format}
@@ -232,7 +239,7 @@ class RunSummary:
         """The summary ``data``: of this format, or without one (0.1.0 to 0.2.0.dev0)."""
         if not isinstance(data, dict):
             raise RunFolderError(f"{where} is damaged (not a JSON object); prune again")
-        if data.get("format", 1) not in READABLE_FORMATS:
+        if data.get("format", 1) not in READABLE_SUMMARY_FORMATS:
             raise RunFolderError(f"{where} is of run format {data.get('format')}, which this speechprune cannot "
                                  "read; use the speechprune version that wrote it")
         names = {f.name for f in fields(cls)}
@@ -244,12 +251,15 @@ class RunSummary:
             summary = cls(**{k: v for k, v in data.items() if k in names and k != "format"}, **parts)
         except TypeError as error:
             raise RunFolderError(f"{where} is damaged ({error}); prune again") from None
+        if data.get("format", 1) < 3:  # a budget's fits was its within_tolerance
+            summary.budgets = {name: {("fits" if key == "within_tolerance" else key): value
+                                      for key, value in budget.items()} for name, budget in summary.budgets.items()}
         if not summary.budgets:  # 0.1.0: a parameter budget only, reported at the top level
             summary.budgets = {PARAMS.name: {
                 "option": PARAMS.option, "unit": PARAMS.unit, "target": summary.target_params,
                 "target_sparsity": summary.target_sparsity, "achieved": summary.params_pruned,
                 "achieved_sparsity": summary.sparsity, "miss": summary.target_miss,
-                "within_tolerance": summary.within_tolerance,
+                "fits": summary.within_tolerance,
             }}
             summary.binding_budget = PARAMS.name
         return summary

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ModelError, UsageError
 from ..model.encoder import Encoder
-from ..model.loading import AudioInput, ModelInfo, inspect_model, load_encoder
+from ..model.loading import AudioInput, ModelInfo, inspect_model, load_encoder, local_folder
 from ..model.sizes import check_encoder_sizes
 from ..model.spec import EncoderSpec
 from .run import read_run
@@ -27,23 +27,25 @@ from .run_record import RunRecord
 from .shrunk import load
 
 
-@dataclass
-class Target:
-    """A model as read from its config files: kind, dense spec and how it takes audio."""
+@dataclass(frozen=True)
+class Target(AudioInput):
+    """A model as read from its config files: how it takes audio (``AudioInput``'s fields, the one
+    rule of ``model/loading.py``), its kind and its dense spec."""
 
     source: str
     kind: str  # "stock" | "shrunk" | "run"
     spec: EncoderSpec
-    sampling_rate: int
-    normalize: bool
-    attention_mask: bool
     info: ModelInfo | None = None  # stock models: what inspect_model read
+
+    @classmethod
+    def of(cls, audio: AudioInput, source: str, kind: str, spec: EncoderSpec, info: ModelInfo | None = None) -> Target:
+        return cls(audio.sampling_rate, audio.normalize, audio.attention_mask, source, kind, spec, info)
 
 
 def read_target(source: str) -> Target:
     """What ``source`` is, from its config files only: a shrunk folder, a prune run, or a stock model."""
-    folder = Path(source).expanduser()
-    if (folder / "config.json").is_file():
+    folder = local_folder(source)  # None: a hub id
+    if folder is not None and (folder / "config.json").is_file():
         config = _read_json(folder / "config.json")
         if config.get("model_type") == "speechprune":
             preprocessor = folder / "preprocessor_config.json"
@@ -51,13 +53,12 @@ def read_target(source: str) -> Target:
             check_encoder_sizes(config.get("encoder", {}), str(folder / "config.json"))
             spec = EncoderSpec.from_dict(config["encoder"])
             audio = AudioInput.from_preprocessor(pre, spec.conv_norm)
-            return Target(source, "shrunk", spec, audio.sampling_rate, audio.normalize, audio.attention_mask)
+            return Target.of(audio, source, "shrunk", spec)
         if (folder / "encoder.json").is_file() and "audio" in config:
             audio = RunRecord.from_dict(config, str(folder / "config.json")).audio
-            return Target(source, "run", EncoderSpec.from_dict(_read_json(folder / "encoder.json")),
-                          audio.sampling_rate, audio.normalize, audio.attention_mask)
+            return Target.of(audio, source, "run", EncoderSpec.from_dict(_read_json(folder / "encoder.json")))
     info = inspect_model(source)
-    return Target(source, "stock", info.spec, info.sampling_rate, info.normalize, info.use_attention_mask, info)
+    return Target.of(info.audio, source, "stock", info.spec, info)
 
 
 def _read_json(path: Path) -> dict:

@@ -137,8 +137,23 @@ def scan_audio(
         raise DataError(f"no audio files found in {source_path} (looked for {extensions}); {DATA_HINT}")
 
     skipped = SkipCounts()
-    files: list[AudioFile] = []
-    total = len(candidates)
+    files = _by_header(candidates, min_seconds, skipped, progress)
+    if sum(file.seconds for file in files) <= full_check_max_seconds:
+        files = _by_content(files, min_seconds, skipped, len(candidates), progress, warn)
+    if not files:
+        raise DataError(
+            f"no usable audio in {source_path}: {skipped.total} files skipped ({skipped.describe()}); "
+            f"pass a folder of wav/flac/ogg/mp3 speech files of at least {min_seconds:g} s, "
+            "or a manifest, with --data"
+        )
+    return AudioCorpus(sorted(files, key=lambda file: file.path), skipped, str(source_path))
+
+
+def _by_header(candidates: list[str], min_seconds: float, skipped: SkipCounts,
+               progress: Progress | None) -> list[AudioFile]:
+    """The ``candidates`` whose header opens and says they last ``min_seconds`` or more; the
+    others counted in ``skipped``. ``progress(done, len(candidates))`` after each."""
+    files = []
     for done, path in enumerate(candidates, start=1):
         file = _read_header(path)
         if file is None:
@@ -150,30 +165,29 @@ def scan_audio(
         else:
             files.append(file)
         if progress:
+            progress(done, len(candidates))
+    return files
+
+
+def _by_content(header_files: list[AudioFile], min_seconds: float, skipped: SkipCounts, done: int,
+                progress: Progress | None, warn: Warn | None) -> list[AudioFile]:
+    """The ``header_files`` that decode in full to finite, in-range, long enough audio; the others
+    counted in ``skipped`` (non-finite ones also named through ``warn``). ``progress`` goes on
+    from ``done`` files, its total grown by these."""
+    total = done + len(header_files)
+    files = []
+    for file in header_files:
+        reason, file = _check_content(file, min_seconds)
+        if reason == "non_finite" and warn:
+            warn(non_finite_message(file.path))
+        if reason:
+            skipped.add(reason)
+        else:
+            files.append(file)
+        done += 1
+        if progress:
             progress(done, total)
-
-    if sum(file.seconds for file in files) <= full_check_max_seconds:
-        done, total = total, total + len(files)
-        files, header_files = [], files
-        for file in header_files:
-            reason, file = _check_content(file, min_seconds)
-            if reason == "non_finite" and warn:
-                warn(non_finite_message(file.path))
-            if reason:
-                skipped.add(reason)
-            else:
-                files.append(file)
-            done += 1
-            if progress:
-                progress(done, total)
-
-    if not files:
-        raise DataError(
-            f"no usable audio in {source_path}: {skipped.total} files skipped ({skipped.describe()}); "
-            f"pass a folder of wav/flac/ogg/mp3 speech files of at least {min_seconds:g} s, "
-            "or a manifest, with --data"
-        )
-    return AudioCorpus(sorted(files, key=lambda file: file.path), skipped, str(source_path))
+    return files
 
 
 def scan_reported(source: str | os.PathLike, reporter: Reporter, **options) -> AudioCorpus:

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..errors import OutputError, RunFolderError, UsageError
+from ..errors import OutputError, UsageError
 from .atomic import dumps, remove_stale_temporaries, write_text, write_with
 
 MARKER = ".speechprune-output"  # in every folder speechprune writes as an output: --overwrite may replace it
@@ -56,7 +56,7 @@ class OutputLock:
                 self.out.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as error:
-                raise RunFolderError(
+                raise OutputError(
                     f"cannot write next to {self.option} {self.out} ({error.strerror}); choose a writable {self.option}"
                 ) from None
             try:
@@ -64,7 +64,7 @@ class OutputLock:
             except BlockingIOError:
                 holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
                 os.close(fd)
-                raise RunFolderError(
+                raise OutputError(
                     f"{self.option} {self.out} is being written by {holder}; "
                     f"wait for it to finish or choose another {self.option}"
                 ) from None

@@ -43,34 +43,22 @@ class Budget:
 
     @property
     def name(self) -> str:
+        """The currency's name: the key of this budget in every dict of costs and records."""
         return self.currency.name
-
-    @property
-    def option(self) -> str:
-        return self.currency.option
-
-    @property
-    def unit(self) -> str:
-        return self.currency.unit
-
-    @property
-    def decimals(self) -> int:
-        return self.currency.decimals
-
-    def option_value(self, sparsity: float) -> float:
-        return self.currency.option_value(sparsity)
 
     @property
     def setting(self) -> float:
         """The option's value as given, e.g. --speedup 3."""
-        return round(self.option_value(self.sparsity), 9)
+        return round(self.currency.option_value(self.sparsity), 9)
 
     def amount(self, cost: float) -> str:
         """A cost for messages: "45.67M MACs", "12.3 ms"."""
-        return f"{cost:.1f} {self.unit}" if self.decimals else f"{cost / 1e6:.2f}M {self.unit}"
+        unit = self.currency.unit
+        return f"{cost:.1f} {unit}" if self.currency.decimals else f"{cost / 1e6:.2f}M {unit}"
 
     def _rounded(self, cost: float) -> float:
-        return round(cost, self.decimals) if self.decimals else int(round(cost))
+        decimals = self.currency.decimals
+        return round(cost, decimals) if decimals else int(round(cost))
 
     @property
     def target(self) -> float:
@@ -95,16 +83,16 @@ class Budget:
     def summary(self, cost: float) -> dict:
         """JSON-ready: the target and what a decision costing ``cost`` achieves."""
         return {
-            "option": self.option,
+            "option": self.currency.option,
             "option_value": self.setting,
-            "unit": self.unit,
+            "unit": self.currency.unit,
             "dense": self._rounded(self.dense),
             "target": self._rounded(self.target),
             "target_sparsity": self.sparsity,
             "achieved": self._rounded(cost),
             "achieved_sparsity": round(1 - cost / self.dense, 6),
             "miss": round(cost / self.target - 1, 6),
-            "within_tolerance": self.fits(cost),
+            "fits": self.fits(cost),  # at or under the window (the summary's top-level within_tolerance: lands)
         }
 
     def check_reachable(self, layout: GateLayout, structures: list[str]) -> None:
@@ -113,10 +101,11 @@ class Budget:
         smallest = self.exact(GateValues(layout, torch.zeros(layout.size, dtype=torch.float64)))
         if not self.fits(smallest):
             reachable = 1 - smallest / (self.dense * (1 + self.tolerance))  # the target whose window ends there
+            option = self.currency.option
             raise UsageError(
-                f"{self.option} {self.setting:g} is out of reach with --structures {','.join(structures)}: "
+                f"{option} {self.setting:g} is out of reach with --structures {','.join(structures)}: "
                 f"removing all of them leaves {self.amount(smallest)} of {self.amount(self.dense)} "
-                f"({self.option} {self.option_value(reachable):.3f} at most); lower {self.option} or add structures"
+                f"({option} {self.currency.option_value(reachable):.3f} at most); lower {option} or add structures"
             )
 
 

@@ -71,10 +71,6 @@ class GateLayout:
     def values(self, z: torch.Tensor) -> "GateValues":
         return GateValues(self, z)
 
-    def kind_of_each(self) -> list[str]:
-        """The kind of every entry of the flat vector (length ``size``)."""
-        return [g.kind for g in self.groups for _ in range(g.size)]
-
     def of_kinds(self, kinds: tuple[str, ...]) -> torch.Tensor:
         """(N,) bool: True on the gates of ``kinds``."""
         parts = [torch.full((g.size,), g.kind in kinds, dtype=torch.bool) for g in self.groups]

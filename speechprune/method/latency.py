@@ -33,6 +33,7 @@ heads of a layer differ in width (never over).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import json
@@ -43,7 +44,7 @@ import torch
 
 from ..errors import UsageError
 from ..io.outputs import write_json_file
-from ..model.spec import EncoderSpec
+from ..model.spec import EncoderSpec, LayerSpec
 from .accounting import pruned_spec
 from .budget import Budget
 from .currencies import DEFAULT_TOLERANCE, LATENCY
@@ -164,6 +165,19 @@ def unit_features(spec: EncoderSpec, frames: Frames, keep: GateValues | None = N
         if timed is not None:
             units.setdefault(timed[0], {}).update(timed[1])
     return units
+
+
+@functools.cache
+def coefficient_names() -> dict[str, tuple[str, ...]]:
+    """The coefficients a table holds for each kind of unit ("conv", "projection", "pos_conv",
+    "layer"): the names of its parts' features, read off the units of a one-layer encoder (every
+    encoder's units have the same features), so that the parts are their one owner."""
+    layer = LayerSpec(heads=[0], qk_dim=2, vo_dim=2, ffn_dim=2)
+    spec = EncoderSpec(family="wav2vec2", hidden_size=2, num_heads=1, head_dim=2, conv_channels=[2], conv_kernels=[2],
+                       conv_strides=[1], conv_bias=False, conv_norm="group", conv_act="gelu", hidden_act="gelu",
+                       layer_norm_eps=1e-5, stable_layer_norm=False, feat_proj_layer_norm=True, pos_conv_kernel=2,
+                       pos_conv_groups=1, pos_conv_batch_norm=False, masked_spec_embed=False, layers=[layer])
+    return {unit[0]: tuple(features) for unit, features in unit_features(spec, Frames.of(spec, 8)).items()}
 
 
 def unit_coefficients(coefficients: dict, unit: tuple) -> dict:

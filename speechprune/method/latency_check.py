@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import math
 
-# coefficient names of each part: the keys of latency.conv_features, projection_features, layer_features
-CONV = ("macs", "outputs", "outputs_squared", "const")
-PROJECTION = ("macs", "const")
-POS_CONV = ("const",)
-LAYER = ("const", "attention", "heads", "projection_macs", "score_macs", "ffn", "ffn_macs")
 ARCHITECTURE_COUNTS = ("sampling_rate", "hidden_size", "layers", "heads", "head_dim", "ffn_size")
 LARGEST = 1e12  # no count or coefficient of a real table comes near this (ms per million MACs, channels, ...)
 
@@ -44,7 +39,11 @@ def _part(coefficients: dict, names: tuple[str, ...], field: str) -> None:
 
 def check_cost_table(data: dict) -> None:
     """Raise ValueError naming the first field of the table ``data`` (its JSON form) that is
-    missing, of the wrong type or out of range."""
+    missing, of the wrong type or out of range. The coefficients each kind of unit must have are
+    the features its parts name (``latency.coefficient_names``)."""
+    from .latency import coefficient_names  # latency reads tables through this module
+
+    names = coefficient_names()
     for section in ("conditions", "architecture", "coefficients", "fit", "provenance"):
         if not isinstance(data[section], dict):
             raise ValueError(f"{section} is {type(data[section]).__name__}, not an object")
@@ -71,9 +70,8 @@ def check_cost_table(data: dict) -> None:
         count = len(conv) if isinstance(conv, list) else type(conv).__name__
         raise ValueError(f"coefficients.conv has {count} entries for {layers} conv layers")
     for c, part in enumerate(conv):
-        _part(part, CONV, f"coefficients.conv[{c}]")
-    _part(coefficients["projection"], PROJECTION, "coefficients.projection")
-    _part(coefficients["pos_conv"], POS_CONV, "coefficients.pos_conv")
-    _part(coefficients["layer"], LAYER, "coefficients.layer")
+        _part(part, names["conv"], f"coefficients.conv[{c}]")
+    for unit in ("projection", "pos_conv", "layer"):
+        _part(coefficients[unit], names[unit], f"coefficients.{unit}")
     _number(coefficients["scale"], "coefficients.scale", positive=True)
     _number(coefficients["overhead"], "coefficients.overhead")

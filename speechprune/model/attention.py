@@ -34,7 +34,7 @@ class Attention(nn.Module):
         super().__init__()
         d = spec.hidden_size
         self.num_heads = len(layer.heads)
-        self.qk_dim = self.vo_dim = layer.runtime_width  # the run-time width w of every head
+        self.width = layer.runtime_width  # w: every head runs this wide (stored widths: layer.head_widths())
         self.scaling = spec.head_dim**-0.5
         self.heads = list(layer.heads)
         qk_widths, vo_widths = layer.head_widths()
@@ -46,9 +46,9 @@ class Attention(nn.Module):
         # for each slot of the padded (H * w) layout, the stored column it reads (sum(widths):
         # the zero column); "out", for each stored v/o column, its slot in the padded layout.
         self.slots = {
-            "qk": _padding_slots(qk_widths, self.qk_dim),
-            "vo": _padding_slots(vo_widths, self.vo_dim),
-            "out": _stored_slots(vo_widths, self.vo_dim),
+            "qk": _padding_slots(qk_widths, self.width),
+            "vo": _padding_slots(vo_widths, self.width),
+            "out": _stored_slots(vo_widths, self.width),
         }
         self._index_tensors: dict[str, torch.Tensor] = {}
         self.gated_bias = spec.num_buckets > 0
@@ -75,7 +75,7 @@ class Attention(nn.Module):
         o = o.transpose(1, 2)  # (B, T, H, w): the layout SDPA's fused kernels write, so no copy is made here
         if _is_exporting():  # export's decompositions may assume other strides: copy explicitly
             o = o.clone(memory_format=torch.contiguous_format)
-        o = o.reshape(b, t, self.num_heads * self.vo_dim)  # (B, T, H * w)
+        o = o.reshape(b, t, self.num_heads * self.width)  # (B, T, H * w)
         if self.slots["out"] is not None:  # drop the padded slots (zeros): back to the stored columns
             o = o.index_select(-1, self._index("out", o.device))  # (B, T, sum of stored v/o widths)
         return self.out_proj(o)
@@ -104,7 +104,7 @@ class Attention(nn.Module):
         b, t, _ = y.shape
         if self.slots[kind] is not None:
             y = F.pad(y, (0, 1)).index_select(-1, self._index(kind, y.device))  # (B, T, H * w)
-        return y.view(b, t, self.num_heads, self.qk_dim).transpose(1, 2)
+        return y.view(b, t, self.num_heads, self.width).transpose(1, 2)
 
     def output_weight(self) -> torch.Tensor:
         """out_proj's weight (D, H * w) at the run-time width: zero columns for padded slots."""

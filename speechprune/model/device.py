@@ -12,12 +12,21 @@ from ..errors import UsageError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Short spellings that prune --precision took before 0.2 (and run folders stored): still accepted.
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# The precisions each kind of device runs (autocast in prune, weights cast in bench); a CUDA GPU
+# runs bfloat16 only when it has it (check_precision asks).
+DEVICE_DTYPES = {"cpu": ("float32", "bfloat16"), "mps": ("float32", "float16"), "cuda": tuple(DTYPES)}
 
 
 def dtype_name(name: str) -> str:
     """The canonical spelling of a precision name (``fp32`` -> ``float32``); other names pass
     unchanged, for the option's own check to accept or refuse."""
     return DTYPE_ALIASES.get(name, name)
+
+
+def check_precision_name(name: str, option: str) -> None:
+    """Refuse (usage error) a ``name`` given to ``option`` (--precision, --dtype) that is no precision."""
+    if name not in DTYPES:
+        raise UsageError(f"{option} must be one of {', '.join(DTYPES)}, got {name!r}")
 
 
 def resolve_device(name: str, local_rank: int = 0, *, cpu_only: bool = False) -> torch.device:
@@ -59,11 +68,13 @@ def _cuda_index(name: str) -> int:
     return index
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    if precision == "float16" and device.type == "cpu":
-        raise UsageError("--precision float16 is not supported on the CPU; use bfloat16 or float32")
+def check_precision(precision: str, device: torch.device, option: str) -> None:
+    """Refuse (usage error) a precision ``device`` does not run (``DEVICE_DTYPES``), given to ``option``."""
+    runs = DEVICE_DTYPES[device.type]
+    if precision not in runs:
+        raise UsageError(f"{option} {precision} is not supported on {device.type}; use {' or '.join(runs)}")
     if precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UsageError("--precision bfloat16: this GPU has no bfloat16 support; use float16 or float32")
+        raise UsageError(f"{option} bfloat16: this GPU has no bfloat16 support; use float16 or float32")
 
 
 def autocast(precision: str, device: torch.device):

@@ -22,6 +22,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from ..errors import ModelError
+from ..io.outputs import expand
 from .encoder import Encoder
 from .families import Family, family_for
 from .sizes import check_config_sizes
@@ -49,6 +50,19 @@ class AudioInput:
                    normalize=bool(preprocessor.get("do_normalize", True)),
                    attention_mask=bool(preprocessor.get("return_attention_mask", conv_norm == "layer")))
 
+    def to_preprocessor(self) -> dict:
+        """The ``preprocessor_config.json`` that says this (a shrunk model folder's; read back by
+        ``from_preprocessor``)."""
+        return {
+            "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+            "feature_size": 1,
+            "sampling_rate": self.sampling_rate,
+            "padding_value": 0.0,
+            "padding_side": "right",
+            "do_normalize": self.normalize,
+            "return_attention_mask": self.attention_mask,
+        }
+
 
 @dataclass
 class ModelInfo:
@@ -58,9 +72,7 @@ class ModelInfo:
     family: Family
     spec: EncoderSpec
     architecture: str  # class named in config.json, e.g. Wav2Vec2ForCTC
-    sampling_rate: int
-    normalize: bool  # zero-mean / unit-variance input, as the model's feature extractor does
-    use_attention_mask: bool  # pass padding masks to the model (Base group-norm models were trained without)
+    audio: AudioInput  # how it takes audio, as its preprocessor_config.json says
     config: object = field(repr=False, default=None)  # the transformers config
 
     @property
@@ -87,13 +99,13 @@ def _read_json(path: Path) -> dict:
 def local_folder(source: str) -> Path | None:
     """The local path ``source`` names, or None when it is a hub id.
 
-    The one owner of "local or hub": something that looks like a path (starts with ``.``, ``/``
-    or ``~``, has a backslash or more than one ``/``, is no valid hub id, or starts with a
-    folder that exists here, like ``models/nothing``) is never sent to the hub, so a typo
-    fails at once instead of after the hub client's retries.
+    The one owner of "local or hub": what exists here is local (``local_path``); something that
+    looks like a path (starts with ``.``, ``/`` or ``~``, has a backslash or more than one ``/``,
+    is no valid hub id, or starts with a folder that exists here, like ``models/nothing``) is
+    never sent to the hub, so a typo fails at once instead of after the hub client's retries.
     """
-    path = Path(source).expanduser()
-    if path.exists():
+    path = local_path(source)
+    if path is not None:
         return path
     first = source.split("/")[0]
     looks_local = (source.startswith((".", "/", "~")) or "\\" in source or not HUB_ID.fullmatch(source)
@@ -102,6 +114,19 @@ def local_folder(source: str) -> Path | None:
         raise ModelError(f"model folder {source} does not exist (no local folder of that name); "
                          "check the path, or pass a hub id like facebook/wav2vec2-base")
     return None
+
+
+def local_path(source: str) -> Path | None:
+    """The file or folder ``source`` names here (``~`` expanded), or None when nothing is there."""
+    path = expand(source)
+    return path if path.exists() else None
+
+
+def resolved_path(source: str) -> str:
+    """What names ``source`` wherever it is given from: a local file or folder as its resolved path
+    (``data/`` = ``data`` = ``/abs/data``), anything else (a hub id) as it is."""
+    path = local_path(source)
+    return str(path.resolve()) if path is not None else source
 
 
 @functools.cache
@@ -198,9 +223,7 @@ def inspect_model(source: str, revision: str | None = None) -> ModelInfo:
         family=family,
         spec=spec,
         architecture=architecture,
-        sampling_rate=audio.sampling_rate,
-        normalize=audio.normalize,
-        use_attention_mask=audio.attention_mask,
+        audio=audio,
         config=config,
     )
 

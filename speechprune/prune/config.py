@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..method.currencies import CURRENCIES, DEFAULT_TOLERANCE, ask_for_budget
 from ..method.gates import GATE_KINDS
 from ..method.macs import DEFAULT_MACS_SECONDS
-from ..model.device import DTYPES, dtype_name
+from ..model.device import DTYPES, check_precision_name, dtype_name
 
 # Options that change nothing in the result: a run may be resumed with other values.
 # The cost table is compared by content (config.json "budgets"), not by path.
@@ -18,44 +18,69 @@ NOT_RESULT_DEFINING = {"out", "overwrite", "resume", "device", "log_every", "che
                        "prefetch"}
 
 
+def option(default=MISSING, help: str = "", *, factory=MISSING):
+    """A field of ``PruneConfig`` that is also an option of ``speechprune prune``, with its default
+    (``factory`` for a list) and its ``--help`` text: ``cli/prune.py`` reads both from here, so a
+    new option is one field."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class PruneConfig:
-    model: str
-    sparsity: float | None  # fraction of parameters to remove (None: no parameter budget)
-    data: str
-    out: str
-    macs_sparsity: float | None = None  # fraction of MACs to remove (None: no MACs budget)
-    macs_seconds: float | None = None  # audio length the MACs are counted for; None: DEFAULT_MACS_SECONDS
-    latency_table: str | None = None  # cost table (bench --cost-model) that predicts latency
-    speedup: float | None = None  # predicted dense latency / pruned latency to reach (None: no latency budget)
-    revision: str | None = None
-    structures: list[str] = field(default_factory=lambda: list(GATE_KINDS))
-    ste: bool = True
-    steps: int = 20_000  # 0: one-shot from --scores, no pruning phase
-    warmup_steps: int | None = None  # target ramp 0 -> sparsity; default 30% of steps
-    final_steps: int = 0  # distillation with frozen masks after the pruning phase
-    lr: float = 2e-4  # weights (student and distillation heads)
-    gate_lr: float = 2e-2  # log_alpha
-    lambda_lr: float = 2e-2  # Lagrange multipliers (gradient ascent)
-    anneal: float = 30.0  # gate sharpness at the end of the pruning phase (1: no annealing)
-    distill_layers: list[int] | None = None  # default: 0 and every third of the layers
-    distill_weights: list[float] | None = None  # default: 1 each
-    crop_seconds: float = 4.0
-    batch_seconds: float = 64.0  # audio per batch and process
-    min_seconds: float = 1.0
-    val_fraction: float = 0.02
-    val_max_files: int = 100
-    tolerance: float = DEFAULT_TOLERANCE  # relative miss of each budget's target allowed at the end
-    scores: str | None = None  # analyze JSON with gate_scores: one-shot decision or warm start
-    init_from_scores: bool = False  # start the gates of a full run from --scores
-    seed: int = 0
-    precision: str = "float32"  # a name of model.device.DTYPES (fp32, bf16, fp16 are read as aliases)
-    device: str = "auto"
-    prefetch: bool = True  # draw the next batch on a background thread while a step trains
-    checkpoint_every: int = 500
-    log_every: int = 50
-    resume: bool = False
-    overwrite: bool = False
+    """Every option of a pruning run, named as on the command line (``--gate-lr`` is ``gate_lr``)."""
+
+    model: str = option(help="Hub id (facebook/wav2vec2-base) or local folder saved with save_pretrained.")
+    # fraction of parameters to remove (None: no parameter budget)
+    sparsity: float | None = option(help="Fraction of encoder parameters to remove, in (0, 1).")
+    data: str = option(help="Folder of audio (searched recursively) or manifest file.")
+    out: str = option(help="Run folder. [default: runs/<model>-<sparsity>]")
+    macs_sparsity: float | None = option(None, "Fraction of encoder MACs to remove, in (0, 1), for --macs-seconds "
+                                               "of audio; alone or with --sparsity.")
+    # None: DEFAULT_MACS_SECONDS (a run records what was given)
+    macs_seconds: float | None = option(None, "Audio length (batch 1) the MACs budget counts. "
+                                              f"[default: {DEFAULT_MACS_SECONDS:g}]")
+    latency_table: str | None = option(None, "Cost table of this model from speechprune bench MODEL --cost-model "
+                                             "FILE, for --speedup.")
+    # predicted dense latency / pruned latency to reach (None: no latency budget)
+    speedup: float | None = option(None, "Predicted speedup to reach, above 1 (e.g. 3: a third of the dense "
+                                         "latency), predicted by --latency-table; alone or with the other budgets.")
+    revision: str | None = option(None, "Hub revision (branch, tag or commit) of MODEL.")
+    structures: list[str] = option(factory=lambda: list(GATE_KINDS),
+                                   help=f"Structures to gate, from {','.join(GATE_KINDS)}.")
+    ste: bool = option(True, "Straight-through estimator (binary masks in training) or relaxed gates.")
+    steps: int = option(20_000, "Pruning steps; 0 decides in one shot from --scores.")  # 0: no pruning phase
+    warmup_steps: int | None = option(None, "Steps over which the target ramps from 0. [default: 30% of --steps]")
+    final_steps: int = option(0, "Extra distillation steps with the masks frozen.")
+    lr: float = option(2e-4, "Learning rate of the weights.")  # student and distillation heads
+    gate_lr: float = option(2e-2, "Learning rate of the gate logits.")  # log_alpha
+    lambda_lr: float = option(2e-2, "Learning rate of the Lagrange multipliers.")  # gradient ascent
+    anneal: float = option(30.0, "Gate sharpness reached at the end of the pruning phase, from 1 once the target "
+                                 "ramp is done, with the expected costs held on the targets: the decision lands "
+                                 "where training went. 1 turns annealing off.")
+    distill_layers: list[int] | None = option(None, "Hidden states to distil, e.g. 0,4,8,12 (0 = input of layer "
+                                                    "1). [default: 0 and every third layer]")
+    distill_weights: list[float] | None = option(None, "Loss weight per distilled layer, e.g. 1,1,1,2.")  # None: 1 each
+    crop_seconds: float = option(4.0, "Length of the random crops.")
+    batch_seconds: float = option(64.0, "Audio seconds per batch and process.")
+    min_seconds: float = option(1.0, "Skip files shorter than this.")
+    val_fraction: float = option(0.02, "Share of files held out for the validation loss.")
+    val_max_files: int = option(100, "At most this many files held out for the validation loss.")
+    tolerance: float = option(DEFAULT_TOLERANCE, "Allowed relative miss of each budget target (parameters, MACs) "
+                                                 "by the final keep decision, in (0, 1).")
+    scores: str | None = option(None, "JSON from speechprune analyze --out: one-shot ranking (--steps 0) or warm "
+                                      "start.")
+    init_from_scores: bool = option(False, "Start the gates of a full run from --scores.")
+    seed: int = option(0, "Seed of data order, crops and gate noise.")
+    # stored canonical (model.device.dtype_name): fp32, bf16, fp16 are read as aliases
+    precision: str = option("float32", f"Numeric precision of training (autocast): {'|'.join(DTYPES)} (fp32, "
+                                       "bf16, fp16 also accepted).")
+    device: str = option("auto")  # its help is every command's (cli/options.DeviceOption)
+    prefetch: bool = option(True, "Read and crop the next batch of audio on a background thread while a step "
+                                  "trains (the batches are the same either way).")
+    checkpoint_every: int = option(500, "Save a checkpoint every N steps.")
+    log_every: int = option(50, "Log line every N steps when not on a terminal.")
+    resume: bool = option(False, "Continue the run in --out (starts it if there is none).")
+    overwrite: bool = option(False, "Replace the run (or other speechprune output) in --out.")
 
     def __post_init__(self) -> None:
         # one spelling in config.json and in resume's comparison, whichever the user typed
@@ -107,8 +132,7 @@ class PruneConfig:
             raise UsageError(f"--min-seconds ({self.min_seconds}) must not exceed --crop-seconds ({self.crop_seconds})")
         if not 0 <= self.val_fraction < 1:
             raise UsageError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.precision not in DTYPES:
-            raise UsageError(f"--precision must be one of {', '.join(DTYPES)}, got {self.precision!r}")
+        check_precision_name(self.precision, "--precision")
         if self.distill_weights is not None and self.distill_layers is None:
             raise UsageError("--distill-weights needs --distill-layers, one weight per layer")
         if self.distill_layers is not None:

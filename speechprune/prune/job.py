@@ -58,19 +58,19 @@ def prune_inputs(config: PruneConfig) -> dict[str, str | None]:
 
 def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     device = resolve_device(config.device, ranks.local_rank)
-    check_precision(config.precision, device)
+    check_precision(config.precision, device, "--precision")
 
     info = inspect_model(config.model, config.revision)
     config.resolve(len(info.spec.layers))
     if config.macs_sparsity is not None:  # MACs of audio that makes no frame are no budget
-        check_long_enough(config.reference_seconds, "--macs-seconds", config.model, info.spec, info.sampling_rate)
+        check_long_enough(config.reference_seconds, "--macs-seconds", config.model, info.spec, info.audio.sampling_rate)
     layout = GateLayout(info.spec, config.structures)
     table = read_latency_table(config, info) if config.latency_table else None
-    budgets = build_budgets(config, info.spec, layout, info.sampling_rate, table)
+    budgets = build_budgets(config, info.spec, layout, info.audio.sampling_rate, table)
     for budget in budgets:
         budget.check_reachable(layout, config.structures)
     # before the run folder exists: a crop that makes no frame would crash the run mid-way
-    check_long_enough(config.crop_seconds, "--crop-seconds", config.model, info.spec, info.sampling_rate)
+    check_long_enough(config.crop_seconds, "--crop-seconds", config.model, info.spec, info.audio.sampling_rate)
     scores = read_scores(config.scores, layout) if config.scores else None
 
     run = RunFolder(config.out)
@@ -134,7 +134,7 @@ def build_budgets(config: PruneConfig, spec, layout: GateLayout, sampling_rate: 
 def read_latency_table(config: PruneConfig, info: ModelInfo) -> CostTable:
     """--latency-table, refused unless it was measured for this model's architecture."""
     table = CostTable.read(config.latency_table)
-    check_architecture(table, info.spec, info.sampling_rate, config.model)
+    check_architecture(table, info.spec, info.audio.sampling_rate, config.model)
     return table
 
 

@@ -76,7 +76,8 @@ class Pruning:
         self.lambdas = torch.zeros(len(self.budgets), 2, device=device, requires_grad=True)  # (lambda1, lambda2) per budget
         self.optimizers = build_optimizers(self.model, self.lambdas, config, device)
 
-        audio = dict(sample_rate=self.info.sampling_rate, crop_seconds=config.crop_seconds, normalize=self.info.normalize)
+        audio = dict(sample_rate=self.info.audio.sampling_rate, crop_seconds=config.crop_seconds,
+                     normalize=self.info.audio.normalize)
         self.sampler = CropSampler(
             train, batch_seconds=config.batch_seconds, seed=config.seed, rank=self.ranks.rank,
             world_size=self.ranks.world_size, warn=self.reporter.warning, **audio
@@ -199,7 +200,7 @@ class Pruning:
             self.reporter.finish()
 
     def _teacher_pass(self, batch) -> TeacherBatch:
-        return teacher_pass(self.teacher, batch, self.device, use_attention_mask=self.info.use_attention_mask,
+        return teacher_pass(self.teacher, batch, self.device, use_attention_mask=self.info.audio.attention_mask,
                             precision=self.config.precision)
 
     def _train_step(self, model: nn.Module, phase: str) -> dict:

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from .. import __version__
-from ..folders.run import resolved_path
 from ..folders.run_record import (AudioRecord, MacsFigures, PredictedLatency, RunRecord, RunSummary, SourceRecord,
-                                  prune_command)
+                                  PATH_OPTIONS, prune_command)
 from ..io.audio import AudioCorpus
 from ..method.accounting import component_totals, dense_count, kept_structure, parameter_breakdown, parameter_count
 from ..method.budget import Budget
@@ -22,7 +21,7 @@ from ..method.currencies import LATENCY, PARAMS
 from ..method.decision import binding, lands
 from ..method.gates import GateValues
 from ..method.macs import macs, pruned_macs
-from ..model.loading import describe_source
+from ..model.loading import describe_source, resolved_path
 from .config import PruneConfig
 
 if TYPE_CHECKING:  # the records describe a run; the run imports this module
@@ -37,17 +36,14 @@ def run_options(config: PruneConfig, world_size: int) -> dict:
 def budget_records(budgets: list[Budget]) -> dict:
     """What config.json keeps of each budget; a resumed run must have the same (a latency
     budget's table is named by the hash of its content)."""
-    return {b.name: {"option": b.option, "sparsity": b.sparsity, "dense": b.dense, **b.record} for b in budgets}
-
-
-PATHS = ("model", "data", "scores", "latency_table")  # written into the command as absolute paths
+    return {b.name: {"option": b.currency.option, "sparsity": b.sparsity, "dense": b.dense, **b.record} for b in budgets}
 
 
 def command(config: PruneConfig, num_layers: int) -> list[str]:
     """The ``speechprune`` arguments that make the run of ``config`` (resolved) again: every
     option that differs from its default, local paths made absolute."""
     options = config.to_dict()
-    options.update({k: resolved_path(options[k]) for k in PATHS if options[k] is not None})
+    options.update({k: resolved_path(options[k]) for k in PATH_OPTIONS if options[k] is not None})
     return prune_command(options, config.implied(num_layers))
 
 
@@ -73,9 +69,7 @@ def config_record(job: Pruning, corpus: AudioCorpus) -> RunRecord:
             left_out=loaded.left_out,
         ),
         audio=AudioRecord(
-            sampling_rate=info.sampling_rate,
-            normalize=info.normalize,
-            attention_mask=info.use_attention_mask,
+            **vars(info.audio),
             files=len(corpus.files),
             hours=round(corpus.seconds / 3600, 4),
         ),
@@ -99,7 +93,7 @@ def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> RunSumma
     params = int(round(parameter_count(spec, binary).item()))
     ones = GateValues(layout, torch.ones(layout.size, dtype=torch.float64))
     dense = dense_count(spec, layout)
-    samples = config.reference_samples(job.info.sampling_rate)
+    samples = config.reference_samples(job.info.audio.sampling_rate)
     macs_dense, macs_pruned = macs(spec, samples)["total"], pruned_macs(spec, binary, samples)
     costs = {b.name: b.exact(binary) for b in budget_list}
     budgets = {b.name: b.summary(costs[b.name]) for b in budget_list}

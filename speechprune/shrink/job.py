@@ -16,16 +16,15 @@ import torch
 
 from ..checks import check_positive
 from ..deploy.onnx import ONNX_FILE, export_onnx, require_onnx
-from ..errors import ModelError, SpeechpruneError, UsageError
+from ..errors import ModelError, SpeechpruneError
 from ..folders.run import RunFolder, RunSnapshot, read_run
-from ..folders.run_record import AudioRecord
 from ..folders.shrunk import check_output_folder, stock_compatible, write_model_folder
 from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
 from ..io.outputs import OutputLock, check_output, expand
 from ..io.progress import Reporter
 from ..method.accounting import parameter_count
-from ..model.device import DTYPES, dtype_name
+from ..model.device import check_precision_name, dtype_name
 from ..model.encoder import Encoder
 from ..model.families import family_by_name
 from .card import model_card
@@ -50,8 +49,7 @@ def shrink_run(
     """Write the shrunk model of ``run_dir`` to ``out`` and return its report (``ShrinkReport.to_dict``)."""
     reporter = reporter or Reporter()
     dtype = dtype_name(dtype)
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_precision_name(dtype, "--dtype")
     check_positive(fidelity_seconds, "--fidelity-seconds")
     out = expand(out)
     if onnx:
@@ -77,19 +75,7 @@ def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, 
     if not snap.finished:
         reporter.warning(f"{run_dir} is not finished: shrinking its checkpoint at step {snap.step}")
     spec, state = shrink_encoder(snap.spec, snap.state, snap.layout, snap.values)
-    params = sum(t.numel() for k, t in state.items() if not _is_buffer(k))
-    analytic = int(parameter_count(snap.spec, snap.layout.values((snap.values > 0).double())).item())
-    if params != analytic:
-        raise RuntimeError(f"shrunk model stores {params} parameters but accounting says {analytic}")
-
-    dense = Encoder(snap.spec).eval()
-    dense.load_state_dict(snap.state)
-    small = Encoder(spec).eval()
-    small.load_state_dict(state)
-    masks = snap.layout.values(snap.values).masks()
-    error = max_relative_error(dense, masks, small, snap.record.audio.sampling_rate)
-    if not error <= EXACTNESS_LIMIT:  # NaN fails too
-        raise RuntimeError(f"shrunk model differs from the masked one by {error:.2e} (limit {EXACTNESS_LIMIT})")
+    params, small, error = _checked(snap, spec, state)
     reporter.message(f"shrunk {snap.record.params_dense:,} -> {params:,} parameters; max relative error vs masked {error:.1e}")
 
     fidelity = _fidelity(snap, small, corpus, fidelity_seconds, reporter) if corpus else None
@@ -128,7 +114,7 @@ def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, 
         dtype=dtype,
         card=model_card(snap, spec, report, command),
         provenance=report.provenance(),
-        preprocessor=_preprocessor(snap.record.audio),
+        preprocessor=snap.record.audio.to_preprocessor(),
         stock=stock,
         overwrite=overwrite,
         extra=write_onnx if onnx else None,
@@ -137,20 +123,27 @@ def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, 
     return report.to_dict()
 
 
+def _checked(snap: RunSnapshot, spec, state: dict) -> tuple[int, Encoder, float]:
+    """(parameters, the shrunk encoder, its max relative error against the masked one) of the
+    sliced ``spec`` and ``state``, which must store the parameters the accounting counts and
+    compute what the masked model computes (a RuntimeError otherwise: a bug, not a user error)."""
+    params = sum(t.numel() for k, t in state.items() if not _is_buffer(k))
+    analytic = int(parameter_count(snap.spec, snap.layout.values((snap.values > 0).double())).item())
+    if params != analytic:
+        raise RuntimeError(f"shrunk model stores {params} parameters but accounting says {analytic}")
+    dense = Encoder(snap.spec).eval()
+    dense.load_state_dict(snap.state)
+    small = Encoder(spec).eval()
+    small.load_state_dict(state)
+    masks = snap.layout.values(snap.values).masks()
+    error = max_relative_error(dense, masks, small, snap.record.audio.sampling_rate)
+    if not error <= EXACTNESS_LIMIT:  # NaN fails too
+        raise RuntimeError(f"shrunk model differs from the masked one by {error:.2e} (limit {EXACTNESS_LIMIT})")
+    return params, small, error
+
+
 def _is_buffer(key: str) -> bool:
     return "running_" in key or key.endswith("num_batches_tracked")
-
-
-def _preprocessor(audio: AudioRecord) -> dict:
-    return {
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
-        "feature_size": 1,
-        "sampling_rate": audio.sampling_rate,
-        "padding_value": 0.0,
-        "padding_side": "right",
-        "do_normalize": audio.normalize,
-        "return_attention_mask": audio.attention_mask,
-    }
 
 
 def _stock_export(snap: RunSnapshot, spec, state) -> tuple[dict, dict]:

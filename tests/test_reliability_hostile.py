@@ -55,3 +55,55 @@ def test_shrink_refuses_a_source_model_whose_weights_changed_before_slicing(caps
     monkeypatch.setattr(shrink_job, "shrink_encoder", slice_)
     code, _, err = cli(capsys, "shrink", run, "--out", out)  # without --data the source model is not read
     assert code == 0, err
+
+
+# ---------------------------------------------------------------- option sizes against the memory
+
+
+@pytest.mark.parametrize("command,options,named", [
+    ("bench", ["--seconds", "1e9", "--device", "cpu"], "lower --seconds to at most"),
+    ("bench", ["--seconds", "10", "--batch", "100000000", "--device", "cpu"], "lower --batch to at most"),
+    ("prune", ["--sparsity", "0.5", "--crop-seconds", "2", "--batch-seconds", "1e9"], "lower --batch-seconds to at most"),
+    ("prune", ["--sparsity", "0.5", "--crop-seconds", "1e8", "--batch-seconds", "1e8"], "lower --crop-seconds to at most"),
+    ("analyze", ["--crop-seconds", "1e8", "--max-seconds", "1e8"], "lower --crop-seconds to at most"),
+    ("eval", ["--batch-seconds", "1e10"], "lower --batch-seconds to at most"),
+])
+def test_sizes_beyond_the_memory_are_refused_before_loading_naming_the_largest_that_fits(
+        capsys, model, audio_dir, tmp_path, no_loading, monkeypatch, command, options, named):
+    import speechprune.model.loading as loading
+
+    monkeypatch.setattr(loading, "load_encoder", lambda *_: pytest.fail("weights loaded before the sizes were checked"))
+    out = ["--out", tmp_path / "out"] if command == "prune" else []
+    refused(cli(capsys, command, model, "--data", audio_dir, *options, *out) if command != "bench"
+            else cli(capsys, command, model, *options), 2, "GB", "memory available", named)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_largest_size_named_fits_and_the_next_does_not(model, monkeypatch, training):
+    import speechprune.checks as checks
+    from speechprune.errors import UsageError
+    from speechprune.model.loading import inspect_model
+
+    info = inspect_model(str(model))
+    monkeypatch.setattr(checks, "available_memory_bytes", lambda: 200e6)
+
+    def check(seconds, count, per_input=1.0):
+        checks.check_fits_in_memory("m", info.spec, info.sampling_rate, length=("--l", seconds), count=("--c", count),
+                                    per_input=per_input, training=training, weight_bytes=10e6, what="a pass")
+
+    with pytest.raises(UsageError, match="--c to at most") as refusal:
+        check(10.0, 1e6, per_input=0.5)
+    most = float(str(refusal.value).rsplit(" ", 1)[1])
+    check(10.0, most, per_input=0.5)
+    with pytest.raises(UsageError):
+        check(10.0, most + 0.5, per_input=0.5)
+    with pytest.raises(UsageError, match="--l to at most") as refusal:
+        check(1e7, 1)
+    longest = float(str(refusal.value).rsplit(" ", 1)[1])
+    check(longest, 1)
+    with pytest.raises(UsageError):
+        check(longest * 1.01, 1)
+    monkeypatch.setattr(checks, "available_memory_bytes", lambda: 5e6)
+    with pytest.raises(UsageError, match="weights alone need"):
+        check(1.0, 1)

@@ -14,7 +14,7 @@ import torch
 from transformers import Wav2Vec2Model
 
 from speechprune.model.loading import quiet_transformers
-from helpers.commands import TINY, cli, refused
+from helpers.commands import TINY, cli, hold_lock, refused
 
 
 @pytest.fixture
@@ -107,3 +107,39 @@ def test_the_largest_size_named_fits_and_the_next_does_not(model, monkeypatch, t
     monkeypatch.setattr(checks, "available_memory_bytes", lambda: 5e6)
     with pytest.raises(UsageError, match="weights alone need"):
         check(1.0, 1)
+
+
+# ---------------------------------------------------------------- the output lock is held for the whole run
+
+
+@pytest.mark.parametrize("command", ["analyze --out", "analyze --png", "eval --out", "bench --cost-model"])
+def test_a_second_run_on_an_output_being_written_is_refused_at_its_start(capsys, model, audio_dir, tmp_path,
+                                                                         monkeypatch, no_loading, command):
+    import speechprune.analyze.job as analyze_job
+    import speechprune.bench.cost_model as cost_model
+
+    monkeypatch.setattr(analyze_job, "load_target", lambda *_: pytest.fail("loaded while another run writes"))
+    monkeypatch.setattr(analyze_job, "pick_audio", lambda *_: pytest.fail("read audio while another run writes"))
+    monkeypatch.setattr(cost_model, "_Timer", lambda *_: pytest.fail("measured while another run writes"))
+    name, option = command.split()
+    out = tmp_path / ("figure.png" if option == "--png" else "out.json")
+    holder = hold_lock(out)
+    args = {"analyze": ["--data", audio_dir], "eval": ["--data", audio_dir], "bench": ["--device", "cpu", "--seconds", "1"]}
+    try:
+        refused(cli(capsys, name, model, *args[name], option, out), 1, option, f"being written by process {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- the hostile pass
+
+
+def test_a_file_that_is_not_a_manifest_is_named_as_such(capsys, model, tmp_path):
+    refused(cli(capsys, "prune", model, "--sparsity", "0.5", "--data", model / "config.json", "--out", tmp_path / "run",
+                *TINY), 1, "config.json is not a manifest", "none of its", "lines names a")
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("missing-a.wav\nmissing-b.wav\n")  # a manifest whose files are gone is still one
+    refused(cli(capsys, "prune", model, "--sparsity", "0.5", "--data", manifest, "--out", tmp_path / "run", *TINY),
+            1, "2 missing")

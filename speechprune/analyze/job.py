@@ -20,7 +20,7 @@ from ..errors import DataError, UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
 from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
-from ..io.outputs import check_output, write_json_file
+from ..io.outputs import check_output, holding, write_json_file
 from ..io.progress import Reporter
 from ..method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec, spec_parameter_count
 from ..method.gates import GateLayout, GateValues, HardConcreteGates, gate_dict
@@ -146,6 +146,11 @@ def run_report(snap) -> dict:
 def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     device = check_options(options)
+    with holding({"--out": options.out, "--png": options.png}):  # a second analyze on them is refused now
+        return _analyze(options, device, reporter)
+
+
+def _analyze(options: AnalyzeOptions, device: torch.device, reporter: Reporter) -> dict:
     target = read_target(options.model)
     if options.data is None and target.kind != "run":
         raise DataError(f"{options.model} is a model: pass --data with a folder (or manifest) of speech to analyze it on "

@@ -25,7 +25,7 @@ from ..deploy.onnx import OnnxEncoder, deployed_session
 from ..deploy.quantize import quantize
 from ..errors import UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
-from ..io.outputs import write_json_file
+from ..io.outputs import holding, write_json_file
 from ..io.progress import Reporter
 from ..method.accounting import spec_parameter_count
 from ..model.memory import FLOAT_BYTES
@@ -85,6 +85,11 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     clock = _Clock()
     device = check_options(options)
+    with holding({"--out": options.out}):  # a second eval on it is refused now, not when it writes
+        return _evaluate(options, device, clock, reporter)
+
+
+def _evaluate(options: EvalOptions, device: torch.device, clock: _Clock, reporter: Reporter) -> dict:
     target, teacher_target = _read_targets(options)
     data = prepare_data(options, target, reporter)
     clock.lap("read_audio")

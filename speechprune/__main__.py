@@ -2,4 +2,5 @@
 
 from .cli.app import run
 
-run()
+if __name__ == "__main__":  # not when a worker process imports the main module (bench's workers)
+    run()

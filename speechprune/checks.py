@@ -7,7 +7,8 @@ import math
 import os
 
 from .errors import UsageError
-from .model.spec import conv_lengths, min_samples
+from .model.memory import activation_bytes
+from .model.spec import min_samples
 
 
 def check_positive(value: float, option: str) -> None:
@@ -24,16 +25,68 @@ def check_long_enough(seconds: float, option: str, source: str, spec, sampling_r
                          f"{math.ceil(shortest / sampling_rate * 1000) / 1000:.3f} s")
 
 
-def memory_bytes() -> int:
-    """Physical memory of this machine."""
+def available_memory_bytes() -> int:
+    """Memory this machine can give a new allocation now: Linux's MemAvailable (free memory and
+    caches it can drop), else the physical memory."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_fits_in_memory(seconds: float, batch: int, option: str, source: str, spec, sampling_rate: int) -> None:
-    """One forward pass of ``batch`` inputs of ``seconds`` fits in memory: its waveforms and the
-    first conv layer's float32 output (the largest activation of the CNN), before anything is allocated."""
-    samples = round(seconds * sampling_rate)
-    needed = 4 * batch * (samples + spec.conv_channels[0] * conv_lengths(spec, samples)[0])
-    if needed > memory_bytes():
-        raise UsageError(f"{option} {seconds:g} (batch {batch}) needs at least {needed / 1e9:.3g} GB for one forward "
-                         f"pass of {source}, more than this machine's {memory_bytes() / 1e9:.3g} GB; give shorter audio")
+def check_fits_in_memory(source: str, spec, sampling_rate: int, *, length: tuple[str, float], count: tuple[str, float],
+                         per_input: float = 1.0, training: bool, weight_bytes: int, what: str) -> None:
+    """One pass of inputs of ``length`` (its option and seconds), as many as ``count`` (its option
+    and value) makes, fits in the memory available with ``weight_bytes`` of weights: the
+    activations are ``model.memory.activation_bytes`` of ``spec`` (an EncoderSpec), with the
+    backward pass's when ``training``. ``per_input``: how much of ``count``'s value one input is
+    (``--batch``: 1; ``--batch-seconds``: the crop's seconds). Refused (usage error) naming the
+    largest value of the count, else of the length, that fits; ``what`` is the pass in words."""
+    (length_option, seconds), (count_option, value) = length, count
+    available = available_memory_bytes()
+
+    def fits(seconds: float, inputs: int) -> bool:
+        samples = round(seconds * sampling_rate)
+        return weight_bytes + activation_bytes(spec, samples, inputs, training=training) <= available
+
+    inputs = max(1, round(value / per_input))
+    if fits(seconds, inputs):
+        return
+    needed = weight_bytes + activation_bytes(spec, round(seconds * sampling_rate), inputs, training=training)
+    most = _largest_count(lambda n: fits(seconds, n), inputs)
+    longest = _longest(lambda s: fits(s, 1), min_samples(spec) / sampling_rate, seconds)
+    if most:
+        fix = f"lower {count_option} to at most {most * per_input:g}"
+    elif longest:
+        fix = f"lower {length_option} to at most {longest:g}" + (
+            f" (with {count_option} {per_input:g})" if inputs > 1 else "")
+    else:
+        fix = f"free memory: the weights alone need {weight_bytes / 1e9:.3g} GB"
+    raise UsageError(f"{length_option} {seconds:g} with {count_option} {value:g} needs at least {needed / 1e9:.3g} GB "
+                     f"for {what} of {source}, more than the {available / 1e9:.3g} GB of memory available; {fix}")
+
+
+def _largest_count(fits, above: int) -> int:
+    """The largest whole number below ``above`` for which ``fits`` (monotone) holds; 0 when none does."""
+    low, high = 0, above  # fits(low) (or low == 0), not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def _longest(fits, shortest: float, too_long: float) -> float | None:
+    """The largest length in [shortest, too_long) for which ``fits`` (monotone) holds, rounded down
+    to three significant digits; None when even ``shortest`` does not fit."""
+    if not fits(shortest):
+        return None
+    low, high = shortest, too_long
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    step = 10 ** (math.floor(math.log10(low)) - 2)
+    return max(math.floor(low / step) * step, shortest)

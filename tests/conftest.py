@@ -94,6 +94,6 @@ def no_loading(monkeypatch):
     def refuse(*_):
         raise AssertionError("weights were loaded before the options were checked")
 
-    monkeypatch.setattr(bench_core, "load", refuse)
+    monkeypatch.setattr(bench_core, "Workers", refuse)  # bench's worker processes load the models
     monkeypatch.setattr(eval_core, "load_target", refuse)
     monkeypatch.setattr(export_job, "load_target", refuse)

@@ -8,9 +8,13 @@ Benchmarks are not unit tests: nothing here depends on how fast this machine is.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import statistics
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,9 +24,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import speechprune.bench.job as core
 import speechprune.bench.timing as timing
+from speechprune.bench.models import describe
 from speechprune.bench.report import BenchReport
+from speechprune.bench.worker import WorkerModel, Workers
 from speechprune.cli.bench import plain
-from speechprune.errors import FormatError
+from speechprune.errors import FormatError, ModelError, SpeechpruneError
+from speechprune.io.progress import Reporter
 from speechprune.method.gates import GateLayout
 from speechprune.method.macs import PARTS, macs
 from speechprune.model.encoder import Encoder
@@ -158,12 +165,33 @@ def test_plain_output_is_a_table_with_the_header(report):
     assert "masked form" in text and "efficiency" in text
 
 
-def test_human_output_goes_to_stdout_and_threads_are_applied(capsys, models):
+def test_human_output_goes_to_stdout_and_threads_are_reported(capsys, models):
     code, out, err = cli(capsys, "bench", models["shrunk"], *FAST, "--seconds", "0.5", "--threads", "1")
     assert code == 0, err
     assert "1 threads" in out and "| shrunk |" in out and "speedup" in out
     assert "loading" in err and "|" not in err
-    assert torch.get_num_threads() == 1
+
+
+class InProcess:
+    """``Workers`` without the processes: each model's ``WorkerModel`` in this process, asked directly."""
+
+    def __init__(self, models, device, threads, reporter):
+        self.models, self.device, self.threads = models, device, threads
+
+    def __enter__(self):
+        workers = []
+        for model in self.models:
+            served = WorkerModel(model.source, model.quantize, model.runtime, str(self.device), self.threads)
+            vars(model).update(served.loaded())
+
+            def ask(command, *arguments, served=served):
+                with torch.inference_mode():
+                    return getattr(served, command)(*arguments)
+            workers.append(SimpleNamespace(model=model, pid=os.getpid(), ask=ask))
+        return workers
+
+    def __exit__(self, *exc):
+        pass
 
 
 def test_compile_adds_compiled_rows(monkeypatch, models):
@@ -174,11 +202,73 @@ def test_compile_adds_compiled_rows(monkeypatch, models):
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(core, "Workers", InProcess)  # the fake compile is this process's
     data = core.bench(core.BenchOptions(models=[str(models["shrunk"])], baseline=str(models["stock"]), device="cpu",
                                         seconds=[0.5], warmup=0, repeat=1, min_time=0, compile=True, breakdown=True))
     assert [(r["compiled"], r["breakdown_ms"] is None) for r in data["results"]] == [
         (False, False), (False, False), (True, True), (True, True)]  # hooks stay off compiled graphs
     assert compiled == ["default", "default"]  # each model once; CUDA graphs ("reduce-overhead") on GPUs only
+
+
+# ---------------------------------------------------------------- one process per model
+
+
+def test_every_model_is_timed_in_a_process_of_its_own_and_keeps_its_place(models):
+    described = [describe(str(models[kind])) for kind in ("stock", "shrunk", "run")]
+    with Workers(described, torch.device("cpu"), 1, Reporter()) as workers:
+        pids = [worker.pid for worker in workers]
+        assert len(set(pids)) == 3 and os.getpid() not in pids
+        assert [worker.model for worker in workers] == described  # in the order of the models
+        for worker in workers:
+            assert is_running(worker.pid)
+            worker.ask("prepare", 0.5, 1, "float32", None, 0)
+            assert worker.ask("time") > 0
+        assert described[1].params < described[0].params == described[2].params  # what loading found came back
+        assert "masked form" in described[2].note
+    assert not any(is_running(pid) for pid in pids)  # stopped on exit
+
+
+def test_results_keep_the_order_and_names_of_the_models(report):
+    data, _ = report
+    labels = [model["label"] for model in data["models"]]
+    assert [row["model"] for row in data["results"]] == labels * 4  # every setting, in the order of the models
+    assert "own process" in data["method"]["rounds"]
+
+
+def test_a_worker_that_dies_is_one_line_naming_the_model(models):
+    described = [describe(str(models["shrunk"]))]
+    with Workers(described, torch.device("cpu"), 1, Reporter()) as workers:
+        os.kill(workers[0].pid, signal.SIGKILL)
+        with pytest.raises(ModelError) as died:
+            workers[0].ask("time")
+    message = str(died.value)
+    assert "\n" not in message and "shrunk" in message and "killed by SIGKILL" in message and "alone" in message
+
+
+def test_workers_are_stopped_when_the_parent_is_interrupted(models):
+    described = [describe(str(models["shrunk"])), describe(str(models["stock"]))]
+    with pytest.raises(KeyboardInterrupt):
+        with Workers(described, torch.device("cpu"), 1, Reporter()) as workers:
+            pids = [worker.pid for worker in workers]
+            raise KeyboardInterrupt  # Ctrl-C reaches the parent; the workers ignore it
+    assert not any(is_running(pid) for pid in pids)
+
+
+def test_an_error_in_a_worker_is_raised_in_the_parent_as_it_was(tmp_path, models):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(models["shrunk"], damaged)
+    (damaged / "model.safetensors").write_bytes(b"not weights" * 100)
+    with pytest.raises(SpeechpruneError, match="damaged"):
+        with Workers([describe(str(damaged))], torch.device("cpu"), 1, Reporter()):
+            pass
+
+
+def is_running(pid: int) -> bool:
+    """The process ``pid`` runs (not a zombie), read from /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 # ---------------------------------------------------------------- MACs
@@ -250,6 +340,7 @@ def test_peak_memory_sees_a_temporary_allocation():
     (["--batch", "0"], ["--batch", "positive"]),
     (["--batch", "1.5"], ["--batch"]),
     (["--threads", "0"], ["--threads"]),
+    (["--threads", "100000"], ["--threads", "per core"]),  # torch crashed starting them
     (["--dtype", "float8"], ["--dtype", "float8"]),
     (["--dtype", "float16"], ["float16", "cpu"]),
     (["--dtype", "fp32,fp16"], ["--dtype float16", "cpu"]),  # the short spellings are aliases

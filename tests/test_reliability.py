@@ -10,8 +10,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from speechprune.model.encoder import Encoder
 from speechprune.prune.job import prune
 from speechprune.shrink.slicing import max_relative_error
 from helpers.commands import (RUN_OPTIONS, RUN_STEPS, TINY, StderrLines, assert_clean_error, cli, fast_config,
-                              metric_lines, run_cli)
+                              hold_lock, metric_lines, run_cli)
 
 
 @pytest.fixture
@@ -43,15 +41,6 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     return copy
-
-
-def hold_lock(out: Path) -> subprocess.Popen:
-    """Another process that holds ``out``'s lock until killed."""
-    code = "import sys, time; from speechprune.io.outputs import OutputLock\n" \
-           "with OutputLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)"
-    process = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "locked"
-    return process
 
 
 # ---------------------------------------------------------------- 1. concurrent writers

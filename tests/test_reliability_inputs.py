@@ -220,7 +220,7 @@ def test_macs_seconds_that_make_no_frame_are_a_usage_error(capsys, model, audio_
 
 
 def test_bench_seconds_beyond_the_memory_are_refused_before_loading(capsys, model, no_loading):
-    refused(cli(capsys, "bench", model, "--seconds", "1e9", "--device", "cpu"), 2, "--seconds 1e+09", "GB", "shorter")
+    refused(cli(capsys, "bench", model, "--seconds", "1e9", "--device", "cpu"), 2, "--seconds 1e+09", "GB", "lower --seconds to at most")
 
 
 @pytest.mark.parametrize("where", ["/proc/x.json", "a-file/x.json"])

@@ -15,18 +15,19 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checks import check_long_enough, check_positive
+from ..checks import check_fits_in_memory, check_long_enough, check_positive
 from ..errors import DataError, UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
 from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
-from ..io.outputs import check_output, write_json_file
+from ..io.outputs import check_output, holding, write_json_file
 from ..io.progress import Reporter
-from ..method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec
+from ..method.accounting import component_totals, kept_structure, parameter_breakdown, pruned_spec, spec_parameter_count
 from ..method.gates import GateLayout, GateValues, HardConcreteGates, gate_dict
 from ..method.macs import macs
 from ..model.compare import compare_hidden_states, require_finite
 from ..model.device import resolve_device
+from ..model.memory import FLOAT_BYTES
 from .heads import head_statistics
 from .report import AnalyzeReport
 
@@ -145,13 +146,22 @@ def run_report(snap) -> dict:
 def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     device = check_options(options)
+    with holding({"--out": options.out, "--png": options.png}):  # a second analyze on them is refused now
+        return _analyze(options, device, reporter)
+
+
+def _analyze(options: AnalyzeOptions, device: torch.device, reporter: Reporter) -> dict:
     target = read_target(options.model)
     if options.data is None and target.kind != "run":
         raise DataError(f"{options.model} is a model: pass --data with a folder (or manifest) of speech to analyze it on "
                         "(only a prune run folder can be analyzed without audio)")
     crop_option = "--crop-seconds" if options.crop_seconds <= options.max_seconds else "--max-seconds"
-    check_long_enough(min(options.crop_seconds, options.max_seconds), crop_option, options.model, target.spec,
-                      target.sampling_rate)
+    crop = min(options.crop_seconds, options.max_seconds)
+    check_long_enough(crop, crop_option, options.model, target.spec, target.sampling_rate)
+    check_fits_in_memory(options.model, target.spec, target.sampling_rate, length=(crop_option, crop),
+                         count=("--batch-seconds", options.batch_seconds), per_input=crop, training=True,
+                         weight_bytes=2 * FLOAT_BYTES * spec_parameter_count(target.spec),  # weights and gradients
+                         what="one pass with gradients")
     teacher_target = read_target(options.teacher) if options.teacher else None
     if teacher_target is not None:
         check_teacher(target, teacher_target)

@@ -2,10 +2,11 @@
 that the numbers can be trusted.
 
 Reading order: check every option (nothing loaded yet), read what each model is from its
-config files (and check that the inputs fit it), load the models, then for each setting
-(dtype, eager or compiled, audio seconds, batch) time all models in interleaved rounds
-(baseline, model, baseline, model, ...) so that machine drift hits them alike, and compute
-each model's speedup as the baseline's median over its own.
+config files (and check that the inputs fit it), load each model in a worker process of its
+own (``worker``: models timed in one process disturb each other), then for each setting (dtype,
+eager or compiled, audio seconds, batch) time all models in interleaved rounds (baseline,
+model, baseline, model, ..., one worker computing at a time) so that machine drift hits them
+alike, and compute each model's speedup as the baseline's median over its own.
 
 What is timed is what users deploy: the stock ``transformers`` model for a stock folder or
 hub id, ``speechprune.load`` for a shrunk folder, and, for a prune run, the dense encoder
@@ -39,10 +40,12 @@ from ..method.latency import CostTable, check_architecture, check_conditions, pr
 from ..method.macs import macs
 from ..model.device import DTYPES, check_precision, check_precision_name, dtype_name, resolve_device
 from ..model.spec import EncoderSpec
-from .models import BenchModel, check_inputs, describe, load
+from .models import BenchModel, check_inputs, describe
 from .report import BenchReport
-from .timing import all_cores, cpu_ticks, device_name, device_sync, interleaved, other_load, part_times, peak_memory, speedup
+from .timing import all_cores, cpu_ticks, device_name, other_load, rounds, speedup
+from .worker import Worker, Workers
 
+THREADS_PER_CORE = 4  # --threads above this many per core only wait on each other (100,000 crash torch)
 BUSY_LIMIT = 0.25  # cores kept busy by other processes while timing, above which the numbers are flagged
 
 
@@ -79,8 +82,9 @@ def check_options(options: BenchOptions) -> torch.device:
     for b in options.batches:
         if b < 1:
             raise UsageError(f"--batch must be a positive whole number, got {b}")
-    if options.threads is not None and options.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {options.threads}")
+    if options.threads is not None and not 1 <= options.threads <= THREADS_PER_CORE * all_cores():
+        raise UsageError(f"--threads must be between 1 and {THREADS_PER_CORE * all_cores()} ({THREADS_PER_CORE} per core "
+                         f"of the {all_cores()} this process may use), got {options.threads}")
     if options.warmup < 0 or options.repeat < 1 or not 0 <= options.min_time < math.inf:  # inf: timing never ends
         raise UsageError("--warmup must be >= 0, --repeat >= 1 and --min-time a finite number >= 0")
     cpu_only = bool(options.quantize or options.baseline_quantize or options.runtime == "onnxruntime")
@@ -121,8 +125,7 @@ def _check_quantization(options: BenchOptions, device: torch.device) -> None:
         raise UsageError(f"--compile does not apply to dynamically quantized models; drop --compile or {option}")
 
 
-def bench(options: BenchOptions, reporter: Reporter | None = None,
-          clock: Callable[[], float] = time.perf_counter) -> dict:
+def bench(options: BenchOptions, reporter: Reporter | None = None) -> dict:
     """Time every model of ``options`` (and its baseline) in every setting; returns the report
     (``BenchReport.to_dict``)."""
     reporter = reporter or Reporter()
@@ -130,25 +133,18 @@ def bench(options: BenchOptions, reporter: Reporter | None = None,
     baseline, models = _described(options)
     threads = options.threads or all_cores()
     predict = _latency_predictor(options, models, device, threads, reporter) if options.latency_table else None
-    torch.set_num_threads(threads)
-    for model in models:
-        reporter.message(f"loading {model.source}")
-        load(model, device, threads)
-    sync = device_sync(device)
-
     results = []
-    started, ticks = time.monotonic(), cpu_ticks()
-    with torch.inference_mode():
+    with Workers(models, device, threads, reporter) as workers:  # one process per model, each loaded once
+        pids = tuple(worker.pid for worker in workers)
+        started, ticks = time.monotonic(), cpu_ticks(pids)
         for dtype in options.dtypes:
-            for model in models:  # in place: weight values do not matter for timing
-                model.module.to(DTYPES[dtype])
             for compiled in (False, True) if options.compile else (False,):
                 for seconds in options.seconds:
                     for batch in options.batches:
                         setting = dict(seconds=seconds, batch=batch, dtype=dtype, compiled=compiled)
-                        results += _measure_setting(models, baseline, setting, options, device, clock, sync, reporter,
-                                                    predict)
-    others = other_load(ticks, cpu_ticks(), time.monotonic() - started)
+                        results += _measure_setting(workers, baseline, setting, options, device, reporter, predict)
+        ticks_after = cpu_ticks(pids)
+    others = other_load(ticks, ticks_after, time.monotonic() - started)
     if others is not None and others > BUSY_LIMIT:
         reporter.warning(f"other processes kept {others:.1f} cores busy on average while timing ({threads} threads "
                          "in use): the numbers are unreliable; rerun on an idle machine")
@@ -192,7 +188,7 @@ def _method(options: BenchOptions, device: torch.device) -> dict:
         "repeat": options.repeat,
         "min_time": options.min_time,
         "seed": options.seed,
-        "rounds": "interleaved: every model once per round, in the order of models",
+        "rounds": "interleaved: every model once per round, in the order of models, each in its own process",
         "timer": "time.perf_counter around each call" + ("" if device.type == "cpu" else ", device synchronised"),
         "inference_mode": True,
         "compile_mode": _compile_mode(device) if options.compile else None,
@@ -234,28 +230,23 @@ def _compile_mode(device: torch.device) -> str:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
-def _measure_setting(models, baseline, setting, options, device, clock, sync, reporter, predict=None) -> list[dict]:
+def _measure_setting(workers: list[Worker], baseline: BenchModel | None, setting: dict, options: BenchOptions,
+                     device: torch.device, reporter: Reporter, predict=None) -> list[dict]:
     seconds, batch, dtype, compiled = setting["seconds"], setting["batch"], setting["dtype"], setting["compiled"]
     if compiled:
-        torch._dynamo.reset()  # code compiled for earlier settings would count against the recompile limit
         reporter.message(f"compiling for {seconds:g} s x {batch} {dtype} (the warm-up calls compile)")
-    runs = []
-    for model in models:
-        samples = round(seconds * model.sampling_rate)
-        generator = torch.Generator().manual_seed(options.seed)
-        waveforms = torch.randn(batch, samples, generator=generator).to(device, DTYPES[dtype])  # (B, T)
-        forward = model.forward
-        if compiled:
-            forward = torch.compile(forward, mode=_compile_mode(device))
-        runs.append(lambda forward=forward, waveforms=waveforms: forward(waveforms))
+    for worker in workers:
+        worker.ask("prepare", seconds, batch, dtype, _compile_mode(device) if compiled else None, options.seed)
     # CUDA graphs are recorded on the first calls after compiling: warm up past them
     warmup = max(options.warmup, 3) if compiled else options.warmup
-    times = interleaved(runs, warmup=warmup, repeat=options.repeat, min_time=options.min_time, clock=clock, sync=sync)
+    timers = [lambda worker=worker: worker.ask("time") for worker in workers]
+    times = rounds(timers, warmup=warmup, repeat=options.repeat, min_time=options.min_time)
     name = f"{seconds:g} s x {batch} {dtype}" + (" compiled" if compiled else "")
     reporter.message(f"{name}: {len(times[0])} rounds")
 
     rows = []
-    for model, run, spent in zip(models, runs, times):
+    for worker, spent in zip(workers, times):
+        model = worker.model
         median = statistics.median(spent)
         row = {
             "model": model.label,
@@ -265,7 +256,7 @@ def _measure_setting(models, baseline, setting, options, device, clock, sync, re
             "audio_seconds_per_second": batch * seconds / median,
             "real_time_factor": median / (batch * seconds),
             # CUDA graphs allocate their memory once, when recorded: a per-call peak says nothing there
-            "peak_memory_bytes": None if compiled and device.type == "cuda" else peak_memory(run, device),
+            "peak_memory_bytes": None if compiled and device.type == "cuda" else worker.ask("memory"),
             "macs": macs(model.spec, round(seconds * model.sampling_rate), batch)["total"],
             "speedup": None,
             "speedup_spread": None,
@@ -282,7 +273,7 @@ def _measure_setting(models, baseline, setting, options, device, clock, sync, re
             baseline_macs = macs(baseline.spec, round(seconds * baseline.sampling_rate), batch)["total"]
             row["efficiency"] = row["speedup"] / (baseline_macs / row["macs"])
         if options.breakdown and not compiled:  # hooks would break compiled graphs
-            parts = part_times(model.module, run, rounds=options.repeat, clock=clock, sync=sync)
+            parts = worker.ask("breakdown", options.repeat)
             row["breakdown_ms"] = {name: value * 1e3 for name, value in parts.items()}
         rows.append(row)
     return rows

@@ -16,7 +16,9 @@ from ..deploy.runtime import deployed_session, feeds
 from ..deploy.quantize import describe as describe_quantization, quantize
 from ..errors import UsageError
 from ..folders.target import Target, load_target, read_target
+from ..method.accounting import spec_parameter_count
 from ..model.loading import from_pretrained
+from ..model.memory import FLOAT_BYTES
 
 
 @dataclass
@@ -53,7 +55,12 @@ def check_inputs(models: list[BenchModel], baseline: BenchModel | None, seconds:
             )
         for s in seconds:
             check_long_enough(s, "--seconds", model.source, model.spec, model.sampling_rate)
-            check_fits_in_memory(s, max(batches), "--seconds", model.source, model.spec, model.sampling_rate)
+    weight_bytes = sum(FLOAT_BYTES * spec_parameter_count(model.spec) for model in models)  # all loaded at once
+    for model in models:
+        for s in seconds:
+            check_fits_in_memory(model.source, model.spec, model.sampling_rate, length=("--seconds", s),
+                                 count=("--batch", max(batches)), training=False, weight_bytes=weight_bytes,
+                                 what="one call")
 
 
 def load(model: BenchModel, device: torch.device, threads: int | None = None) -> None:

@@ -40,24 +40,39 @@ def device_sync(device: torch.device) -> Callable[[], None]:
 
 def interleaved(runs: list[Callable[[], object]], *, warmup: int, repeat: int, min_time: float,
                 clock: Callable[[], float], sync: Callable[[], None]) -> list[list[float]]:
-    """Seconds per call of each of ``runs``, timed in rounds: runs[0], runs[1], ..., runs[0], ...
-
-    At least ``repeat`` rounds, and more until each run has ``min_time`` seconds timed, so that
-    short calls are repeated until their median is stable. ``sync`` waits for the device
-    (CUDA kernels are asynchronous), before the clock is read on both ends.
-    """
+    """Seconds per call of each of ``runs`` in this process, timed in ``rounds``. ``sync`` waits for
+    the device (CUDA kernels are asynchronous), before the clock is read on both ends."""
     for _ in range(warmup):
         for run in runs:
             run()
     sync()
-    times: list[list[float]] = [[] for _ in runs]
+    return rounds([lambda run=run: timed_call(run, clock, sync) for run in runs], warmup=0, repeat=repeat,
+                  min_time=min_time)
+
+
+def rounds(timers: list[Callable[[], float]], *, warmup: int, repeat: int, min_time: float) -> list[list[float]]:
+    """Seconds per call of each of ``timers`` (each times one call of its model and returns its
+    seconds), in rounds: timers[0], timers[1], ..., timers[0], ..., after ``warmup`` untimed rounds.
+
+    At least ``repeat`` rounds, and more until each has ``min_time`` seconds timed, so that short
+    calls are repeated until their median is stable.
+    """
+    for _ in range(warmup):
+        for timer in timers:
+            timer()
+    times: list[list[float]] = [[] for _ in timers]
     while len(times[0]) < repeat or min(sum(t) for t in times) < min_time:
-        for run, spent in zip(runs, times):
-            start = clock()
-            run()
-            sync()
-            spent.append(clock() - start)
+        for timer, spent in zip(timers, times):
+            spent.append(timer())
     return times
+
+
+def timed_call(run: Callable[[], object], clock: Callable[[], float], sync: Callable[[], None]) -> float:
+    """Seconds of one call of ``run``, the device synchronised before the clock is read at its end."""
+    start = clock()
+    run()
+    sync()
+    return clock() - start
 
 
 def speedup(baseline: list[float], model: list[float]) -> tuple[float, list[float]]:
@@ -101,8 +116,9 @@ def _status_kib(field_name: str) -> int:
     return int(re.search(rf"^{field_name}:\s+(\d+)", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
-def cpu_ticks() -> tuple[int, int] | None:
-    """(busy clock ticks of the whole machine, ticks of this process) on Linux, else None.
+def cpu_ticks(pids: tuple[int, ...] = ()) -> tuple[int, int] | None:
+    """(busy clock ticks of the whole machine, ticks of this process and of ``pids``, its workers)
+    on Linux, else None.
 
     Their difference over the timed rounds is the CPU that other processes took meanwhile: with
     every core in use by the benchmark, anything else running makes its numbers unreliable.
@@ -110,11 +126,14 @@ def cpu_ticks() -> tuple[int, int] | None:
     """
     try:
         cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
+        own = 0
+        for pid in ("self", *pids):
+            utime, stime = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+            own += int(utime) + int(stime)
     except (OSError, ValueError, IndexError):
         return None
     idle = cpu[3] + cpu[4]  # idle, iowait
-    return sum(cpu) - idle, int(own[0]) + int(own[1])
+    return sum(cpu) - idle, own
 
 
 def other_load(before: tuple[int, int] | None, after: tuple[int, int] | None, seconds: float) -> float | None:

@@ -44,8 +44,9 @@ def command(
     \b
     Example: speechprune bench models/w2v2-72 --baseline facebook/wav2vec2-base --device cpu --seconds 10 --quantize int8
     """
-    from ..bench.cost_model import COST_MODEL_MIN_TIME, measure_cost_table
+    from ..bench.cost_model import COST_MODEL_MIN_TIME, check_cost_model_options, measure_cost_table
     from ..bench.job import BenchOptions, bench
+    from ..io.outputs import holding
 
     output = Output(json_mode=json_output, quiet=quiet)
     options = BenchOptions(
@@ -68,7 +69,9 @@ def command(
         latency_table=latency_table,
     )
     if cost_model:
-        table = measure_cost_table(options, cost_model, reporter=output.reporter(log_every=1))
+        check_cost_model_options(options, cost_model)  # before its lock, which is held while measuring
+        with holding({"--cost-model": cost_model}):
+            table = measure_cost_table(options, cost_model, reporter=output.reporter(log_every=1))
         output.result({"cost_table": cost_model, **table.to_dict()}, cost_table_summary(cost_model, table))
         return
     report = bench(options, reporter=output.reporter(log_every=1))

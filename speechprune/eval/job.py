@@ -19,12 +19,15 @@ import time
 import torch
 
 from .. import __version__
+from ..checks import check_fits_in_memory
 from ..deploy.runtime import OnnxEncoder, deployed_session
 from ..deploy.quantize import quantize
 from ..errors import UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
-from ..io.outputs import write_json_file
+from ..io.outputs import holding, write_json_file
 from ..io.progress import Reporter
+from ..method.accounting import spec_parameter_count
+from ..model.memory import FLOAT_BYTES
 from .labelled import prepare_data
 from .options import EvalOptions, check_options
 from .report import EvalReport
@@ -57,6 +60,11 @@ def _read_targets(options: EvalOptions) -> tuple[Target, Target | None]:
     teacher_target = read_target(options.teacher) if options.teacher else None
     if teacher_target is not None:
         check_teacher(target, teacher_target)
+    weights = sum(FLOAT_BYTES * spec_parameter_count(t.spec) for t in (target, teacher_target) if t is not None)
+    check_fits_in_memory(options.model, target.spec, target.sampling_rate,
+                         length=("--max-seconds-per-clip", options.max_seconds_per_clip),
+                         count=("--batch-seconds", options.batch_seconds), per_input=options.max_seconds_per_clip,
+                         training=False, weight_bytes=weights, what="one pass")
     return target, teacher_target
 
 
@@ -76,6 +84,11 @@ def evaluate(options: EvalOptions, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     clock = _Clock()
     device = check_options(options)
+    with holding({"--out": options.out}):  # a second eval on it is refused now, not when it writes
+        return _evaluate(options, device, clock, reporter)
+
+
+def _evaluate(options: EvalOptions, device: torch.device, clock: _Clock, reporter: Reporter) -> dict:
     target, teacher_target = _read_targets(options)
     data = prepare_data(options, target, reporter)
     clock.lap("read_audio")

@@ -132,14 +132,16 @@ class RunFolder:
         except (OSError, json.JSONDecodeError) as error:
             raise RunFolderError(f"cannot read {path}: {error}; the run folder is damaged")
 
-    def check_source(self, weights_sha256: str | None) -> None:
-        """Refuse to resume against different teacher weights than the run started with."""
+    def check_source(self, weights_sha256: str | None, use: str = "resume",
+                     fix: str = "point MODEL at the original weights or choose another --out") -> None:
+        """Refuse to ``use`` the run with other source weights than it was pruned from (their
+        sha256, recorded in config.json when it started; runs of hub models record theirs too)."""
         record = self.record()
         saved = record.source.weights_sha256
         if saved and weights_sha256 and saved != weights_sha256:
             raise RunFolderError(
-                f"refusing to resume {self.root}: the weights of {record.options['model']} "
-                "changed since the run started; point --model at the original weights or choose another --out"
+                f"refusing to {use} {self.root}: the weights of {record.source.model} changed since the run "
+                f"started (sha256 {saved[:12]}... then, {weights_sha256[:12]}... now); {fix}"
             )
 
     def check_budgets(self, budgets: dict) -> None:

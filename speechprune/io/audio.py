@@ -237,6 +237,9 @@ def _read_manifest(manifest: Path) -> list[str]:
     root = manifest.parent.absolute()
     if entries and (root / entries[0]).is_dir():  # fairseq: the first line is the audio root
         root = root / entries.pop(0)
+    if entries and not any(entry.lower().endswith(AUDIO_EXTENSIONS) for entry in entries):
+        raise DataError(f"{manifest} is not a manifest: none of its {len(entries)} lines names a "
+                        f"{'/'.join(AUDIO_EXTENSIONS)} file; {DATA_HINT}")  # a config or a report given as --data
     return [os.path.abspath(root / entry) for entry in entries]
 
 

@@ -1,8 +1,8 @@
 """Rules every command that writes an output follows, whatever it writes.
 
 - One writer per output: ``OutputLock`` holds an exclusive ``flock`` on ``.NAME.lock`` next to
-  the output for as long as the command writes it; a second writer is refused with the pid and
-  host of the first. The kernel drops the lock when its process dies (even by ``kill -9``), so
+  the output for the whole run (``holding``, taken once the options are checked); a second
+  writer is refused at its start with the pid and host of the first. The kernel drops the lock when its process dies (even by ``kill -9``), so
   a stale lock file never blocks anyone; the pid written in it is only for the message.
 - An output never is, contains or lies inside one of the command's inputs (``check_apart``),
   so ``--overwrite`` cannot delete the model, the audio or the run it reads.
@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import tempfile
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -41,8 +42,11 @@ class OutputLock:
     On entry the temporaries a killed writer of ``out`` left behind are removed (their writer is
     dead: it no longer holds the lock). On exit the lock file is deleted while still locked, and
     a writer that locked a deleted file retries on the new one (inode check), so two writers can
-    never both hold ``out``.
+    never both hold ``out``. Within one process the lock nests: a command holds it for its whole
+    run (``holding``) and writes under it with ``write_file``, which locks again.
     """
+
+    _held: dict[Path, int] = {}  # lock files this process holds -> how many OutputLocks entered them
 
     def __init__(self, out: str | Path, option: str = "--out"):
         self.out = expand(out).absolute()
@@ -51,6 +55,9 @@ class OutputLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "OutputLock":
+        if self.path in OutputLock._held:
+            OutputLock._held[self.path] += 1
+            return self
         while True:
             try:
                 self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,13 +81,30 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
         self.fd = fd
+        OutputLock._held[self.path] = 1
         remove_stale_temporaries(self.out)
         return self
 
     def __exit__(self, *exc) -> None:
+        OutputLock._held[self.path] -= 1
+        if self.fd is None:  # a nested entry: the outer one unlocks
+            return
+        del OutputLock._held[self.path]
         self.path.unlink(missing_ok=True)
         os.close(self.fd)  # closing drops the lock
         self.fd = None
+
+
+@contextmanager
+def holding(outputs: dict[str, str | Path | None]):
+    """``with holding({"--out": path, ...}):`` hold the lock of every output given (None skipped)
+    for the whole run, so that a second run on the same output is refused at its start, not when
+    it writes."""
+    with ExitStack() as stack:
+        for option, path in outputs.items():
+            if path is not None:
+                stack.enter_context(OutputLock(path, option))
+        yield
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -17,23 +17,27 @@ from pathlib import Path
 
 import torch
 
-from ..checks import check_long_enough
+from ..checks import check_fits_in_memory, check_long_enough
 from ..errors import DataError, DiskFullError
 from ..folders.run import RunFolder
 from ..io.audio import corpus_fingerprint, scan_reported
 from ..io.batches import split_validation
 from ..io.outputs import OutputLock, check_output
 from ..io.progress import Reporter
+from ..method.accounting import spec_parameter_count
 from ..method.budget import Budget, macs_budget, params_budget
 from ..method.currencies import CURRENCIES, LATENCY, MACS, PARAMS
 from ..method.gates import GateLayout, gate_flat
 from ..method.latency import CostTable, check_architecture, latency_budget
 from ..model.device import check_precision, resolve_device
 from ..model.loading import ModelInfo, describe_source, inspect_model, load_encoder
+from ..model.memory import FLOAT_BYTES
 from .config import PruneConfig
 from .distributed import Distributed
 from .lifecycle import Pruning
 from .records import budget_records, run_options
+
+TRAINING_WEIGHT_COPIES = 5  # the teacher, the student, its gradients and Adam's two moments
 
 
 def prune(config: PruneConfig, reporter: Reporter | None = None) -> dict:
@@ -71,6 +75,10 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
         budget.check_reachable(layout, config.structures)
     # before the run folder exists: a crop that makes no frame would crash the run mid-way
     check_long_enough(config.crop_seconds, "--crop-seconds", config.model, info.spec, info.audio.sampling_rate)
+    check_fits_in_memory(config.model, info.spec, info.audio.sampling_rate, length=("--crop-seconds", config.crop_seconds),
+                         count=("--batch-seconds", config.batch_seconds), per_input=config.crop_seconds,
+                         training=True, weight_bytes=TRAINING_WEIGHT_COPIES * FLOAT_BYTES * spec_parameter_count(info.spec),
+                         what="one training step")
     scores = read_scores(config.scores, layout) if config.scores else None
 
     run = RunFolder(config.out)

@@ -74,11 +74,12 @@ def _shrink_run(run_dir, out: Path, dtype, corpus, fidelity_seconds, overwrite, 
     snap = read_run(run_dir)
     if not snap.finished:
         reporter.warning(f"{run_dir} is not finished: shrinking its checkpoint at step {snap.step}")
+    teacher = _teacher(snap) if corpus else None  # before the slicing: a changed source model fails at once
     spec, state = shrink_encoder(snap.spec, snap.state, snap.layout, snap.values)
     params, small, error = _checked(snap, spec, state)
     reporter.message(f"shrunk {snap.record.params_dense:,} -> {params:,} parameters; max relative error vs masked {error:.1e}")
 
-    fidelity = _fidelity(snap, small, corpus, fidelity_seconds, reporter) if corpus else None
+    fidelity = _fidelity(snap, small, teacher, corpus, fidelity_seconds, reporter) if corpus else None
     stock = _stock_export(snap, spec, state) if stock_compatible(spec, snap.spec) else None
     if stock is not None:
         reporter.message("the result fits a stock transformers config: also written to stock/ (no remote code needed)")
@@ -153,17 +154,27 @@ def _stock_export(snap: RunSnapshot, spec, state) -> tuple[dict, dict]:
     return config, family_by_name(spec.family).to_hf_keys(state)
 
 
-def _fidelity(snap: RunSnapshot, small: Encoder, corpus: AudioCorpus, seconds: float, reporter: Reporter) -> dict:
-    """Cosine similarity, per distilled layer, of the shrunk model's hidden states to the teacher's."""
+def _teacher(snap: RunSnapshot) -> Encoder:
+    """The dense model the run was pruned from, for ``--data``'s fidelity: refused when its
+    weights are not the ones the run recorded (their sha256)."""
     from ..model.loading import inspect_model, load_encoder
 
+    source = snap.record.source
+    loaded = load_encoder(inspect_model(source.model, source.revision))
+    snap.run.check_source(loaded.weights_sha256, use="measure the fidelity of",
+                          fix="restore the weights the run was pruned from, or shrink without --data")
+    return loaded.encoder
+
+
+def _fidelity(snap: RunSnapshot, small: Encoder, teacher: Encoder, corpus: AudioCorpus, seconds: float,
+              reporter: Reporter) -> dict:
+    """Cosine similarity, per distilled layer, of the shrunk model's hidden states to the teacher's."""
     audio = snap.record.audio
     crop = min(4.0, seconds)
     corpus = replace(corpus, files=corpus.files[: max(1, round(seconds / crop))])
     batches = validation_batches(corpus, sample_rate=audio.sampling_rate, crop_seconds=crop,
                                  batch_seconds=seconds, normalize=audio.normalize)
     source = snap.record.source
-    teacher = load_encoder(inspect_model(source.model, source.revision)).encoder
     layers = snap.record.options["distill_layers"]
     sums = {layer: 0.0 for layer in layers}
     frames = 0.0

@@ -97,6 +97,15 @@ def run_cli(*args, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def hold_lock(out) -> subprocess.Popen:
+    """Another process that holds ``out``'s output lock until killed."""
+    code = "import sys, time; from speechprune.io.outputs import OutputLock\n" \
+           "with OutputLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)"
+    process = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
 def metric_lines(run_dir):
     path = run_dir / "metrics.jsonl"
     return path.read_text().splitlines() if path.exists() else []

@@ -176,9 +176,12 @@ def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, fea
     t, d = frames.t, spec.hidden_size
     sweeps = {}
 
-    def sweep(name: str, unit: tuple, coefficients: dict, shapes: list[tuple[int, EncoderSpec, torch.nn.Module, tuple]]):
+    def sweep(name: str, unit: tuple, coefficients: dict, shapes: list[tuple[int, EncoderSpec, Callable]]):
+        """Time each (width, shape, build: () -> (module, inputs)), built one at a time (a conv
+        layer's input is tens of MB for 10 s)."""
         widths, measured, smooth = [], [], []
-        for width, shape, module, inputs in shapes:
+        for width, shape, build in shapes:
+            module, inputs = build()
             widths.append(width)
             measured.append(timer.ms(module, *inputs))
             smooth.append(dot(coefficients, features(shape, unit)))
@@ -191,42 +194,37 @@ def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, fea
         reporter.message(f"timing conv layer {c} at its widths")
         before = spec.conv_channels[c - 1] if c else 1
         length = frames.lengths[c - 1] if c else samples
-        shapes = []
-        for width in sweep_widths(full, step, SWEEP_POINTS):
-            shape = _with_conv(spec, {c: width})
-            shapes.append((width, shape, InferenceConvLayer(shape, c), (timer.input(before, length),)))
-        sweep(CONV_OUTPUTS.format(c), ("conv", c), parts["conv"][c], shapes)
+        dense_input = timer.input(before, length)  # the output sweep's input, shared
+        outputs = [(width, _with_conv(spec, {c: width})) for width in sweep_widths(full, step, SWEEP_POINTS)]
+        sweep(CONV_OUTPUTS.format(c), ("conv", c), parts["conv"][c],
+              [(w, shape, lambda shape=shape: (InferenceConvLayer(shape, c), (dense_input,))) for w, shape in outputs])
+        del dense_input
         if c:
-            shapes = []
-            for width in sweep_widths(before, step, INPUT_SWEEP_POINTS):
-                shape = _with_conv(spec, {c - 1: width})
-                shapes.append((width, shape, InferenceConvLayer(shape, c), (timer.input(width, length),)))
-            sweep(CONV_INPUTS.format(c), ("conv", c), parts["conv"][c], shapes)
+            inputs = [(width, _with_conv(spec, {c - 1: width})) for width in sweep_widths(before, step, INPUT_SWEEP_POINTS)]
+            sweep(CONV_INPUTS.format(c), ("conv", c), parts["conv"][c],
+                  [(w, shape, lambda shape=shape, w=w: (InferenceConvLayer(shape, c), (timer.input(w, length),)))
+                   for w, shape in inputs])
 
     last = len(spec.conv_channels) - 1
-    shapes = []
-    for width in sweep_widths(spec.conv_channels[-1], step, SWEEP_POINTS):
-        shape = _with_conv(spec, {last: width})
-        shapes.append((width, shape, FeatureProjection(shape), (timer.input(t, width),)))
-    sweep(PROJECTION, ("projection",), parts["projection"], shapes)
+    channels = [(width, _with_conv(spec, {last: width})) for width in sweep_widths(spec.conv_channels[-1], step, SWEEP_POINTS)]
+    sweep(PROJECTION, ("projection",), parts["projection"],
+          [(w, shape, lambda shape=shape, w=w: (FeatureProjection(shape), (timer.input(t, w),))) for w, shape in channels])
 
-    def layer_shape(layer: LayerSpec) -> EncoderSpec:
-        return EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]})
+    hidden = timer.input(t, d)
+
+    def layer_sweep(name: str, layers: list[tuple[int, LayerSpec]]) -> None:
+        shapes = [(w, EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]}), layer) for w, layer in layers]
+        sweep(name, ("layer", 0), parts["layer"],
+              [(w, shape, lambda layer=layer: (EncoderLayer(spec, layer), (hidden, None, bias))) for w, shape, layer in shapes])
 
     for heads in range(1, spec.num_heads + 1):
         reporter.message(f"timing attention of {heads} heads at its widths")
-        shapes = []
-        for width in sweep_widths(spec.head_dim, step, SWEEP_POINTS):
-            layer = LayerSpec(heads=list(range(heads)), qk_dim=width, vo_dim=width, ffn_dim=0, ffn=False)
-            shapes.append((width, layer_shape(layer), EncoderLayer(spec, layer), (timer.input(t, d), None, bias)))
-        sweep(ATTENTION.format(heads), ("layer", 0), parts["layer"], shapes)
-
+        layer_sweep(ATTENTION.format(heads), [
+            (w, LayerSpec(heads=list(range(heads)), qk_dim=w, vo_dim=w, ffn_dim=0, ffn=False))
+            for w in sweep_widths(spec.head_dim, step, SWEEP_POINTS)])
     reporter.message("timing the FFN at its widths")
-    shapes = []
-    for width in sweep_widths(spec.layers[0].ffn_dim, step, SWEEP_POINTS):
-        layer = LayerSpec(heads=[], qk_dim=0, vo_dim=0, ffn_dim=width, attention=False)
-        shapes.append((width, layer_shape(layer), EncoderLayer(spec, layer), (timer.input(t, d), None, bias)))
-    sweep(FFN, ("layer", 0), parts["layer"], shapes)
+    layer_sweep(FFN, [(w, LayerSpec(heads=[], qk_dim=0, vo_dim=0, ffn_dim=w, attention=False))
+                      for w in sweep_widths(spec.layers[0].ffn_dim, step, SWEEP_POINTS)])
     return sweeps
 
 

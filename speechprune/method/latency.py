@@ -79,8 +79,8 @@ class CostTable:
     format: int = TABLE_FORMAT
 
     def __post_init__(self) -> None:
-        if self.widths is None:  # a table without steps is of format 1 (and hashes as it did)
-            self.format = 1
+        # the format follows the content: a table without steps is of format 1 (and hashes as it did)
+        self.format = 1 if self.widths is None else TABLE_FORMAT
 
     @property
     def samples(self) -> int:

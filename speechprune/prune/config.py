@@ -9,6 +9,7 @@ from ..errors import UsageError
 from ..method.currencies import CURRENCIES, DEFAULT_TOLERANCE, ask_for_budget
 from ..method.gates import GATE_KINDS
 from ..method.macs import DEFAULT_MACS_SECONDS
+from ..method.widths import check_round_to
 from ..model.device import DTYPES, dtype_name
 
 # Options that change nothing in the result: a run may be resumed with other values.
@@ -28,6 +29,8 @@ class PruneConfig:
     macs_seconds: float | None = None  # audio length the MACs are counted for; None: DEFAULT_MACS_SECONDS
     latency_table: str | None = None  # cost table (bench --cost-model) that predicts latency
     speedup: float | None = None  # predicted dense latency / pruned latency to reach (None: no latency budget)
+    round_to: str | None = None  # "none", "auto" or a whole number N: where the decision's widths land (None: auto
+    #                              with a latency table of width steps, else none; ``method.widths``)
     revision: str | None = None
     structures: list[str] = field(default_factory=lambda: list(GATE_KINDS))
     ste: bool = True
@@ -73,6 +76,7 @@ class PruneConfig:
         for currency in CURRENCIES:
             if (refusal := currency.check(getattr(self, currency.field))) is not None:
                 raise UsageError(refusal)
+        check_round_to(self.round_to, self.latency_table)
         if self.macs_seconds is not None:
             check_positive(self.macs_seconds, "--macs-seconds")
         unknown = [s for s in self.structures if s not in GATE_KINDS]

@@ -141,13 +141,16 @@ def main() -> None:
                     "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads), "--quiet")
     shrunk, budget_of = [], {}
     rounding = ["--round-to", args.round_to] if args.round_to else []
+    if args.round_to == "auto" and not single:
+        sys.exit("error: --round-to auto needs one --dtype, --seconds and --batch (the cost table's setting)")
     for item in args.budgets:
         for seed, (data, scores) in sets.items():
             name = item.replace(":", "").replace("+", "-") + (f"-r{args.round_to}" if args.round_to else "") + (
                 f"-seed{seed}" if seed else "")
             run, folder = work / "runs" / name, work / "models" / name
             if not (run / "summary.json").exists():
-                speechprune("prune", str(model), *budget_options(item, table), *rounding, "--steps", "0",
+                guide = ["--latency-table", str(table)] if args.round_to == "auto" and "latency" not in item else []
+                speechprune("prune", str(model), *budget_options(item, table), *rounding, *guide, "--steps", "0",
                             "--scores", str(scores), "--data", str(data), "--out", str(run), "--overwrite", "--quiet")
             if not (folder / "config.json").exists():
                 speechprune("shrink", str(run), "--out", str(folder), "--quiet")

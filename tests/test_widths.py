@@ -58,7 +58,7 @@ def test_a_format_1_table_still_loads_and_hashes_as_before(tmp_path):
     assert data["format"] == 1 and "widths" not in data
     again = CostTable.read(str(tmp_path / "old.json"))
     assert again.steps is None and again.sha256 == table.sha256
-    assert width_rule(None, again) is None  # no steps: the widths stay where the decision put them
+    assert width_rule(None, again, speedup=2.0) is None  # no steps: the widths stay where the decision put them
 
 
 def test_a_damaged_width_step_is_refused_naming_its_field(tmp_path):
@@ -144,9 +144,9 @@ def test_round_to_on_the_command_line_is_recorded(model_dir, audio_dir, tmp_path
     assert all(layer["ffn_units"] % 8 == 0 for layer in kept["layers"] if layer["ffn"])
     assert json.loads((tmp_path / "eight" / "config.json").read_text())["options"]["round_to"] == "8"
 
-    table = tmp_path / "steps.json"  # a table with width steps: auto unless told otherwise
+    table = tmp_path / "steps.json"  # a table with width steps guides the widths, with or without --speedup
     with_steps(synthetic_table(tiny_spec()), {"ffn.units": FFN_SLOW_BAND}).write(table)
-    code, stdout, stderr = prune_cli(model, audio_dir, tmp_path / "auto", "--speedup", "1.5", "--latency-table", table,
+    code, stdout, stderr = prune_cli(model, audio_dir, tmp_path / "auto", "--sparsity", "0.4", "--latency-table", table,
                                      "--tolerance", "0.03", "--scores", tmp_path / "scores.json")
     assert code == 0, stderr
     summary = json.loads(stdout)
@@ -172,4 +172,8 @@ def test_bad_round_to_values_are_refused_before_weights_load(model_dir, audio_di
                        "--latency-table")
     assert_clean_error(prune_cli(model, audio_dir, out, "--speedup", "1.5", "--latency-table", old, "--round-to", "auto",
                                  "--scores", tmp_path / "scores.json"), 2, "width steps", "format 1")
+    steps = tmp_path / "steps.json"
+    with_steps(synthetic_table(tiny_spec()), {"ffn.units": FFN_SLOW_BAND}).write(steps)
+    assert_clean_error(prune_cli(model, audio_dir, out, *budget, "--latency-table", steps, "--round-to", "8"), 2,
+                       "--latency-table without --speedup", "--round-to auto")
     assert not out.exists()

@@ -35,7 +35,7 @@ def command(
     macs_sparsity: Optional[float] = typer.Option(None, help="Fraction of encoder MACs to remove, in (0, 1), for --macs-seconds of audio; alone or with --sparsity."),
     macs_seconds: Optional[float] = typer.Option(None, help="Audio length (batch 1) the MACs budget counts. [default: 10]"),
     speedup: Optional[float] = typer.Option(None, help="Predicted speedup to reach, above 1 (e.g. 3: a third of the dense latency), predicted by --latency-table; alone or with the other budgets."),
-    latency_table: Optional[str] = typer.Option(None, help="Cost table of this model from speechprune bench MODEL --cost-model FILE, for --speedup."),
+    latency_table: Optional[str] = typer.Option(None, help="Cost table of this model from speechprune bench MODEL --cost-model FILE, for --speedup; with width steps it also guides --round-to auto."),
     round_to: Optional[str] = typer.Option(None, help="Where the decision's widths (conv channels, FFN units, per-head dims) land: N rounds each to a multiple of N, auto to widths --latency-table says run fast, none keeps them. [default: auto with a table of width steps, else none]"),
     data: Optional[str] = typer.Option(None, envvar="SPEECHPRUNE_DATA", help="Folder of audio (searched recursively) or manifest file."),
     out: Optional[str] = typer.Option(None, help="Run folder. [default: runs/<model>-<sparsity>]"),

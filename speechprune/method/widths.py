@@ -83,9 +83,15 @@ class WidthRule:
         return fast[::-1]
 
 
-def width_rule(round_to: str | None, table: CostTable | None, path: str | None = None) -> WidthRule | None:
+def width_rule(round_to: str | None, table: CostTable | None, path: str | None = None,
+               speedup: float | None = None) -> WidthRule | None:
     """The rule of --round-to (None: keep the decided widths). Not given: auto with a table of
-    width steps, else none. Refuses auto with a table without steps (format 1)."""
+    width steps, else none. Refuses auto with a table without steps (format 1), and such a table
+    without ``speedup`` (--speedup), which then has nothing to do."""
+    if table is not None and table.steps is None and speedup is None:
+        raise UsageError(f"--latency-table {path} has no width steps (format 1), so without --speedup it has nothing "
+                         "to do: --speedup and --latency-table go together, or measure a table with width steps "
+                         "(speechprune bench MODEL --cost-model FILE) for --round-to auto")
     setting = round_to or ("auto" if table is not None and table.steps is not None else "none")
     if setting == "none":
         return None

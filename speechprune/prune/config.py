@@ -68,11 +68,14 @@ class PruneConfig:
         """Check every option on its own; nothing here reads files or weights."""
         if all(getattr(self, currency.field) is None for currency in CURRENCIES):
             raise UsageError(f"no budget: {ask_for_budget()}")
-        if (self.speedup is None) != (self.latency_table is None):
+        if self.speedup is not None and self.latency_table is None:
             raise UsageError(
                 "--speedup and --latency-table go together: the table (speechprune bench MODEL --cost-model FILE) "
                 "predicts the latency that --speedup divides"
             )
+        if self.latency_table is not None and self.speedup is None and self.round_to not in (None, "auto"):
+            raise UsageError(f"--latency-table without --speedup only guides --round-to auto, not --round-to "
+                             f"{self.round_to}; give --speedup X or drop --latency-table")
         for currency in CURRENCIES:
             if (refusal := currency.check(getattr(self, currency.field))) is not None:
                 raise UsageError(refusal)

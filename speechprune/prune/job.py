@@ -67,7 +67,7 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
         check_long_enough(config.reference_seconds, "--macs-seconds", config.model, info.spec, info.sampling_rate)
     layout = GateLayout(info.spec, config.structures)
     table = read_latency_table(config, info) if config.latency_table else None
-    rounding = width_rule(config.round_to, table, config.latency_table)
+    rounding = width_rule(config.round_to, table, config.latency_table, config.speedup)
     budgets = build_budgets(config, info.spec, layout, info.sampling_rate, table)
     for budget in budgets:
         budget.check_reachable(layout, config.structures)

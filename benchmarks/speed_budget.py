@@ -11,6 +11,13 @@ budget, never random scores.
     python benchmarks/speed_budget.py --budgets params:0.72 macs:0.72 params:0.72+macs:0.72
     python benchmarks/speed_budget.py --work /tmp/speed --json
     python benchmarks/speed_budget.py --device cuda --dtype float32,bfloat16 --batch 1,8
+    python benchmarks/speed_budget.py --budgets params:0.72+macs:0.72 latency:3 --score-seeds 0,1,2,3,4 --round-to auto
+
+`--score-seeds` prunes every budget from several score sets: each seed generates its own audio
+folder and `analyze` scores it, so the structures ranked differ while the budget stays. A budget
+must hold across them, not on one lucky shape: the report then ends with each budget's lowest,
+median and highest speedup and efficiency over the score sets. Seed 0 is the default single set
+(its files keep their names: `audio/`, `scores.json`, `runs/NAME`).
 
 Stages are cached in --work (model, audio, scores, cost table, runs, models); delete a file or
 subfolder to redo it. With one --dtype, --seconds and --batch, `bench --cost-model` measures a
@@ -22,7 +29,9 @@ alone: another CPU-heavy process makes the timings lie.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +53,12 @@ def parse_args():
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads of bench")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print the bench report as JSON")
+    p.add_argument("--score-seeds", default="0",
+                   help="comma-separated seeds of the generated audio that analyze scores: one score set each")
+    p.add_argument("--analyze-seconds", default="64", help="analyze --max-seconds of each score set")
+    p.add_argument("--model", default=None,
+                   help="a saved model folder to prune instead of the Base-size random one (e.g. a tiny one, to try the script)")
+    p.add_argument("--round-to", default=None, help="prune --round-to (N, auto or none) [default: prune's]")
     return p.parse_args()
 
 
@@ -65,12 +80,39 @@ def base_model(folder: Path) -> Path:
     return folder
 
 
-def audio(folder: Path) -> Path:
+def audio(folder: Path, seed: int = 0) -> Path:
     if not folder.exists():
         from speechprune.io.synth import write_corpus
 
-        write_corpus(folder, n_files=24, seconds=(4.0, 8.0), seed=0)
+        write_corpus(folder, n_files=24, seconds=(4.0, 8.0), seed=seed)
     return folder
+
+
+def score_set(work: Path, model: Path, seed: int, args) -> tuple[Path, Path]:
+    """(audio folder, analyze scores) of one seed; seed 0 keeps the single set's names."""
+    suffix = f"-seed{seed}" if seed else ""
+    data, scores = audio(work / f"audio{suffix}", seed), work / f"scores{suffix}.json"
+    if not scores.exists():
+        speechprune("analyze", str(model), "--data", str(data), "--no-drop-one", "--max-seconds", args.analyze_seconds,
+                    "--device", args.device, "--out", str(scores), "--quiet")
+    return data, scores
+
+
+def spread(report: dict, models: dict[str, str]) -> str:
+    """Markdown: per budget, the lowest, median and highest speedup and efficiency over its score
+    sets (``models``: bench label -> budget item)."""
+    by_budget: dict[str, list[dict]] = {}
+    for row in report["results"]:
+        if row["model"] in models and row["speedup"] is not None:
+            by_budget.setdefault(models[row["model"]], []).append(row)
+    lines = ["| budget | score sets | speedup min / median / max | efficiency min / median / max |", "|---|---|---|---|"]
+    for item, rows in by_budget.items():
+        speedups = sorted(r["speedup"] for r in rows)
+        efficiencies = sorted(r["efficiency"] for r in rows)
+        lines.append(f"| {item} | {len(rows)} | {speedups[0]:.2f}x / {statistics.median(speedups):.2f}x / "
+                     f"{speedups[-1]:.2f}x | {efficiencies[0]:.2f} / {statistics.median(efficiencies):.2f} / "
+                     f"{efficiencies[-1]:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def budget_options(item: str, table: Path) -> list[str]:
@@ -86,12 +128,9 @@ def main() -> None:
     args = parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    model = base_model(work / "w2v2-base-random")
-    data = audio(work / "audio")
-    scores = work / "scores.json"
-    if not scores.exists():
-        speechprune("analyze", str(model), "--data", str(data), "--no-drop-one", "--max-seconds", "64",
-                    "--device", args.device, "--out", str(scores), "--quiet")
+    model = Path(args.model) if args.model else base_model(work / "w2v2-base-random")
+    seeds = [int(seed) for seed in args.score_seeds.split(",")]
+    sets = {seed: score_set(work, model, seed, args) for seed in seeds}
     # the cost table of this machine and setting (latency budgets, and predictions beside measurements)
     table = work / f"cost-table-{args.device}-{args.dtype}-{args.seconds}s-b{args.batch}-t{args.threads}.json"
     single = "," not in args.dtype + args.seconds + args.batch
@@ -100,23 +139,33 @@ def main() -> None:
     if single and not table.exists():
         speechprune("bench", str(model), "--cost-model", str(table), "--device", args.device, "--dtype", args.dtype,
                     "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads), "--quiet")
-    shrunk = []
+    shrunk, budget_of = [], {}
+    rounding = ["--round-to", args.round_to] if args.round_to else []
+    if args.round_to == "auto" and not single:
+        sys.exit("error: --round-to auto needs one --dtype, --seconds and --batch (the cost table's setting)")
     for item in args.budgets:
-        name = item.replace(":", "").replace("+", "-")
-        run, folder = work / "runs" / name, work / "models" / name
-        if not (run / "summary.json").exists():
-            speechprune("prune", str(model), *budget_options(item, table), "--steps", "0", "--scores", str(scores),
-                        "--data", str(data), "--out", str(run), "--overwrite", "--quiet")
-        if not (folder / "config.json").exists():
-            speechprune("shrink", str(run), "--out", str(folder), "--quiet")
-        shrunk.append(str(folder))
+        for seed, (data, scores) in sets.items():
+            name = item.replace(":", "").replace("+", "-") + (f"-r{args.round_to}" if args.round_to else "") + (
+                f"-seed{seed}" if seed else "")
+            run, folder = work / "runs" / name, work / "models" / name
+            if not (run / "summary.json").exists():
+                guide = ["--latency-table", str(table)] if args.round_to == "auto" and "latency" not in item else []
+                speechprune("prune", str(model), *budget_options(item, table), *rounding, *guide, "--steps", "0",
+                            "--scores", str(scores), "--data", str(data), "--out", str(run), "--overwrite", "--quiet")
+            if not (folder / "config.json").exists():
+                speechprune("shrink", str(run), "--out", str(folder), "--quiet")
+            shrunk.append(str(folder))
+            budget_of[folder.name] = item
+    several = len(seeds) > 1  # the spread over score sets is read from the JSON report
     report = speechprune("bench", *shrunk, "--baseline", str(model), "--device", args.device, "--dtype", args.dtype,
                          "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads),
                          "--repeat", str(args.repeat), *(["--latency-table", str(table)] if single else []),
-                         *(["--json"] if args.json else []), capture=True)
-    print(report, end="")
-    if args.json:
+                         *(["--json"] if args.json or several else []), capture=True)
+    if args.json or several:
         (work / "bench.json").write_text(report)
+    print(report, end="")
+    if several:
+        print("\n" + spread(json.loads(report), budget_of), end="")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from helpers.models import ALL_KINDS, edge_case_values, tiny_spec
 
 FAST = ["--steps", "4", "--crop-seconds", "1.5", "--batch-seconds", "3", "--device", "cpu"]
 QUICK_TIMING = ["--warmup", "0", "--repeat", "1", "--min-time", "0", "--threads", "1"]
+STEADY_TIMING = ["--warmup", "1", "--repeat", "3", "--min-time", "0", "--threads", "1"]  # width factors: no outlier
 
 
 def test_a_table_round_trips_through_json(tmp_path):
@@ -92,11 +93,20 @@ def test_latency_budget_targets_a_speedup():
 
 def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
     model, path = str(model_dir("wavlm")), tmp_path / "table.json"
-    code, out, err = run_captured("bench", model, "--cost-model", path, "--seconds", "0.5", *QUICK_TIMING, "--json")
+    code, out, err = run_captured("bench", model, "--cost-model", path, "--seconds", "0.5", "--block-step", "8",
+                                  *STEADY_TIMING, "--json")
     assert code == 0, err
     assert json.loads(out)["cost_table"] == str(path)
     data = json.loads(path.read_text())
-    assert data["format"] == 1
+    assert data["format"] == 2
+    widths = data["widths"]  # the width steps: at the block step given, each sweep ending at the dense width
+    assert widths["block"] == 8 and widths["block_from"] == "--block-step" and widths["seconds"] >= 0
+    assert data["provenance"]["seconds"] >= widths["seconds"]
+    steps = widths["steps"]
+    assert steps["conv.1.outputs"]["widths"] == [8, 16, 24] and steps["conv.1.outputs"]["factor"][-1] == 1.0
+    assert {"conv.0.outputs", "conv.6.inputs", "projection.channels", "ffn.units", "attention.heads.1",
+            "attention.heads.4"} <= set(steps) and "conv.0.inputs" not in steps
+    assert steps["ffn.units"]["widths"][-1] == 96 and all(w % 8 == 0 for w in steps["ffn.units"]["widths"])
     assert data["conditions"] | {"device_name": None} == {"device": "cpu", "device_name": None, "threads": 1,
                                                          "dtype": "float32", "batch": 1, "seconds": 0.5}
     assert data["architecture"]["family"] == "wavlm" and data["architecture"]["hidden_size"] == 48
@@ -114,6 +124,7 @@ def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
     (["--seconds", "1,2"], ["--cost-model", "one --seconds"]),
     (["--batch", "1,2"], ["one --batch"]),
     (["--compile"], ["--compile"]),
+    (["--block-step", "0"], ["--block-step", "at least 1"]),
 ])
 def test_cost_model_options_are_checked_first(model_dir, tmp_path, args, words):
     result = run_captured("bench", model_dir("wav2vec2"), "--cost-model", tmp_path / "t.json", *args)

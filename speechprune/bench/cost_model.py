@@ -13,6 +13,14 @@ inputs and weights in cache, and the glue between parts (WavLM's relative positi
 norms, masks) is not timed. So the whole encoder is timed too, dense and evenly shrunk to
 1/2 and 1/4 of its widths, in interleaved rounds as ``bench`` times models, and a scale and a
 constant are fitted to those three.
+
+Then the width steps (``method.latency_steps``): each part kind is timed again at multiples of
+the hardware's block step (detected, or ``--block-step``): every conv layer's output channels
+(its input dense) and input channels (its output dense, a coarser grid), the projection's
+channels, the run-time head width at every head count (a layer without FFN), and the FFN units
+(a layer without attention), each at most about ``SWEEP_POINTS`` widths. Each width's factor is
+its measured time over the smooth fit, relative to the sweep's widest width. The steps are
+measured before the encoder's scale is fitted, so the scale sees them.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from ..io.outputs import check_output, expand
 from ..io.progress import Reporter
 from ..method.latency import CostTable, architecture, dot, parts_ms, unit_features
 from ..method.latency_check import check_cost_table
+from ..method.latency_steps import ATTENTION, CONV_INPUTS, CONV_OUTPUTS, FFN, PROJECTION, Steps, block_step, sweep_widths
 from ..method.parts import Frames
 from ..model.device import DTYPES
 from ..model.encoder import Encoder
@@ -44,11 +53,16 @@ from .job import BenchOptions, check_options
 from .models import check_inputs, describe
 from .timing import all_cores, device_name, device_sync, interleaved
 
-COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes)
+COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes, and the width sweeps)
+SWEEP_POINTS = 32  # widths per sweep at most (about): every block of a 512-channel conv layer at step 16
+INPUT_SWEEP_POINTS = 8  # conv input channels: their blocks move time less than the outputs'
+FACTOR_RANGE = (0.25, 4.0)  # a step factor outside is a disturbed timing, not a kernel's step (those are < 2x)
 
 
-def check_cost_model_options(options: BenchOptions, out: str) -> None:
+def check_cost_model_options(options: BenchOptions, out: str, block: int | None = None) -> None:
     """A table is for one model and one setting (before anything is read)."""
+    if block is not None and block < 1:
+        raise UsageError(f"--block-step must be a whole number of channels of at least 1, got {block}")
     if len(options.models) != 1:
         raise UsageError(f"--cost-model measures one model, got {len(options.models)}")
     for option, values in (("--seconds", options.seconds), ("--batch", options.batches), ("--dtype", options.dtypes)):
@@ -152,6 +166,68 @@ def _describe_layer(layer: LayerSpec) -> str:
     return f"layer: {attention}, FFN {layer.ffn_dim if layer.ffn else 'none'}"
 
 
+def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, features, parts: dict,
+            reporter: Reporter) -> dict:
+    """Every part kind timed at multiples of ``step`` (``latency_steps``) on an input of
+    ``samples``, against the smooth fit of ``parts``: {sweep name: {"widths", "measured_ms", "factor"}}.
+    ``bias``: WavLM's position bias input of a layer (else None); ``features(shape, unit)``: a
+    unit's features."""
+    frames = Frames.of(spec, samples)
+    t, d = frames.t, spec.hidden_size
+    sweeps = {}
+
+    def sweep(name: str, unit: tuple, coefficients: dict, shapes: list[tuple[int, EncoderSpec, Callable]]):
+        """Time each (width, shape, build: () -> (module, inputs)), built one at a time (a conv
+        layer's input is tens of MB for 10 s)."""
+        widths, measured, smooth = [], [], []
+        for width, shape, build in shapes:
+            module, inputs = build()
+            widths.append(width)
+            measured.append(timer.ms(module, *inputs))
+            smooth.append(dot(coefficients, features(shape, unit)))
+        ratios = [m / f if f > 0 and m > 0 else 1.0 for m, f in zip(measured, smooth)]
+        factors = [min(max(r / ratios[-1], FACTOR_RANGE[0]), FACTOR_RANGE[1]) for r in ratios]
+        sweeps[name] = {"widths": widths, "measured_ms": [round(m, 4) for m in measured],
+                        "factor": [round(f, 4) for f in factors]}
+
+    for c, full in enumerate(spec.conv_channels):
+        reporter.message(f"timing conv layer {c} at its widths")
+        before = spec.conv_channels[c - 1] if c else 1
+        length = frames.lengths[c - 1] if c else samples
+        dense_input = timer.input(before, length)  # the output sweep's input, shared
+        outputs = [(width, _with_conv(spec, {c: width})) for width in sweep_widths(full, step, SWEEP_POINTS)]
+        sweep(CONV_OUTPUTS.format(c), ("conv", c), parts["conv"][c],
+              [(w, shape, lambda shape=shape: (InferenceConvLayer(shape, c), (dense_input,))) for w, shape in outputs])
+        del dense_input
+        if c:
+            inputs = [(width, _with_conv(spec, {c - 1: width})) for width in sweep_widths(before, step, INPUT_SWEEP_POINTS)]
+            sweep(CONV_INPUTS.format(c), ("conv", c), parts["conv"][c],
+                  [(w, shape, lambda shape=shape, w=w: (InferenceConvLayer(shape, c), (timer.input(w, length),)))
+                   for w, shape in inputs])
+
+    last = len(spec.conv_channels) - 1
+    channels = [(width, _with_conv(spec, {last: width})) for width in sweep_widths(spec.conv_channels[-1], step, SWEEP_POINTS)]
+    sweep(PROJECTION, ("projection",), parts["projection"],
+          [(w, shape, lambda shape=shape, w=w: (FeatureProjection(shape), (timer.input(t, w),))) for w, shape in channels])
+
+    hidden = timer.input(t, d)
+
+    def layer_sweep(name: str, layers: list[tuple[int, LayerSpec]]) -> None:
+        shapes = [(w, EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]}), layer) for w, layer in layers]
+        sweep(name, ("layer", 0), parts["layer"],
+              [(w, shape, lambda layer=layer: (EncoderLayer(spec, layer), (hidden, None, bias))) for w, shape, layer in shapes])
+
+    for heads in range(1, spec.num_heads + 1):
+        reporter.message(f"timing attention of {heads} heads at its widths")
+        layer_sweep(ATTENTION.format(heads), [
+            (w, LayerSpec(heads=list(range(heads)), qk_dim=w, vo_dim=w, ffn_dim=0, ffn=False))
+            for w in sweep_widths(spec.head_dim, step, SWEEP_POINTS)])
+    reporter.message("timing the FFN at its widths")
+    layer_sweep(FFN, [(w, LayerSpec(heads=[], qk_dim=0, vo_dim=0, ffn_dim=w, attention=False))
+                      for w in sweep_widths(spec.layers[0].ffn_dim, step, SWEEP_POINTS)])
+    return sweeps
+
+
 def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """x >= 0 minimising |a x - b| (Lawson and Hanson's active-set method)."""
     n = a.shape[1]
@@ -190,11 +266,13 @@ def _fit(rows: list[dict], measured: list[float]) -> dict:
 
 
 def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | None = None,
-                       clock: Callable[[], float] = time.perf_counter) -> CostTable:
-    """Time the parts of ``options.models[0]`` at several widths and fit its cost table."""
+                       clock: Callable[[], float] = time.perf_counter, block: int | None = None) -> CostTable:
+    """Time the parts of ``options.models[0]`` at several widths, fit its cost table and measure
+    its width steps at the block step ``block`` (None: ``latency_steps.block_step`` detects it)."""
     reporter = reporter or Reporter()
-    check_cost_model_options(options, out)
+    check_cost_model_options(options, out, block)
     device = check_options(options)
+    started = clock()
     model = describe(options.models[0])
     if model.kind == "shrunk":
         raise UsageError(f"{model.source} is a shrunk model; measure the cost table on the dense model it came from")
@@ -253,12 +331,19 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
         layer = fitted("layer", shapes)
 
         parts = {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": layer}
+        step, step_from = block_step(device.type, block)
+        reporter.message(f"timing widths at multiples of {step} channels ({step_from})")
+        sweeps_started = clock()
+        sweeps = _sweeps(spec, samples, step, timer, bias, features, parts, reporter)
+        widths = {"block": step, "block_from": step_from, "seconds": round(clock() - sweeps_started, 1),
+                  "steps": sweeps}
         reporter.message("timing the encoder at 1, 1/2 and 1/4 of its widths, interleaved")
         shares = (1, 1 / 2, 1 / 4)
         wholes = [_uniform(spec, share) for share in shares]
         measured = timer.interleaved_ms([(Encoder(whole), (timer.input(samples),)) for whole in wholes])
         parts.update(fitted("encoder", [
-            (f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples), "overhead": 1.0}, ms)
+            (f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples, Steps.of(widths)),
+                                                     "overhead": 1.0}, ms)
             for share, whole, ms in zip(shares, wholes, measured)]))
     table = CostTable(
         conditions={"device": device.type, "device_name": device_name(device), "threads": threads,
@@ -269,7 +354,9 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
         provenance={"model": model.source, "speechprune": __version__, "torch": torch.__version__,
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "warmup": options.warmup,
                     "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
-                    "weights": "random (timing does not depend on weight values)"},
+                    "weights": "random (timing does not depend on weight values)",
+                    "seconds": round(clock() - started, 1)},
+        widths=widths,
     )
     try:  # the reader's checks: a table it would refuse is not written
         check_cost_table(table.to_dict())

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import UsageError
 from ..model.device import DTYPES
 from .lists import comma_list
 from .options import DeviceOption, JsonOption, QuietOption, seed_option
@@ -35,6 +36,7 @@ def command(
     baseline_quantize: Optional[str] = typer.Option(None, help="Quantize the baseline too: int8. [default: it stays float32]"),
     runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch."),
     cost_model: Optional[str] = typer.Option(None, help="Measure a cost table of MODEL for this device, --threads, --dtype, --batch and --seconds (one each) and write it to this JSON file, for prune --latency-table."),
+    block_step: Optional[int] = typer.Option(None, help="With --cost-model: the channel block the width steps are measured at. [default: detected: 16 with AVX-512, 8 with AVX2 or on a GPU]"),
     latency_table: Optional[str] = typer.Option(None, help="Cost table from --cost-model: adds each model's predicted latency beside the measured one."),
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -68,10 +70,12 @@ def command(
         runtime=runtime,
         latency_table=latency_table,
     )
+    if block_step is not None and not cost_model:
+        raise UsageError("--block-step is the block --cost-model measures width steps at; give it with --cost-model")
     if cost_model:
         check_cost_model_options(options, cost_model)  # before its lock, which is held while measuring
         with holding({"--cost-model": cost_model}):
-            table = measure_cost_table(options, cost_model, reporter=output.reporter(log_every=1))
+            table = measure_cost_table(options, cost_model, reporter=output.reporter(log_every=1), block=block_step)
         output.result({"cost_table": cost_model, **table.to_dict()}, cost_table_summary(cost_model, table))
         return
     report = bench(options, reporter=output.reporter(log_every=1))

@@ -68,6 +68,7 @@ def command(
     macs_seconds: Optional[float] = config_option("macs_seconds"),
     speedup: Optional[float] = config_option("speedup"),
     latency_table: Optional[str] = config_option("latency_table"),
+    round_to: Optional[str] = config_option("round_to"),
     data: Optional[str] = config_option("data", envvar="SPEECHPRUNE_DATA"),
     out: Optional[str] = config_option("out"),
     demo: bool = typer.Option(False, "--demo", help="Run offline on a built-in tiny model and generated audio."),

@@ -223,6 +223,8 @@ class RunSummary:
     decision_adjusted: int | None = None
     decision_adjusted_share: float | None = None
     skipped_steps: int | None = None
+    round_to: str | None = None  # where the widths landed (--round-to resolved: "none", "auto", "8")
+    rounded_widths: int | None = None  # widths --round-to moved
     format: int = SUMMARY_FORMAT
 
     def to_dict(self) -> dict:

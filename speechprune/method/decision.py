@@ -46,7 +46,7 @@ def decide(layout: GateLayout, budgets: list[Budget], scores: torch.Tensor, init
     the decision to start from, by default ``scores > 0``.
     """
     scores = scores.detach().double().cpu()
-    search = _Search(layout, budgets)
+    search = CostSearch(layout, budgets)
     protected = _best_channel_per_conv_layer(layout, scores)
     initial = (scores > 0) if initial is None else initial.detach().cpu().bool()
     keep = initial | protected
@@ -90,7 +90,7 @@ def value_per_cost(layout: GateLayout, budgets: list[Budget], importance: torch.
     """
     ones = torch.ones(layout.size, dtype=torch.bool)
     weights = weights or [1.0] * len(budgets)
-    marginals = _Search(layout, budgets).marginals(ones)
+    marginals = CostSearch(layout, budgets).marginals(ones)
     share = sum(w * m / b.dense for w, m, b in zip(weights, marginals, budgets))  # (N,)
     tiny = torch.finfo(torch.float64).tiny
     return torch.log(importance.detach().double().cpu().clamp(min=tiny)) - torch.log(share.clamp(min=tiny))
@@ -141,7 +141,7 @@ def _best_channel_per_conv_layer(layout: GateLayout, scores: torch.Tensor) -> to
     return protected
 
 
-class _Search:
+class CostSearch:
     """Exact costs, their ratio to the targets, and marginal costs of decisions."""
 
     def __init__(self, layout: GateLayout, budgets: list[Budget]):

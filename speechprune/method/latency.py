@@ -23,6 +23,13 @@ millions; the coefficients absorb the batch. They are non-negative, so removing 
 never predicts a slower model (the budget decision's threshold search relies on costs that
 only fall). The scale and the overhead relate the parts, timed alone, to the whole encoder.
 
+Format 2 tables also hold width steps (``latency_steps``): per part kind, measured factors of its
+time against the smooth fit at multiples of the hardware's block step. ``predict_ms`` prices
+each part at its smooth time times its step factor, so a width just inside a slow band costs
+what the hardware makes it cost; ``expected_ms``, the differentiable expectation training
+drives, stays smooth (docs/method.md, "Widths the hardware runs fast"). Format 1 tables (no
+steps) still load: their predictions are the smooth fit.
+
 ``predict_ms`` prices any spec (a shrunk one: its padded widths). ``expected_ms`` is the same
 sum in closed form in the gate values, like ``macs.macs_breakdown``: multilinear ("attention
 runs" is mha * (1 - prod_h(1 - head_h * any_vo_h)), "FFN runs" is ffn * (1 - prod_u(1 -
@@ -38,6 +45,7 @@ import hashlib
 import math
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -50,9 +58,11 @@ from .budget import Budget
 from .currencies import DEFAULT_TOLERANCE, LATENCY
 from .gates import GateLayout, GateValues
 from .latency_check import check_cost_table
+from .latency_steps import Steps
 from .parts import Frames, encoder_parts
 
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2  # 2: with width steps; 1 (still read): the smooth fit alone
+READABLE_FORMATS = (1, 2)
 CONDITIONS = ("device", "threads", "dtype", "batch", "seconds")  # what a prediction is valid for
 
 
@@ -65,26 +75,39 @@ class CostTable:
     architecture: dict  # ``architecture(spec, sampling_rate)`` of the measured model
     coefficients: dict  # conv: [per layer {name: ms per unit}], projection, pos_conv, layer, scale, overhead
     fit: dict  # per group of timed shapes: measured and fitted ms, relative residual
-    provenance: dict  # model, speechprune, torch, date, warm-up and repeats
+    provenance: dict  # model, speechprune, torch, date, warm-up and repeats, seconds the measurement took
+    widths: dict | None = None  # format 2: block step, what it came from, sweeps (``latency_steps``); None: format 1
     format: int = TABLE_FORMAT
+
+    def __post_init__(self) -> None:
+        # the format follows the content: a table without steps is of format 1 (and hashes as it did)
+        self.format = 1 if self.widths is None else TABLE_FORMAT
 
     @property
     def samples(self) -> int:
         return round(self.conditions["seconds"] * self.architecture["sampling_rate"])
 
+    @cached_property
+    def steps(self) -> Steps | None:
+        """The width steps; None for a format 1 table."""
+        return Steps.of(self.widths)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.widths is None:
+            del data["widths"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "CostTable":
-        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
-            raise ValueError(f"not a cost table of format {TABLE_FORMAT}")
-        missing = [name for name in ("conditions", "architecture", "coefficients", "fit", "provenance")
-                   if name not in data]
+        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"not a cost table of format {' or '.join(map(str, READABLE_FORMATS))}")
+        sections = ("conditions", "architecture", "coefficients", "fit", "provenance")
+        missing = [name for name in sections + (("widths",) if data["format"] == 2 else ()) if name not in data]
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
         check_cost_table(data)
-        return cls(**data)
+        return cls(**{name: data[name] for name in sections}, widths=data.get("widths"))
 
     @property
     def sha256(self) -> str:
@@ -194,14 +217,23 @@ def _units_ms(coefficients: dict, units: dict[tuple, dict]):
 
 
 def predict_ms(table: CostTable, spec: EncoderSpec) -> float:
-    """Predicted latency of an encoder of shape ``spec`` (dense or shrunk) under the table's conditions."""
+    """Predicted latency of an encoder of shape ``spec`` (dense or shrunk) under the table's
+    conditions, each part at its width steps (a format 2 table)."""
     coefficients = table.coefficients
-    return coefficients["scale"] * parts_ms(coefficients, spec, table.samples) + coefficients["overhead"]
+    return coefficients["scale"] * parts_ms(coefficients, spec, table.samples, table.steps) + coefficients["overhead"]
 
 
-def parts_ms(coefficients: dict, spec: EncoderSpec, samples: int) -> float:
-    """Sum of the parts of ``spec`` as timed alone."""
-    return float(_units_ms(coefficients, unit_features(spec, Frames.of(spec, samples))))
+def parts_ms(coefficients: dict, spec: EncoderSpec, samples: int, steps: Steps | None = None) -> float:
+    """Sum of the parts of ``spec`` as timed alone: each part's smooth time, times its step
+    factor with ``steps``."""
+    frames, total = Frames.of(spec, samples), 0.0
+    for part in encoder_parts(spec):
+        sizes = part.sizes(spec)
+        timed = part.latency(sizes, frames)
+        if timed is not None:
+            ms = dot(unit_coefficients(coefficients, timed[0]), timed[1])
+            total += ms * (part.step_factor(steps, sizes) if steps else 1.0)
+    return float(total)
 
 
 def expected_ms(table: CostTable, spec: EncoderSpec, keep: GateValues) -> torch.Tensor:

@@ -5,7 +5,8 @@ reader's checks, in one place, so a damaged or hand-edited table is refused when
 Every coefficient is a finite number >= 0 (the budget decision relies on costs that only fall
 as structures go), ``scale`` is above 0, every part of the encoder has its coefficients (one
 set per conv layer of the table's architecture), and the conditions and architecture hold
-numbers in range. A table that passes is still refused by ``latency.check_architecture``
+numbers in range; a format 2 table's width steps have a whole block step and, per sweep,
+increasing whole widths with one factor > 0 and one measured time each. A table that passes is still refused by ``latency.check_architecture``
 when it was measured for another model, or predicts no finite positive latency for it.
 """
 
@@ -75,3 +76,30 @@ def check_cost_table(data: dict) -> None:
         _part(coefficients[unit], names[unit], f"coefficients.{unit}")
     _number(coefficients["scale"], "coefficients.scale", positive=True)
     _number(coefficients["overhead"], "coefficients.overhead")
+    if data.get("format") == 2:
+        _check_widths(data["widths"])
+
+
+def _check_widths(widths) -> None:
+    """The width steps of a format 2 table (``latency_steps``)."""
+    if not isinstance(widths, dict):
+        raise ValueError(f"widths is {type(widths).__name__}, not an object")
+    for name in ("block", "block_from", "seconds", "steps"):
+        if name not in widths:
+            raise ValueError(f"widths lacks {name}")
+    _number(widths["block"], "widths.block", positive=True, whole=True)
+    _number(widths["seconds"], "widths.seconds")
+    if not isinstance(widths["steps"], dict):
+        raise ValueError(f"widths.steps is {type(widths['steps']).__name__}, not an object of sweeps")
+    for name, sweep in widths["steps"].items():
+        field = f"widths.steps.{name}"
+        if not isinstance(sweep, dict) or any(not isinstance(sweep.get(k), list) for k in ("widths", "factor", "measured_ms")):
+            raise ValueError(f"{field} needs lists widths, factor and measured_ms")
+        if not sweep["widths"] or not len(sweep["widths"]) == len(sweep["factor"]) == len(sweep["measured_ms"]):
+            raise ValueError(f"{field} needs one factor and one measured_ms per width, and at least one width")
+        for i, width in enumerate(sweep["widths"]):
+            _number(width, f"{field}.widths[{i}]", positive=True, whole=True)
+            _number(sweep["factor"][i], f"{field}.factor[{i}]", positive=True)
+            _number(sweep["measured_ms"][i], f"{field}.measured_ms[{i}]")
+        if any(a >= b for a, b in zip(sweep["widths"], sweep["widths"][1:])):
+            raise ValueError(f"{field}.widths must increase")

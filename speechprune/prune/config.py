@@ -9,6 +9,7 @@ from ..errors import UsageError
 from ..method.currencies import CURRENCIES, DEFAULT_TOLERANCE, ask_for_budget
 from ..method.gates import GATE_KINDS
 from ..method.macs import DEFAULT_MACS_SECONDS
+from ..method.widths import check_round_to
 from ..model.device import DTYPES, check_precision_name, dtype_name
 
 # Options that change nothing in the result: a run may be resumed with other values.
@@ -40,10 +41,15 @@ class PruneConfig:
     macs_seconds: float | None = option(None, "Audio length (batch 1) the MACs budget counts. "
                                               f"[default: {DEFAULT_MACS_SECONDS:g}]")
     latency_table: str | None = option(None, "Cost table of this model from speechprune bench MODEL --cost-model "
-                                             "FILE, for --speedup.")
+                                             "FILE, for --speedup; with width steps it also guides --round-to auto.")
     # predicted dense latency / pruned latency to reach (None: no latency budget)
     speedup: float | None = option(None, "Predicted speedup to reach, above 1 (e.g. 3: a third of the dense "
                                          "latency), predicted by --latency-table; alone or with the other budgets.")
+    # "none", "auto" or a whole number N (None: auto with a latency table of width steps, else none; method.widths)
+    round_to: str | None = option(None, "Where the decision's widths (conv channels, FFN units, per-head dims) land: "
+                                        "N rounds each to a multiple of N, auto to widths --latency-table says run "
+                                        "fast, none keeps them. [default: auto with a table of width steps, else "
+                                        "none]")
     revision: str | None = option(None, "Hub revision (branch, tag or commit) of MODEL.")
     structures: list[str] = option(factory=lambda: list(GATE_KINDS),
                                    help=f"Structures to gate, from {','.join(GATE_KINDS)}.")
@@ -90,14 +96,18 @@ class PruneConfig:
         """Check every option on its own; nothing here reads files or weights."""
         if all(getattr(self, currency.field) is None for currency in CURRENCIES):
             raise UsageError(f"no budget: {ask_for_budget()}")
-        if (self.speedup is None) != (self.latency_table is None):
+        if self.speedup is not None and self.latency_table is None:
             raise UsageError(
                 "--speedup and --latency-table go together: the table (speechprune bench MODEL --cost-model FILE) "
                 "predicts the latency that --speedup divides"
             )
+        if self.latency_table is not None and self.speedup is None and self.round_to not in (None, "auto"):
+            raise UsageError(f"--latency-table without --speedup only guides --round-to auto, not --round-to "
+                             f"{self.round_to}; give --speedup X or drop --latency-table")
         for currency in CURRENCIES:
             if (refusal := currency.check(getattr(self, currency.field))) is not None:
                 raise UsageError(refusal)
+        check_round_to(self.round_to, self.latency_table)
         if self.macs_seconds is not None:
             check_positive(self.macs_seconds, "--macs-seconds")
         unknown = [s for s in self.structures if s not in GATE_KINDS]

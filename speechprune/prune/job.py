@@ -29,6 +29,7 @@ from ..method.budget import Budget, macs_budget, params_budget
 from ..method.currencies import CURRENCIES, LATENCY, MACS, PARAMS
 from ..method.gates import GateLayout, gate_flat
 from ..method.latency import CostTable, check_architecture, latency_budget
+from ..method.widths import width_rule
 from ..model.device import check_precision, resolve_device
 from ..model.loading import ModelInfo, describe_source, inspect_model, load_encoder
 from ..model.memory import FLOAT_BYTES
@@ -70,6 +71,7 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
         check_long_enough(config.reference_seconds, "--macs-seconds", config.model, info.spec, info.audio.sampling_rate)
     layout = GateLayout(info.spec, config.structures)
     table = read_latency_table(config, info) if config.latency_table else None
+    rounding = width_rule(config.round_to, table, config.latency_table, config.speedup)
     budgets = build_budgets(config, info.spec, layout, info.audio.sampling_rate, table)
     for budget in budgets:
         budget.check_reachable(layout, config.structures)
@@ -114,7 +116,7 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
 
     ranks.init(device)
     try:
-        job = Pruning(config, loaded, layout, budgets, run, ranks, device, reporter, train, val)
+        job = Pruning(config, loaded, layout, budgets, rounding, run, ranks, device, reporter, train, val)
         if plan == "resume":
             job.load_checkpoint()
         else:

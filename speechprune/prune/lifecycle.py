@@ -21,6 +21,7 @@ from ..io.prefetch import Prefetcher
 from ..io.progress import Reporter
 from ..method.budget import Budget
 from ..method.decision import decide, one_shot_ranking
+from ..method.widths import WidthRule, round_widths
 from ..method.distill import distill_loss
 from ..method.gates import INIT_LOG_ALPHA, GateLayout
 from ..model.device import autocast
@@ -52,6 +53,7 @@ class Pruning:
     loaded: LoadedEncoder  # the source model: the teacher, and the student's starting weights
     layout: GateLayout
     budgets: list[Budget]
+    rounding: WidthRule | None  # where the decision's widths land (--round-to); None: where the gates put them
     run_folder: RunFolder
     ranks: Distributed
     device: torch.device
@@ -90,6 +92,7 @@ class Pruning:
         self.step = 0
         self.keep: torch.Tensor | None = None  # final decision (bool, (N,)) once the pruning phase is over
         self.adjusted = 0  # gates the decision flipped against 1[log_alpha > 0] (all removed ones, one-shot)
+        self.rounded_widths = 0  # widths --round-to moved
         self.elapsed = 0.0
         self.last_val: float | None = None
         self.interrupted = False
@@ -140,6 +143,7 @@ class Pruning:
         self.elapsed = state["elapsed"]
         self.last_val = state.get("val_distill")
         self.adjusted = state.get("decision_adjusted", 0)
+        self.rounded_widths = state.get("rounded_widths", 0)
         self.skipped_steps = state.get("skipped_steps", 0)
         self.batches.load_state_dict(state["sampler"])
         if self.ranks.is_main:
@@ -239,6 +243,9 @@ class Pruning:
         # keeping everything and removes by rank
         initial = torch.ones(self.layout.size, dtype=torch.bool) if self.config.steps == 0 else None
         decision = decide(self.layout, self.budgets, self.gates.log_alpha, initial)
+        if self.rounding is not None:
+            decision, self.rounded_widths = round_widths(self.spec, self.layout, self.budgets, self.gates.log_alpha,
+                                                         decision, self.rounding)
         self.keep = decision.keep.to(self.device)
         self.adjusted = decision.adjusted
         if decision.adjusted and self.config.steps:
@@ -307,6 +314,7 @@ class Pruning:
                 "elapsed": self.elapsed,
                 "val_distill": self.last_val,
                 "decision_adjusted": self.adjusted,
+                "rounded_widths": self.rounded_widths,
                 "skipped_steps": self.skipped_steps,
                 "sampler": self.batches.state_dict(),
             },

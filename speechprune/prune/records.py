@@ -120,6 +120,8 @@ def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> RunSumma
         within_tolerance=lands(budget_list, costs),
         decision_adjusted=job.adjusted,
         decision_adjusted_share=round(job.adjusted / max(layout.size, 1), 6),
+        round_to=job.rounding.setting if job.rounding else "none",
+        rounded_widths=job.rounded_widths,
         steps=job.step,
         skipped_steps=job.skipped_steps,
         final_steps=config.final_steps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,13 @@ def synthetic_table(spec, **conditions) -> CostTable:
         fit={},
         provenance={"model": "synthetic"},
     )
+
+
+def with_steps(table: CostTable, factors: dict[str, dict[int, float]], block: int = 8) -> CostTable:
+    """``table`` as a format 2 table whose width steps are ``factors`` {sweep name: {width: factor}}."""
+    sweeps = {name: {"widths": sorted(points), "factor": [points[w] for w in sorted(points)],
+                     "measured_ms": [1.0] * len(points)} for name, points in factors.items()}
+    return replace(table, widths={"block": block, "block_from": "--block-step", "seconds": 0.0, "steps": sweeps})
 
 
 def write_table(path, spec, **conditions):

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...model.spec import EncoderSpec
-from .base import BlockPart, Number, Part, kept_indices, scaled
+from ..latency_steps import ATTENTION
+from .base import BlockPart, Number, Part, Width, group_gates, kept_indices, scaled
 
 if TYPE_CHECKING:
     from ..gates import GateValues
@@ -127,19 +128,40 @@ class AttentionPart(BlockPart):
                     "score_macs": t * t * s.score_dims / 1e6}
         return ("layer", self.l), features
 
+    def step_factor(self, steps, s):
+        if not s.heads:
+            return 1.0
+        return steps.factor(ATTENTION.format(int(s.heads)), s.score_dims / (2 * s.heads))  # at the run-time width
+
     def decide(self, binary, decided):
         gates = self.gate_values(binary)
         present = torch.nonzero(gates.present > 0).flatten().tolist()
         return AttentionKept(bool(gates.mha > 0), present, gates.qk > 0, gates.vo > 0)
 
+    def widths(self, kept, layout):
+        """Each present head's q/k and v/o widths (its head count stays: heads are kept whole);
+        a head without q/k dims attends uniformly and keeps none."""
+        widths = []
+        for position, i in enumerate(kept.present):
+            for kind, dims, mask in (("qk", self.qk_dim, kept.qk), ("vo", self.vo_dim, kept.vo)):
+                group, count = group_gates(layout, kind, self.l), int(mask[i].sum())
+                if group is not None and count:
+                    widths.append(Width(f"{self.name}.head{self.head_ids[i]}.{kind}", group[i * dims:(i + 1) * dims],
+                                        count, self, (position, kind)))
+        return widths
+
+    def resize(self, fields, where, width):
+        position, kind = where
+        layer = fields["layers"][self.l]
+        dims = list(layer[f"{kind}_dims"] or [layer[f"{kind}_dim"]] * len(layer["heads"]))
+        dims[position] = width
+        layer.update(_head_widths(kind, dims))
+
     def shape(self, kept, fields):
         layer = fields["layers"][self.l]
-        qk_dims = [int(kept.qk[i].sum()) for i in kept.present]
-        vo_dims = [int(kept.vo[i].sum()) for i in kept.present]
-        qk_dim, vo_dim = max(qk_dims, default=0), max(vo_dims, default=0)
-        layer.update(heads=[self.head_ids[i] for i in kept.present], attention=kept.block, qk_dim=qk_dim,
-                     vo_dim=vo_dim, qk_dims=qk_dims if any(w != qk_dim for w in qk_dims) else None,
-                     vo_dims=vo_dims if any(w != vo_dim for w in vo_dims) else None)
+        layer.update(heads=[self.head_ids[i] for i in kept.present], attention=kept.block)
+        layer.update(_head_widths("qk", [int(kept.qk[i].sum()) for i in kept.present]))
+        layer.update(_head_widths("vo", [int(kept.vo[i].sum()) for i in kept.present]))
 
     def slice_kept(self, state, kept: AttentionKept, soft, a):
         gates = self.gate_values(soft)
@@ -162,6 +184,13 @@ class AttentionPart(BlockPart):
         state[a + "out_proj.bias"] = scaled(state[a + "out_proj.bias"], mha.expand(self.d), 0)
         if a + "gru_rel_pos_const" in state:
             state[a + "gru_rel_pos_const"] = state[a + "gru_rel_pos_const"][:, kept.present]
+
+
+def _head_widths(kind: str, dims: list[int]) -> dict:
+    """A layer's spec fields for the widths ``dims`` of its heads ("qk" or "vo"): the widest as
+    ``{kind}_dim``, the list only when the heads differ."""
+    widest = max(dims, default=0)
+    return {f"{kind}_dim": widest, f"{kind}_dims": dims if any(w != widest for w in dims) else None}
 
 
 class RelativePositionPart(Part):

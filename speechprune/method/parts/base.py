@@ -6,7 +6,7 @@ See ``method/parts/__init__.py`` for the parts and what loops over them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -14,7 +14,8 @@ from ...model.masks import EncoderMasks
 from ...model.spec import EncoderSpec, conv_lengths
 
 if TYPE_CHECKING:  # gates.py builds its layout from the parts
-    from ..gates import GateValues
+    from ..gates import GateLayout, GateValues
+    from ..latency_steps import Steps
 
 Number = Union[torch.Tensor, float, int]  # a tensor of gate values' sizes, a number of a spec's
 State = dict  # name -> tensor: an encoder's state dict, sliced in place
@@ -71,6 +72,19 @@ class Part:
         ("layer", l); the features of a unit's parts add up to its row."""
         return None
 
+    def step_factor(self, steps: Steps, sizes) -> float:
+        """Its measured time against the smooth fit at the widths of ``sizes`` (of a spec), from
+        the table's width steps (``method.latency_steps``); 1 for a part without steps."""
+        return 1.0
+
+    def widths(self, kept, layout: GateLayout) -> list["Width"]:
+        """The widths that what it keeps (its ``decide``) sets, for ``prune --round-to``."""
+        return []
+
+    def resize(self, fields: dict, where, width: int) -> None:
+        """Write ``width`` for its width ``where`` (``Width.where``) into spec ``fields``."""
+        raise NotImplementedError(f"{self.name} has no widths")
+
     def decide(self, binary: GateValues, decided: dict):
         """What 0/1 decisions keep; ``decided`` holds the parts before it, by name."""
         return None
@@ -80,6 +94,32 @@ class Part:
 
     def slice(self, state: State, decided: dict, soft: GateValues) -> None:
         """Cut its weights in ``state`` to what ``decided[self.name]`` keeps, soft values folded in."""
+
+
+@dataclass
+class Width:
+    """One width a decision sets (a conv layer's channels, a kept FFN's units, a present head's
+    q/k or v/o dims): the flat indices of its group's gates, how many of them are kept, and how
+    its part writes another value of it into a spec (``Part.resize``)."""
+
+    name: str  # e.g. "cnn.1", "ffn.3", "attention.2.head.5.vo"
+    gates: torch.Tensor  # (n,) long: every gate of the group, in the flat layout
+    kept: int
+    part: Part
+    where: Any = None  # what ``part.resize`` needs to find it (a head's position and "qk" or "vo")
+
+    @property
+    def maximum(self) -> int:
+        return len(self.gates)
+
+    def resize(self, fields: dict, width: int) -> None:
+        self.part.resize(fields, self.where, width)
+
+
+def group_gates(layout: GateLayout, kind: str, index: int) -> torch.Tensor | None:
+    """(n,) flat indices of one gate group of ``layout``; None when that kind is not gated."""
+    group = layout.group(kind, index)
+    return None if group is None else torch.arange(group.offset, group.offset + group.size)
 
 
 def scaled(tensor: torch.Tensor, scale: torch.Tensor, dim: int) -> torch.Tensor:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...model.spec import EncoderSpec
-from .base import Number, Part, kept_indices, scaled
+from ..latency_steps import CONV_INPUTS, CONV_OUTPUTS, PROJECTION
+from .base import Number, Part, Width, group_gates, kept_indices, scaled
 
 if TYPE_CHECKING:
     from ..gates import GateValues
@@ -65,11 +66,22 @@ class ConvPart(Part):
         return ("conv", self.c), conv_features(frames.lengths[self.c], self.kernel, s.inputs, s.channels,
                                                s.channels_squared)
 
+    def step_factor(self, steps, s):
+        inputs = steps.factor(CONV_INPUTS.format(self.c), s.inputs) if self.c else 1.0
+        return steps.factor(CONV_OUTPUTS.format(self.c), s.channels) * inputs
+
     def decide(self, binary, decided):
         return kept_indices(self.kept_channels(binary))
 
+    def widths(self, kept, layout):
+        gates = group_gates(layout, "conv", self.c)
+        return [] if gates is None else [Width(self.name, gates, len(kept), self)]
+
+    def resize(self, fields, where, width):
+        fields["conv_channels"][self.c] = width
+
     def shape(self, kept, fields):
-        fields["conv_channels"][self.c] = len(kept)
+        self.resize(fields, None, len(kept))
 
     def slice(self, state, decided, soft):
         kept = decided[self.name]
@@ -127,6 +139,9 @@ class ProjectionPart(Part):
 
     def latency(self, s, frames):
         return ("projection",), projection_features(frames.t, self.d, s.channels)
+
+    def step_factor(self, steps, s):
+        return steps.factor(PROJECTION, s.channels)
 
     def slice(self, state, decided, soft):
         kept, scale = _previous_channels(decided, soft, self.last, self.inputs)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...model.spec import EncoderSpec
-from .base import BlockPart, Number, kept_indices, scaled
+from ..latency_steps import FFN
+from .base import BlockPart, Number, Width, group_gates, kept_indices, scaled
 
 if TYPE_CHECKING:
     from ..gates import GateValues
@@ -69,13 +70,26 @@ class FeedForwardPart(BlockPart):
     def latency(self, s, frames):
         return ("layer", self.l), {"ffn": s.runs, "ffn_macs": 2 * frames.t * self.d * s.units / 1e6}
 
+    def step_factor(self, steps, s):
+        return steps.factor(FFN, s.units)
+
     def decide(self, binary, decided):
         block, units = self.gate_values(binary)
         block = bool(block > 0)
         return FeedForwardKept(block, kept_indices(units) if block else torch.zeros(0, dtype=torch.long))
 
+    def widths(self, kept, layout):
+        gates = group_gates(layout, "int", self.l)
+        if gates is None or not kept.block or not len(kept.units):  # a removed block has no width to round
+            return []
+        return [Width(self.name, gates, len(kept.units), self)]
+
+    def resize(self, fields, where, width):
+        fields["layers"][self.l]["ffn_dim"] = width
+
     def shape(self, kept, fields):
-        fields["layers"][self.l].update(ffn=kept.block, ffn_dim=len(kept.units))
+        fields["layers"][self.l]["ffn"] = kept.block
+        self.resize(fields, None, len(kept.units))
 
     def slice_kept(self, state, kept: FeedForwardKept, soft, f):
         block, units = (v.detach().cpu().double() for v in self.gate_values(soft))

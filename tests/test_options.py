@@ -12,10 +12,9 @@ import typer
 
 from speechprune.cli.app import app
 from speechprune.cli.prune import DEMO
-from speechprune.io.outputs import OutputLock
 from speechprune.model.loading import AudioInput
 from speechprune.prune.config import PruneConfig
-from helpers.commands import assert_clean_error, cli
+from helpers.commands import assert_clean_error, cli, hold_lock
 
 
 def test_every_prune_option_takes_its_default_and_help_from_its_config_field():
@@ -56,6 +55,10 @@ def test_prune_and_bench_refuse_a_precision_in_the_same_words(capsys, model_dir,
 def test_export_onnx_waits_for_no_one_else_writing_its_file(capsys, model_dir, tmp_path, no_loading):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "model.onnx"
-    with OutputLock(out):
+    holder = hold_lock(out)  # another process: the lock is re-entrant within one
+    try:
         assert_clean_error(cli(capsys, "export-onnx", model_dir("wav2vec2"), "--out", out), 1, "being written by")
+    finally:
+        holder.kill()
+        holder.wait()
     assert not out.exists()

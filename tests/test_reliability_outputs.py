@@ -140,7 +140,7 @@ def writers(model: Path, audio: Path, tmp_path: Path) -> dict[str, dict[str, lis
 
 
 NOT_WRITTEN = {
-    "prune": {"sparsity", "macs_sparsity", "macs_seconds", "speedup", "latency_table", "data", "demo", "revision",
+    "prune": {"sparsity", "macs_sparsity", "macs_seconds", "speedup", "latency_table", "round_to", "data", "demo", "revision",
               "structures", "ste", "steps", "warmup_steps", "final_steps", "scores", "init_from_scores", "lr",
               "gate_lr", "lambda_lr", "anneal", "distill_layers", "distill_weights", "crop_seconds", "batch_seconds",
               "min_seconds", "val_fraction", "val_max_files", "tolerance", "seed", "precision", "device", "prefetch",
@@ -150,7 +150,7 @@ NOT_WRITTEN = {
                 "device"},
     "eval": {"data", "test_data", "test_fraction", "teacher", "max_per_class", "max_seconds_per_clip",
              "batch_seconds", "epochs", "per_layer", "seed", "device", "quantize", "runtime"},
-    "bench": {"baseline", "device", "dtype", "seconds", "batch", "threads", "warmup", "repeat", "min_time",
+    "bench": {"baseline", "block_step", "device", "dtype", "seconds", "batch", "threads", "warmup", "repeat", "min_time",
               "compile_", "breakdown", "seed", "quantize", "baseline_quantize", "runtime", "latency_table"},
     "export-onnx": {"hidden_states", "overwrite"},
 }

@@ -30,7 +30,6 @@ import statistics
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -265,6 +264,73 @@ def _fit(rows: list[dict], measured: list[float]) -> dict:
     return dict(zip(names, x.tolist()))
 
 
+class _Fits:
+    """The fits of one table, part by part: each part's coefficients from its timed shapes, and the
+    residuals of every shape (the table's ``fit``)."""
+
+    def __init__(self, frames: Frames):
+        self.frames = frames
+        self.fit: dict[str, list] = {}
+
+    def features(self, shape: EncoderSpec, unit: tuple) -> dict:
+        """The features of ``unit`` of an encoder of ``shape``, as its parts declare them."""
+        return unit_features(shape, self.frames)[unit]
+
+    def fitted(self, name: str, shapes: list[tuple[str, dict, float]]) -> dict:
+        """Coefficients of part ``name`` from its (label, features, measured ms) shapes."""
+        coefficients = _fit([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
+        self.fit[name] = [{"shape": label, "measured_ms": round(ms, 4), "fitted_ms": round(dot(coefficients, f), 4),
+                           "residual": round(dot(coefficients, f) / ms - 1, 4)} for label, f, ms in shapes]
+        return coefficients
+
+
+def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fits, reporter: Reporter) -> dict:
+    """The smooth fit: each conv layer, the projection, the positional convolution and the layer
+    timed at a few widths, and fitted per part: {"conv", "projection", "pos_conv", "layer"}."""
+    lengths, t, d = fits.frames.lengths, fits.frames.t, spec.hidden_size
+    conv = []
+    for c, full in enumerate(spec.conv_channels):
+        reporter.message(f"timing conv layer {c}")
+        before = spec.conv_channels[c - 1] if c else 1
+        pairs = [(before, full), (before, _share(full, 3 / 4)), (before, _share(full, 1 / 2)),
+                 (_share(before, 1 / 2), full), (_share(before, 1 / 4), _share(full, 1 / 4))]
+        shapes = []
+        for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
+            shape = _with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out})
+            ms = timer.ms(InferenceConvLayer(shape, c), timer.input(k_in, samples if c == 0 else lengths[c - 1]))
+            shapes.append((f"conv {c}: {k_in} -> {k_out} channels", fits.features(shape, ("conv", c)), ms))
+        conv.append(fits.fitted(f"conv.{c}", shapes))
+
+    reporter.message("timing the feature projection and the positional convolution")
+    last = len(spec.conv_channels) - 1
+    shapes = []
+    for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
+        shape = _with_conv(spec, {last: k})
+        ms = timer.ms(FeatureProjection(shape), timer.input(t, k))
+        shapes.append((f"projection: {k} channels", fits.features(shape, ("projection",)), ms))
+    projection = fits.fitted("projection", shapes)
+    pos_conv = {"const": timer.ms(InferencePositionalConv(spec), timer.input(t, d))}
+
+    shapes = []
+    for layer in _layer_shapes(spec):
+        reporter.message(f"timing {_describe_layer(layer)}")
+        ms = timer.ms(EncoderLayer(spec, layer), timer.input(t, d), None, bias)
+        shape = EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]})
+        shapes.append((_describe_layer(layer), fits.features(shape, ("layer", 0)), ms))
+    return {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": fits.fitted("layer", shapes)}
+
+
+def _fit_encoder(spec: EncoderSpec, samples: int, timer: _Timer, fits: _Fits, parts: dict, steps: Steps) -> dict:
+    """The encoder's scale and overhead: whole encoders at 1, 1/2 and 1/4 of their widths, timed
+    interleaved, against the step-aware sum of their parts."""
+    shares = (1, 1 / 2, 1 / 4)
+    wholes = [_uniform(spec, share) for share in shares]
+    measured = timer.interleaved_ms([(Encoder(whole), (timer.input(samples),)) for whole in wholes])
+    return fits.fitted("encoder", [
+        (f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples, steps), "overhead": 1.0}, ms)
+        for share, whole, ms in zip(shares, wholes, measured)])
+
+
 def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | None = None,
                        clock: Callable[[], float] = time.perf_counter, block: int | None = None) -> CostTable:
     """Time the parts of ``options.models[0]`` at several widths, fit its cost table and measure
@@ -283,74 +349,24 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
     torch.manual_seed(options.seed)  # random weights: their values do not matter for timing
     timer = _Timer(options, device, DTYPES[dtype], clock)
     samples = round(seconds * model.sampling_rate)
-    frames = Frames.of(spec, samples)
-    lengths, t, d = frames.lengths, frames.t, spec.hidden_size
-    fit: dict[str, list] = {}
-
-    def features(shape: EncoderSpec, unit: tuple) -> dict:
-        """The features of ``unit`` of an encoder of ``shape``, as its parts declare them."""
-        return unit_features(shape, frames)[unit]
-
-    def fitted(name: str, shapes: list[tuple[str, dict, float]]) -> dict:
-        coefficients = _fit([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
-        fit[name] = [{"shape": label, "measured_ms": round(ms, 4), "fitted_ms": round(dot(coefficients, f), 4),
-                      "residual": round(dot(coefficients, f) / ms - 1, 4)} for label, f, ms in shapes]
-        return coefficients
-
+    fits = _Fits(Frames.of(spec, samples))
     with torch.no_grad():  # modules built outside inference mode, as models are loaded; timed inside it
-        conv = []
-        for c, full in enumerate(spec.conv_channels):
-            reporter.message(f"timing conv layer {c}")
-            before = spec.conv_channels[c - 1] if c else 1
-            pairs = [(before, full), (before, _share(full, 3 / 4)), (before, _share(full, 1 / 2)),
-                     (_share(before, 1 / 2), full), (_share(before, 1 / 4), _share(full, 1 / 4))]
-            shapes = []
-            for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
-                shape = _with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out})
-                ms = timer.ms(InferenceConvLayer(shape, c), timer.input(k_in, samples if c == 0 else lengths[c - 1]))
-                shapes.append((f"conv {c}: {k_in} -> {k_out} channels", features(shape, ("conv", c)), ms))
-            conv.append(fitted(f"conv.{c}", shapes))
-
-        reporter.message("timing the feature projection and the positional convolution")
-        last = len(spec.conv_channels) - 1
-        shapes = []
-        for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
-            shape = _with_conv(spec, {last: k})
-            ms = timer.ms(FeatureProjection(shape), timer.input(t, k))
-            shapes.append((f"projection: {k} channels", features(shape, ("projection",)), ms))
-        projection = fitted("projection", shapes)
-        pos_conv = {"const": timer.ms(InferencePositionalConv(spec), timer.input(t, d))}
-
-        shapes = []
-        bias = timer.input(spec.num_heads, t, t)[0] if spec.num_buckets else None  # WavLM: (H, T', T')
-        for layer in _layer_shapes(spec):
-            reporter.message(f"timing {_describe_layer(layer)}")
-            ms = timer.ms(EncoderLayer(spec, layer), timer.input(t, d), None, bias)
-            shape = EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]})
-            shapes.append((_describe_layer(layer), features(shape, ("layer", 0)), ms))
-        layer = fitted("layer", shapes)
-
-        parts = {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": layer}
+        bias = timer.input(spec.num_heads, fits.frames.t, fits.frames.t)[0] if spec.num_buckets else None  # WavLM
+        parts = _time_parts(spec, samples, timer, bias, fits, reporter)
         step, step_from = block_step(device.type, block)
         reporter.message(f"timing widths at multiples of {step} channels ({step_from})")
         sweeps_started = clock()
-        sweeps = _sweeps(spec, samples, step, timer, bias, features, parts, reporter)
+        sweeps = _sweeps(spec, samples, step, timer, bias, fits.features, parts, reporter)
         widths = {"block": step, "block_from": step_from, "seconds": round(clock() - sweeps_started, 1),
                   "steps": sweeps}
         reporter.message("timing the encoder at 1, 1/2 and 1/4 of its widths, interleaved")
-        shares = (1, 1 / 2, 1 / 4)
-        wholes = [_uniform(spec, share) for share in shares]
-        measured = timer.interleaved_ms([(Encoder(whole), (timer.input(samples),)) for whole in wholes])
-        parts.update(fitted("encoder", [
-            (f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples, Steps.of(widths)),
-                                                     "overhead": 1.0}, ms)
-            for share, whole, ms in zip(shares, wholes, measured)]))
+        parts.update(_fit_encoder(spec, samples, timer, fits, parts, Steps.of(widths)))
     table = CostTable(
         conditions={"device": device.type, "device_name": device_name(device), "threads": threads,
                     "dtype": dtype, "batch": options.batches[0], "seconds": seconds},
         architecture=architecture(spec, model.sampling_rate),
         coefficients=parts,
-        fit=fit,
+        fit=fits.fit,
         provenance={"model": model.source, "speechprune": __version__, "torch": torch.__version__,
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "warmup": options.warmup,
                     "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,

@@ -94,22 +94,7 @@ class PruneConfig:
 
     def validate(self) -> None:
         """Check every option on its own; nothing here reads files or weights."""
-        if all(getattr(self, currency.field) is None for currency in CURRENCIES):
-            raise UsageError(f"no budget: {ask_for_budget()}")
-        if self.speedup is not None and self.latency_table is None:
-            raise UsageError(
-                "--speedup and --latency-table go together: the table (speechprune bench MODEL --cost-model FILE) "
-                "predicts the latency that --speedup divides"
-            )
-        if self.latency_table is not None and self.speedup is None and self.round_to not in (None, "auto"):
-            raise UsageError(f"--latency-table without --speedup only guides --round-to auto, not --round-to "
-                             f"{self.round_to}; give --speedup X or drop --latency-table")
-        for currency in CURRENCIES:
-            if (refusal := currency.check(getattr(self, currency.field))) is not None:
-                raise UsageError(refusal)
-        check_round_to(self.round_to, self.latency_table)
-        if self.macs_seconds is not None:
-            check_positive(self.macs_seconds, "--macs-seconds")
+        self._validate_budgets()
         unknown = [s for s in self.structures if s not in GATE_KINDS]
         if unknown or not self.structures:
             raise UsageError(
@@ -155,6 +140,26 @@ class PruneConfig:
                 )
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite contradict each other; pick one")
+
+    def _validate_budgets(self) -> None:
+        """The budgets and the options that shape them: at least one, each in range, a table where one is
+        needed, and --round-to."""
+        if all(getattr(self, currency.field) is None for currency in CURRENCIES):
+            raise UsageError(f"no budget: {ask_for_budget()}")
+        if self.speedup is not None and self.latency_table is None:
+            raise UsageError(
+                "--speedup and --latency-table go together: the table (speechprune bench MODEL --cost-model FILE) "
+                "predicts the latency that --speedup divides"
+            )
+        if self.latency_table is not None and self.speedup is None and self.round_to not in (None, "auto"):
+            raise UsageError(f"--latency-table without --speedup only guides --round-to auto, not --round-to "
+                             f"{self.round_to}; give --speedup X or drop --latency-table")
+        for currency in CURRENCIES:
+            if (refusal := currency.check(getattr(self, currency.field))) is not None:
+                raise UsageError(refusal)
+        check_round_to(self.round_to, self.latency_table)
+        if self.macs_seconds is not None:
+            check_positive(self.macs_seconds, "--macs-seconds")
 
     def resolve(self, num_layers: int) -> "PruneConfig":
         """Fill the defaults that depend on the model; returns self."""

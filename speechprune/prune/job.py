@@ -61,6 +61,21 @@ def prune_inputs(config: PruneConfig) -> dict[str, str | None]:
             "--latency-table": config.latency_table}
 
 
+def _training_audio(config: PruneConfig, reporter: Reporter, processes: int):
+    """(the scanned --data, its training part, its validation part), with a line saying what was found."""
+    corpus = scan_reported(config.data, reporter, min_seconds=config.min_seconds)
+    train, val = split_validation(corpus, fraction=config.val_fraction, max_files=config.val_max_files, seed=config.seed)
+    if len(train.files) < processes:
+        raise DataError(f"{len(train.files)} training files for {processes} processes; every process needs at least "
+                        "one file")
+    reporter.message(
+        f"audio: {len(corpus.files)} files, {corpus.seconds / 3600:.2f} h from {config.data}"
+        + (f" (skipped {corpus.skipped.describe()})" if corpus.skipped.total else "")
+        + f"; {len(val.files)} held out for validation"
+    )
+    return corpus, train, val
+
+
 def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     device = resolve_device(config.device, ranks.local_rank)
     check_precision(config.precision, device, "--precision")
@@ -93,18 +108,7 @@ def _prune(config: PruneConfig, reporter: Reporter, ranks: Distributed) -> dict:
     if ranks.is_main:
         run.remove_stale_temporaries()
 
-    corpus = scan_reported(config.data, reporter, min_seconds=config.min_seconds)
-    train, val = split_validation(corpus, fraction=config.val_fraction, max_files=config.val_max_files, seed=config.seed)
-    if len(train.files) < ranks.world_size:
-        raise DataError(
-            f"{len(train.files)} training files for {ranks.world_size} processes; every process needs at least one file"
-        )
-    reporter.message(
-        f"audio: {len(corpus.files)} files, {corpus.seconds / 3600:.2f} h from {config.data}"
-        + (f" (skipped {corpus.skipped.describe()})" if corpus.skipped.total else "")
-        + f"; {len(val.files)} held out for validation"
-    )
-
+    corpus, train, val = _training_audio(config, reporter, ranks.world_size)
     data = corpus_fingerprint(corpus)
     if plan == "resume":  # before the weights load: changed audio would train on another validation set
         run.check_data(data, config.data, reporter.warning)

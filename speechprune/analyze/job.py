@@ -150,11 +150,8 @@ def analyze(options: AnalyzeOptions, reporter: Reporter | None = None) -> dict:
         return _analyze(options, device, reporter)
 
 
-def _analyze(options: AnalyzeOptions, device: torch.device, reporter: Reporter) -> dict:
-    target = read_target(options.model)
-    if options.data is None and target.kind != "run":
-        raise DataError(f"{options.model} is a model: pass --data with a folder (or manifest) of speech to analyze it on "
-                        "(only a prune run folder can be analyzed without audio)")
+def _check_crops(options: AnalyzeOptions, target) -> None:
+    """Before loading: a crop makes a frame, and a batch of crops fits in memory with its gradients."""
     crop_option = "--crop-seconds" if options.crop_seconds <= options.max_seconds else "--max-seconds"
     crop = min(options.crop_seconds, options.max_seconds)
     check_long_enough(crop, crop_option, options.model, target.spec, target.sampling_rate)
@@ -162,6 +159,14 @@ def _analyze(options: AnalyzeOptions, device: torch.device, reporter: Reporter) 
                          count=("--batch-seconds", options.batch_seconds), per_input=crop, training=True,
                          weight_bytes=2 * FLOAT_BYTES * spec_parameter_count(target.spec),  # weights and gradients
                          what="one pass with gradients")
+
+
+def _analyze(options: AnalyzeOptions, device: torch.device, reporter: Reporter) -> dict:
+    target = read_target(options.model)
+    if options.data is None and target.kind != "run":
+        raise DataError(f"{options.model} is a model: pass --data with a folder (or manifest) of speech to analyze it on "
+                        "(only a prune run folder can be analyzed without audio)")
+    _check_crops(options, target)
     teacher_target = read_target(options.teacher) if options.teacher else None
     if teacher_target is not None:
         check_teacher(target, teacher_target)

@@ -18,6 +18,17 @@ BREAKDOWN = (("cnn", "CNN"), ("projection", "projection"), ("pos_conv", "pos con
 SeedOption = seed_option("the generated input audio")
 
 
+def _measure_cost_table(options, cost_model: str, block_step: int | None, output: Output) -> None:
+    """--cost-model: the table measured under its output lock, and printed."""
+    from ..bench.cost_model import check_cost_model_options, measure_cost_table
+    from ..io.outputs import holding
+
+    check_cost_model_options(options, cost_model, block_step)  # before its lock, which is held while measuring
+    with holding({"--cost-model": cost_model}):
+        table = measure_cost_table(options, cost_model, reporter=output.reporter(log_every=1), block=block_step)
+    output.result({"cost_table": cost_model, **table.to_dict()}, cost_table_summary(cost_model, table))
+
+
 def command(
     models: list[str] = typer.Argument(..., metavar="MODEL...", help="Models to time: shrunk folders, stock transformers folders or hub ids, prune run folders."),
     baseline: Optional[str] = typer.Option(None, help="Model to compute speedups against, timed interleaved with the others."),
@@ -46,9 +57,8 @@ def command(
     \b
     Example: speechprune bench models/w2v2-72 --baseline facebook/wav2vec2-base --device cpu --seconds 10 --quantize int8
     """
-    from ..bench.cost_model import COST_MODEL_MIN_TIME, check_cost_model_options, measure_cost_table
+    from ..bench.cost_model import COST_MODEL_MIN_TIME
     from ..bench.job import BenchOptions, bench
-    from ..io.outputs import holding
 
     output = Output(json_mode=json_output, quiet=quiet)
     options = BenchOptions(
@@ -73,11 +83,7 @@ def command(
     if block_step is not None and not cost_model:
         raise UsageError("--block-step is the block --cost-model measures width steps at; give it with --cost-model")
     if cost_model:
-        check_cost_model_options(options, cost_model)  # before its lock, which is held while measuring
-        with holding({"--cost-model": cost_model}):
-            table = measure_cost_table(options, cost_model, reporter=output.reporter(log_every=1), block=block_step)
-        output.result({"cost_table": cost_model, **table.to_dict()}, cost_table_summary(cost_model, table))
-        return
+        return _measure_cost_table(options, cost_model, block_step, output)
     report = bench(options, reporter=output.reporter(log_every=1))
     if output.json_mode or output.quiet or not output.out.is_terminal:
         output.result(report, plain(report))

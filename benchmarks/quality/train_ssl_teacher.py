@@ -51,7 +51,7 @@ import soundfile as sf
 import torch
 import transformers
 from safetensors.torch import save_file
-from train_teacher import encoder_fields, write_teacher
+from train_teacher import encoder_fields, run_trainer, write_teacher
 
 SAMPLING_RATE = 16000
 FRAME_HOP = 320  # samples per model frame: the product of the CNN's strides (20 ms)
@@ -344,11 +344,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads: the teacher is bit-identical for one seed and thread count")
     parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    result = train(args)
-    print(json.dumps({k: v for k, v in result.items() if k != "args"}))
+    run_trainer(parser, train, argv)
 
 
 if __name__ == "__main__":

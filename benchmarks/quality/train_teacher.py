@@ -227,11 +227,16 @@ def main(argv=None) -> None:
     parser.add_argument("--ffn", type=int, default=1536)
     parser.add_argument("--conv", type=int, default=256)
     parser.add_argument("--eval-every", type=int, default=150)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    run_trainer(parser, train, argv)
+
+
+def run_trainer(parser: argparse.ArgumentParser, trainer, argv=None) -> None:
+    """A teacher script's end: --seed and --overwrite added to its options, the teacher trained, its
+    result (all but the arguments) printed as JSON on stdout."""
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    result = train(args)
+    result = trainer(parser.parse_args(argv))
     print(json.dumps({k: v for k, v in result.items() if k != "args"}))
 
 

@@ -82,6 +82,18 @@ def test_a_table_measured_in_onnxruntime_int8_records_its_runtime(ort_table):
     assert "in onnxruntime int8" in printed and "stock Wav2Vec2Model" in printed
 
 
+def test_a_table_in_torch_int8_records_its_quantization(model_dir, tmp_path):
+    path = tmp_path / "torch-int8.json"
+    code, out, err = run_captured("bench", model_dir("hubert"), "--cost-model", path, "--quantize", "int8", *TIMING,
+                                  "--block-step", "1000", "--json")
+    assert code == 0, err
+    data = json.loads(path.read_text())
+    assert (data["conditions"]["runtime"], data["conditions"]["quantize"]) == ("torch", "int8")
+    assert "onnxruntime" not in data["provenance"] and data["reference"]["model"] == "stock HubertModel, float32, eager torch"
+    assert all(len(sweep["widths"]) == 1 for sweep in data["widths"]["steps"].values())  # one block: the dense width
+    assert CostTable.read(str(path)).runtime == "torch int8"
+
+
 def test_bench_predicts_in_the_tables_runtime_and_refuses_another(ort_table, model_dir):
     path, _ = ort_table
     model = str(model_dir("wav2vec2"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechprune.bench.cost_model import nnls
+from speechprune.bench.fitting import nnls
 from speechprune.method.accounting import pruned_spec
 from speechprune.method.gates import GateLayout, HardConcreteGates
 from speechprune.method.latency import CostTable, expected_ms, latency_budget, predict_ms

@@ -37,7 +37,6 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -55,6 +54,7 @@ from ..model.encoder import Encoder
 from ..model.inference import InferenceConvLayer, InferencePositionalConv
 from ..model.layers import EncoderLayer, FeatureProjection
 from ..model.spec import EncoderSpec, LayerSpec
+from .fitting import fit_relative
 from .job import BenchOptions, check_options
 from .models import BenchModel, check_inputs, describe
 from .timing import all_cores, device_name, device_sync, interleaved
@@ -251,43 +251,6 @@ def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, fea
     return sweeps
 
 
-def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x >= 0 minimising |a x - b| (Lawson and Hanson's active-set method)."""
-    n = a.shape[1]
-    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
-    tolerance = 1e-10 * max(1.0, float(np.abs(a).max()))
-    for _ in range(3 * n):
-        gradient = a.T @ (b - a @ x)
-        candidates = ~passive & (gradient > tolerance)
-        if not candidates.any():
-            break
-        passive[np.argmax(np.where(candidates, gradient, -np.inf))] = True
-        while True:  # solve on the passive set; step back to the boundary while a value goes negative
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            blocked = passive & (z <= tolerance)
-            if not blocked.any():
-                break
-            ratios = np.where(blocked, x / np.where(blocked, x - z, 1.0), np.inf)
-            first = int(np.argmin(ratios))
-            x = x + ratios[first] * (z - x)
-            x[first] = 0.0
-            passive &= x > tolerance
-        x = z
-    return x
-
-
-def _fit(rows: list[dict], measured: list[float]) -> dict:
-    """Non-negative coefficients of the features in ``rows`` that best fit ``measured`` ms, on
-    relative errors (every shape counts alike, whatever its size)."""
-    names = list(rows[0])
-    a = np.array([[row[name] for name in names] for row in rows], dtype=np.float64) / np.array(measured)[:, None]
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0  # a feature that never varies from 0: its coefficient stays 0
-    x = nnls(a / scale, np.ones(len(rows))) / scale
-    return dict(zip(names, x.tolist()))
-
-
 class _Fits:
     """The fits of one table, part by part: each part's coefficients from its timed shapes, and the
     residuals of every shape (the table's ``fit``)."""
@@ -302,7 +265,7 @@ class _Fits:
 
     def fitted(self, name: str, shapes: list[tuple[str, dict, float]]) -> dict:
         """Coefficients of part ``name`` from its (label, features, measured ms) shapes."""
-        coefficients = _fit([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
+        coefficients = fit_relative([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
         self.fit[name] = [{"shape": label, "measured_ms": round(ms, 4), "fitted_ms": round(dot(coefficients, f), 4),
                            "residual": round(dot(coefficients, f) / ms - 1, 4)} for label, f, ms in shapes]
         return coefficients

@@ -42,7 +42,7 @@ from helpers.models import build_model, edge_case_values
 FAST = ["--device", "cpu", "--warmup", "1", "--repeat", "2", "--min-time", "0"]
 ROW_KEYS = {"model", "seconds", "batch", "dtype", "compiled", "latency_ms", "times_ms", "audio_seconds_per_second",
             "real_time_factor", "peak_memory_bytes", "macs", "speedup", "speedup_spread", "efficiency", "breakdown_ms",
-            "predicted_ms", "prediction_error"}
+            "predicted_ms", "prediction_error", "predicted_speedup_vs_stock"}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_json_schema(report, models):
     assert data["method"]["warmup"] == 1 and data["method"]["repeat"] == 2 and data["method"]["inference_mode"]
     kinds = {m["kind"]: m for m in data["models"]}
     assert data["baseline"] == kinds["stock"]["label"] and data["baseline"].endswith(" (baseline)")
-    assert data["latency_table"] is None
+    assert data["latency_table"] is None and data["latency_reference"] is None
     assert list(kinds) == ["stock", "shrunk", "run"]
     assert kinds["shrunk"]["params"] < kinds["stock"]["params"] == kinds["run"]["params"]
     assert kinds["shrunk"]["file_bytes"] < kinds["stock"]["file_bytes"] and kinds["run"]["file_bytes"] is None
@@ -92,11 +92,14 @@ def test_json_schema(report, models):
 
 def test_the_report_is_typed_and_versioned(report):
     data, _ = report
-    assert list(data)[0] == "format" and data["format"] == 1
+    assert list(data)[0] == "format" and data["format"] == 2
     typed = BenchReport.from_dict(data)
     assert typed.to_dict() == data and typed.results == data["results"]
+    older = {k: v for k, v in data.items() if k != "latency_reference"} | {"format": 1}  # before runtime tables
+    older["results"] = [{k: v for k, v in row.items() if k != "predicted_speedup_vs_stock"} for row in data["results"]]
+    assert BenchReport.from_dict(older).to_dict() == data
     before = {k: v for k, v in data.items() if k != "format"}  # what bench --json printed before it had a format
-    with pytest.raises(FormatError, match="bench report of format None: this speechprune reads format 1"):
+    with pytest.raises(FormatError, match="bench report of format None: this speechprune reads format 2"):
         BenchReport.from_dict(before)
 
 

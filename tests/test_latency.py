@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechprune.bench.cost_model import nnls
+from speechprune.bench.fitting import nnls
 from speechprune.method.accounting import pruned_spec
 from speechprune.method.gates import GateLayout, HardConcreteGates
 from speechprune.method.latency import CostTable, expected_ms, latency_budget, predict_ms
@@ -98,7 +98,7 @@ def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
     assert code == 0, err
     assert json.loads(out)["cost_table"] == str(path)
     data = json.loads(path.read_text())
-    assert data["format"] == 2
+    assert data["format"] == 3
     widths = data["widths"]  # the width steps: at the block step given, each sweep ending at the dense width
     assert widths["block"] == 8 and widths["block_from"] == "--block-step" and widths["seconds"] >= 0
     assert data["provenance"]["seconds"] >= widths["seconds"]
@@ -108,7 +108,9 @@ def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
             "attention.heads.4"} <= set(steps) and "conv.0.inputs" not in steps
     assert steps["ffn.units"]["widths"][-1] == 96 and all(w % 8 == 0 for w in steps["ffn.units"]["widths"])
     assert data["conditions"] | {"device_name": None} == {"device": "cpu", "device_name": None, "threads": 1,
-                                                         "dtype": "float32", "batch": 1, "seconds": 0.5}
+                                                         "dtype": "float32", "batch": 1, "seconds": 0.5,
+                                                         "runtime": "torch", "quantize": None}
+    assert data["reference"]["model"] == "stock WavLMModel, float32, eager torch"
     assert data["architecture"]["family"] == "wavlm" and data["architecture"]["hidden_size"] == 48
     assert {"speechprune", "torch", "date", "model"} <= set(data["provenance"])
     assert set(data["fit"]) == {f"conv.{c}" for c in range(7)} | {"projection", "layer", "encoder"}

@@ -21,6 +21,11 @@ channels, the run-time head width at every head count (a layer without FFN), and
 (a layer without attention), each at most about ``SWEEP_POINTS`` widths. Each width's factor is
 its measured time over the smooth fit, relative to the sweep's widest width. The steps are
 measured before the encoder's scale is fitted, so the scale sees them.
+
+Every timed call runs in the runtime the table is for (``--runtime``, ``--quantize``): eager torch,
+torch's dynamic int8, or ONNX Runtime, each part exported at its shape (``deploy.runtime.part_call``)
+and int8-quantized as deployed models are. The stock model in float32 eager torch is timed in
+the encoder's rounds too, so the table knows what its runtime gains over stock (``reference``).
 """
 
 from __future__ import annotations
@@ -32,14 +37,15 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .. import __version__
+from ..deploy.quantize import quantize
+from ..deploy.runtime import part_call
 from ..errors import SpeechpruneError, UsageError
 from ..io.outputs import check_output, expand
 from ..io.progress import Reporter
-from ..method.latency import CostTable, architecture, dot, parts_ms, unit_features
+from ..method.latency import CostTable, architecture, dot, parts_ms, predict_ms, unit_features
 from ..method.latency_check import check_cost_table
 from ..method.latency_steps import ATTENTION, CONV_INPUTS, CONV_OUTPUTS, FFN, PROJECTION, Steps, block_step, sweep_widths
 from ..method.parts import Frames
@@ -48,8 +54,9 @@ from ..model.encoder import Encoder
 from ..model.inference import InferenceConvLayer, InferencePositionalConv
 from ..model.layers import EncoderLayer, FeatureProjection
 from ..model.spec import EncoderSpec, LayerSpec
+from .fitting import fit_relative
 from .job import BenchOptions, check_options
-from .models import check_inputs, describe
+from .models import BenchModel, check_inputs, describe
 from .timing import all_cores, device_name, device_sync, interleaved
 
 COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes, and the width sweeps)
@@ -68,8 +75,7 @@ def check_cost_model_options(options: BenchOptions, out: str, block: int | None 
         if len(values) != 1:
             raise UsageError(f"--cost-model measures one setting: give one {option}, got {','.join(map(str, values))}")
     for option, given in (("--baseline", options.baseline), ("--compile", options.compile),
-                          ("--breakdown", options.breakdown), ("--latency-table", options.latency_table),
-                          ("--quantize", options.quantize), ("--runtime onnxruntime", options.runtime != "torch")):
+                          ("--breakdown", options.breakdown), ("--latency-table", options.latency_table)):
         if given:
             raise UsageError(f"--cost-model does not combine with {option}")
     if expand(out).is_dir():
@@ -78,35 +84,53 @@ def check_cost_model_options(options: BenchOptions, out: str, block: int | None 
 
 
 class _Timer:
-    """Median milliseconds of one module call on random inputs, with bench's warm-up and rounds."""
+    """Median milliseconds of one module call on random inputs, in the table's runtime (eager
+    torch, torch int8, ONNX Runtime), with bench's warm-up and rounds."""
 
-    def __init__(self, options: BenchOptions, device: torch.device, dtype: torch.dtype, clock: Callable[[], float]):
-        self.options, self.device, self.dtype, self.clock = options, device, dtype, clock
+    def __init__(self, options: BenchOptions, device: torch.device, dtype: torch.dtype, clock: Callable[[], float],
+                 threads: int):
+        self.options, self.device, self.dtype, self.clock, self.threads = options, device, dtype, clock, threads
         self.sync = device_sync(device)
         self.generator = torch.Generator().manual_seed(options.seed)
 
     def input(self, *shape: int) -> torch.Tensor:
         return torch.randn(self.options.batches[0], *shape, generator=self.generator).to(self.device, self.dtype)
 
+    def call(self, module: torch.nn.Module, inputs: tuple) -> Callable[[], object]:
+        """One call of ``module`` on ``inputs`` as the table's runtime runs it."""
+        module = module.to(self.device, self.dtype).eval()
+        if self.options.runtime == "onnxruntime":
+            return part_call(module, inputs, threads=self.threads, quantize=self.options.quantize)
+        return _eager(quantize(module, self.options.quantize) if self.options.quantize else module, inputs)
+
     def ms(self, module: torch.nn.Module, *inputs) -> float:
-        return self.interleaved_ms([(module, inputs)])[0]
+        return self.interleaved_ms([self.call(module, inputs)])[0]
 
-    def interleaved_ms(self, calls: list[tuple[torch.nn.Module, tuple]]) -> list[float]:
-        """Median ms of each module on its inputs, timed in interleaved rounds (as ``bench`` times
-        models: each call finds the caches as the other calls left them)."""
+    def interleaved_ms(self, calls: list[Callable[[], object]]) -> list[float]:
+        """Median ms of each call, timed in interleaved rounds (as ``bench`` times models: each call
+        finds the caches as the other calls left them)."""
         o = self.options
-
-        def call(module, inputs):
-            module = module.to(self.device, self.dtype).eval()
-
-            def run():
-                with torch.inference_mode():
-                    return module(*inputs)
-            return run
-
-        times = interleaved([call(module, inputs) for module, inputs in calls], warmup=o.warmup, repeat=o.repeat,
-                            min_time=o.min_time, clock=self.clock, sync=self.sync)
+        times = interleaved(calls, warmup=o.warmup, repeat=o.repeat, min_time=o.min_time, clock=self.clock,
+                            sync=self.sync)
         return [statistics.median(t) * 1e3 for t in times]
+
+
+def _eager(module: torch.nn.Module, inputs: tuple) -> Callable[[], object]:
+    def run():
+        with torch.inference_mode():
+            return module(*inputs)
+    return run
+
+
+def _stock(model: BenchModel) -> tuple[torch.nn.Module, str]:
+    """The stock model of ``model``'s architecture with random weights (the ``transformers`` class
+    ``bench`` times a stock model as; speechprune's dense encoder for a prune run), and what it is."""
+    info = model.target.info
+    if info is None:
+        return Encoder(model.spec), "speechprune's dense encoder, float32, eager torch"
+    import transformers
+
+    return getattr(transformers, info.family.base_class)(info.config), f"stock {info.family.base_class}, float32, eager torch"
 
 
 def _with_conv(spec: EncoderSpec, changes: dict[int, int]) -> EncoderSpec:
@@ -227,43 +251,6 @@ def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, fea
     return sweeps
 
 
-def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x >= 0 minimising |a x - b| (Lawson and Hanson's active-set method)."""
-    n = a.shape[1]
-    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
-    tolerance = 1e-10 * max(1.0, float(np.abs(a).max()))
-    for _ in range(3 * n):
-        gradient = a.T @ (b - a @ x)
-        candidates = ~passive & (gradient > tolerance)
-        if not candidates.any():
-            break
-        passive[np.argmax(np.where(candidates, gradient, -np.inf))] = True
-        while True:  # solve on the passive set; step back to the boundary while a value goes negative
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            blocked = passive & (z <= tolerance)
-            if not blocked.any():
-                break
-            ratios = np.where(blocked, x / np.where(blocked, x - z, 1.0), np.inf)
-            first = int(np.argmin(ratios))
-            x = x + ratios[first] * (z - x)
-            x[first] = 0.0
-            passive &= x > tolerance
-        x = z
-    return x
-
-
-def _fit(rows: list[dict], measured: list[float]) -> dict:
-    """Non-negative coefficients of the features in ``rows`` that best fit ``measured`` ms, on
-    relative errors (every shape counts alike, whatever its size)."""
-    names = list(rows[0])
-    a = np.array([[row[name] for name in names] for row in rows], dtype=np.float64) / np.array(measured)[:, None]
-    scale = np.linalg.norm(a, axis=0)
-    scale[scale == 0] = 1.0  # a feature that never varies from 0: its coefficient stays 0
-    x = nnls(a / scale, np.ones(len(rows))) / scale
-    return dict(zip(names, x.tolist()))
-
-
 class _Fits:
     """The fits of one table, part by part: each part's coefficients from its timed shapes, and the
     residuals of every shape (the table's ``fit``)."""
@@ -278,7 +265,7 @@ class _Fits:
 
     def fitted(self, name: str, shapes: list[tuple[str, dict, float]]) -> dict:
         """Coefficients of part ``name`` from its (label, features, measured ms) shapes."""
-        coefficients = _fit([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
+        coefficients = fit_relative([features for _, features, _ in shapes], [ms for _, _, ms in shapes])
         self.fit[name] = [{"shape": label, "measured_ms": round(ms, 4), "fitted_ms": round(dot(coefficients, f), 4),
                            "residual": round(dot(coefficients, f) / ms - 1, 4)} for label, f, ms in shapes]
         return coefficients
@@ -320,15 +307,20 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
     return {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": fits.fitted("layer", shapes)}
 
 
-def _fit_encoder(spec: EncoderSpec, samples: int, timer: _Timer, fits: _Fits, parts: dict, steps: Steps) -> dict:
-    """The encoder's scale and overhead: whole encoders at 1, 1/2 and 1/4 of their widths, timed
-    interleaved, against the step-aware sum of their parts."""
+def _fit_encoder(spec: EncoderSpec, samples: int, timer: _Timer, fits: _Fits, parts: dict, steps: Steps,
+                 stock: torch.nn.Module) -> tuple[dict, dict]:
+    """(the encoder's scale and overhead, the reference): whole encoders at 1, 1/2 and 1/4 of their
+    widths, timed interleaved, against the step-aware sum of their parts; the ``stock`` model, in
+    float32 eager torch, timed in the same rounds."""
     shares = (1, 1 / 2, 1 / 4)
     wholes = [_uniform(spec, share) for share in shares]
-    measured = timer.interleaved_ms([(Encoder(whole), (timer.input(samples),)) for whole in wholes])
-    return fits.fitted("encoder", [
+    stock_input = timer.input(samples).float()
+    *measured, stock_ms = timer.interleaved_ms([timer.call(Encoder(whole), (timer.input(samples),)) for whole in wholes]
+                                               + [_eager(stock.to(timer.device, torch.float32).eval(), (stock_input,))])
+    fitted = fits.fitted("encoder", [
         (f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples, steps), "overhead": 1.0}, ms)
         for share, whole, ms in zip(shares, wholes, measured)])
+    return fitted, {"dense_ms": round(stock_ms, 4), "table_dense_ms": round(measured[0], 4)}
 
 
 def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | None = None,
@@ -347,7 +339,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
     threads = options.threads or all_cores()
     torch.set_num_threads(threads)
     torch.manual_seed(options.seed)  # random weights: their values do not matter for timing
-    timer = _Timer(options, device, DTYPES[dtype], clock)
+    timer = _Timer(options, device, DTYPES[dtype], clock, threads)
     samples = round(seconds * model.sampling_rate)
     fits = _Fits(Frames.of(spec, samples))
     with torch.no_grad():  # modules built outside inference mode, as models are loaded; timed inside it
@@ -359,11 +351,14 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
         sweeps = _sweeps(spec, samples, step, timer, bias, fits.features, parts, reporter)
         widths = {"block": step, "block_from": step_from, "seconds": round(clock() - sweeps_started, 1),
                   "steps": sweeps}
-        reporter.message("timing the encoder at 1, 1/2 and 1/4 of its widths, interleaved")
-        parts.update(_fit_encoder(spec, samples, timer, fits, parts, Steps.of(widths)))
+        reporter.message("timing the encoder at 1, 1/2 and 1/4 of its widths and the stock model, interleaved")
+        stock, stock_is = _stock(model)
+        scale, reference = _fit_encoder(spec, samples, timer, fits, parts, Steps.of(widths), stock)
+        parts.update(scale)
     table = CostTable(
         conditions={"device": device.type, "device_name": device_name(device), "threads": threads,
-                    "dtype": dtype, "batch": options.batches[0], "seconds": seconds},
+                    "dtype": dtype, "batch": options.batches[0], "seconds": seconds, "runtime": options.runtime,
+                    "quantize": options.quantize},
         architecture=architecture(spec, model.sampling_rate),
         coefficients=parts,
         fit=fits.fit,
@@ -371,9 +366,11 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "warmup": options.warmup,
                     "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
                     "weights": "random (timing does not depend on weight values)",
-                    "seconds": round(clock() - started, 1)},
+                    "seconds": round(clock() - started, 1)} | _runtime_versions(options.runtime),
         widths=widths,
+        reference={"model": stock_is, **reference},
     )
+    table.reference["table_dense_predicted_ms"] = round(predict_ms(table, spec), 4)
     try:  # the reader's checks: a table it would refuse is not written
         check_cost_table(table.to_dict())
     except ValueError as error:
@@ -381,3 +378,12 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
                                "measure again on an idle machine, with a larger --min-time") from None
     table.write(out)
     return table
+
+
+def _runtime_versions(runtime: str) -> dict:
+    """The version of the runtime a table was measured in, besides torch's."""
+    if runtime != "onnxruntime":
+        return {}
+    import onnxruntime
+
+    return {"onnxruntime": onnxruntime.__version__, "exporter": "torch.onnx TorchScript, fixed shapes"}

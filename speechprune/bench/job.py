@@ -24,7 +24,6 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,7 +38,6 @@ from ..io.progress import Reporter
 from ..method.latency import CostTable, check_architecture, check_conditions, predict_ms
 from ..method.macs import macs
 from ..model.device import DTYPES, check_precision, check_precision_name, dtype_name, resolve_device
-from ..model.spec import EncoderSpec
 from .models import BenchModel, check_inputs, describe
 from .report import BenchReport
 from .timing import all_cores, cpu_ticks, device_name, other_load, rounds, speedup
@@ -94,11 +92,8 @@ def check_options(options: BenchOptions) -> torch.device:
         check_precision(dtype, device, "--dtype")
     _check_quantization(options, device)
     _check_runtime(options, device)
-    if options.latency_table:
-        for option, given in (("--compile", options.compile), ("--quantize", options.quantize),
-                              ("--runtime onnxruntime", options.runtime != "torch")):
-            if given:  # the table times float eager torch calls
-                raise UsageError(f"--latency-table predicts eager torch calls at the table's dtype; drop {option}")
+    if options.latency_table and options.compile:  # a table times eager calls
+        raise UsageError("--latency-table predicts eager calls in the table's runtime; drop --compile")
     return device
 
 
@@ -106,10 +101,11 @@ def _check_runtime(options: BenchOptions, device: torch.device) -> None:
     check_runtime(options.runtime, device)
     if options.runtime == "torch":
         return
-    for given, option in ((options.dtypes != ["float32"], "--dtype"), (options.compile, "--compile"),
-                          (options.breakdown, "--breakdown")):
+    for given, option in ((options.dtypes != ["float32"], f"--dtype {','.join(options.dtypes)}"),
+                          (options.compile, "--compile"), (options.breakdown, "--breakdown")):
         if given:
-            raise UsageError(f"{option} does not apply to --runtime onnxruntime (float32 graphs, timed whole)")
+            raise UsageError(f"{option} does not apply to --runtime onnxruntime (float32 graphs, timed whole): "
+                             f"drop {option.split()[0]}, or use --runtime torch")
     require_onnx()
 
 
@@ -132,7 +128,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None) -> dict:
     device = check_options(options)
     baseline, models = _described(options)
     threads = options.threads or all_cores()
-    predict = _latency_predictor(options, models, device, threads, reporter) if options.latency_table else None
+    table = _latency_table(options, models, device, threads, reporter) if options.latency_table else None
     results = []
     with Workers(models, device, threads, reporter) as workers:  # one process per model, each loaded once
         pids = tuple(worker.pid for worker in workers)
@@ -142,7 +138,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None) -> dict:
                 for seconds in options.seconds:
                     for batch in options.batches:
                         setting = dict(seconds=seconds, batch=batch, dtype=dtype, compiled=compiled)
-                        results += _measure_setting(workers, baseline, setting, options, device, reporter, predict)
+                        results += _measure_setting(workers, baseline, setting, options, device, reporter, table)
         ticks_after = cpu_ticks(pids)
     others = other_load(ticks, ticks_after, time.monotonic() - started)
     if others is not None and others > BUSY_LIMIT:
@@ -153,6 +149,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None) -> dict:
         method=_method(options, device),
         baseline=baseline.label if baseline else None,
         latency_table=options.latency_table,
+        latency_reference=_reference(table),
         models=[
             {"label": m.label, "source": m.source, "kind": m.kind, "note": m.note, "params": m.params,
              "file_bytes": m.file_bytes, "sampling_rate": m.sampling_rate, "runtime": m.runtime,
@@ -197,22 +194,32 @@ def _method(options: BenchOptions, device: torch.device) -> dict:
     }
 
 
-def _latency_predictor(options: BenchOptions, models: list[BenchModel], device: torch.device, threads: int,
-                       reporter: Reporter) -> Callable[[EncoderSpec], float]:
-    """Predicted ms of a spec from --latency-table, refused unless the table was measured for
-    these models under this setting."""
+def _latency_table(options: BenchOptions, models: list[BenchModel], device: torch.device, threads: int,
+                   reporter: Reporter) -> CostTable:
+    """--latency-table, refused unless it was measured for these models under this setting, in the
+    runtime of the models under test."""
     table = CostTable.read(options.latency_table)
     for seconds in options.seconds:  # several values: the one that is not the table's is named
         for batch in options.batches:
             for dtype in options.dtypes:
                 check_conditions(table, {"device": device.type, "threads": threads, "dtype": dtype, "batch": batch,
-                                         "seconds": seconds})
+                                         "seconds": seconds, "runtime": options.runtime, "quantize": options.quantize})
     for model in models:
         check_architecture(table, model.spec, model.sampling_rate, model.source, dense=model.kind != "shrunk")
     if table.conditions["device_name"] != device_name(device):
         reporter.warning(f"--latency-table was measured on {table.conditions['device_name']}, this is "
                          f"{device_name(device)}: expect larger prediction errors")
-    return lambda spec: predict_ms(table, spec)
+    return table
+
+
+def _reference(table: CostTable | None) -> dict | None:
+    """What a table of format 3 says of its runtime: its dense model's time there, and the stock
+    model's in float32 eager torch, measured in the same rounds."""
+    if table is None or table.reference is None:
+        return None
+    r = table.reference
+    return {"runtime": table.runtime, "dense_ms": r["table_dense_ms"], "stock": r["model"],
+            "stock_dense_ms": r["dense_ms"], "stock_speedup": r["dense_ms"] / r["table_dense_ms"]}
 
 
 def _unique_labels(models: list[BenchModel], baseline: BenchModel | None) -> None:
@@ -231,7 +238,7 @@ def _compile_mode(device: torch.device) -> str:
 
 
 def _measure_setting(workers: list[Worker], baseline: BenchModel | None, setting: dict, options: BenchOptions,
-                     device: torch.device, reporter: Reporter, predict=None) -> list[dict]:
+                     device: torch.device, reporter: Reporter, table: CostTable | None = None) -> list[dict]:
     seconds, batch, dtype, compiled = setting["seconds"], setting["batch"], setting["dtype"], setting["compiled"]
     if compiled:
         reporter.message(f"compiling for {seconds:g} s x {batch} {dtype} (the warm-up calls compile)")
@@ -264,10 +271,12 @@ def _measure_setting(workers: list[Worker], baseline: BenchModel | None, setting
             "breakdown_ms": None,
             "predicted_ms": None,
             "prediction_error": None,
+            "predicted_speedup_vs_stock": None,
         }
-        if predict is not None:
-            row["predicted_ms"] = predict(model.spec)
+        if table is not None and (model.runtime, model.quantize) == (options.runtime, options.quantize):
+            row["predicted_ms"] = predict_ms(table, model.spec)  # not for a baseline in another runtime
             row["prediction_error"] = row["predicted_ms"] / (median * 1e3) - 1
+            row["predicted_speedup_vs_stock"] = table.stock_speedup(row["predicted_ms"])
         if baseline is not None:
             row["speedup"], row["speedup_spread"] = speedup(times[0], spent)
             baseline_macs = macs(baseline.spec, round(seconds * baseline.sampling_rate), batch)["total"]

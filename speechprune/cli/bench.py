@@ -43,10 +43,10 @@ def command(
     compile_: bool = typer.Option(False, "--compile", help="Also time under torch.compile (CUDA graphs on GPUs)."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also time the CNN, projection, positional conv and layers."),
     seed: SeedOption = 0,
-    quantize: Optional[str] = typer.Option(None, help="Quantize the models under test: int8 (dynamic, Linear layers; CPU)."),
+    quantize: Optional[str] = typer.Option(None, help="Quantize the models under test (with --cost-model: the parts timed): int8 (dynamic, Linear layers; CPU)."),
     baseline_quantize: Optional[str] = typer.Option(None, help="Quantize the baseline too: int8. [default: it stays float32]"),
-    runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch."),
-    cost_model: Optional[str] = typer.Option(None, help="Measure a cost table of MODEL for this device, --threads, --dtype, --batch and --seconds (one each) and write it to this JSON file, for prune --latency-table."),
+    runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch. With --cost-model: the runtime the table is measured in."),
+    cost_model: Optional[str] = typer.Option(None, help="Measure a cost table of MODEL for this device, --threads, --dtype, --batch and --seconds (one each), --runtime and --quantize and write it to this JSON file, for prune --latency-table."),
     block_step: Optional[int] = typer.Option(None, help="With --cost-model: the channel block the width steps are measured at. [default: detected: 16 with AVX-512, 8 with AVX2 or on a GPU]"),
     latency_table: Optional[str] = typer.Option(None, help="Cost table from --cost-model: adds each model's predicted latency beside the measured one."),
     json_output: JsonOption = False,
@@ -92,14 +92,20 @@ def command(
 
 
 def cost_table_summary(path: str, table) -> str:
-    c, dense = table.conditions, table.fit["encoder"][0]
+    c, dense, stock = table.conditions, table.fit["encoder"][0], table.reference
     residuals = [abs(row["residual"]) for rows in table.fit.values() for row in rows]
     return (
         f"cost table of {table.provenance['model']} for {c['seconds']:g} s x{c['batch']} {c['dtype']} on {c['device']} "
-        f"({c['device_name']}), {c['threads']} threads: {len(residuals)} shapes timed, largest fit residual "
-        f"{max(residuals):.1%}; dense encoder {dense['measured_ms']:.1f} ms, fitted {dense['fitted_ms']:.1f} ms; "
+        f"({c['device_name']}), {c['threads']} threads, in {table.runtime}: {len(residuals)} shapes timed, largest "
+        f"fit residual {max(residuals):.1%}; dense encoder {dense['measured_ms']:.1f} ms, fitted "
+        f"{dense['fitted_ms']:.1f} ms; {_stock_line(stock['model'], stock['dense_ms'], stock['table_dense_ms'])}; "
         f"written to {path}"
     )
+
+
+def _stock_line(stock: str, stock_ms: float, dense_ms: float) -> str:
+    """The stock model's time beside a runtime's dense model's, as one phrase."""
+    return f"{stock} {stock_ms:.1f} ms in the same rounds ({stock_ms / dense_ms:.2f}x the dense encoder's time)"
 
 
 # --- the report as tables: rich on a terminal, Markdown when piped ------------------------------
@@ -118,9 +124,9 @@ def main_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     models = {m["label"]: m for m in report["models"]}
     columns = ["model", "input", "median ms", "p90 ms", "audio s/s", "RTF", "peak MB", "params", "GMACs",
                "file MB", "speedup", "efficiency"]
-    predicted = report["latency_table"] is not None
+    predicted, against_stock = report["latency_table"] is not None, report["latency_reference"] is not None
     if predicted:
-        columns += ["predicted ms", "prediction error"]
+        columns += ["predicted ms", "prediction error"] + (["predicted vs stock float32 torch"] if against_stock else [])
     rows = []
     for r in report["results"]:
         model = models[r["model"]]
@@ -143,8 +149,16 @@ def main_rows(report: dict) -> tuple[list[str], list[list[str]]]:
             "-" if model["file_bytes"] is None else f"{model['file_bytes'] / 1e6:.1f}",
             speedup,
             "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}",
-        ] + ([f"{r['predicted_ms']:.1f}", f"{r['prediction_error']:+.1%}"] if predicted else []))
+        ] + (_predicted(r, against_stock) if predicted else []))
     return columns, rows
+
+
+def _predicted(r: dict, against_stock: bool) -> list[str]:
+    """A row's predicted cells; "-" for a model in another runtime than the table's (a torch baseline)."""
+    if r["predicted_ms"] is None:
+        return ["-"] * (3 if against_stock else 2)
+    cells = [f"{r['predicted_ms']:.1f}", f"{r['prediction_error']:+.1%}"]
+    return cells + ([f"{r['predicted_speedup_vs_stock']:.2f}x"] if against_stock else [])
 
 
 def breakdown_rows(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -166,6 +180,9 @@ def notes(report: dict) -> list[str]:
     if report["latency_table"]:
         lines.append(f"predicted: from the cost table {report['latency_table']}; "
                      "prediction error: predicted / measured median - 1")
+    if (reference := report["latency_reference"]) is not None:
+        lines.append(f"the table's runtime, {reference['runtime']}: its dense encoder {reference['dense_ms']:.1f} ms; "
+                     f"{_stock_line(reference['stock'], reference['stock_dense_ms'], reference['dense_ms'])}")
     return lines
 
 

@@ -8,6 +8,10 @@ asked, ``hidden_states`` (L + 1, B, T', D)). Before the file is kept, ONNX Runti
 another batch size and length than the export example, and its outputs must match torch's
 within ``RELATIVE_LIMIT``; otherwise nothing is written. onnx, onnxscript and onnxruntime are
 the optional ``speechprune[onnx]`` extra.
+
+``export_fixed`` exports any module at the fixed shapes of its example inputs, unchecked, for
+timing (``bench --cost-model --runtime onnxruntime``): a cost table times hundreds of graphs, and
+the dynamo exporter takes tens of seconds per graph where TorchScript's takes one or two.
 """
 
 from __future__ import annotations
@@ -103,6 +107,33 @@ def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sam
     write_with(path, save_checked)
     return {"path": str(path), "inputs": names, "outputs": outputs, "max_relative_error": measured["error"],
             "bytes": path.stat().st_size}
+
+
+class _Fixed(nn.Module):
+    """``module`` called on the tensors it is given, with None at the positions ``absent``; an
+    encoder's output reduced to its last hidden state."""
+
+    def __init__(self, module: nn.Module, absent: set[int]):
+        super().__init__()
+        self.module, self.absent = module, absent
+
+    def forward(self, *tensors: torch.Tensor):
+        given = iter(tensors)
+        out = self.module(*(None if i in self.absent else next(given) for i in range(len(tensors) + len(self.absent))))
+        return getattr(out, "last_hidden_state", out)
+
+
+def export_fixed(module: nn.Module, inputs: tuple, path: str | Path) -> list[str]:
+    """Export ``module`` (float32, CPU) called on ``inputs`` (tensors, or None for an optional input
+    it is not given) to ``path`` at exactly those shapes, with TorchScript's exporter; returns the
+    graph's input names, ``input_i`` for the i-th tensor (one the graph does not read is left out)."""
+    require_onnx()
+    absent = {i for i, x in enumerate(inputs) if x is None}
+    tensors = tuple(x for x in inputs if x is not None)
+    names = [f"input_{i}" for i in range(len(tensors))]
+    with quiet(), torch.no_grad():
+        torch.onnx.export(_Fixed(module.eval(), absent), tensors, str(path), dynamo=False, input_names=names)
+    return names
 
 
 def recheck(runner, model: nn.Module, sampling_rate: int) -> float:

@@ -2,12 +2,14 @@
 graph runs (``deployed_session``: the folder's own model.onnx while it passes the export's check,
 else a fresh export), how it is fed (``feeds``), and ``OnnxEncoder``, a session with hidden
 states given the encoder's face, so ``eval``'s features and hidden-state comparisons run on it
-unchanged."""
+unchanged; and ``part_call``, one call of a part of the encoder in ONNX Runtime, which
+``bench --cost-model --runtime onnxruntime`` times."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from ..errors import UsageError
 from ..folders.target import Target
 from ..model.encoder import EncoderModules, EncoderOutput
 from ..model.loading import local_folder
-from .onnx import ONNX_FILE, RELATIVE_LIMIT, export_onnx, recheck
+from .onnx import ONNX_FILE, RELATIVE_LIMIT, export_fixed, export_onnx, recheck
 from .quantize import quantize_onnx
 from .sessions import io_names, open_export, session
 
@@ -61,6 +63,25 @@ def deployed_session(target: Target, model: nn.Module, *, threads: int | None, q
             quantize_onnx(path, Path(scratch) / f"{quantize}.onnx")
             path = Path(scratch) / f"{quantize}.onnx"
         return session(path, threads), "; ".join(notes)
+
+
+def part_call(module: nn.Module, inputs: tuple, *, threads: int | None,
+              quantize: str | None = None) -> Callable[[], object]:
+    """One call of ``module`` on ``inputs`` (tensors; None for an optional input not given) as an
+    ONNX Runtime session runs it: exported at these fixed shapes (``onnx.export_fixed``), quantized
+    by ``quantize`` ("int8": ``quantize.quantize_onnx``, as ``deployed_session`` quantizes models),
+    in a session of ``threads`` threads. The session holds the graph, so the files are gone when
+    this returns."""
+    with tempfile.TemporaryDirectory(prefix="speechprune-part-") as scratch:
+        path = Path(scratch) / "part.onnx"
+        names = export_fixed(module, inputs, path)
+        if quantize:
+            quantize_onnx(path, Path(scratch) / f"{quantize}.onnx")
+            path = Path(scratch) / f"{quantize}.onnx"
+        runner = session(path, threads)
+    given = dict(zip(names, (x.detach().float().cpu().numpy() for x in inputs if x is not None)))
+    fed = {name: given[name] for name in io_names(runner)[0]}  # the inputs the graph reads
+    return lambda: runner.run(None, fed)
 
 
 def _checked_folder_file(saved: Path, target: Target, model: nn.Module, hidden_states: bool,

@@ -181,11 +181,16 @@ class MacsFigures:
 
 @dataclass
 class PredictedLatency:
-    """A latency budget's prediction (its cost table) for the dense and the pruned encoder."""
+    """A latency budget's prediction (its cost table) for the dense and the pruned encoder, in the
+    table's runtime; with a table of format 3 also the stock model's float32 eager torch time the
+    table measured, and the pruned model's predicted speedup against it (None before)."""
 
     predicted_ms_dense: float
     predicted_ms_pruned: float
     predicted_speedup: float
+    predicted_runtime: str | None = None  # "torch float32", "onnxruntime int8", ...
+    stock_ms_dense: float | None = None
+    predicted_speedup_vs_stock: float | None = None
 
 
 # fields of RunSummary whose keys stand flat in the JSON: each currency's figures besides its budget

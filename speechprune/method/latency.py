@@ -23,12 +23,16 @@ millions; the coefficients absorb the batch. They are non-negative, so removing 
 never predicts a slower model (the budget decision's threshold search relies on costs that
 only fall). The scale and the overhead relate the parts, timed alone, to the whole encoder.
 
-Format 2 tables also hold width steps (``latency_steps``): per part kind, measured factors of its
+Format 2 tables and later also hold width steps (``latency_steps``): per part kind, measured factors of its
 time against the smooth fit at multiples of the hardware's block step. ``predict_ms`` prices
 each part at its smooth time times its step factor, so a width just inside a slow band costs
 what the hardware makes it cost; ``expected_ms``, the differentiable expectation training
 drives, stays smooth (docs/method.md, "Widths the hardware runs fast"). Format 1 tables (no
-steps) still load: their predictions are the smooth fit.
+steps) still load: their predictions are the smooth fit. Format 3 tables say the runtime they were
+measured in (``conditions.runtime``: torch or onnxruntime, ``conditions.quantize``: None or int8) and
+carry the stock model's float32 eager torch time measured beside them (``reference``), so that a
+prediction in that runtime is also a speedup against stock float32 eager torch
+(``CostTable.stock_speedup``). Format 2 tables are eager torch, not quantized, without a reference.
 
 ``predict_ms`` prices any spec (a shrunk one: its padded widths). ``expected_ms`` is the same
 sum in closed form in the gate values, like ``macs.macs_breakdown``: multilinear ("attention
@@ -61,9 +65,10 @@ from .latency_check import check_cost_table
 from .latency_steps import Steps
 from .parts import Frames, encoder_parts
 
-TABLE_FORMAT = 2  # 2: with width steps; 1 (still read): the smooth fit alone
-READABLE_FORMATS = (1, 2)
-CONDITIONS = ("device", "threads", "dtype", "batch", "seconds")  # what a prediction is valid for
+TABLE_FORMAT = 3  # 3: with its runtime and the stock reference; 2 (still read): width steps; 1: the smooth fit alone
+READABLE_FORMATS = (1, 2, 3)
+CONDITIONS = ("device", "threads", "dtype", "batch", "seconds", "runtime", "quantize")  # what a prediction is valid for
+EARLIER_CONDITIONS = {"runtime": "torch", "quantize": None}  # of format 1 and 2 tables, which do not say
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -77,11 +82,23 @@ class CostTable:
     fit: dict  # per group of timed shapes: measured and fitted ms, relative residual
     provenance: dict  # model, speechprune, torch, date, warm-up and repeats, seconds the measurement took
     widths: dict | None = None  # format 2: block step, what it came from, sweeps (``latency_steps``); None: format 1
+    reference: dict | None = None  # format 3: the stock model's float32 eager torch time (``stock_speedup``)
     format: int = TABLE_FORMAT
 
     def __post_init__(self) -> None:
-        # the format follows the content: a table without steps is of format 1 (and hashes as it did)
-        self.format = 1 if self.widths is None else TABLE_FORMAT
+        # the format follows the content: an older table read back is of its format (and hashes as it did)
+        self.format = 1 if self.widths is None else 2 if self.reference is None else TABLE_FORMAT
+
+    def condition(self, name: str):
+        """A condition of the table; a format 1 or 2 table's runtime is eager torch, not quantized."""
+        return self.conditions.get(name, EARLIER_CONDITIONS.get(name))
+
+    @property
+    def runtime(self) -> str:
+        return runtime_label(self.conditions)
+
+    def stock_speedup(self, predicted: float) -> float | None:
+        return stock_speedup(self.reference, predicted)
 
     @property
     def samples(self) -> int:
@@ -94,8 +111,9 @@ class CostTable:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if self.widths is None:
-            del data["widths"]
+        for section in ("widths", "reference"):  # absent from the older formats
+            if data[section] is None:
+                del data[section]
         return data
 
     @classmethod
@@ -103,11 +121,12 @@ class CostTable:
         if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             raise ValueError(f"not a cost table of format {' or '.join(map(str, READABLE_FORMATS))}")
         sections = ("conditions", "architecture", "coefficients", "fit", "provenance")
-        missing = [name for name in sections + (("widths",) if data["format"] == 2 else ()) if name not in data]
+        later = {1: (), 2: ("widths",), 3: ("widths", "reference")}[data["format"]]
+        missing = [name for name in sections + later if name not in data]
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
         check_cost_table(data)
-        return cls(**{name: data[name] for name in sections}, widths=data.get("widths"))
+        return cls(**{name: data[name] for name in sections + later})
 
     @property
     def sha256(self) -> str:
@@ -124,6 +143,21 @@ class CostTable:
 
     def write(self, path: str | Path) -> None:
         write_json_file(path, "--cost-model", self.to_dict())
+
+
+def runtime_label(conditions: dict) -> str:
+    """The runtime a table's predictions are for, in words: "torch float32", "onnxruntime int8", ..."""
+    return f"{conditions.get('runtime', 'torch')} {conditions.get('quantize') or conditions['dtype']}"
+
+
+def stock_speedup(reference: dict | None, predicted: float) -> float | None:
+    """Speedup of a model predicted at ``predicted`` ms in a table's runtime against the stock model
+    in float32 eager torch: the runtime's dense model against stock (the table's ``reference``, both
+    measured in the same rounds), times the predicted speedup against that dense model (None
+    without a reference: a table of format 1 or 2)."""
+    if reference is None:
+        return None
+    return reference["dense_ms"] / reference["table_dense_ms"] * reference["table_dense_predicted_ms"] / predicted
 
 
 def architecture(spec: EncoderSpec, sampling_rate: int) -> dict:
@@ -166,10 +200,10 @@ def check_architecture(table: CostTable, spec: EncoderSpec, sampling_rate: int, 
 def check_conditions(table: CostTable, setting: dict) -> None:
     """Refuse a table measured under other conditions than ``setting`` (same keys, ``CONDITIONS``)."""
     for name in CONDITIONS:
-        if table.conditions[name] != setting[name]:
+        if table.condition(name) != setting[name]:
             raise UsageError(
-                f"--latency-table was measured with {name} {table.conditions[name]}, this bench runs with "
-                f"{setting[name]}; bench with the table's setting or measure a table for this one"
+                f"--latency-table was measured with {name} {table.condition(name) or 'none'}, this bench runs with "
+                f"{setting[name] or 'none'}; bench with the table's setting or measure a table for this one"
             )
 
 
@@ -254,5 +288,6 @@ def latency_budget(table: CostTable, spec: EncoderSpec, layout: GateLayout, spee
     def exact(values: GateValues) -> float:
         return predict_ms(table, pruned_spec(spec, values))
 
+    reference = {"reference": table.reference} if table.reference else {}  # the summary's speedup against stock
     return Budget(LATENCY, predict_ms(table, spec), 1 - 1 / speedup, tolerance, expected, exact,
-                  record={"speedup": speedup, "table_sha256": table.sha256, "conditions": table.conditions})
+                  record={"speedup": speedup, "table_sha256": table.sha256, "conditions": table.conditions, **reference})

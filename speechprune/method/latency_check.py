@@ -6,7 +6,8 @@ Every coefficient is a finite number >= 0 (the budget decision relies on costs t
 as structures go), ``scale`` is above 0, every part of the encoder has its coefficients (one
 set per conv layer of the table's architecture), and the conditions and architecture hold
 numbers in range; a format 2 table's width steps have a whole block step and, per sweep,
-increasing whole widths with one factor > 0 and one measured time each. A table that passes is still refused by ``latency.check_architecture``
+increasing whole widths with one factor > 0 and one measured time each; a format 3 table's runtime
+is torch or onnxruntime, its quantization none or int8, and its reference times are above 0. A table that passes is still refused by ``latency.check_architecture``
 when it was measured for another model, or predicts no finite positive latency for it.
 """
 
@@ -15,6 +16,9 @@ from __future__ import annotations
 import math
 
 ARCHITECTURE_COUNTS = ("sampling_rate", "hidden_size", "layers", "heads", "head_dim", "ffn_size")
+RUNTIMES = ("torch", "onnxruntime")  # conditions.runtime of a format 3 table
+QUANTIZATIONS = (None, "int8")  # its conditions.quantize
+REFERENCE_TIMES = ("dense_ms", "table_dense_ms", "table_dense_predicted_ms")
 LARGEST = 1e12  # no count or coefficient of a real table comes near this (ms per million MACs, channels, ...)
 
 
@@ -76,8 +80,24 @@ def check_cost_table(data: dict) -> None:
         _part(coefficients[unit], names[unit], f"coefficients.{unit}")
     _number(coefficients["scale"], "coefficients.scale", positive=True)
     _number(coefficients["overhead"], "coefficients.overhead")
-    if data.get("format") == 2:
+    if data.get("format", 1) >= 2:
         _check_widths(data["widths"])
+    if data.get("format", 1) >= 3:
+        _check_runtime(conditions, data["reference"])
+
+
+def _check_runtime(conditions: dict, reference) -> None:
+    """A format 3 table's runtime, quantization and stock reference."""
+    if conditions.get("runtime") not in RUNTIMES:
+        raise ValueError(f"conditions.runtime is {conditions.get('runtime')!r}, not one of {', '.join(RUNTIMES)}")
+    if "quantize" not in conditions or conditions["quantize"] not in QUANTIZATIONS:
+        raise ValueError(f"conditions.quantize is {conditions.get('quantize')!r}, not null or int8")
+    if not isinstance(reference, dict):
+        raise ValueError(f"reference is {type(reference).__name__}, not an object")
+    for name in REFERENCE_TIMES:
+        if name not in reference:
+            raise ValueError(f"reference lacks {name}")
+        _number(reference[name], f"reference.{name}", positive=True)
 
 
 def _check_widths(widths) -> None:

@@ -20,6 +20,7 @@ from ..method.budget import Budget
 from ..method.currencies import LATENCY, PARAMS
 from ..method.decision import binding, lands
 from ..method.gates import GateValues
+from ..method.latency import runtime_label, stock_speedup
 from ..method.macs import macs, pruned_macs
 from ..model.loading import describe_source, resolved_path
 from .config import PruneConfig
@@ -113,8 +114,7 @@ def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> RunSumma
         macs=MacsFigures(macs_seconds=config.reference_seconds, macs_dense=macs_dense, macs_pruned=macs_pruned,
                          macs_sparsity=round(1 - macs_pruned / macs_dense, 6),
                          target_macs_sparsity=config.macs_sparsity),
-        predicted=PredictedLatency(predicted_ms_dense=round(latency.dense, 3), predicted_ms_pruned=round(predicted, 3),
-                                   predicted_speedup=round(latency.dense / predicted, 4)) if latency else None,
+        predicted=_predicted(latency, predicted) if latency else None,
         budgets=budgets,
         binding_budget=binding(budget_list, costs).name,
         within_tolerance=lands(budget_list, costs),
@@ -138,6 +138,18 @@ def summary(job: Pruning, corpus: AudioCorpus, values: torch.Tensor) -> RunSumma
     )
 
 
+def _predicted(latency: Budget, pruned: float) -> PredictedLatency:
+    """The latency budget's predictions in its table's runtime, and against stock float32 eager torch
+    (a table of format 3 records the stock model's time)."""
+    reference = latency.record.get("reference")
+    stock = stock_speedup(reference, pruned)
+    return PredictedLatency(predicted_ms_dense=round(latency.dense, 3), predicted_ms_pruned=round(pruned, 3),
+                            predicted_speedup=round(latency.dense / pruned, 4),
+                            predicted_runtime=runtime_label(latency.record["conditions"]),
+                            stock_ms_dense=reference["dense_ms"] if reference else None,
+                            predicted_speedup_vs_stock=None if stock is None else round(stock, 4))
+
+
 def summary_line(data: dict) -> str:
     """The line ``prune`` prints for its summary ``data`` (summary.json of any readable format)."""
     summary = RunSummary.from_dict(data)
@@ -148,8 +160,13 @@ def summary_line(data: dict) -> str:
         macs = (f", {counted.macs_dense / 1e9:.2f} -> {counted.macs_pruned / 1e9:.2f} GMACs per "
                 f"{counted.macs_seconds:g} s (MACs sparsity {counted.macs_sparsity:.3f})")
     if (predicted := summary.predicted) is not None:
-        latency = (f", predicted {predicted.predicted_ms_dense:.1f} -> {predicted.predicted_ms_pruned:.1f} ms "
-                   f"(speedup {predicted.predicted_speedup:.2f}x)")
+        runtime = f" in {predicted.predicted_runtime}" if predicted.predicted_runtime else ""
+        stock = ""
+        if predicted.predicted_speedup_vs_stock is not None:
+            stock = (f"; {predicted.predicted_speedup_vs_stock:.2f}x against stock float32 eager torch at "
+                     f"{predicted.stock_ms_dense:.1f} ms")
+        latency = (f", predicted {predicted.predicted_ms_dense:.1f} -> {predicted.predicted_ms_pruned:.1f} ms{runtime} "
+                   f"(speedup {predicted.predicted_speedup:.2f}x{stock})")
     return (
         f"{summary.params_dense / 1e6:.2f}M -> {summary.params_pruned / 1e6:.2f}M parameters "
         f"(sparsity {summary.sparsity:.3f}){macs}{latency}; targets {targets}; {summary.steps} steps; "

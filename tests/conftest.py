@@ -15,7 +15,11 @@ from helpers.models import save_model
 from speechprune.io.synth import write_corpus
 
 os.environ.setdefault("NO_COLOR", "1")
-torch.set_num_threads(2)
+# The README runs the suite on 2 pytest-xdist workers (`-n 2`): one thread each, and child processes
+# (`python -m speechprune`, torchrun) inherit it; a serial run keeps two.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else 2)
 
 
 @pytest.fixture(autouse=True)

@@ -101,3 +101,9 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(bench_core, "Workers", refuse)  # bench's worker processes load the models
     monkeypatch.setattr(eval_core, "load_target", refuse)
     monkeypatch.setattr(export_job, "load_target", refuse)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest test, the quality pipeline's smoke run (minutes on one core), comes first: under
+    xdist's worksteal one worker starts it at once and the other takes the rest from its queue."""
+    items.sort(key=lambda item: item.path.name != "test_quality_pipeline.py")

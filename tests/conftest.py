@@ -15,7 +15,11 @@ from helpers.models import save_model
 from speechprune.io.synth import write_corpus
 
 os.environ.setdefault("NO_COLOR", "1")
-torch.set_num_threads(2)
+# The README runs the suite on 2 pytest-xdist workers (`-n 2`): one thread each, and child processes
+# (`python -m speechprune`, torchrun) inherit it; a serial run keeps two.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else 2)
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +101,9 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(bench_core, "Workers", refuse)  # bench's worker processes load the models
     monkeypatch.setattr(eval_core, "load_target", refuse)
     monkeypatch.setattr(export_job, "load_target", refuse)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest test, the quality pipeline's smoke run (minutes on one core), comes first: under
+    xdist's worksteal one worker starts it at once and the other takes the rest from its queue."""
+    items.sort(key=lambda item: item.path.name != "test_quality_pipeline.py")

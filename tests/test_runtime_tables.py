@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from speechprune.deploy.runtime import part_call
+from speechprune.bench import cost_model
+from speechprune.deploy.runtime import encoder_call, part_call
 from speechprune.method.latency import CostTable, predict_ms, stock_speedup
 from speechprune.model.encoder import Encoder
 from speechprune.model.inference import InferenceConvLayer
@@ -61,6 +62,31 @@ def test_each_part_runs_in_onnxruntime_as_in_torch():
         quantized = part_call(module, inputs, threads=1, quantize="int8")()[0]
         cosine = (quantized * expected).sum() / np.linalg.norm(quantized) / np.linalg.norm(expected)
         assert quantized.shape == expected.shape and cosine > 0.9
+
+
+def test_whole_encoders_run_as_deployed(monkeypatch, model_dir, tmp_path):
+    """The table's whole encoders run as export-onnx exports them (a dynamic length, so one graph
+    serves another length too), quantized as asked: the fit's scale is of the deployed graph."""
+    torch.manual_seed(0)
+    encoder = Encoder(tiny_spec("wav2vec2")).eval()
+    for length in (4000, 5600):
+        audio = torch.randn(1, length)
+        with torch.no_grad():
+            expected = encoder.encode(audio, None).last_hidden_state.numpy()
+        got = encoder_call(encoder, audio, threads=1, quantize=None, sampling_rate=16000)()[0]
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4 * max(np.abs(expected).max(), 1.0)
+    calls = []
+
+    def recording(model, input_values, **options):
+        calls.append(options)
+        return encoder_call(model, input_values, **options)
+
+    monkeypatch.setattr(cost_model, "encoder_call", recording)
+    code, _, err = run_captured("bench", model_dir("wav2vec2"), "--cost-model", tmp_path / "t.json", *ORT_INT8,
+                                *TABLE_TIMING, "--block-step", "8")
+    assert code == 0, err
+    assert [c["quantize"] for c in calls] == ["int8"] * 3  # the encoder at 1, 1/2 and 1/4 of its widths
 
 
 def test_a_table_measured_in_onnxruntime_int8_records_its_runtime(ort_table):

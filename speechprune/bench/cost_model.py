@@ -41,7 +41,7 @@ import torch
 
 from .. import __version__
 from ..deploy.quantize import quantize
-from ..deploy.runtime import part_call
+from ..deploy.runtime import encoder_call, part_call
 from ..errors import SpeechpruneError, UsageError
 from ..io.outputs import check_output, expand
 from ..io.progress import Reporter
@@ -88,8 +88,9 @@ class _Timer:
     torch, torch int8, ONNX Runtime), with bench's warm-up and rounds."""
 
     def __init__(self, options: BenchOptions, device: torch.device, dtype: torch.dtype, clock: Callable[[], float],
-                 threads: int):
+                 threads: int, sampling_rate: int):
         self.options, self.device, self.dtype, self.clock, self.threads = options, device, dtype, clock, threads
+        self.sampling_rate = sampling_rate
         self.sync = device_sync(device)
         self.generator = torch.Generator().manual_seed(options.seed)
 
@@ -102,6 +103,14 @@ class _Timer:
         if self.options.runtime == "onnxruntime":
             return part_call(module, inputs, threads=self.threads, quantize=self.options.quantize)
         return _eager(quantize(module, self.options.quantize) if self.options.quantize else module, inputs)
+
+    def encoder_call(self, encoder: Encoder, input_values: torch.Tensor) -> Callable[[], object]:
+        """One call of a whole encoder as it is deployed in the table's runtime: in ONNX Runtime,
+        ``export-onnx``'s graph (``deploy.runtime.encoder_call``), not a fixed-shape one."""
+        if self.options.runtime == "onnxruntime":
+            return encoder_call(encoder.eval(), input_values, threads=self.threads, quantize=self.options.quantize,
+                                sampling_rate=self.sampling_rate)
+        return self.call(encoder, (input_values,))
 
     def ms(self, module: torch.nn.Module, *inputs) -> float:
         return self.interleaved_ms([self.call(module, inputs)])[0]
@@ -310,12 +319,12 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
 def _fit_encoder(spec: EncoderSpec, samples: int, timer: _Timer, fits: _Fits, parts: dict, steps: Steps,
                  stock: torch.nn.Module) -> tuple[dict, dict]:
     """(the encoder's scale and overhead, the reference): whole encoders at 1, 1/2 and 1/4 of their
-    widths, timed interleaved, against the step-aware sum of their parts; the ``stock`` model, in
-    float32 eager torch, timed in the same rounds."""
+    widths, timed interleaved as deployed (``_Timer.encoder_call``), against the step-aware sum of
+    their parts; the ``stock`` model, in float32 eager torch, timed in the same rounds."""
     shares = (1, 1 / 2, 1 / 4)
     wholes = [_uniform(spec, share) for share in shares]
     stock_input = timer.input(samples).float()
-    *measured, stock_ms = timer.interleaved_ms([timer.call(Encoder(whole), (timer.input(samples),)) for whole in wholes]
+    *measured, stock_ms = timer.interleaved_ms([timer.encoder_call(Encoder(whole), timer.input(samples)) for whole in wholes]
                                                + [_eager(stock.to(timer.device, torch.float32).eval(), (stock_input,))])
     fitted = fits.fitted("encoder", [
         (f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples, steps), "overhead": 1.0}, ms)
@@ -339,7 +348,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
     threads = options.threads or all_cores()
     torch.set_num_threads(threads)
     torch.manual_seed(options.seed)  # random weights: their values do not matter for timing
-    timer = _Timer(options, device, DTYPES[dtype], clock, threads)
+    timer = _Timer(options, device, DTYPES[dtype], clock, threads, model.sampling_rate)
     samples = round(seconds * model.sampling_rate)
     fits = _Fits(Frames.of(spec, samples))
     with torch.no_grad():  # modules built outside inference mode, as models are loaded; timed inside it

@@ -185,7 +185,7 @@ class RunFolder:
         if self.root.exists():
             for child in self.root.iterdir():  # --overwrite, or a run that died before its first checkpoint
                 if child.name != MARKER:  # kept to the end: a crash half-way leaves a folder --overwrite may replace
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    atomic.remove(child)  # a link: the link, not its target
         self.root.mkdir(parents=True, exist_ok=True)
         mark_own(self.root, "a prune run")
         atomic.write_json(self.config_path, record.to_dict())
@@ -259,7 +259,7 @@ class RunFolder:
         for folder in (self.root, self.checkpoints):
             for child in folder.iterdir() if folder.is_dir() else ():
                 if child.name.endswith(atomic.TEMP_SUFFIX):
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    atomic.remove(child)  # a link: the link, not its target
 
     def missing_files(self) -> list[Path]:
         """Files a run with a checkpoint (and a finished run) cannot do without, that are gone."""

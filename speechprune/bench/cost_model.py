@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..checks import MAX_BLOCK_STEP, check_count
 from ..errors import SpeechpruneError, UsageError
 from ..io.outputs import check_output, expand
 from ..io.progress import Reporter
@@ -60,8 +61,8 @@ FACTOR_RANGE = (0.25, 4.0)  # a step factor outside is a disturbed timing, not a
 
 def check_cost_model_options(options: BenchOptions, out: str, block: int | None = None) -> None:
     """A table is for one model and one setting (before anything is read)."""
-    if block is not None and block < 1:
-        raise UsageError(f"--block-step must be a whole number of channels of at least 1, got {block}")
+    if block is not None:
+        check_count(block, "--block-step", most=MAX_BLOCK_STEP)
     if len(options.models) != 1:
         raise UsageError(f"--cost-model measures one model, got {len(options.models)}")
     for option, values in (("--seconds", options.seconds), ("--batch", options.batches), ("--dtype", options.dtypes)):

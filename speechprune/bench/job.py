@@ -89,7 +89,7 @@ def check_options(options: BenchOptions) -> torch.device:
     check_count(options.repeat, "--repeat", most=MAX_ROUNDS)
     check_seed(options.seed)
     if not 0 <= options.min_time < math.inf:  # inf: timing never ends
-        raise UsageError(f"--min-time must be a finite number >= 0, got {options.min_time}")
+        raise UsageError(f"give --min-time a finite number of seconds >= 0, got {options.min_time}")
     cpu_only = bool(options.quantize or options.baseline_quantize or options.runtime == "onnxruntime")
     device = resolve_device(options.device, cpu_only=cpu_only)
     for dtype in options.dtypes:

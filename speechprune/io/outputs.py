@@ -35,6 +35,7 @@ from typing import Callable
 
 from ..errors import OutputError, UsageError
 from .atomic import dumps, remove_stale_temporaries, write_text, write_with
+from .reading import read_bytes, read_text
 
 MARKER = ".speechprune-output"  # in every folder speechprune writes as an output: --overwrite may replace it
 _NAMED_ENTRIES = 4  # entries of a foreign folder named in the refusal
@@ -212,14 +213,14 @@ def is_own_folder(folder: Path) -> bool:
     if (folder / MARKER).is_file() or (folder / "config.json").is_file() and (folder / "encoder.json").is_file():
         return True
     try:
-        return json.loads((folder / "config.json").read_text()).get("model_type") == "speechprune"
+        return json.loads(read_text(folder / "config.json")).get("model_type") == "speechprune"
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def _json_record(head: bytes, path: Path) -> bool:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and isinstance(data.get("format"), int)
@@ -248,8 +249,7 @@ def check_replaceable(out: str | Path, option: str, *, folder: bool, kind: str =
     if target.is_file():
         described, recognise = FILE_KINDS[kind]
         try:
-            with target.open("rb") as handle:
-                head = handle.read(64)
+            head = read_bytes(target, 64)
         except OSError as error:
             raise OutputError(f"{option} {out} exists and cannot be read ({error.strerror}); choose another {option}")
         if not recognise(head, target):

@@ -38,7 +38,7 @@ import torch
 from .. import __version__
 from ..checks import MAX_BLOCK_STEP, check_count
 from ..errors import SpeechpruneError, UsageError
-from ..io.outputs import check_output, expand
+from ..io.outputs import check_output, output_path
 from ..io.progress import Reporter
 from ..method.latency import CostTable, architecture, dot, parts_ms, unit_features
 from ..method.latency_check import check_cost_table
@@ -73,7 +73,7 @@ def check_cost_model_options(options: BenchOptions, out: str, block: int | None 
                           ("--quantize", options.quantize), ("--runtime onnxruntime", options.runtime != "torch")):
         if given:
             raise UsageError(f"--cost-model does not combine with {option}")
-    if expand(out).is_dir():
+    if output_path(out, "--cost-model").is_dir():  # "" and links to nothing refused first
         raise UsageError(f"--cost-model {out} is a folder; give a file name such as cost-table.json")
     check_output(out, "--cost-model", {"MODEL": options.models[0]}, folder=False)
 

@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 from ..errors import RunFolderError
 from ..io import atomic
 from ..io.outputs import MARKER, expand, mark_own
-from ..io.reading import read_text
+from ..io.reading import read_json_object, read_text
 from ..method.gates import GateLayout, HardConcreteGates
 from ..model.device import dtype_name
 from ..model.loading import resolved_path
@@ -129,8 +129,8 @@ class RunFolder:
     def read_json(self, path: Path) -> dict:
         """One of the run's JSON files; a missing or damaged one is a broken run folder, not a crash."""
         try:
-            return json.loads(read_text(path))
-        except (OSError, json.JSONDecodeError) as error:
+            return read_json_object(path)
+        except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
             raise RunFolderError(f"cannot read {path}: {error}; the run folder is damaged")
 
     def check_source(self, weights_sha256: str | None, use: str = "resume",

@@ -11,14 +11,13 @@ mask only when it was trained with one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError, UsageError
-from ..io.reading import read_text
+from ..io.reading import read_json_object
 from ..model.encoder import Encoder
 from ..model.loading import AudioInput, ModelInfo, inspect_model, load_encoder, local_folder
 from ..model.sizes import check_encoder_sizes
@@ -64,8 +63,8 @@ def read_target(source: str) -> Target:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(read_text(path))
-    except (OSError, json.JSONDecodeError) as error:
+        return read_json_object(path)
+    except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
         raise ModelError(f"cannot read {path}: {error}; the folder looks damaged: make the file readable, or "
                          "re-save or re-download the model")
 

@@ -136,7 +136,10 @@ def output_path(out: str | os.PathLike, option: str) -> Path:
     """Where the output ``out`` is written: ``out`` itself, or, when it is a symbolic link, the file
     or folder the link points to (followed as a shell's ``>`` follows it; the link itself stays and
     points to the result). A link to nothing (dangling, or a loop) is refused (usage error):
-    writing through it would create a file wherever it points."""
+    writing through it would create a file wherever it points. An empty ``out`` (an unset
+    shell variable) is refused too, not read as the current folder."""
+    if not os.fspath(out).strip():
+        raise UsageError(f"{option} is empty; give the output's file or folder name")
     path = expand(out)
     if not path.is_symlink():
         return path

@@ -6,6 +6,7 @@ blocking and refused unless it is a regular file, with an ``OSError`` that the r
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 
@@ -32,3 +33,12 @@ def read_bytes(path: str | os.PathLike, size: int = -1) -> bytes:
 def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     """The text of the regular file ``path`` (OSError otherwise, as ``read_bytes``)."""
     return read_bytes(path).decode(encoding)
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object (a dict) in the regular file ``path``; OSError as ``read_text``, ValueError
+    for text that is not JSON or JSON that is not an object (a list, a string, null)."""
+    data = json.loads(read_text(path))
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds a JSON {type(data).__name__ if data is not None else 'null'}, not an object")
+    return data

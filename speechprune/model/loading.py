@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 
 from ..errors import ModelError
 from ..io.outputs import expand
-from ..io.reading import read_text
+from ..io.reading import read_json_object, read_text
 from .encoder import Encoder
 from .families import Family, family_for
 from .sizes import check_config_sizes
@@ -92,8 +92,8 @@ class LoadedEncoder:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(read_text(path))
-    except (OSError, json.JSONDecodeError) as error:
+        return read_json_object(path)
+    except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
         raise ModelError(f"cannot read {path}: {error}; the model folder looks damaged, re-save or re-download it")
 
 

@@ -5,7 +5,9 @@ empty strings (an unset shell variable)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,10 @@ def test_an_empty_output_option_is_refused_not_taken_as_the_default_or_the_curre
     refused(cli(capsys, "analyze", model, "--data", audio_dir, "--png", ""), 2, "--png takes a .png file name")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/ or models/ folder made
     assert json.loads((model / "config.json").read_text())["model_type"] == "wav2vec2"
+
+
+def test_a_file_output_that_is_a_fifo_is_not_replaced(capsys, model, audio_dir, tmp_path, no_loading):
+    fifo = tmp_path / "report.json"
+    os.mkfifo(fifo)
+    refused(cli(capsys, "eval", model, "--data", audio_dir, "--out", fifo), 1, str(fifo), "cannot be read")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)

@@ -249,7 +249,7 @@ def check_replaceable(out: str | Path, option: str, *, folder: bool, kind: str =
             raise OutputError(f"{option} {out} holds {named}, which speechprune did not write; --overwrite only "
                               f"replaces speechprune's own outputs: choose a new or empty {option}")
         return
-    if target.is_file():
+    if target.exists():  # a FIFO or a device too: not speechprune's to replace
         described, recognise = FILE_KINDS[kind]
         try:
             head = read_bytes(target, 64)

@@ -17,6 +17,28 @@ def check_positive(value: float, option: str) -> None:
         raise UsageError(f"{option} must be a finite positive number, got {value}")
 
 
+# The largest values of whole-number options: beyond them a run would not end in any useful time
+# (rounds, steps, epochs) or a seed would overflow torch's and numpy's generators (a 32-bit seed
+# works in every one of them).
+MAX_SEED = 2**32 - 1
+MAX_STEPS = 10_000_000  # prune --steps, --final-steps: 500x the default
+MAX_ROUNDS = 100_000  # bench --repeat, --warmup: calls per model and setting
+MAX_PROJECTIONS = 1_000  # analyze --projections: a backward pass each, per batch
+MAX_EPOCHS = 1_000_000  # eval --epochs: full-batch probe steps
+MAX_BLOCK_STEP = 4_096  # bench --block-step: channels, wider than any layer
+
+
+def check_count(value: int, option: str, *, least: int = 1, most: int) -> None:
+    """``value`` is a whole number from ``least`` to ``most`` (usage error naming both), checked
+    before anything loads: a huge count would run for ever, or overflow, long after loading."""
+    if not (isinstance(value, int) and least <= value <= most):
+        raise UsageError(f"{option} must be at least {least} and at most {most:,}, got {value}")
+
+
+def check_seed(seed: int, option: str = "--seed") -> None:
+    check_count(seed, option, least=0, most=MAX_SEED)
+
+
 def check_long_enough(seconds: float, option: str, source: str, spec, sampling_rate: int) -> None:
     """Audio of ``seconds`` makes at least one frame of ``spec``'s CNN (an EncoderSpec)."""
     shortest = min_samples(spec)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import typer
 
 from speechprune.cli.app import app
-from speechprune.io.outputs import MARKER, is_own_folder
-from helpers.commands import cli, refused
+from speechprune.io.outputs import MARKER, is_own_folder, mark_own, write_json_file
+from helpers.commands import cli, hold_lock, refused
 
 TINY = ["--steps", "2", "--crop-seconds", "1.5", "--batch-seconds", "3", "--min-seconds", "1", "--device", "cpu"]
 
@@ -166,10 +167,12 @@ def test_every_option_of_every_command_is_known_to_write_or_not(model, audio_dir
         assert options == set(known[name]) | NOT_WRITTEN[name], f"{name}: classify {options ^ (set(known[name]) | NOT_WRITTEN[name])}"
 
 
-@pytest.mark.parametrize("command,option", [(c, o) for c, options in
-                                            {"prune": ["out"], "shrink": ["out"], "analyze": ["out", "png"],
-                                             "eval": ["out"], "bench": ["cost_model"], "export-onnx": ["out"]}.items()
-                                            for o in options])
+WRITING_OPTIONS = [(c, o) for c, options in {"prune": ["out"], "shrink": ["out"], "analyze": ["out", "png"],
+                                               "eval": ["out"], "bench": ["cost_model"], "export-onnx": ["out"]}.items()
+                   for o in options]
+
+
+@pytest.mark.parametrize("command,option", WRITING_OPTIONS)
 def test_every_writing_option_replaces_only_speechprunes_own_outputs(capsys, model, audio_dir, tmp_path, command,
                                                                       option, no_loading):
     args = writers(model, audio_dir, tmp_path)[command][option]
@@ -178,6 +181,80 @@ def test_every_writing_option_replaces_only_speechprunes_own_outputs(capsys, mod
     message = refused(cli(capsys, *args), 1, str(target))
     assert "speechprune" in message and ("did not write" in message or "replaces only its own" in message)
     assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------- outputs given as symbolic links
+
+
+@pytest.mark.parametrize("points_at", ["a foreign file or folder", "an input", "the home folder", "the root", "nothing"])
+@pytest.mark.parametrize("command,option", WRITING_OPTIONS)
+def test_a_writing_option_given_as_a_link_never_replaces_what_it_points_at(capsys, model, audio_dir, tmp_path,
+                                                                         monkeypatch, command, option, points_at,
+                                                                         no_loading):
+    """A link is followed (the output is its target), so it replaces only what its target may be
+    replaced for; a link to nothing is refused, not written through."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("secret")
+    monkeypatch.setenv("HOME", str(home))
+    args = writers(model, audio_dir, tmp_path)[command][option] + (["--data", audio_dir] if command == "shrink" else [])
+    at = args.index(f"--{option.replace('_', '-')}") + 1
+    folder_output = command in ("prune", "shrink")
+    link = tmp_path / "link"
+    link.symlink_to({"a foreign file or folder": args[at],  # what writers() made: a user's folder or file
+                     "an input": audio_dir if folder_output else model / "config.json",
+                     "the home folder": home, "the root": Path("/"), "nothing": tmp_path / "gone" / "out"}[points_at])
+    args[at] = link
+    before = snapshot(tmp_path), snapshot(model), snapshot(audio_dir)
+    code, _, err = cli(capsys, *args)
+    assert code in (1, 2) and "Traceback" not in err and "unexpected" not in err, err
+    assert (snapshot(tmp_path), snapshot(model), snapshot(audio_dir)) == before
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_a_link_to_an_output_takes_the_lock_of_what_it_points_at(capsys, tmp_path):
+    target, link = tmp_path / "small", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    holder = hold_lock(target)
+    try:
+        refused(cli(capsys, "shrink", tmp_path / "no-run", "--out", link), 1, "is being written by process")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_link_to_speechprunes_own_output_replaces_its_target_and_stays_a_link(capsys, finished_run, tmp_path):
+    own, link = tmp_path / "models" / "small", tmp_path / "small"
+    own.mkdir(parents=True)
+    mark_own(own, "a shrunk model folder")
+    link.symlink_to(own)
+    code, _, err = cli(capsys, "shrink", finished_run(), "--out", link, "--overwrite")
+    assert code == 0, err
+    assert link.is_symlink() and (own / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "small"]  # nothing left beside the link
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"format": 1}))
+    (tmp_path / "report-link.json").symlink_to(report)
+    write_json_file(tmp_path / "report-link.json", "--out", {"format": 1, "new": True})
+    assert (tmp_path / "report-link.json").is_symlink() and json.loads(report.read_text())["new"]
+
+
+def test_replacing_a_run_deletes_the_links_inside_it_not_what_they_point_at(tmp_path):
+    from speechprune.folders.run import RunFolder
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    run = tmp_path / "run"
+    run.mkdir()
+    mark_own(run, "a prune run")
+    (run / "checkpoints").symlink_to(kept)
+    (run / "metrics.jsonl").symlink_to(kept / "notes.txt")
+    record = SimpleNamespace(to_dict=lambda: {"format": 2})  # start_fresh writes what these hold
+    RunFolder(run).start_fresh(record, SimpleNamespace(to_dict=lambda: {}), source_config={})
+    assert (kept / "notes.txt").read_text() == "mine" and sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in run.iterdir()) == sorted([MARKER, "config.json", "encoder.json", "source_config.json"])
 
 
 # ---------------------------------------------------------------- one ~ rule

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checks import check_fits_in_memory, check_long_enough, check_positive
+from ..checks import MAX_PROJECTIONS, check_count, check_fits_in_memory, check_long_enough, check_positive, check_seed
 from ..errors import DataError, UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
 from ..io.audio import AudioCorpus, scan_reported
@@ -55,8 +55,8 @@ def check_options(options: AnalyzeOptions) -> torch.device:
     check_positive(options.max_seconds, "--max-seconds")
     check_positive(options.crop_seconds, "--crop-seconds")
     check_positive(options.batch_seconds, "--batch-seconds")
-    if options.projections < 1:
-        raise UsageError(f"--projections must be at least 1, got {options.projections}")
+    check_count(options.projections, "--projections", most=MAX_PROJECTIONS)
+    check_seed(options.seed)
     if options.teacher and not options.data:
         raise UsageError("--teacher needs --data: the audio to compare the two models on")
     if options.png is not None and not options.png.lower().endswith(".png"):

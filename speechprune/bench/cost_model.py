@@ -40,10 +40,11 @@ from typing import Callable
 import torch
 
 from .. import __version__
+from ..checks import MAX_BLOCK_STEP, check_count
 from ..deploy.quantize import quantize
 from ..deploy.runtime import encoder_call, part_call
 from ..errors import SpeechpruneError, UsageError
-from ..io.outputs import check_output, expand
+from ..io.outputs import check_output, output_path
 from ..io.progress import Reporter
 from ..method.latency import CostTable, architecture, dot, parts_ms, predict_ms, unit_features
 from ..method.latency_check import check_cost_table
@@ -67,8 +68,8 @@ FACTOR_RANGE = (0.25, 4.0)  # a step factor outside is a disturbed timing, not a
 
 def check_cost_model_options(options: BenchOptions, out: str, block: int | None = None) -> None:
     """A table is for one model and one setting (before anything is read)."""
-    if block is not None and block < 1:
-        raise UsageError(f"--block-step must be a whole number of channels of at least 1, got {block}")
+    if block is not None:
+        check_count(block, "--block-step", most=MAX_BLOCK_STEP)
     if len(options.models) != 1:
         raise UsageError(f"--cost-model measures one model, got {len(options.models)}")
     for option, values in (("--seconds", options.seconds), ("--batch", options.batches), ("--dtype", options.dtypes)):
@@ -78,7 +79,7 @@ def check_cost_model_options(options: BenchOptions, out: str, block: int | None 
                           ("--breakdown", options.breakdown), ("--latency-table", options.latency_table)):
         if given:
             raise UsageError(f"--cost-model does not combine with {option}")
-    if expand(out).is_dir():
+    if output_path(out, "--cost-model").is_dir():  # "" and links to nothing refused first
         raise UsageError(f"--cost-model {out} is a folder; give a file name such as cost-table.json")
     check_output(out, "--cost-model", {"MODEL": options.models[0]}, folder=False)
 

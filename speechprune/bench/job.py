@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..checks import check_positive
+from ..checks import MAX_ROUNDS, check_count, check_positive, check_seed
 from ..deploy.onnx import require_onnx
 from ..deploy.runtime import check_runtime
 from ..deploy.quantize import check_scheme, describe as describe_quantization
@@ -83,8 +83,11 @@ def check_options(options: BenchOptions) -> torch.device:
     if options.threads is not None and not 1 <= options.threads <= THREADS_PER_CORE * all_cores():
         raise UsageError(f"--threads must be between 1 and {THREADS_PER_CORE * all_cores()} ({THREADS_PER_CORE} per core "
                          f"of the {all_cores()} this process may use), got {options.threads}")
-    if options.warmup < 0 or options.repeat < 1 or not 0 <= options.min_time < math.inf:  # inf: timing never ends
-        raise UsageError("--warmup must be >= 0, --repeat >= 1 and --min-time a finite number >= 0")
+    check_count(options.warmup, "--warmup", least=0, most=MAX_ROUNDS)
+    check_count(options.repeat, "--repeat", most=MAX_ROUNDS)
+    check_seed(options.seed)
+    if not 0 <= options.min_time < math.inf:  # inf: timing never ends
+        raise UsageError(f"give --min-time a finite number of seconds >= 0, got {options.min_time}")
     cpu_only = bool(options.quantize or options.baseline_quantize or options.runtime == "onnxruntime")
     device = resolve_device(options.device, cpu_only=cpu_only)
     for dtype in options.dtypes:

@@ -27,6 +27,7 @@ import os
 import pickle
 import signal
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -89,23 +90,24 @@ def _serve(connection, source: str, quantize: str | None, runtime: str, device: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
     os.dup2(2, 1)  # whatever is printed goes to stderr, never into the parent's --json on stdout
     try:
-        served = WorkerModel(source, quantize, runtime, device, threads)
-    except BaseException as error:
-        connection.send(("error", _portable(error)))
-        return
-    connection.send(("ok", served.loaded()))
-    while True:
         try:
-            command, *arguments = connection.recv()
-        except EOFError:
-            return
-        if command == "quit":
-            return
-        try:
-            with torch.inference_mode():
-                connection.send(("ok", getattr(served, command)(*arguments)))
+            served = WorkerModel(source, quantize, runtime, device, threads)
         except BaseException as error:
             connection.send(("error", _portable(error)))
+            return
+        connection.send(("ok", served.loaded()))
+        while True:
+            command, *arguments = connection.recv()
+            if command == "quit":
+                return
+            try:
+                with torch.inference_mode():
+                    answer = ("ok", getattr(served, command)(*arguments))
+            except BaseException as error:
+                answer = ("error", _portable(error))
+            connection.send(answer)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone (Ctrl-C, an error): nobody to answer
 
 
 def _portable(error: BaseException) -> BaseException:
@@ -183,6 +185,16 @@ class Worker:
         self.connection.close()
 
 
+@contextmanager
+def _ctrl_c_deferred():
+    """Ctrl-C (SIGINT) held back until the block ends, then raised as usual."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class Workers:
     """``with Workers(models, device, threads, reporter) as workers:`` one worker per model, in the
     order of ``models``, each with its model loaded; all stopped on exit, also on errors."""
@@ -196,8 +208,9 @@ class Workers:
         try:
             for model in self.models:  # one at a time: loading is the heaviest thing they do
                 self.reporter.message(f"loading {model.source}")
-                worker = Worker(model, self.device, self.threads, context)
-                self.workers.append(worker)
+                with _ctrl_c_deferred():  # a worker started is a worker listed, to be stopped
+                    worker = Worker(model, self.device, self.threads, context)
+                    self.workers.append(worker)
                 worker.wait_loaded()
         except BaseException:
             self.__exit__()

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=argv, prog_name="speechprune", standalone_mode=False)
         code = result if isinstance(result, int) else 0
+        if code == 130:  # typer turns Ctrl-C into a returned 130, silently (commands return None)
+            print("interrupted", file=sys.stderr)
     except typer.Exit as done:
         code = done.exit_code
     except typer.Abort:

@@ -71,7 +71,7 @@ def command(
         threads=threads,
         warmup=warmup,
         repeat=repeat,
-        min_time=(COST_MODEL_MIN_TIME if cost_model else 1.0) if min_time is None else min_time,
+        min_time=(COST_MODEL_MIN_TIME if cost_model is not None else 1.0) if min_time is None else min_time,
         compile=compile_,
         breakdown=breakdown,
         seed=seed,
@@ -80,9 +80,9 @@ def command(
         runtime=runtime,
         latency_table=latency_table,
     )
-    if block_step is not None and not cost_model:
+    if block_step is not None and cost_model is None:
         raise UsageError("--block-step is the block --cost-model measures width steps at; give it with --cost-model")
-    if cost_model:
+    if cost_model is not None:  # "" too: refused as empty, not a plain bench
         return _measure_cost_table(options, cost_model, block_step, output)
     report = bench(options, reporter=output.reporter(log_every=1))
     if output.json_mode or output.quiet or not output.out.is_terminal:

@@ -144,8 +144,9 @@ def prune_config(given: dict, output: Output) -> PruneConfig:
     options = {name: value for name, value in options.items()
                if value is not None or FIELDS[name].default in (None, MISSING)}
     layers, weights = options["distill_layers"], options["distill_weights"]
+    out = options["out"]  # "" is not "not given": check_output refuses it
     return PruneConfig(**options | dict(
-        out=options["out"] or default_out(options["model"], *(options[c.field] for c in CURRENCIES)),
+        out=out if out is not None else default_out(options["model"], *(options[c.field] for c in CURRENCIES)),
         structures=[s.strip() for s in options["structures"].split(",") if s.strip()],
         distill_layers=comma_list("--distill-layers", layers, int) if layers else None,
         distill_weights=comma_list("--distill-weights", weights, float) if weights else None,

@@ -35,7 +35,7 @@ def command(
     from ..shrink.job import shrink_run
 
     output = Output(json_mode=json_output, quiet=quiet)
-    out = out or str(Path("models") / Path(run.rstrip("/")).name)
+    out = out if out is not None else str(Path("models") / Path(run.rstrip("/")).name)  # "" is refused
     report = shrink_run(
         run,
         out,

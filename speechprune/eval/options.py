@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checks import check_positive
+from ..checks import MAX_EPOCHS, check_count, check_positive, check_seed
 from ..deploy.onnx import require_onnx
 from ..deploy.runtime import check_runtime
 from ..deploy.quantize import check_scheme
@@ -44,8 +44,8 @@ def check_options(options: EvalOptions):
         raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {fraction:g}")
     check_positive(options.max_seconds_per_clip, "--max-seconds-per-clip")
     check_positive(options.batch_seconds, "--batch-seconds")
-    if options.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {options.epochs}")
+    check_count(options.epochs, "--epochs", most=MAX_EPOCHS)
+    check_seed(options.seed)
     if options.max_per_class is not None and options.max_per_class < 1:
         raise UsageError(f"--max-per-class must be at least 1, got {options.max_per_class}")
     if options.out is not None:

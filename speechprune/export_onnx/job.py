@@ -11,7 +11,7 @@ import torch
 from ..deploy.onnx import ONNX_FILE, export_onnx, require_onnx
 from ..errors import UsageError
 from ..folders.target import load_target, read_target
-from ..io.outputs import OutputLock, check_output, check_replaceable, expand
+from ..io.outputs import OutputLock, check_output, check_replaceable, output_path
 from ..model.loading import local_folder
 
 
@@ -21,7 +21,7 @@ def export_model(source: str, out: str | None = None, *, hidden_states: bool = F
     folder = local_folder(source)  # None: a hub id
     if out is None and (folder is None or not folder.is_dir()):
         raise UsageError(f"{source} is not a local folder: pass --out FILE for the ONNX file")
-    path = expand(out) if out is not None else folder / ONNX_FILE
+    path = output_path(out if out is not None else folder / ONNX_FILE, "--out")  # a link: its target
     if path.is_dir():
         raise UsageError(f"--out {path} is a folder; give a file name")
     if not path.parent.is_dir():

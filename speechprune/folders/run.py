@@ -37,6 +37,7 @@ from safetensors.torch import load_file
 from ..errors import RunFolderError
 from ..io import atomic
 from ..io.outputs import MARKER, expand, mark_own
+from ..io.reading import read_json_object, read_text
 from ..method.gates import GateLayout, HardConcreteGates
 from ..model.device import dtype_name
 from ..model.loading import resolved_path
@@ -128,8 +129,8 @@ class RunFolder:
     def read_json(self, path: Path) -> dict:
         """One of the run's JSON files; a missing or damaged one is a broken run folder, not a crash."""
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            return read_json_object(path)
+        except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
             raise RunFolderError(f"cannot read {path}: {error}; the run folder is damaged")
 
     def check_source(self, weights_sha256: str | None, use: str = "resume",
@@ -185,7 +186,7 @@ class RunFolder:
         if self.root.exists():
             for child in self.root.iterdir():  # --overwrite, or a run that died before its first checkpoint
                 if child.name != MARKER:  # kept to the end: a crash half-way leaves a folder --overwrite may replace
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    atomic.remove(child)  # a link: the link, not its target
         self.root.mkdir(parents=True, exist_ok=True)
         mark_own(self.root, "a prune run")
         atomic.write_json(self.config_path, record.to_dict())
@@ -226,9 +227,10 @@ class RunFolder:
         pointer = self.checkpoints / "latest"
         if not pointer.exists():
             return None
-        folder = self.checkpoints / pointer.read_text().strip()
+        folder = pointer
         try:
-            return Checkpoint(folder, json.loads((folder / "state.json").read_text()))
+            folder = self.checkpoints / read_text(pointer).strip()
+            return Checkpoint(folder, json.loads(read_text(folder / "state.json")))
         except (OSError, json.JSONDecodeError) as error:
             raise RunFolderError(f"the latest checkpoint of {self.root}, {folder}, is missing or damaged "
                                  f"({error.strerror if isinstance(error, OSError) else error}); {REPAIR}")
@@ -238,7 +240,7 @@ class RunFolder:
         last line cut short by a crash or a full disk."""
         if not self.metrics_path.exists():
             return
-        lines = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        lines = [line for line in read_text(self.metrics_path).splitlines() if line.strip()]
         kept = []
         for number, line in enumerate(lines, start=1):
             try:
@@ -259,7 +261,7 @@ class RunFolder:
         for folder in (self.root, self.checkpoints):
             for child in folder.iterdir() if folder.is_dir() else ():
                 if child.name.endswith(atomic.TEMP_SUFFIX):
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    atomic.remove(child)  # a link: the link, not its target
 
     def missing_files(self) -> list[Path]:
         """Files a run with a checkpoint (and a finished run) cannot do without, that are gone."""

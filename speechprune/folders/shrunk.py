@@ -27,6 +27,7 @@ from .. import model as model_package
 from ..errors import ModelError, OutputError
 from ..io import atomic
 from ..io.outputs import check_out_path, mark_own
+from ..io.reading import read_text
 from ..model.device import DTYPES
 from ..model.spec import EncoderSpec
 
@@ -41,7 +42,7 @@ def modeling_source() -> str:
     folder = Path(model_package.__file__).parent
     parts = []
     for name in MODELING_SOURCES:
-        lines = (folder / name).read_text().splitlines()
+        lines = read_text(folder / name).splitlines()
         lines = [l for l in lines if l != "from __future__ import annotations" and not l.startswith("from .")]
         parts.append("\n".join(lines))
     header = (
@@ -137,7 +138,7 @@ def load(path: str | Path, dtype: torch.dtype | None = None):
     config_path = Path(path) / "config.json"
     if not config_path.exists():
         raise ModelError(f"{path} is not a model folder (no config.json); pass the --out folder of speechprune shrink")
-    if json.loads(config_path.read_text()).get("model_type") != "speechprune":
+    if json.loads(read_text(config_path)).get("model_type") != "speechprune":
         raise ModelError(f"{path} is not a speechprune model; load stock models with transformers.AutoModel")
     from ..model.loading import check_weight_files, quiet_transformers
 

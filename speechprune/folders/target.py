@@ -11,13 +11,13 @@ mask only when it was trained with one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError, UsageError
+from ..io.reading import read_json_object
 from ..model.encoder import Encoder
 from ..model.loading import AudioInput, ModelInfo, inspect_model, load_encoder, local_folder
 from ..model.sizes import check_encoder_sizes
@@ -63,9 +63,10 @@ def read_target(source: str) -> Target:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"cannot read {path}: {error}; the folder looks damaged")
+        return read_json_object(path)
+    except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
+        raise ModelError(f"cannot read {path}: {error}; the folder looks damaged: make the file readable, or "
+                         "re-save or re-download the model")
 
 
 def load_target(target: Target, device: torch.device):

@@ -67,9 +67,14 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
             if entry.name.endswith(ASIDE_SUFFIX) and not dest.exists():
                 entry.rename(dest)  # killed between the two renames of swap_folder: the old folder stays
                 continue
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            remove(entry)
             removed.append(entry)
     return removed
+
+
+def remove(entry: Path) -> None:
+    """Delete the file, folder or symbolic link ``entry``; a link is deleted, never what it points to."""
+    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def swap_folder(new: Path, dest: Path) -> None:

@@ -19,6 +19,7 @@ import soxr
 
 from ..errors import DataError
 from .progress import Reporter
+from .reading import is_regular_file, read_text
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # matched case-insensitively
 SILENCE_PEAK = 1e-4  # audio whose mono peak |x| stays below this is silent
@@ -229,7 +230,7 @@ def _find_audio_files(folder: Path) -> list[str]:
 
 def _read_manifest(manifest: Path) -> list[str]:
     try:
-        text = manifest.read_text(encoding="utf-8-sig")  # the byte-order mark some editors write is no path
+        text = read_text(manifest, encoding="utf-8-sig")  # the byte-order mark some editors write is no path
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"cannot read manifest {manifest} as text ({_one_line(error)}); {DATA_HINT}") from error
     entries = [line.split("\t")[0].strip() for line in text.splitlines()]
@@ -244,7 +245,10 @@ def _read_manifest(manifest: Path) -> list[str]:
 
 
 def _read_header(path: str) -> AudioFile | None:
-    """The file's header, or None when libsndfile cannot open it."""
+    """The file's header, or None when libsndfile cannot open it (or it is not a regular file: a
+    FIFO named x.wav would block the scan for ever)."""
+    if not is_regular_file(path):
+        return None
     try:
         with _quiet_decoder(path):
             info = sf.info(path)

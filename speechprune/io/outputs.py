@@ -13,6 +13,10 @@
   with a ``format``, a PNG, an ONNX graph from torch). The root, the home folder, the current
   folder and the folders above them are refused outright as output folders.
 - ``~`` means the home folder in every path (``expand``, which the CLI applies to every option).
+- An output given as a symbolic link is what the link points to (``output_path``): the checks,
+  the lock and the write all see that target, so a link replaces only what these rules let its
+  target be replaced for (a speechprune output, an empty folder), and keeps pointing to the
+  result; a link to nothing is refused.
 
 ``check_output`` does all the checks; commands call it once, before anything is read, and
 ``write_file`` writes a file output under its lock, checking again what it replaces.
@@ -31,6 +35,7 @@ from typing import Callable
 
 from ..errors import OutputError, UsageError
 from .atomic import dumps, remove_stale_temporaries, write_text, write_with
+from .reading import read_bytes, read_text
 
 MARKER = ".speechprune-output"  # in every folder speechprune writes as an output: --overwrite may replace it
 _NAMED_ENTRIES = 4  # entries of a foreign folder named in the refusal
@@ -49,7 +54,7 @@ class OutputLock:
     _held: dict[Path, int] = {}  # lock files this process holds -> how many OutputLocks entered them
 
     def __init__(self, out: str | Path, option: str = "--out"):
-        self.out = expand(out).absolute()
+        self.out = _lock_target(out)
         self.option = option
         self.path = self.out.parent / f".{self.out.name}.lock"
         self.fd: int | None = None
@@ -107,6 +112,14 @@ def holding(outputs: dict[str, str | Path | None]):
         yield
 
 
+def _lock_target(out: str | Path) -> Path:
+    """The one name of ``out`` whatever the spelling (links, ``..``), so that every spelling takes one lock."""
+    try:
+        return expand(out).resolve()
+    except (OSError, RuntimeError):  # a link loop: output_path refuses it before anything is written
+        return expand(out).absolute()
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
         return os.path.samestat(os.fstat(fd), os.stat(path))
@@ -117,6 +130,24 @@ def _same_file(fd: int, path: Path) -> bool:
 def expand(path: str | os.PathLike) -> Path:
     """``path`` with a leading ``~`` or ``~user`` expanded: the one ``~`` rule of every command."""
     return Path(os.path.expanduser(os.fspath(path)))
+
+
+def output_path(out: str | os.PathLike, option: str) -> Path:
+    """Where the output ``out`` is written: ``out`` itself, or, when it is a symbolic link, the file
+    or folder the link points to (followed as a shell's ``>`` follows it; the link itself stays and
+    points to the result). A link to nothing (dangling, or a loop) is refused (usage error):
+    writing through it would create a file wherever it points. An empty ``out`` (an unset
+    shell variable) is refused too, not read as the current folder."""
+    if not os.fspath(out).strip():
+        raise UsageError(f"{option} is empty; give the output's file or folder name")
+    path = expand(out)
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing target; a loop is RuntimeError before Python 3.13
+        raise UsageError(f"{option} {out} is a symbolic link to {os.readlink(path)}, which does not exist; give the "
+                         f"output's own path, or remove the link") from None
 
 
 def is_within(path: str | Path, folder: str | Path) -> bool:
@@ -147,16 +178,19 @@ def check_apart(out: str | Path, option: str, inputs: dict[str, str | Path | Non
 
 
 def check_output(out: str | Path, option: str, inputs: dict[str, str | Path | None], *, folder: bool,
-                 overwrite: bool = False, kind: str = "json") -> None:
+                 overwrite: bool = False, kind: str = "json") -> Path:
     """``out`` can be written, stays apart from the command's ``inputs`` and replaces nothing but
-    speechprune's own outputs (see the checks). ``overwrite``: the command may replace a folder
-    of its own (``--overwrite``); ``kind``: what a file output holds (``FILE_KINDS``)."""
+    speechprune's own outputs (see the checks); returns the path to write (``output_path``: a
+    link's target, checked in its place). ``overwrite``: the command may replace a folder of its
+    own (``--overwrite``); ``kind``: what a file output holds (``FILE_KINDS``)."""
+    target = output_path(out, option)
     if folder:
-        check_not_a_home(out, option)
-    check_out_path(out, option, folder=folder)
-    check_apart(expand(out), option, inputs, folder=folder)
+        check_not_a_home(target, option)
+    check_out_path(target, option, folder=folder)
+    check_apart(target, option, inputs, folder=folder)
     if overwrite or not folder:  # a file output never replaces a foreign file, with or without --overwrite
-        check_replaceable(out, option, folder=folder, kind=kind)
+        check_replaceable(target, option, folder=folder, kind=kind)
+    return target
 
 
 def check_not_a_home(out: str | Path, option: str) -> None:
@@ -182,14 +216,14 @@ def is_own_folder(folder: Path) -> bool:
     if (folder / MARKER).is_file() or (folder / "config.json").is_file() and (folder / "encoder.json").is_file():
         return True
     try:
-        return json.loads((folder / "config.json").read_text()).get("model_type") == "speechprune"
+        return json.loads(read_text(folder / "config.json")).get("model_type") == "speechprune"
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def _json_record(head: bytes, path: Path) -> bool:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and isinstance(data.get("format"), int)
@@ -215,11 +249,10 @@ def check_replaceable(out: str | Path, option: str, *, folder: bool, kind: str =
             raise OutputError(f"{option} {out} holds {named}, which speechprune did not write; --overwrite only "
                               f"replaces speechprune's own outputs: choose a new or empty {option}")
         return
-    if target.is_file():
+    if target.exists():  # a FIFO or a device too: not speechprune's to replace
         described, recognise = FILE_KINDS[kind]
         try:
-            with target.open("rb") as handle:
-                head = handle.read(64)
+            head = read_bytes(target, 64)
         except OSError as error:
             raise OutputError(f"{option} {out} exists and cannot be read ({error.strerror}); choose another {option}")
         if not recognise(head, target):
@@ -229,8 +262,9 @@ def check_replaceable(out: str | Path, option: str, *, folder: bool, kind: str =
 
 def write_file(path: str | Path, option: str, write: Callable[[Path], None], kind: str = "json") -> None:
     """Write the file output ``path`` under its lock, atomically (``write(tmp)`` fills a temporary),
-    checking again, with the lock held, that what it replaces is speechprune's own."""
-    path = expand(path)
+    checking again, with the lock held, that what it replaces is speechprune's own (through a
+    link: its target, ``output_path``)."""
+    path = output_path(path, option)
     with OutputLock(path, option):
         check_replaceable(path, option, folder=False, kind=kind)
         write_with(path, write)

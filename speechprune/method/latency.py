@@ -56,6 +56,7 @@ import torch
 
 from ..errors import UsageError
 from ..io.outputs import write_json_file
+from ..io.reading import read_text
 from ..model.spec import EncoderSpec, LayerSpec
 from .accounting import pruned_spec
 from .budget import Budget
@@ -135,7 +136,7 @@ class CostTable:
     @classmethod
     def read(cls, path: str) -> "CostTable":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            return cls.from_dict(json.loads(read_text(path)))
         except (OSError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
             raise UsageError(
                 f"cannot read --latency-table {path}: {error}; write one with speechprune bench MODEL --cost-model FILE"

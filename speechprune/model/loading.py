@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 
 from ..errors import ModelError
 from ..io.outputs import expand
+from ..io.reading import read_json_object, read_text
 from .encoder import Encoder
 from .families import Family, family_for
 from .sizes import check_config_sizes
@@ -91,8 +92,8 @@ class LoadedEncoder:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        return read_json_object(path)
+    except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
         raise ModelError(f"cannot read {path}: {error}; the model folder looks damaged, re-save or re-download it")
 
 
@@ -161,6 +162,9 @@ def _config_file(source: str, revision: str | None, name: str, required: bool) -
         if not local.is_dir():
             raise ModelError(f"{source} is a file, not a model folder; pass a folder saved with save_pretrained or a hub id")
         path = local / name
+        if path.is_symlink() and not path.exists():  # a link to nothing is a damaged folder, not a missing file
+            raise ModelError(f"{path} is a link to {os.readlink(path)}, which does not exist; put the real {name} "
+                             f"in {local}, or re-save or re-download the model")
         if not path.exists():
             if required:
                 raise ModelError(
@@ -268,7 +272,7 @@ def check_weight_files(folder: Path) -> None:
     lacks, and a ``.safetensors`` file whose header is not a safetensors header."""
     for index in sorted(folder.glob(f"*{WEIGHT_SUFFIXES[0]}.index.json")) + sorted(folder.glob("*.bin.index.json")):
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            shards = sorted(set(json.loads(read_text(index))["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise ModelError(f"cannot read the shard index {index} ({type(error).__name__}: {error}); "
                              "the model folder looks damaged, re-save or re-download it") from None

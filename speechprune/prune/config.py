@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-from ..checks import check_positive
+from ..checks import MAX_STEPS, check_count, check_positive, check_seed
 from ..errors import UsageError
 from ..method.currencies import CURRENCIES, DEFAULT_TOLERANCE, ask_for_budget
 from ..method.gates import GATE_KINDS
@@ -106,13 +106,12 @@ class PruneConfig:
             raise UsageError("--init-from-scores needs --scores FILE from speechprune analyze")
         if self.init_from_scores and self.steps == 0:
             raise UsageError("--init-from-scores warms up a training run; with --steps 0 the scores decide directly")
-        if self.steps < 0:
-            raise UsageError(f"--steps must be 0 (one-shot, with --scores) or more, got {self.steps}")
+        check_count(self.steps, "--steps", least=0, most=MAX_STEPS)  # 0: one-shot, with --scores
+        check_count(self.final_steps, "--final-steps", least=0, most=MAX_STEPS)
+        check_seed(self.seed)
         for name in ("checkpoint_every", "log_every", "val_max_files"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.final_steps < 0:
-            raise UsageError(f"--final-steps must be 0 or more, got {self.final_steps}")
         if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.steps:
             raise UsageError(f"--warmup-steps must be between 0 and --steps ({self.steps}), got {self.warmup_steps}")
         for name in ("lr", "gate_lr", "lambda_lr", "crop_seconds", "batch_seconds", "min_seconds", "tolerance"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from pathlib import Path
 
 import torch
 
@@ -24,6 +23,7 @@ from ..io.audio import corpus_fingerprint, scan_reported
 from ..io.batches import split_validation
 from ..io.outputs import OutputLock, check_output
 from ..io.progress import Reporter
+from ..io.reading import read_text
 from ..method.accounting import spec_parameter_count
 from ..method.budget import Budget, macs_budget, params_budget
 from ..method.currencies import CURRENCIES, LATENCY, MACS, PARAMS
@@ -169,7 +169,7 @@ def first_not_finite(value, field: str) -> tuple[str, object] | None:
 def read_scores(path: str, layout: GateLayout) -> torch.Tensor:
     """(N,) structure scores from `speechprune analyze` output (higher: more worth keeping)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_text(path))
     except (OSError, json.JSONDecodeError) as error:
         raise DataError(f"cannot read --scores {path}: {error}; pass the JSON written by speechprune analyze --out")
     if not isinstance(data, dict) or not isinstance(data.get("gate_scores"), dict):

@@ -21,7 +21,7 @@ from ..folders.run import RunFolder, RunSnapshot, read_run
 from ..folders.shrunk import check_output_folder, stock_compatible, write_model_folder
 from ..io.audio import AudioCorpus, scan_reported
 from ..io.batches import validation_batches
-from ..io.outputs import OutputLock, check_output, expand
+from ..io.outputs import OutputLock, check_output
 from ..io.progress import Reporter
 from ..method.accounting import parameter_count
 from ..model.device import check_precision_name, dtype_name
@@ -51,11 +51,10 @@ def shrink_run(
     dtype = dtype_name(dtype)
     check_precision_name(dtype, "--dtype")
     check_positive(fidelity_seconds, "--fidelity-seconds")
-    out = expand(out)
     if onnx:
         require_onnx()
-    check_output(out, "--out", {"RUN": run_dir, "--data": data, "the run's source model": _source_model(run_dir)},
-                 folder=True, overwrite=overwrite)
+    out = check_output(out, "--out", {"RUN": run_dir, "--data": data, "the run's source model": _source_model(run_dir)},
+                       folder=True, overwrite=overwrite)  # a link: its target
     corpus = scan_reported(data, reporter, min_seconds=0.5) if data else None  # a bad --data fails before the slicing
     with OutputLock(out):
         return _shrink_run(run_dir, out, dtype, corpus, fidelity_seconds, overwrite, onnx, command, reporter)

@@ -104,6 +104,9 @@ def no_loading(monkeypatch):
 
 
 def pytest_collection_modifyitems(items):
-    """The longest test, the quality pipeline's smoke run (minutes on one core), comes first: under
-    xdist's worksteal one worker starts it at once and the other takes the rest from its queue."""
-    items.sort(key=lambda item: item.path.name != "test_quality_pipeline.py")
+    """The longest tests, the quality pipeline's two smoke runs (minutes each on one core), go first and
+    last: xdist's worksteal hands each worker one half of the list, so each worker runs one of them,
+    the first at once, the second after its share of the short tests."""
+    smoke = sorted((item for item in items if item.path.name == "test_quality_pipeline.py"), key=lambda item: item.name)
+    rest = [item for item in items if item.path.name != "test_quality_pipeline.py"]
+    items[:] = smoke[:1] + rest + smoke[1:]

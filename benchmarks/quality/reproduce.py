@@ -128,7 +128,7 @@ SCALES = {
     # the published configuration (docs/results.md)
     "full": dict(data=[], teacher=["--steps", "800", "--batch-seconds", "16", "--lr", "3e-4"], prune_steps=300, final_steps=60,
                  batch_seconds=6.0, crop_seconds=2.0, gate_lr=0.05, lambda_lr=0.05, sentences_probe=300, bench_seconds=4.0,
-                 speedup_shrink=1.0, seeds=3,
+                 bench_rounds=[], speedup_shrink=1.0, seeds=3,
                  ssl_teacher=["--steps", "2500", "--lr", "8e-4", "--hidden", "256", "--layers", "4", "--heads", "4",
                               "--ffn", "1024", "--conv", "128", "--pos-conv", "16", "--threads", "1",
                               "--eval-every", "500"]),
@@ -141,6 +141,7 @@ SCALES = {
                   sentences_probe=16,
                   # the tiny teacher's fixed costs leave ~1.3x at most: its latency rows ask 1 + 5 % of (x - 1)
                   bench_seconds=1.0, speedup_shrink=0.05, seeds=1,
+                  bench_rounds=["--warmup", "1", "--repeat", "2", "--min-time", "0"],  # bench's defaults: the full scale's
                   ssl_teacher=["--steps", "6", "--hidden", "64", "--layers", "3", "--heads", "4", "--ffn", "1024",
                                "--conv", "32", "--clusters", "20", "--eval-every", "6"]),
 }
@@ -403,7 +404,8 @@ class Pipeline:
         models = [self.model(row) for row in rows if row.teacher == teacher
                   and row.kind not in PROBED_TEACHER and (row.kind == "int8") == quantized]
         out = run(speechprune("bench", *models, "--baseline", self.teachers[teacher], "--device", "cpu", "--seconds",
-                              self.scale["bench_seconds"], "--batch", 1, *(["--quantize", "int8"] if quantized else []),
+                              self.scale["bench_seconds"], "--batch", 1, *self.scale["bench_rounds"],
+                              *(["--quantize", "int8"] if quantized else []),
                               "--json", "-q"), capture=True)
         return json.loads(out)
 

@@ -47,7 +47,10 @@ def wait_gone(pids: set[int], timeout: float) -> set[int]:
 def interrupt_after(args: list, line: str) -> tuple[StderrLines, str, set[int]]:
     """Run `speechprune ARGS` in a session of its own, Ctrl-C it once it prints ``line``: (its
     stderr lines, its stdout, the processes of the session then)."""
-    process = run_cli(*map(str, args), start_new_session=True)
+    # Ctrl-C's default action, as a terminal's shell gives it: a pytest-xdist worker ignores SIGINT, and
+    # a Python started with SIGINT ignored keeps ignoring it (no KeyboardInterrupt)
+    process = run_cli(*map(str, args), start_new_session=True,
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stderr = StderrLines(process)
     try:
         stderr.wait_for(line)

@@ -118,6 +118,19 @@ def test_onnx_errors_before_loading(capsys, model_dir, pruned_run, tmp_path, no_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_quantizing_a_folders_model_onnx_writes_nothing_into_the_folder(capsys, pruned_run, tmp_path):
+    """int8 of the folder's own export is made in a temporary folder: the model folder stays as it was."""
+    out = tmp_path / "model"
+    code, _, err = cli(capsys, "shrink", pruned_run, "--out", out, "--onnx")
+    assert code == 0, err
+    before = sorted(path.name for path in out.iterdir())
+    code, stdout, err = cli(capsys, "bench", out, "--runtime", "onnxruntime", "--quantize", "int8", "--device", "cpu",
+                            "--warmup", "0", "--repeat", "1", "--min-time", "0", "--seconds", "0.5", "--json")
+    assert code == 0, err
+    assert "the folder's model.onnx, checked against torch" in json.loads(stdout)["models"][0]["note"]
+    assert sorted(path.name for path in out.iterdir()) == before
+
+
 def test_bench_reuses_a_folders_model_onnx_only_while_it_matches_the_weights(capsys, pruned_run, tmp_path):
     from safetensors.torch import load_file, save_file
 

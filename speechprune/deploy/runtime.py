@@ -59,7 +59,7 @@ def deployed_session(target: Target, model: nn.Module, *, threads: int | None, q
             export_onnx(model, path, attention_mask=attention_mask, sampling_rate=target.sampling_rate,
                         hidden_states=hidden_states)
             notes.append("ONNX Runtime (CPU) of an ONNX export checked against torch")
-        return session(_quantized(path, quantize), threads), "; ".join(notes)
+        return session(_quantized(path, quantize, Path(scratch)), threads), "; ".join(notes)
 
 
 def encoder_call(model: nn.Module, input_values: torch.Tensor, *, threads: int | None, quantize: str | None,
@@ -72,16 +72,17 @@ def encoder_call(model: nn.Module, input_values: torch.Tensor, *, threads: int |
     with tempfile.TemporaryDirectory(prefix="speechprune-onnx-") as scratch:
         path = Path(scratch) / ONNX_FILE
         export_onnx(model, path, attention_mask=False, sampling_rate=sampling_rate)
-        runner = session(_quantized(path, quantize), threads)
+        runner = session(_quantized(path, quantize, Path(scratch)), threads)
     fed = {"input_values": input_values.detach().float().cpu().numpy()}
     return lambda: runner.run(None, fed)
 
 
-def _quantized(path: Path, quantize: str | None) -> Path:
-    """``path``'s graph quantized by ``quantize`` ("int8", ``quantize.quantize_onnx``) beside it; ``path`` for None."""
+def _quantized(path: Path, quantize: str | None, scratch: Path) -> Path:
+    """``path``'s graph quantized by ``quantize`` ("int8", ``quantize.quantize_onnx``) into ``scratch``
+    (never beside ``path``, which may be a model folder's own export); ``path`` for None."""
     if not quantize:
         return path
-    quantized = path.with_name(f"{quantize}.onnx")
+    quantized = scratch / f"{quantize}.onnx"
     quantize_onnx(path, quantized)
     return quantized
 
@@ -96,7 +97,7 @@ def part_call(module: nn.Module, inputs: tuple, *, threads: int | None,
     with tempfile.TemporaryDirectory(prefix="speechprune-part-") as scratch:
         path = Path(scratch) / "part.onnx"
         names = export_fixed(module, inputs, path)
-        runner = session(_quantized(path, quantize), threads)
+        runner = session(_quantized(path, quantize, Path(scratch)), threads)
     given = dict(zip(names, (x.detach().float().cpu().numpy() for x in inputs if x is not None)))
     fed = {name: given[name] for name in io_names(runner)[0]}  # the inputs the graph reads
     return lambda: runner.run(None, fed)

@@ -148,7 +148,8 @@ class CostTable:
 
 def runtime_label(conditions: dict) -> str:
     """The runtime a table's predictions are for, in words: "torch float32", "onnxruntime int8", ..."""
-    return f"{conditions.get('runtime', 'torch')} {conditions.get('quantize') or conditions['dtype']}"
+    runtime, quantize = (conditions.get(name, EARLIER_CONDITIONS[name]) for name in ("runtime", "quantize"))
+    return f"{runtime} {quantize or conditions['dtype']}"
 
 
 def stock_speedup(reference: dict | None, predicted: float) -> float | None:

@@ -23,7 +23,7 @@ def test_layout_orders_and_shapes_every_structure():
     subset = tiny_layout(("head", "int"))
     assert subset.group("conv", 0) is None and subset.size == 3 * (4 + 96)
     masks = subset.values(torch.ones(subset.size)).masks()
-    assert masks.conv[0] is None and masks.layers[0].qk is None and masks.layers[0].head.shape == (4,)
+    assert masks.get("conv", 0) is None and masks.layer(0).get("qk") is None and masks.layer(0).get("head").shape == (4,)
 
 
 def test_initial_gates_are_clearly_on():

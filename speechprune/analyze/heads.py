@@ -16,7 +16,7 @@ Passes per batch, with L layers, H heads per layer and P random projections:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,7 +25,7 @@ from ..model.masks import EncoderMasks, LayerMasks
 
 
 def combine(base: EncoderMasks | None, extra: EncoderMasks) -> EncoderMasks:
-    """Field-wise product of two mask sets (None = all ones)."""
+    """Key-wise product of two mask sets (None = all ones)."""
     return extra if base is None else base * extra
 
 
@@ -73,8 +73,9 @@ def _attention_hook(acc: HeadAccumulator, layer: int, real: dict):
             out_weight = module.output_weight()
             w = out_weight.view(out_weight.shape[0], module.num_heads, module.width)  # (D, H, d_vo)
             contribution = torch.einsum("bhtv,dhv->bhtd", per_head, w).norm(dim=-1)  # (B, H, T)
-            if masks is not None and masks.mha is not None:
-                contribution = contribution * masks.mha.detach().abs()
+            mha = masks.get("mha") if masks is not None else None
+            if mha is not None:
+                contribution = contribution * mha.detach().abs()
             for stat, value in ((acc.entropy, entropy), (acc.distance, distance), (acc.contribution, contribution)):
                 stat[layer] += (value * frames[:, None, :]).sum((0, 2)).double().cpu()
 
@@ -91,7 +92,7 @@ def run_from(net, layer: int, x, key_mask, position_bias, masks: EncoderMasks | 
     """Layers ``layer``..L-1 from their input ``x``: (outputs of each of those layers, final output)."""
     outputs = []
     for i in range(layer, len(net.encoder.layers)):
-        x = net.encoder.layers[i](x, key_mask, position_bias, masks.layers[i] if masks is not None else None)
+        x = net.encoder.layers[i](x, key_mask, position_bias, masks.layer(i) if masks is not None else None)
         outputs.append(x)
     last = net.encoder.layer_norm(x) if net.encoder.pre_norm else x
     return outputs, last
@@ -101,10 +102,7 @@ def without_head(masks: EncoderMasks, layer: int, head: int, heads: int, device)
     """``masks`` with head ``head`` of layer ``layer`` (of ``heads``) masked out as well."""
     dropped = torch.ones(heads, device=device)
     dropped[head] = 0
-    old = masks.layers[layer]
-    layers = list(masks.layers)
-    layers[layer] = replace(old, head=dropped if old.head is None else old.head * dropped)
-    return EncoderMasks(masks.conv, layers)
+    return masks.times("head", layer, dropped)
 
 
 class HeadStatistics:

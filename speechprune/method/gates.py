@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..model.masks import EncoderMasks, LayerMasks
+from ..model.masks import EncoderMasks
 from ..model.spec import EncoderSpec
 from .parts import PART_TYPES, encoder_parts
 
@@ -61,7 +61,6 @@ class GateLayout:
             self.groups.append(group)
             offset += group.size
         self.size = offset
-        self.num_conv = len(spec.conv_channels)
         self.num_layers = len(spec.layers)
         self._by_key = {(g.kind, g.index): g for g in self.groups}
 
@@ -98,11 +97,8 @@ class GateValues:
         return torch.ones(shape, dtype=self.flat.dtype, device=self.flat.device) if value is None else value
 
     def masks(self) -> EncoderMasks:
-        """The multipliers of the forward pass, each part's put where it reads them."""
-        masks = EncoderMasks(conv=[None] * self.layout.num_conv, layers=[LayerMasks() for _ in range(self.layout.num_layers)])
-        for part in self.layout.parts:
-            part.fill_masks(self, masks)
-        return masks
+        """The multipliers of the forward pass: each group's values under its (kind, index)."""
+        return EncoderMasks(self._parts)
 
 
 class HardConcreteGates(nn.Module):

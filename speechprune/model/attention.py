@@ -87,8 +87,9 @@ class Attention(nn.Module):
         k = self._per_head(self.k_proj(x), "qk")  # (B, H, T, w)
         v = self._per_head(self.v_proj(x), "vo")  # (B, H, T, w)
         if masks is not None:  # gates of a shrunk model cover its stored widths: the padded slots are zeros
-            if masks.qk is not None:  # masking q alone is enough: q.k sums over kept dims only
-                q = q * _to_width(masks.qk, q.shape[-1])[:, None, :].to(q.dtype)
+            qk = masks.get("qk")
+            if qk is not None:  # masking q alone is enough: q.k sums over kept dims only
+                q = q * _to_width(qk, q.shape[-1])[:, None, :].to(q.dtype)
             v_mask = _head_value_mask(masks)
             if v_mask is not None:
                 v = v * _to_width(v_mask, v.shape[-1])[:, None, :].to(v.dtype)
@@ -172,11 +173,12 @@ def _to_width(mask: torch.Tensor, width: int) -> torch.Tensor:
 
 def _head_value_mask(masks: LayerMasks) -> torch.Tensor | None:
     """(H, d_vo) multiplier of the values: a removed head zeroes all its value dims."""
-    if masks.head is None:
-        return masks.vo
-    if masks.vo is None:
-        return masks.head[:, None]
-    return masks.head[:, None] * masks.vo
+    head, vo = masks.get("head"), masks.get("vo")
+    if head is None:
+        return vo
+    if vo is None:
+        return head[:, None]
+    return head[:, None] * vo
 
 
 class RelativePositionBias(nn.Module):

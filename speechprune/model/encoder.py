@@ -69,7 +69,7 @@ class EncoderModules:
         frame_mask = None
         if attention_mask is not None:
             frame_mask = self.frame_mask(attention_mask, features.shape[1])
-        last_conv_mask = masks.conv[-1] if masks is not None else None
+        last_conv_mask = masks.get("conv", len(self.spec.conv_channels) - 1) if masks is not None else None
         x = self.feature_projection(features, last_conv_mask)  # (B, T', D)
         last, hidden_states = self.encoder(x, frame_mask, masks)
         return EncoderOutput(last, hidden_states, frame_mask)

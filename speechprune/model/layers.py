@@ -163,7 +163,7 @@ class FeatureExtractor(nn.Module):
         x = waveforms[:, None]  # (B, 1, T_samples)
         previous = None
         for i, conv in enumerate(self.conv_layers):
-            mask = masks.conv[i] if masks is not None else None
+            mask = masks.get("conv", i) if masks is not None else None
             x = conv(x, mask, previous)
             previous = mask
         return x  # (B, C, T')
@@ -200,18 +200,18 @@ class EncoderLayer(nn.Module):
             self.final_layer_norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
 
     def forward(self, x, key_mask, position_bias, masks: LayerMasks | None = None) -> torch.Tensor:
-        masks = masks or LayerMasks()
+        masks = masks if masks is not None else EncoderMasks().layer(0)
         if self.pre_norm:
             if self.attention is not None:
-                x = x + _gate(self.attention(self.layer_norm(x), key_mask, position_bias, masks), masks.mha)
+                x = x + _gate(self.attention(self.layer_norm(x), key_mask, position_bias, masks), masks.get("mha"))
             if self.feed_forward is not None:
-                x = x + _gate(self.feed_forward(self.final_layer_norm(x), masks.units), masks.ffn)
+                x = x + _gate(self.feed_forward(self.final_layer_norm(x), masks.get("int")), masks.get("ffn"))
             return x
         if self.attention is not None:
-            x = x + _gate(self.attention(x, key_mask, position_bias, masks), masks.mha)
+            x = x + _gate(self.attention(x, key_mask, position_bias, masks), masks.get("mha"))
         x = self.layer_norm(x)
         if self.feed_forward is not None:
-            x = x + _gate(self.feed_forward(x, masks.units), masks.ffn)
+            x = x + _gate(self.feed_forward(x, masks.get("int")), masks.get("ffn"))
         return self.final_layer_norm(x)
 
 
@@ -239,8 +239,9 @@ class TransformerEncoder(nn.Module):
             x = self.layer_norm(x)
         position_bias = self.rel_pos(x.shape[1]) if self.rel_pos is not None else None
         hidden_states = [x]
+        masks = masks if masks is not None else EncoderMasks()
         for i, layer in enumerate(self.layers):
-            x = layer(x, key_mask, position_bias, masks.layers[i] if masks is not None else None)
+            x = layer(x, key_mask, position_bias, masks.layer(i))
             hidden_states.append(x)
         last = self.layer_norm(x) if self.pre_norm else x
         return last, tuple(hidden_states)

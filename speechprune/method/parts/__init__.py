@@ -3,8 +3,8 @@
 A part (a conv layer, the feature projection, the positional convolution, the attention and
 the FFN of each layer, and the never-pruned rest) declares in one place:
 
-* ``gates``: its gate groups (kind, shape), and ``fill_masks``: where the forward pass reads
-  their values (``model.masks``);
+* ``gates``: its gate groups (kind, index, shape); the forward pass reads each group's values
+  as the mask under the same (kind, index) (``model.masks``);
 * its sizes, two ways: ``expected_sizes(keep)`` in closed form in gate values, multilinear
   (every term a product of independent gates), so that on keep probabilities it is the
   expectation and on 0/1 decisions the exact value; and ``sizes(spec)`` of a dense or shrunk

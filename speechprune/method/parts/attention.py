@@ -84,11 +84,6 @@ class AttentionPart(BlockPart):
         shapes = {"mha": (), "head": (h,), "qk": (h, self.qk_dim), "vo": (h, self.vo_dim)}
         return [(kind, self.l, shape) for kind, shape in shapes.items()]
 
-    def fill_masks(self, values, masks):
-        layer = masks.layers[self.l]
-        layer.mha, layer.head = values.get("mha", self.l), values.get("head", self.l)
-        layer.qk, layer.vo = values.get("qk", self.l), values.get("vo", self.l)
-
     def gate_values(self, keep: GateValues) -> AttentionGates:
         l, h = self.l, self.heads
         return AttentionGates(keep.value("mha", l), keep.value("head", l, h), keep.value("qk", l, h, self.qk_dim),

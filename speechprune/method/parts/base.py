@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
-from ...model.masks import EncoderMasks
 from ...model.spec import EncoderSpec, conv_lengths
 
 if TYPE_CHECKING:  # gates.py builds its layout from the parts
@@ -45,9 +44,6 @@ class Part:
     def gates(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(kind, index, shape) of each gate group, in layout order."""
         return []
-
-    def fill_masks(self, values: GateValues, masks: EncoderMasks) -> None:
-        """Put the values of its gates where the forward pass reads them."""
 
     def expected_sizes(self, keep: GateValues):
         """Its sizes in closed form in the gate values ``keep``: multilinear, so exact on 0/1

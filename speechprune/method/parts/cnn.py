@@ -39,9 +39,6 @@ class ConvPart(Part):
     def gates(self):
         return [("conv", self.c, (self.channels,))]
 
-    def fill_masks(self, values, masks):
-        masks.conv[self.c] = values.get("conv", self.c)
-
     def kept_channels(self, keep: GateValues) -> torch.Tensor:
         return keep.value("conv", self.c, self.channels)
 

@@ -45,10 +45,6 @@ class FeedForwardPart(BlockPart):
     def gates(self):
         return [("ffn", self.l, ()), ("int", self.l, (self.units,))]
 
-    def fill_masks(self, values, masks):
-        layer = masks.layers[self.l]
-        layer.ffn, layer.units = values.get("ffn", self.l), values.get("int", self.l)
-
     def gate_values(self, keep: GateValues) -> tuple[torch.Tensor, torch.Tensor]:
         return keep.value("ffn", self.l), keep.value("int", self.l, self.units)
 

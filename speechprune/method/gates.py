@@ -19,9 +19,9 @@ from .parts import PART_TYPES, encoder_parts
 
 GATE_KINDS = tuple(kind for part in PART_TYPES for kind in part.gate_kinds)  # each declared by its part
 DEFAULT_KINDS = GATE_KINDS
-# Whole blocks and heads: one gate removes a large, indivisible share of a budget. The others
-# (CNN channels, q/k and v/o dimensions, FFN units) remove small shares and can fill a gap finely.
-COARSE_KINDS = ("mha", "head", "ffn")
+# Whole blocks and heads, as their parts declare: one gate removes a large, indivisible share of
+# a budget. The others (CNN channels, q/k and v/o dimensions, FFN units) fill a gap finely.
+COARSE_KINDS = tuple(kind for part in PART_TYPES for kind in part.coarse_kinds)
 
 BETA = 2.0 / 3.0  # temperature
 LIMIT_L, LIMIT_R = -0.1, 1.1  # stretch interval

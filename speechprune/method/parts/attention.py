@@ -67,6 +67,7 @@ class AttentionPart(BlockPart):
     expectation that may underestimate where heads of a layer differ in width, never over)."""
 
     gate_kinds = ("mha", "head", "qk", "vo")
+    coarse_kinds = ("mha", "head")
     module, norm = "attention", "layer_norm"
 
     def __init__(self, spec: EncoderSpec, l: int):

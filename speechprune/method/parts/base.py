@@ -40,6 +40,9 @@ class Part:
 
     name: str  # unique within an encoder
     gate_kinds: tuple[str, ...] = ()  # the kinds of its gates, in layout order
+    # those of its kinds whose one gate removes a large, indivisible share of a budget (a whole
+    # block, a head); the fine ones fill a gap in small steps (``prune.step``)
+    coarse_kinds: tuple[str, ...] = ()
 
     def gates(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(kind, index, shape) of each gate group, in layout order."""

@@ -34,6 +34,7 @@ class FeedForwardPart(BlockPart):
     keeps output_dense's bias, and its LayerNorm in pre-LN layers."""
 
     gate_kinds = ("ffn", "int")
+    coarse_kinds = ("ffn",)
     module, norm = "feed_forward", "final_layer_norm"
 
     def __init__(self, spec: EncoderSpec, l: int):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,10 +17,12 @@ from speechprune.cli.app import main
 from speechprune.errors import DiskFullError
 from speechprune.folders.run import read_run
 from speechprune.folders.shrunk import stock_compatible, write_model_folder
+from speechprune.model.spec import EncoderSpec
 from speechprune.prune.job import prune
 from speechprune.shrink.job import shrink_run
 from speechprune.shrink.slicing import shrink_encoder
 from helpers.commands import RUN_STEPS, fast_config
+from helpers.models import tiny_spec
 
 LOAD_WITHOUT_SPEECHPRUNE = textwrap.dedent(
     """
@@ -124,6 +127,27 @@ def test_unfinished_run_shrinks_its_checkpoint(pruned_run, tmp_path, capsys):
     assert code == 0
     assert "not finished" in capsys.readouterr().err
     assert json.loads((tmp_path / "model" / "config.json").read_text())["speechprune"]["run_step"] == RUN_STEPS
+
+
+def _changed(spec, **layer0):
+    """``spec`` with fields of its first layer replaced (a copy)."""
+    changed = EncoderSpec.from_dict(spec.to_dict())
+    changed.layers[0] = replace(changed.layers[0], **layer0)
+    return changed
+
+
+def test_only_uniform_ffn_units_fit_a_stock_config():
+    dense = tiny_spec("hubert")
+    narrower = EncoderSpec.from_dict(dense.to_dict())
+    narrower.layers = [replace(layer, ffn_dim=40) for layer in narrower.layers]
+    assert stock_compatible(dense, dense) and stock_compatible(narrower, dense)
+    assert not stock_compatible(_changed(narrower, ffn_dim=48), dense)  # uneven FFN widths
+    assert not stock_compatible(_changed(dense, heads=[0, 1, 2]), dense)
+    assert not stock_compatible(_changed(dense, vo_dim=8, vo_dims=[8, 12, 12, 12]), dense)
+    assert not stock_compatible(_changed(dense, attention=False), dense)
+    fewer_channels = EncoderSpec.from_dict(dense.to_dict())
+    fewer_channels.conv_channels = [24] * 6 + [20]
+    assert not stock_compatible(fewer_channels, dense)
 
 
 def test_stock_compatible_result_also_gets_a_stock_config(model_dir, audio_dir, tmp_path):

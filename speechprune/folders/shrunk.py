@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -55,19 +56,15 @@ def modeling_source() -> str:
 
 
 def stock_compatible(spec: EncoderSpec, dense: EncoderSpec) -> bool:
-    """True when the shrunk encoder fits a stock transformers config: only FFN units were
-    pruned, by the same amount in every layer."""
+    """True when the shrunk encoder fits a stock transformers config: it differs from the dense
+    one in its FFN units alone, by the same amount in every layer. Any other field a part's
+    decision writes (a width, a structure gone) rules the stock config out."""
     widths = {layer.ffn_dim for layer in spec.layers}
-    return (
-        len(widths) == 1
-        and spec.conv_channels == dense.conv_channels
-        and all(
-            layer.attention and layer.ffn and layer.heads == dense_layer.heads
-            and layer.qk_dim == dense_layer.qk_dim and layer.vo_dim == dense_layer.vo_dim
-            and layer.qk_dims is None and layer.vo_dims is None
-            for layer, dense_layer in zip(spec.layers, dense.layers)
-        )
-    )
+    if len(widths) != 1:
+        return False
+    (units,) = widths
+    uniform = replace(dense, layers=[replace(layer, ffn_dim=units) for layer in dense.layers])
+    return spec.to_dict() == uniform.to_dict()
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:

@@ -220,16 +220,9 @@ def inspect_model(source: str, revision: str | None = None) -> ModelInfo:
     spec = family.spec_from_config(config)
     audio = AudioInput.from_preprocessor(preprocessor, spec.conv_norm)
     local = local_folder(source)
-    return ModelInfo(
-        source=source,
-        path=str(local.resolve()) if local is not None else None,
-        revision=revision,
-        family=family,
-        spec=spec,
-        architecture=architecture,
-        audio=audio,
-        config=config,
-    )
+    path = str(local.resolve()) if local is not None else None
+    return ModelInfo(source=source, path=path, revision=revision, family=family, spec=spec,
+                     architecture=architecture, audio=audio, config=config)
 
 
 @contextlib.contextmanager

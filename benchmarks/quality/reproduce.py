@@ -431,10 +431,9 @@ def attention_removed(spec):
     all off, and nothing else."""
     import torch
 
-    from speechprune.model.masks import EncoderMasks, LayerMasks
+    from speechprune.model.masks import EncoderMasks
 
-    return EncoderMasks(conv=[None] * len(spec.conv_channels),
-                        layers=[LayerMasks(mha=torch.zeros(())) for _ in spec.layers])
+    return EncoderMasks({("mha", l): torch.zeros(()) for l in range(len(spec.layers))})
 
 
 def _read(path: Path) -> np.ndarray:

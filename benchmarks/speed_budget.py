@@ -20,7 +20,8 @@ median and highest speedup and efficiency over the score sets. Seed 0 is the def
 (its files keep their names: `audio/`, `scores.json`, `runs/NAME`).
 
 Stages are cached in --work (model, audio, scores, cost table, runs, models); delete a file or
-subfolder to redo it. With one --dtype, --seconds and --batch, `bench --cost-model` measures a
+subfolder to redo it. `--stages-only` makes them and times nothing (on a shared machine: prepare
+beside other work, then bench alone). With one --dtype, --seconds and --batch, `bench --cost-model` measures a
 cost table for that setting first: `latency:X` items prune to a predicted speedup X with it,
 and the final bench prints each model's predicted latency beside the measured one. Benchmark
 alone: another CPU-heavy process makes the timings lie.
@@ -59,6 +60,9 @@ def parse_args():
     p.add_argument("--model", default=None,
                    help="a saved model folder to prune instead of the Base-size random one (e.g. a tiny one, to try the script)")
     p.add_argument("--round-to", default=None, help="prune --round-to (N, auto or none) [default: prune's]")
+    p.add_argument("--stages-only", action="store_true",
+                   help="make every cached stage (audio, scores, runs, models) and time nothing: the cost table "
+                        "must exist; run again without it, alone, to bench")
     return p.parse_args()
 
 
@@ -136,6 +140,8 @@ def main() -> None:
     single = "," not in args.dtype + args.seconds + args.batch
     if not single and any("latency" in item for item in args.budgets):
         sys.exit("error: latency budgets need one --dtype, --seconds and --batch (the cost table's setting)")
+    if args.stages_only and single and not table.exists():
+        sys.exit(f"error: --stages-only times nothing, and {table} is missing; measure it first (without --stages-only)")
     if single and not table.exists():
         speechprune("bench", str(model), "--cost-model", str(table), "--device", args.device, "--dtype", args.dtype,
                     "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads), "--quiet")
@@ -156,6 +162,8 @@ def main() -> None:
                 speechprune("shrink", str(run), "--out", str(folder), "--quiet")
             shrunk.append(str(folder))
             budget_of[folder.name] = item
+    if args.stages_only:
+        return
     several = len(seeds) > 1  # the spread over score sets is read from the JSON report
     report = speechprune("bench", *shrunk, "--baseline", str(model), "--device", args.device, "--dtype", args.dtype,
                          "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads),

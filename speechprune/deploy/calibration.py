@@ -6,7 +6,7 @@ Ranges measured on real speech are what the quantized graph meets in use; genera
 input gives other ranges (the CNN's first outputs differ the most). ``CLIPS`` clips of
 ``SECONDS`` each (about a minute of speech; ranges are ORT's MinMax, the extremes seen) take
 seconds to calibrate, and kept every hidden state of the quality benchmark's CTC teacher at a
-cosine of 0.9998 to float32 (docs/bench.md).
+cosine of 0.9998 to float32 (docs/deploy.md).
 """
 
 from __future__ import annotations

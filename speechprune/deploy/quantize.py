@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 import torch
 from torch import nn
 
@@ -55,7 +54,7 @@ def check_scheme(scheme: str | None, device: torch.device, option: str = "--quan
         raise UsageError(f"{option} {scheme} runs on the CPU only (int8 kernels); use --device cpu")
     if scheme in STATIC and runtime != "onnxruntime":
         raise UsageError(f"{option} {scheme} is ONNX Runtime's static quantization: add --runtime onnxruntime, "
-                         "or use --quantize int8 in torch")
+                         f"or use {option} int8 in torch")
     if scheme in STATIC and data is None:
         raise UsageError(f"{option} {scheme} calibrates its activation ranges on audio: pass --data FOLDER "
                          "(speech files or a manifest)")

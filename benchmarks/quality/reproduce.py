@@ -334,7 +334,9 @@ class Pipeline:
         held_out = sum(s["split"] == "test" for s in speakers)
         return {"keywords": held_out * words, "speakers": len(speakers) * (words - KEYWORD_TRAIN_WORDS)}
 
-    def probe(self, row: Row, sets: dict, teacher_nets: dict) -> dict:
+    def probe(self, row: Row, sets: dict, teacher_nets: dict, deploy=None) -> dict:
+        """The probes of ``row``'s model; ``deploy(target, net)``, if given, is the model as a runtime
+        runs it (deployed_probes.py), probed instead and compared with its float32 self."""
         import torch
 
         from speechprune.eval.features import FrozenFeatures, clip_batches
@@ -351,6 +353,8 @@ class Pipeline:
             from speechprune.deploy.quantize import quantize
 
             net = quantize(net, "int8")
+        if deploy is not None:
+            net = deploy(target, net)
         audio = dict(attention_mask=target.attention_mask, normalize=target.normalize,
                      sampling_rate=target.sampling_rate)
         features = FrozenFeatures(net, masks=masks, **audio)
@@ -377,7 +381,7 @@ class Pipeline:
                                          teacher_mask=teacher_target.attention_mask, device=torch.device("cpu"),
                                          student_masks=masks)
         int8 = {}
-        if row.kind == "int8":  # the quantized student against its own float32 weights
+        if net is not float_net:  # the quantized (or deployed) model against its own float32 weights
             against_float = compare_hidden_states(net, float_net, batches, student_mask=target.attention_mask,
                                                   teacher_mask=target.attention_mask, device=torch.device("cpu"),
                                                   student_masks=masks, teacher_masks=masks)

@@ -41,7 +41,7 @@ import torch
 
 from .. import __version__
 from ..checks import MAX_BLOCK_STEP, check_count
-from ..deploy.quantize import quantize
+from ..deploy.quantize import STATIC, quantize
 from ..deploy.runtime import encoder_call, part_call
 from ..errors import SpeechpruneError, UsageError
 from ..io.outputs import check_output, output_path
@@ -70,6 +70,9 @@ def check_cost_model_options(options: BenchOptions, out: str, block: int | None 
     """A table is for one model and one setting (before anything is read)."""
     if block is not None:
         check_count(block, "--block-step", most=MAX_BLOCK_STEP)
+    if options.quantize in STATIC:
+        raise UsageError(f"--cost-model times parts on random inputs, which --quantize {options.quantize} cannot be "
+                         "calibrated on; use --quantize int8")
     if len(options.models) != 1:
         raise UsageError(f"--cost-model measures one model, got {len(options.models)}")
     for option, values in (("--seconds", options.seconds), ("--batch", options.batches), ("--dtype", options.dtypes)):

@@ -14,7 +14,8 @@ multiplied by its current masks (dense compute: no speedup until it is shrunk); 
 loads them. With ``--quantize`` the models under test are quantized after loading
 (``speechprune.deploy.quantize``), and with ``--runtime onnxruntime`` they run as ONNX exports
 checked against torch (``speechprune.deploy.onnx``); the baseline stays float32 torch unless
-``--baseline-quantize``. How the time is taken: ``timing``.
+``--baseline-quantize``. A static scheme (``--quantize int8-static``) calibrates on clips of
+``--data``, read here once and sent to each worker. How the time is taken: ``timing``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import torch
 from .. import __version__
 from ..checks import MAX_ROUNDS, check_count, check_positive, check_seed
 from ..deploy.onnx import require_onnx
+from ..deploy.calibration import read_calibration
 from ..deploy.runtime import check_runtime
-from ..deploy.quantize import check_scheme, describe as describe_quantization
+from ..deploy.quantize import STATIC, check_scheme, describe as describe_quantization
 from ..errors import UsageError
+from ..io.audio import scan_reported
 from ..io.progress import Reporter
 from ..method.latency import CostTable, check_architecture, check_conditions, predict_ms
 from ..method.macs import macs
@@ -66,6 +69,7 @@ class BenchOptions:
     baseline_quantize: str | None = None  # the same for the baseline (None: it stays float)
     runtime: str = "torch"  # or "onnxruntime": the models under test run as checked ONNX exports (the baseline in torch)
     latency_table: str | None = None  # cost table (``method.latency``): predicted latency beside the measured one
+    data: str | None = None  # audio a static --quantize scheme calibrates on (``deploy.calibration``)
 
     def __post_init__(self) -> None:
         self.dtypes = [dtype_name(d) for d in self.dtypes]  # one spelling in the report, fp32 read as float32
@@ -113,8 +117,11 @@ def _check_runtime(options: BenchOptions, device: torch.device) -> None:
 
 
 def _check_quantization(options: BenchOptions, device: torch.device) -> None:
-    check_scheme(options.quantize, device, "--quantize")
+    check_scheme(options.quantize, device, "--quantize", runtime=options.runtime, data=options.data)
     check_scheme(options.baseline_quantize, device, "--baseline-quantize")
+    if options.data is not None and options.quantize not in STATIC:
+        raise UsageError("--data is the audio --quantize int8-static calibrates on; drop it, or add "
+                         "--runtime onnxruntime --quantize int8-static")
     if options.baseline_quantize and not options.baseline:
         raise UsageError("--baseline-quantize needs a --baseline to quantize")
     option = "--quantize" if options.quantize else "--baseline-quantize"
@@ -130,6 +137,7 @@ def bench(options: BenchOptions, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter()
     device = check_options(options)
     baseline, models = _described(options)
+    _calibrate(options, models, reporter)
     threads = options.threads or all_cores()
     table = _latency_table(options, models, device, threads, reporter) if options.latency_table else None
     results = []
@@ -179,6 +187,18 @@ def _described(options: BenchOptions) -> tuple[BenchModel | None, list[BenchMode
             model.label += f" [{' '.join(tags)}]"
     _unique_labels(models, baseline)
     return baseline, models
+
+
+def _calibrate(options: BenchOptions, models: list[BenchModel], reporter: Reporter) -> None:
+    """The clips of ``--data`` that each model a static scheme quantizes is calibrated on, read at
+    its rate as it takes audio, with ``--seed`` (the audio scanned once, before any weights load)."""
+    static = [model for model in models if model.quantize in STATIC]
+    if not static:
+        return
+    corpus = scan_reported(options.data, reporter)
+    for model in static:
+        model.calibration = read_calibration(corpus, sampling_rate=model.sampling_rate,
+                                             normalize=model.target.normalize, seed=options.seed)
 
 
 def _method(options: BenchOptions, device: torch.device) -> dict:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..checks import check_fits_in_memory, check_long_enough
@@ -32,6 +33,7 @@ class BenchModel:
     file_bytes: int | None = None
     quantize: str | None = None  # scheme applied after loading
     runtime: str = "torch"
+    calibration: list[np.ndarray] | None = None  # clips a static scheme calibrates on (``deploy.calibration``)
 
     source = property(lambda self: self.target.source)
     kind = property(lambda self: self.target.kind)
@@ -89,12 +91,15 @@ def _load_onnxruntime(model: BenchModel, threads: int | None) -> None:
     (no padding).
     """
     encoder, _, _ = load_target(model.target, torch.device("cpu"))
-    runner, note = deployed_session(model.target, encoder, threads=threads, quantize=model.quantize)
+    runner, note = deployed_session(model.target, encoder, threads=threads, quantize=model.quantize,
+                                    calibration=model.calibration)
     model.note = f"{model.note}; {note}"
     takes_mask = "attention_mask" in [node.name for node in runner.get_inputs()]
     model.forward = lambda waveforms: runner.run(["last_hidden_state"], feeds(waveforms, None, takes_mask))[0]
     if model.quantize:
         model.note += f"; {describe_quantization(model.quantize, 'onnxruntime')}"
+    if model.calibration:
+        model.note += f" ({len(model.calibration)} clips)"
 
 
 def _load_stock(model: BenchModel) -> None:

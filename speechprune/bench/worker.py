@@ -44,10 +44,11 @@ class WorkerModel:
     """One model as its worker process holds it: loaded once, then prepared for each setting
     (dtype, compiled or not, input) and timed one call at a time."""
 
-    def __init__(self, source: str, quantize: str | None, runtime: str, device: str, threads: int):
+    def __init__(self, source: str, quantize: str | None, runtime: str, device: str, threads: int,
+                 calibration: list | None = None):
         torch.set_num_threads(threads)
         self.model = describe(source)
-        self.model.quantize, self.model.runtime = quantize, runtime
+        self.model.quantize, self.model.runtime, self.model.calibration = quantize, runtime, calibration
         self.device = torch.device(device)
         load(self.model, self.device, threads)  # outside inference mode, as users load models
         self.sync = device_sync(self.device)
@@ -84,14 +85,15 @@ class WorkerModel:
         return part_times(self.model.module, self.run, rounds=rounds, clock=time.perf_counter, sync=self.sync)
 
 
-def _serve(connection, source: str, quantize: str | None, runtime: str, device: str, threads: int) -> None:
+def _serve(connection, source: str, quantize: str | None, runtime: str, device: str, threads: int,
+           calibration: list | None) -> None:
     """The worker process: load and answer with ``WorkerModel.loaded``, then serve commands until ``("quit",)`` or
     until the parent is gone (its end of the pipe closes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
     os.dup2(2, 1)  # whatever is printed goes to stderr, never into the parent's --json on stdout
     try:
         try:
-            served = WorkerModel(source, quantize, runtime, device, threads)
+            served = WorkerModel(source, quantize, runtime, device, threads, calibration)
         except BaseException as error:
             connection.send(("error", _portable(error)))
             return
@@ -133,7 +135,7 @@ class Worker:
         self.model = model
         self.connection, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, model.source, model.quantize, model.runtime,
-                                                            str(device), threads))  # not daemonic: torch.compile starts processes
+                                                            str(device), threads, model.calibration))  # not daemonic: torch.compile starts processes
         self.process.start()
         child.close()  # the worker's end: once the worker exits, recv here sees the pipe closed
 

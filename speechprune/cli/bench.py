@@ -43,12 +43,13 @@ def command(
     compile_: bool = typer.Option(False, "--compile", help="Also time under torch.compile (CUDA graphs on GPUs)."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also time the CNN, projection, positional conv and layers."),
     seed: SeedOption = 0,
-    quantize: Optional[str] = typer.Option(None, help="Quantize the models under test (with --cost-model: the parts timed): int8 (dynamic, Linear layers; CPU)."),
+    quantize: Optional[str] = typer.Option(None, help="Quantize the models under test (with --cost-model: the parts timed): int8 (dynamic, Linear layers; CPU); int8-static (with --runtime onnxruntime and --data: the convolutions too, calibrated on audio)."),
     baseline_quantize: Optional[str] = typer.Option(None, help="Quantize the baseline too: int8. [default: it stays float32]"),
     runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch. With --cost-model: the runtime the table is measured in."),
     cost_model: Optional[str] = typer.Option(None, help="Measure a cost table of MODEL for this device, --threads, --dtype, --batch and --seconds (one each), --runtime and --quantize and write it to this JSON file, for prune --latency-table."),
     block_step: Optional[int] = typer.Option(None, help="With --cost-model: the channel block the width steps are measured at. [default: detected: 16 with AVX-512, 8 with AVX2 or on a GPU]"),
     latency_table: Optional[str] = typer.Option(None, help="Cost table from --cost-model: adds each model's predicted latency beside the measured one."),
+    data: Optional[str] = typer.Option(None, help="Audio (folder or manifest) that --quantize int8-static calibrates on (16 clips chosen by --seed)."),
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -79,6 +80,7 @@ def command(
         baseline_quantize=baseline_quantize,
         runtime=runtime,
         latency_table=latency_table,
+        data=data,
     )
     if block_step is not None and cost_model is None:
         raise UsageError("--block-step is the block --cost-model measures width steps at; give it with --cost-model")

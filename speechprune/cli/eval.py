@@ -29,7 +29,7 @@ def command(
     per_layer: bool = typer.Option(True, "--per-layer/--no-per-layer", help="Also fit one probe per hidden state alone."),
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
-    quantize: Optional[str] = typer.Option(None, help="Probe the model quantized: int8 (dynamic, Linear layers; CPU), compared with its float32 self."),
+    quantize: Optional[str] = typer.Option(None, help="Probe the model quantized: int8 (dynamic, Linear layers; CPU); int8-static (with --runtime onnxruntime: the convolutions too, calibrated on training clips of --data); compared with its float32 self."),
     runtime: str = typer.Option("torch", help="Run the model in torch or onnxruntime (a checked ONNX export with hidden states; CPU), compared with float32 torch."),
     out: ReportOption = None,
     json_output: JsonOption = False,

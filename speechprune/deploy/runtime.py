@@ -8,9 +8,11 @@ unchanged; and ``part_call``, one call of a part of the encoder in ONNX Runtime,
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,7 +37,8 @@ def check_runtime(runtime: str, device: torch.device) -> None:
 
 
 def deployed_session(target: Target, model: nn.Module, *, threads: int | None, quantize: str | None = None,
-                     hidden_states: bool = False, attention_mask: bool = False) -> tuple[object, str]:
+                     hidden_states: bool = False, attention_mask: bool = False,
+                     calibration: Sequence[np.ndarray] | None = None) -> tuple[object, str]:
     """(an ONNX Runtime session of ``target``'s model, a note saying which graph it runs).
 
     ``model`` holds the weights (float32, CPU; ``folders.target.load_target``). The session runs the
@@ -44,8 +47,9 @@ def deployed_session(target: Target, model: nn.Module, *, threads: int | None, q
     against the weights now: what is deployed is what runs, and no export is paid for. Otherwise
     it runs a fresh export, checked the same way, that takes ``attention_mask`` only when asked.
     A folder file that is not an export of speechprune's raises ExportError. ``quantize``
-    ("int8") quantizes the graph (``quantize.quantize_onnx``). The session holds the graph in
-    memory, so the temporary files are gone when this returns.
+    ("int8", "int8-static") quantizes the graph (``quantize.quantize_onnx``; a static scheme on
+    the ranges of ``calibration``, clips as the model takes them). The session holds the graph
+    in memory, so the temporary files are gone when this returns.
     """
     folder = local_folder(target.source) if target.kind != "run" else None  # None: a hub id, or a run
     notes = []
@@ -59,7 +63,7 @@ def deployed_session(target: Target, model: nn.Module, *, threads: int | None, q
             export_onnx(model, path, attention_mask=attention_mask, sampling_rate=target.sampling_rate,
                         hidden_states=hidden_states)
             notes.append("ONNX Runtime (CPU) of an ONNX export checked against torch")
-        return session(_quantized(path, quantize, Path(scratch)), threads), "; ".join(notes)
+        return session(_quantized(path, quantize, Path(scratch), calibration), threads), "; ".join(notes)
 
 
 def encoder_call(model: nn.Module, input_values: torch.Tensor, *, threads: int | None, quantize: str | None,
@@ -77,13 +81,15 @@ def encoder_call(model: nn.Module, input_values: torch.Tensor, *, threads: int |
     return lambda: runner.run(None, fed)
 
 
-def _quantized(path: Path, quantize: str | None, scratch: Path) -> Path:
-    """``path``'s graph quantized by ``quantize`` ("int8", ``quantize.quantize_onnx``) into ``scratch``
-    (never beside ``path``, which may be a model folder's own export); ``path`` for None."""
+def _quantized(path: Path, quantize: str | None, scratch: Path,
+               calibration: Sequence[np.ndarray] | None = None) -> Path:
+    """``path``'s graph quantized by ``quantize`` (``quantize.quantize_onnx``, calibrated on
+    ``calibration`` for a static scheme) into ``scratch`` (never beside ``path``, which may be a
+    model folder's own export); ``path`` for None."""
     if not quantize:
         return path
     quantized = scratch / f"{quantize}.onnx"
-    quantize_onnx(path, quantized)
+    quantize_onnx(path, quantized, quantize, calibration)
     return quantized
 
 

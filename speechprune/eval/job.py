@@ -8,8 +8,9 @@ the probes (``sections``). Every problem with the options or the data is found b
 load. The report is a ``report.EvalReport`` (schema in docs/eval.md), made once from its sections.
 
 With ``--quantize`` or ``--runtime onnxruntime`` the model probed is the deployed one (torch
-dynamic int8, or an ONNX Runtime session of a checked export with hidden states, float32 or ORT
-int8), and the float32 torch model is the reference its hidden states are compared with.
+dynamic int8, or an ONNX Runtime session of a checked export with hidden states, float32, ORT
+int8, or ORT static int8 calibrated on training clips), and the float32 torch model is the
+reference its hidden states are compared with.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ import torch
 
 from .. import __version__
 from ..checks import check_fits_in_memory
+from ..deploy.calibration import calibration_clips
 from ..deploy.runtime import OnnxEncoder, deployed_session
-from ..deploy.quantize import quantize
+from ..deploy.quantize import STATIC, quantize
 from ..errors import UsageError
 from ..folders.target import Target, check_teacher, load_target, model_fields, read_target
 from ..io.outputs import holding, write_json_file
 from ..io.progress import Reporter
 from ..method.accounting import spec_parameter_count
 from ..model.memory import FLOAT_BYTES
-from .labelled import prepare_data
+from .labelled import LabelledData, prepare_data
 from .options import EvalOptions, check_options
 from .report import EvalReport
 from .sections import Passes, method_section, probe_section, quantization_section, teacher_section
@@ -68,12 +70,16 @@ def _read_targets(options: EvalOptions) -> tuple[Target, Target | None]:
     return target, teacher_target
 
 
-def _deployed(net, target: Target, options: EvalOptions, reporter: Reporter):
-    """(the model evaluated, its float32 torch reference or None, the ONNX graph's note or None)."""
+def _deployed(net, target: Target, options: EvalOptions, data: LabelledData, reporter: Reporter):
+    """(the model evaluated, its float32 torch reference or None, the ONNX graph's note or None).
+    A static scheme calibrates on training clips, never on the test clips it is probed on."""
     if options.runtime == "onnxruntime":  # the ORT model is the one evaluated; float32 torch is the reference
         reporter.message(f"exporting {options.model} with hidden states for ONNX Runtime (or checking its model.onnx)")
+        calibration = (calibration_clips(data.train.audio, normalize=target.normalize, seed=options.seed)
+                       if options.quantize in STATIC else None)
         runner, graph = deployed_session(target, net, threads=torch.get_num_threads(), quantize=options.quantize,
-                                         hidden_states=True, attention_mask=target.attention_mask)
+                                         hidden_states=True, attention_mask=target.attention_mask,
+                                         calibration=calibration)
         return OnnxEncoder(runner, net.spec), net, graph
     if options.quantize:  # the quantized model is the one evaluated; its float32 self is the reference
         return quantize(net, options.quantize), net, None
@@ -95,7 +101,7 @@ def _evaluate(options: EvalOptions, device: torch.device, clock: _Clock, reporte
 
     reporter.message(f"loading {options.model} ({target.kind})")
     net, masks, _ = load_target(target, device)
-    net, floats, graph = _deployed(net, target, options, reporter)
+    net, floats, graph = _deployed(net, target, options, data, reporter)
     clock.lap("load")
     section, forward, fits = probe_section(net, masks, target, data, options, device, reporter, "model")
     passes = Passes(student_forward=forward, classifier_fits=fits)

@@ -52,7 +52,7 @@ def check_options(options: EvalOptions):
         check_output(options.out, "--out", {"MODEL": options.model, "--data": options.data,
                                             "--test-data": options.test_data, "--teacher": options.teacher}, folder=False)
     device = resolve_device(options.device, cpu_only=options.quantize is not None or options.runtime != "torch")
-    check_scheme(options.quantize, device)
+    check_scheme(options.quantize, device, runtime=options.runtime, data=options.data)
     check_runtime(options.runtime, device)
     if options.runtime != "torch":
         require_onnx()

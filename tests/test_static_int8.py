@@ -13,7 +13,7 @@ from speechprune.deploy.onnx import export_onnx
 from speechprune.deploy.quantize import quantize_onnx
 from speechprune.deploy.sessions import session
 from speechprune.folders.target import load_target, read_target
-from speechprune.io.audio import scan_audio
+from speechprune.io.audio import load_audio, scan_audio
 from speechprune.io.batches import normalized
 from speechprune.io.synth import speechlike, write_corpus
 from helpers.commands import assert_clean_error, cli
@@ -91,6 +91,10 @@ def test_calibration_is_chosen_by_the_seed_and_quantizes_alike(corpus, tmp_path)
     assert all(abs(float(clip.mean())) < 1e-4 and abs(float(clip.std()) - 1) < 1e-3 for clip in other)  # normalised
     chosen = sorted(np.random.default_rng(0).permutation(len(files.files))[:CLIPS])
     assert [len(clip) for clip in same[0]] == [min(files.files[i].frames, 4 * RATE) for i in chosen]  # centre 4 s
+    long_files = scan_audio(write_corpus(tmp_path / "long", n_files=1, seconds=6.0, seed=4)[0].parent)
+    (centre,) = read_calibration(long_files, sampling_rate=RATE, normalize=True, seed=0)
+    whole = load_audio(long_files.files[0], RATE)
+    assert np.allclose(centre, normalized(whole[RATE : 5 * RATE]), atol=1e-5)  # the centre 4 s of 6, normalised
     already_read = [np.full(100, float(i)) for i in range(CLIPS + 4)]
     picked = calibration_clips(already_read, normalize=False, seed=0)
     assert len(picked) == CLIPS and picked == sorted(picked, key=lambda clip: clip[0])  # in order, as float32

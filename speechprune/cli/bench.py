@@ -63,24 +63,12 @@ def command(
 
     output = Output(json_mode=json_output, quiet=quiet)
     options = BenchOptions(
-        models=models,
-        baseline=baseline,
-        device=device,
-        dtypes=comma_list("--dtype", dtype, str),
-        seconds=comma_list("--seconds", seconds, float),
-        batches=comma_list("--batch", batch, int),
-        threads=threads,
-        warmup=warmup,
-        repeat=repeat,
+        models=models, baseline=baseline, device=device, dtypes=comma_list("--dtype", dtype, str),
+        seconds=comma_list("--seconds", seconds, float), batches=comma_list("--batch", batch, int),
+        threads=threads, warmup=warmup, repeat=repeat,
         min_time=(COST_MODEL_MIN_TIME if cost_model is not None else 1.0) if min_time is None else min_time,
-        compile=compile_,
-        breakdown=breakdown,
-        seed=seed,
-        quantize=quantize,
-        baseline_quantize=baseline_quantize,
-        runtime=runtime,
-        latency_table=latency_table,
-        data=data,
+        compile=compile_, breakdown=breakdown, seed=seed, quantize=quantize, baseline_quantize=baseline_quantize,
+        runtime=runtime, latency_table=latency_table, data=data,
     )
     if block_step is not None and cost_model is None:
         raise UsageError("--block-step is the block --cost-model measures width steps at; give it with --cost-model")

@@ -196,9 +196,12 @@ def _calibrate(options: BenchOptions, models: list[BenchModel], reporter: Report
     if not static:
         return
     corpus = scan_reported(options.data, reporter)
+    read: dict[tuple[int, bool], list] = {}  # models that take audio alike share one read
     for model in static:
-        model.calibration = read_calibration(corpus, sampling_rate=model.sampling_rate,
-                                             normalize=model.target.normalize, seed=options.seed)
+        taken = (model.sampling_rate, model.target.normalize)
+        if taken not in read:
+            read[taken] = read_calibration(corpus, sampling_rate=taken[0], normalize=taken[1], seed=options.seed)
+        model.calibration = read[taken]
 
 
 def _method(options: BenchOptions, device: torch.device) -> dict:

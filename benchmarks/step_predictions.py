@@ -103,12 +103,12 @@ def write_shapes(model: Path, folder: Path) -> dict[str, Path]:
 
 def smooth_ms(table, folder: Path) -> float:
     """The table's prediction for the model in ``folder`` without its width steps."""
-    from speechprune.folders.target import read_target
-    from speechprune.method.latency import parts_ms
+    from dataclasses import replace
 
-    spec = read_target(str(folder)).spec
-    c = table.coefficients
-    return c["scale"] * parts_ms(c, spec, table.samples) + c["overhead"]
+    from speechprune.folders.target import read_target
+    from speechprune.method.latency import predict_ms
+
+    return predict_ms(replace(table, widths=None), read_target(str(folder)).spec)  # no widths: the smooth fit
 
 
 def main() -> None:

@@ -158,3 +158,20 @@ def test_eval_probes_static_int8_calibrated_on_its_training_clips(capsys, tmp_pa
     assert quantization["quantized"].startswith("ORT static int8")
     cosine = quantization["fidelity"]["cosine"]
     assert len(cosine) == report["layers"] + 1 and MIN_COSINE["large"] < min(cosine) and max(cosine) < 1 - 1e-6
+
+
+def test_bench_refuses_audio_whose_calibration_windows_are_silent(capsys, tmp_path):
+    """Speech in every file, but none in the centre 4 s calibration reads: one line naming the
+    folder and the fix, exit 1, before any weights load."""
+    import soundfile
+
+    model = write_shrunk(tmp_path / "shrunk", "wav2vec2", "large")
+    silent = tmp_path / "silent"
+    silent.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):  # 1 s of speech, then 9 s of silence: the centre (3-7 s) is silent
+        audio = np.concatenate([speechlike(1.0, RATE, rng), np.zeros(9 * RATE)]).astype(np.float32)
+        soundfile.write(silent / f"s{i}.wav", audio, RATE)
+    result = cli(capsys, "bench", model, "--runtime", "onnxruntime", "--quantize", "int8-static", "--data", silent,
+                 "--threads", "1", *FAST)
+    assert_clean_error(result, 1, "no readable speech to calibrate on", str(silent), "--data", only_line=False)

@@ -117,12 +117,44 @@ def test_group_norm_conv_in_one_pass_equals_conv_norm_activation(monkeypatch, ac
     waveforms = torch.randn(3, 1, 4001) * torch.tensor([1.0, 0.01, 30.0])[:, None, None] + 0.5  # scales, offset
     waveforms[0, 0, 3000:] = 0  # padding at the end
     taken = []
-    monkeypatch.setattr(inference, "GROUP_NORM_CHUNK_BYTES", 4 * layer.conv.out_channels * 100)  # 100 frames a chunk
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 4 * layer.conv.out_channels * 100)  # 100 frames a chunk
     monkeypatch.setattr(inference, "group_norm_conv", lambda *a: taken.append(1) or _one_pass(*a))
     plain = layer(waveforms)  # grad enabled: the plain path
     with torch.inference_mode():
         fast = layer(waveforms)
     assert taken == [1] and fast.shape == plain.shape and fast.shape[-1] > 700  # several chunks and a remainder
+    assert (fast - plain).abs().max() < 1e-5 * plain.abs().max()
+
+
+_chunked = inference.layer_norm_conv
+
+
+@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("activation,bias", [("gelu", True), ("relu", False)])
+def test_layer_norm_conv_in_chunks_equals_conv_norm_activation(monkeypatch, index, activation, bias):
+    """A LayerNorm conv layer's inference path (norm and activation in chunks of frames, layer 0's
+    conv as a matmul of its frames) is the function of its training path, masks included, on a
+    shrunk layer that normalises over more channels than it keeps."""
+    torch.manual_seed(0)
+    hf = build_model("wav2vec2", "large", feat_extract_activation=activation, conv_bias=bias)
+    layer = encoder_from(hf, "wav2vec2").feature_extractor.conv_layers[index]
+    assert layer.norm_kind == "layer"
+    with torch.no_grad():
+        layer.layer_norm.weight.uniform_(0.5, 1.5)
+        layer.layer_norm.bias.uniform_(-0.5, 0.5)
+    layer.norm_count = layer.conv.out_channels + 3  # as a shrunk layer: three channels pruned away
+    inputs = layer.conv.in_channels
+    x = torch.randn(3, inputs, 4001 if index == 0 else 900) * torch.tensor([1.0, 0.01, 30.0])[:, None, None] + 0.5
+    mask = (torch.rand(layer.conv.out_channels) > 0.3).float()
+    input_mask = torch.rand(inputs) if index else None
+    taken = []
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 4 * layer.conv.out_channels * 100)  # 100 frames a chunk
+    monkeypatch.setattr(inference, "layer_norm_conv", lambda *a: taken.append(1) or _chunked(*a))
+    plain = layer(x, mask, input_mask)  # grad enabled: the plain path
+    with torch.inference_mode():
+        fast = layer(x, mask, input_mask)
+    assert taken == [1] and fast.shape == plain.shape and fast.shape[-1] > 300  # several chunks and a remainder
+    assert fast.is_contiguous()  # channel-major: the next conv reads it at full speed
     assert (fast - plain).abs().max() < 1e-5 * plain.abs().max()
 
 

@@ -9,9 +9,10 @@ what ``bench --cost-model`` times. Part of the self-contained model code (see ``
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvLayer, PositionalConv
+from .layers import ConvLayer, PositionalConv, _layer_norm
 
 
 def cpu_inference(x: torch.Tensor) -> bool:
@@ -22,12 +23,17 @@ def cpu_inference(x: torch.Tensor) -> bool:
 
 
 class InferenceConvLayer(ConvLayer):
-    """A conv layer whose GroupNorm layer (layer 0: one input channel, no input mask) runs as one
-    pass in CPU inference (``group_norm_conv``)."""
+    """A conv layer whose norm runs in cache-sized chunks of frames in CPU inference: the GroupNorm
+    of layer 0 (one input channel, no input mask) as one pass (``group_norm_conv``), a LayerNorm
+    over channels chunk by chunk (``layer_norm_conv``)."""
 
     def conv_norm_activation(self, x, mask, input_mask):
         if self.norm_kind == "group" and cpu_inference(x):
             return group_norm_conv(x, self.conv, self.layer_norm, self.activation)
+        if self.norm_kind == "layer" and cpu_inference(x):
+            weight, bias = self.masked_weights(mask, input_mask)
+            return layer_norm_conv(x, weight, bias, self.conv.stride[0], self.layer_norm, self.norm_count,
+                                   self.activation)
         return super().conv_norm_activation(x, mask, input_mask)
 
 
@@ -51,7 +57,7 @@ class InferencePositionalConv(PositionalConv):
         return self._inference_weight[1]
 
 
-GROUP_NORM_CHUNK_BYTES = 1 << 21  # one chunk of (C, frames) activations: stays in a core's cache
+CHUNK_BYTES = 1 << 21  # one chunk of (C, frames) activations: stays in a core's cache
 
 
 def group_norm_conv(x: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm, activation: nn.Module) -> torch.Tensor:
@@ -80,15 +86,48 @@ def group_norm_conv(x: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm, activa
 
     channels = w.shape[0]
     out = x.new_empty(batch, channels, length)
-    chunk = max(64, GROUP_NORM_CHUNK_BYTES // (4 * channels))
+    chunk = max(64, CHUNK_BYTES // (4 * channels))
     buffer = x.new_empty(channels, chunk)
     for i in range(batch):
         for start in range(0, length, chunk):
             stop = min(start + chunk, length)
             y = torch.addmm(bias[i], weight[i], frames[i, start:stop].T, out=buffer[:, : stop - start])
-            if isinstance(activation, nn.GELU):
-                torch.ops.aten.gelu_(y, approximate=activation.approximate)
+            out[i, :, start:stop] = _activate_(y, activation)
+    return out
+
+
+def _activate_(y: torch.Tensor, activation: nn.Module) -> torch.Tensor:
+    """``activation(y)``, in place where it can be (GELU)."""
+    if isinstance(activation, nn.GELU):
+        return torch.ops.aten.gelu_(y, approximate=activation.approximate)
+    return y.copy_(activation(y))
+
+
+def layer_norm_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, norm: nn.LayerNorm,
+                    count: int, activation: nn.Module) -> torch.Tensor:
+    """conv -> LayerNorm over channels (as if over ``count`` of them, ``layers._layer_norm``) ->
+    activation, with the norm and the activation done in chunks of frames that stay in cache.
+
+    x: (B, C_in, T) -> (B, C, T'), contiguous. The plain path normalises a transposed view of the
+    whole (C, T') output and hands the next layer an input stored time-major, which its conv
+    reads a third slower; here each chunk of frames is transposed in cache and written back
+    channel-major. Layer 0 (one input channel) makes its output chunk by chunk too, as a matmul
+    of the frames under the kernel, so its (C, T') activations are written once: 3-6x faster.
+    """
+    batch, channels = x.shape[0], weight.shape[0]
+    chunk = max(16, CHUNK_BYTES // (4 * channels))
+    if x.shape[1] == 1:
+        frames = x[:, 0].unfold(-1, weight.shape[-1], stride)  # (B, T', K), a view
+        w = weight[:, 0].T  # (K, C)
+        out = x.new_empty(batch, channels, frames.shape[1])
+    else:
+        out = F.conv1d(x, weight, bias, stride=stride)  # (B, C, T'), normalised in place below
+    for i in range(batch):
+        for start in range(0, out.shape[-1], chunk):
+            stop = min(start + chunk, out.shape[-1])
+            if x.shape[1] == 1:
+                y = frames[i, start:stop] @ w if bias is None else torch.addmm(bias, frames[i, start:stop], w)
             else:
-                y.copy_(activation(y))
-            out[i, :, start:stop] = y
+                y = out[i, :, start:stop].T  # (frames, C)
+            out[i, :, start:stop] = _activate_(_layer_norm(y, norm, count), activation).T
     return out

@@ -80,8 +80,9 @@ class ConvLayer(nn.Module):
         x = self.conv_norm_activation(x, mask, input_mask)
         return _channel_mask(x, _binary(mask)) if self.last else x
 
-    def conv_norm_activation(self, x: torch.Tensor, mask: torch.Tensor | None,
-                             input_mask: torch.Tensor | None) -> torch.Tensor:
+    def masked_weights(self, mask: torch.Tensor | None,
+                       input_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The conv's (weight, bias) with the channel masks folded in (see ``forward``)."""
         weight, bias = self.conv.weight, self.conv.bias
         if input_mask is not None:
             weight = weight * input_mask[None, :, None].to(weight.dtype)
@@ -89,6 +90,11 @@ class ConvLayer(nn.Module):
             keep = _binary(mask).to(weight.dtype)
             weight = weight * keep[:, None, None]
             bias = bias * keep if bias is not None else None
+        return weight, bias
+
+    def conv_norm_activation(self, x: torch.Tensor, mask: torch.Tensor | None,
+                             input_mask: torch.Tensor | None) -> torch.Tensor:
+        weight, bias = self.masked_weights(mask, input_mask)
         x = F.conv1d(x, weight, bias, stride=self.conv.stride)
         if self.norm_kind == "group":
             x = self.layer_norm(x)

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import speechprune.bench.job as core
 import speechprune.bench.timing as timing
+from speechprune.bench.allocator import allocator_policy
 from speechprune.bench.models import describe
 from speechprune.bench.report import BenchReport
 from speechprune.bench.worker import WorkerModel, Workers
@@ -69,6 +71,7 @@ def test_json_schema(report, models):
     env = data["environment"]
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["device_name"]
     assert env["threads"] == timing.all_cores() and env["dtypes"] == ["float32"]
+    assert env["allocator"] == allocator_policy()
     assert data["method"]["warmup"] == 1 and data["method"]["repeat"] == 2 and data["method"]["inference_mode"]
     kinds = {m["kind"]: m for m in data["models"]}
     assert data["baseline"] == kinds["stock"]["label"] and data["baseline"].endswith(" (baseline)")
@@ -139,9 +142,13 @@ def test_interleaved_rounds_with_a_fake_clock():
 
     runs = [model("A", 0.25), model("B", 0.0625)]  # exact in binary
     times = timing.interleaved(runs, warmup=2, repeat=3, min_time=0.0, clock=clock, sync=lambda: None)
-    assert calls == ["A", "B"] * 5  # 2 warm-up rounds, then 3 timed rounds, always A B A B
+    # 2 warm-up rounds, then 3 timed rounds; in each, a model's timed call follows an untimed one of its own
+    assert calls == ["A", "B"] * 2 + ["A", "A", "B", "B"] * 3
     assert times == [[0.25] * 3, [0.0625] * 3]
     assert timing.speedup(times[0], times[1]) == (4.0, [4.0, 4.0])
+    calls.clear()  # one model alone: every call after the warm-up is timed
+    assert timing.interleaved(runs[:1], warmup=1, repeat=3, min_time=0.0, clock=clock, sync=lambda: None) == [[0.25] * 3]
+    assert calls == ["A"] * 4
 
     # --min-time: more rounds until the fastest model has been timed that long
     times = timing.interleaved(runs, warmup=0, repeat=1, min_time=0.5, clock=clock, sync=lambda: None)
@@ -155,6 +162,45 @@ def test_speedup_and_spread_from_recorded_times():
     assert value == pytest.approx(1.1 / 0.5)  # medians: the outlier does not move it
     ratios = sorted([2.0, 2.4, 2.0, 1.1 / 0.6, 10.0])  # per round
     assert spread == pytest.approx([ratios[0] + 0.4 * (ratios[1] - ratios[0]), ratios[3] + 0.6 * (ratios[4] - ratios[3])])
+
+
+_FREED_AND_KEPT = """
+import ctypes, sys
+from speechprune.bench.allocator import steady_allocator
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = MallInfo2, ctypes.c_void_p, [ctypes.c_void_p]
+if sys.argv[1] == "steady":
+    steady_allocator()
+libc.free(libc.malloc(16 << 20))  # an activation of 16 MB, made and freed
+print(libc.mallinfo2().fordblks >> 20)  # MB of freed memory the process kept for the next call
+"""
+_GLIBC = pytest.mark.skipif(not allocator_policy().startswith("glibc keeping"), reason="glibc's allocator only")
+
+
+@_GLIBC
+def test_the_steady_allocator_keeps_freed_memory_for_the_next_call():
+    """Under glibc's own rules a freed 16 MB activation goes back to the system (the next call faults
+    it in again, page by page); under bench's, the process keeps it."""
+    kept = {}
+    for policy in ("default", "steady"):
+        done = subprocess.run([sys.executable, "-c", _FREED_AND_KEPT, policy], capture_output=True, text=True, check=True,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
+        kept[policy] = int(done.stdout.split()[-1])
+    assert kept == {"default": 0, "steady": 16}
+
+
+@_GLIBC
+def test_a_user_allocator_setting_is_left_as_set(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert allocator_policy() == "glibc, as the environment sets it (MALLOC_*, GLIBC_TUNABLES)"
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    assert allocator_policy() == "jemalloc (LD_PRELOAD), as set"
 
 
 def test_plain_output_is_a_table_with_the_header(report):

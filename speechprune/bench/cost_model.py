@@ -55,6 +55,7 @@ from ..model.encoder import Encoder
 from ..model.inference import InferenceConvLayer, InferencePositionalConv
 from ..model.layers import EncoderLayer, FeatureProjection
 from ..model.spec import EncoderSpec, LayerSpec
+from .allocator import steady_allocator
 from .fitting import fit_relative
 from .job import BenchOptions, check_options
 from .models import BenchModel, check_inputs, describe
@@ -350,6 +351,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
     check_inputs([model], None, options.seconds, options.batches)
     spec, seconds, dtype = model.spec, options.seconds[0], options.dtypes[0]
     threads = options.threads or all_cores()
+    allocator = steady_allocator()
     torch.set_num_threads(threads)
     torch.manual_seed(options.seed)  # random weights: their values do not matter for timing
     timer = _Timer(options, device, DTYPES[dtype], clock, threads, model.sampling_rate)
@@ -378,7 +380,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
         provenance={"model": model.source, "speechprune": __version__, "torch": torch.__version__,
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "warmup": options.warmup,
                     "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
-                    "weights": "random (timing does not depend on weight values)",
+                    "weights": "random (timing does not depend on weight values)", "allocator": allocator,
                     "seconds": round(clock() - started, 1)} | _runtime_versions(options.runtime),
         widths=widths,
         reference={"model": stock_is, **reference},

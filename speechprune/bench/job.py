@@ -41,6 +41,7 @@ from ..io.progress import Reporter
 from ..method.latency import CostTable, check_architecture, check_conditions, predict_ms
 from ..method.macs import macs
 from ..model.device import DTYPES, check_precision, check_precision_name, dtype_name, resolve_device
+from .allocator import allocator_policy
 from .models import BenchModel, check_inputs, describe
 from .report import BenchReport
 from .timing import all_cores, cpu_ticks, device_name, other_load, rounds, speedup
@@ -211,7 +212,8 @@ def _method(options: BenchOptions, device: torch.device) -> dict:
         "repeat": options.repeat,
         "min_time": options.min_time,
         "seed": options.seed,
-        "rounds": "interleaved: every model once per round, in the order of models, each in its own process",
+        "rounds": ("interleaved: every model once per round, in the order of models, each in its own process; "
+                   "with several models, each timed call right after an untimed one of the same model"),
         "timer": "time.perf_counter around each call" + ("" if device.type == "cpu" else ", device synchronised"),
         "inference_mode": True,
         "compile_mode": _compile_mode(device) if options.compile else None,
@@ -326,4 +328,5 @@ def environment(device: torch.device, threads: int, dtypes: list[str]) -> dict:
         "device_name": device_name(device),
         "threads": threads,
         "dtypes": list(dtypes),
+        "allocator": allocator_policy(),
     }

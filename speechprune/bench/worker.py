@@ -34,6 +34,7 @@ import torch
 from ..errors import ModelError
 from ..io.progress import Reporter
 from ..model.device import DTYPES
+from .allocator import steady_allocator
 from .models import BenchModel, describe, load
 from .timing import device_sync, part_times, peak_memory, timed_call
 
@@ -46,6 +47,7 @@ class WorkerModel:
 
     def __init__(self, source: str, quantize: str | None, runtime: str, device: str, threads: int,
                  calibration: list | None = None):
+        steady_allocator()
         torch.set_num_threads(threads)
         self.model = describe(source)
         self.model.quantize, self.model.runtime, self.model.calibration = quantize, runtime, calibration

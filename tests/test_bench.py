@@ -7,6 +7,7 @@ Benchmarks are not unit tests: nothing here depends on how fast this machine is.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -179,7 +180,9 @@ if sys.argv[1] == "steady":
 libc.free(libc.malloc(16 << 20))  # an activation of 16 MB, made and freed
 print(libc.mallinfo2().fordblks >> 20)  # MB of freed memory the process kept for the next call
 """
-_GLIBC = pytest.mark.skipif(not allocator_policy().startswith("glibc keeping"), reason="glibc's allocator only")
+_GLIBC = pytest.mark.skipif(
+    not allocator_policy().startswith("glibc keeping") or not hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2"),
+    reason="glibc 2.33 or later only (mallopt, mallinfo2)")
 
 
 @_GLIBC

@@ -18,6 +18,7 @@ own variables, or preloads another allocator, is left as set.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -49,6 +50,7 @@ def steady_allocator() -> str:
     return policy
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")

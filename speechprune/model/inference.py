@@ -120,14 +120,16 @@ def layer_norm_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         frames = x[:, 0].unfold(-1, weight.shape[-1], stride)  # (B, T', K), a view
         w = weight[:, 0].T  # (K, C)
         out = x.new_empty(batch, channels, frames.shape[1])
+
+        def conv_rows(i: int, start: int, stop: int) -> torch.Tensor:  # (frames, C), made here
+            return frames[i, start:stop] @ w if bias is None else torch.addmm(bias, frames[i, start:stop], w)
     else:
         out = F.conv1d(x, weight, bias, stride=stride)  # (B, C, T'), normalised in place below
+
+        def conv_rows(i: int, start: int, stop: int) -> torch.Tensor:  # (frames, C), a view of out
+            return out[i, :, start:stop].T
     for i in range(batch):
         for start in range(0, out.shape[-1], chunk):
             stop = min(start + chunk, out.shape[-1])
-            if x.shape[1] == 1:
-                y = frames[i, start:stop] @ w if bias is None else torch.addmm(bias, frames[i, start:stop], w)
-            else:
-                y = out[i, :, start:stop].T  # (frames, C)
-            out[i, :, start:stop] = _activate_(_layer_norm(y, norm, count), activation).T
+            out[i, :, start:stop] = _activate_(_layer_norm(conv_rows(i, start, stop), norm, count), activation).T
     return out

@@ -115,6 +115,13 @@ def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
     assert {"speechprune", "torch", "date", "model"} <= set(data["provenance"])
     assert set(data["fit"]) == {f"conv.{c}" for c in range(7)} | {"projection", "layer", "encoder"}
     assert len(data["fit"]["layer"]) >= 10 and len(data["fit"]["encoder"]) == 3
+    # a sweep's widest shape, which its factors are relative to, is the fit's timing of that shape
+    fit_ms = {shape["shape"]: shape["measured_ms"] for part in data["fit"].values() for shape in part}
+    assert steps["conv.1.outputs"]["measured_ms"][-1] == fit_ms["conv 1: 24 -> 24 channels"]
+    assert steps["conv.1.inputs"]["measured_ms"][-1] == fit_ms["conv 1: 24 -> 24 channels"]
+    assert steps["projection.channels"]["measured_ms"][-1] == fit_ms["projection: 24 channels"]
+    assert steps["ffn.units"]["measured_ms"][-1] == fit_ms["layer: no attention, FFN 96"]
+    assert steps["attention.heads.4"]["measured_ms"][-1] == fit_ms["layer: 4 heads q/k [12] v/o [12], FFN none"]
     coefficients = data["coefficients"]
     assert len(coefficients["conv"]) == 7 and coefficients["scale"] >= 0 and coefficients["overhead"] >= 0
     table = CostTable.read(str(path))

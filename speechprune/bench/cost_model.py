@@ -98,6 +98,16 @@ class _Timer:
         self.sampling_rate = sampling_rate
         self.sync = device_sync(device)
         self.generator = torch.Generator().manual_seed(options.seed)
+        self.timed: dict[tuple, float] = {}  # part shape -> its ms: each shape is timed once
+
+    def part_ms(self, shape: tuple, build: Callable[[], tuple[torch.nn.Module, tuple]]) -> float:
+        """Median ms of the part ``build()`` makes ((module, inputs)), timed the first time its
+        ``shape`` is asked for: the smooth fit and a width sweep that both time a shape read one
+        timing of it (the sweep's factors are relative to its widest shape, which the fit timed too)."""
+        if shape not in self.timed:
+            module, inputs = build()
+            self.timed[shape] = self.ms(module, *inputs)
+        return self.timed[shape]
 
     def input(self, *shape: int) -> torch.Tensor:
         return torch.randn(self.options.batches[0], *shape, generator=self.generator).to(self.device, self.dtype)
@@ -203,24 +213,27 @@ def _describe_layer(layer: LayerSpec) -> str:
     return f"layer: {attention}, FFN {layer.ffn_dim if layer.ffn else 'none'}"
 
 
+def _layer_key(layer: LayerSpec) -> tuple:
+    return ("layer", json.dumps(asdict(layer), sort_keys=True))
+
+
 def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, features, parts: dict,
             reporter: Reporter) -> dict:
     """Every part kind timed at multiples of ``step`` (``latency_steps``) on an input of
     ``samples``, against the smooth fit of ``parts``: {sweep name: {"widths", "measured_ms", "factor"}}.
     ``bias``: WavLM's position bias input of a layer (else None); ``features(shape, unit)``: a
-    unit's features."""
+    unit's features. A shape the smooth fit timed already (every sweep's widest) is not timed again."""
     frames = Frames.of(spec, samples)
     t, d = frames.t, spec.hidden_size
     sweeps = {}
 
-    def sweep(name: str, unit: tuple, coefficients: dict, shapes: list[tuple[int, EncoderSpec, Callable]]):
-        """Time each (width, shape, build: () -> (module, inputs)), built one at a time (a conv
+    def sweep(name: str, unit: tuple, coefficients: dict, shapes: list[tuple[int, EncoderSpec, tuple, Callable]]):
+        """Time each (width, shape, key, build: () -> (module, inputs)), built one at a time (a conv
         layer's input is tens of MB for 10 s)."""
         widths, measured, smooth = [], [], []
-        for width, shape, build in shapes:
-            module, inputs = build()
+        for width, shape, key, build in shapes:
             widths.append(width)
-            measured.append(timer.ms(module, *inputs))
+            measured.append(timer.part_ms(key, build))
             smooth.append(dot(coefficients, features(shape, unit)))
         ratios = [m / f if f > 0 and m > 0 else 1.0 for m, f in zip(measured, smooth)]
         factors = [min(max(r / ratios[-1], FACTOR_RANGE[0]), FACTOR_RANGE[1]) for r in ratios]
@@ -234,25 +247,29 @@ def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, fea
         dense_input = timer.input(before, length)  # the output sweep's input, shared
         outputs = [(width, _with_conv(spec, {c: width})) for width in sweep_widths(full, step, SWEEP_POINTS)]
         sweep(CONV_OUTPUTS.format(c), ("conv", c), parts["conv"][c],
-              [(w, shape, lambda shape=shape: (InferenceConvLayer(shape, c), (dense_input,))) for w, shape in outputs])
+              [(w, shape, ("conv", c, before, w), lambda shape=shape: (InferenceConvLayer(shape, c), (dense_input,)))
+               for w, shape in outputs])
         del dense_input
         if c:
             inputs = [(width, _with_conv(spec, {c - 1: width})) for width in sweep_widths(before, step, INPUT_SWEEP_POINTS)]
             sweep(CONV_INPUTS.format(c), ("conv", c), parts["conv"][c],
-                  [(w, shape, lambda shape=shape, w=w: (InferenceConvLayer(shape, c), (timer.input(w, length),)))
+                  [(w, shape, ("conv", c, w, full),
+                    lambda shape=shape, w=w: (InferenceConvLayer(shape, c), (timer.input(w, length),)))
                    for w, shape in inputs])
 
     last = len(spec.conv_channels) - 1
     channels = [(width, _with_conv(spec, {last: width})) for width in sweep_widths(spec.conv_channels[-1], step, SWEEP_POINTS)]
     sweep(PROJECTION, ("projection",), parts["projection"],
-          [(w, shape, lambda shape=shape, w=w: (FeatureProjection(shape), (timer.input(t, w),))) for w, shape in channels])
+          [(w, shape, ("projection", w), lambda shape=shape, w=w: (FeatureProjection(shape), (timer.input(t, w),)))
+           for w, shape in channels])
 
     hidden = timer.input(t, d)
 
     def layer_sweep(name: str, layers: list[tuple[int, LayerSpec]]) -> None:
         shapes = [(w, EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]}), layer) for w, layer in layers]
         sweep(name, ("layer", 0), parts["layer"],
-              [(w, shape, lambda layer=layer: (EncoderLayer(spec, layer), (hidden, None, bias))) for w, shape, layer in shapes])
+              [(w, shape, _layer_key(layer), lambda layer=layer: (EncoderLayer(spec, layer), (hidden, None, bias)))
+               for w, shape, layer in shapes])
 
     for heads in range(1, spec.num_heads + 1):
         reporter.message(f"timing attention of {heads} heads at its widths")
@@ -298,7 +315,8 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
         shapes = []
         for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
             shape = _with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out})
-            ms = timer.ms(InferenceConvLayer(shape, c), timer.input(k_in, samples if c == 0 else lengths[c - 1]))
+            ms = timer.part_ms(("conv", c, k_in, k_out), lambda: (
+                InferenceConvLayer(shape, c), (timer.input(k_in, samples if c == 0 else lengths[c - 1]),)))
             shapes.append((f"conv {c}: {k_in} -> {k_out} channels", fits.features(shape, ("conv", c)), ms))
         conv.append(fits.fitted(f"conv.{c}", shapes))
 
@@ -307,7 +325,7 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
     shapes = []
     for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
         shape = _with_conv(spec, {last: k})
-        ms = timer.ms(FeatureProjection(shape), timer.input(t, k))
+        ms = timer.part_ms(("projection", k), lambda: (FeatureProjection(shape), (timer.input(t, k),)))
         shapes.append((f"projection: {k} channels", fits.features(shape, ("projection",)), ms))
     projection = fits.fitted("projection", shapes)
     pos_conv = {"const": timer.ms(InferencePositionalConv(spec), timer.input(t, d))}
@@ -315,7 +333,7 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
     shapes = []
     for layer in _layer_shapes(spec):
         reporter.message(f"timing {_describe_layer(layer)}")
-        ms = timer.ms(EncoderLayer(spec, layer), timer.input(t, d), None, bias)
+        ms = timer.part_ms(_layer_key(layer), lambda: (EncoderLayer(spec, layer), (timer.input(t, d), None, bias)))
         shape = EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]})
         shapes.append((_describe_layer(layer), fits.features(shape, ("layer", 0)), ms))
     return {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": fits.fitted("layer", shapes)}

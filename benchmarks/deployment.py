@@ -9,6 +9,7 @@ stock model in float32 eager torch, so every speedup has the same reference.
 
 The models come from `benchmarks/speed_budget.py` (the method's one-shot choices from analyze
 scores). int8 is dynamic quantization of the Linear layers (torch) or of MatMul (ONNX Runtime);
+with `--calibration AUDIO`, int8-static rows add ONNX Runtime static int8 of the convolutions;
 see docs/deploy.md. Benchmark alone: another CPU-heavy process makes the timings lie.
 
 With `--quality DATA` every row also gets its quality, from `speechprune eval` run the way the
@@ -48,6 +49,15 @@ VARIANTS = [
 COMPILE_CLIPS = 16  # test clips the compiled forward is compared on, in one batch
 
 
+def variants(args) -> list[tuple]:
+    """VARIANTS, and ONNX Runtime static int8 (the convolutions too) when there is audio to calibrate
+    it on (``--calibration``: bench's ``--data``; eval calibrates on its training clips)."""
+    if not args.calibration:
+        return VARIANTS
+    static = ["--runtime", "onnxruntime", "--quantize", "int8-static"]
+    return VARIANTS + [("ONNX Runtime", "int8-static", static + ["--data", args.calibration], static)]
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stock", required=True, help="the dense model (reference: float32 eager torch)")
@@ -59,6 +69,8 @@ def parse_args():
     p.add_argument("--quality", metavar="DATA", help="also probe every row with speechprune eval: a labelled folder, "
                    "or the quality benchmark's data folder (keywords, held-out speakers)")
     p.add_argument("--quality-test", metavar="FOLDER", help="with a labelled --quality folder: its test folder")
+    p.add_argument("--calibration", metavar="AUDIO", help="also time ONNX Runtime static int8 (the convolutions "
+                   "too), calibrated on this audio (bench --data: 16 clips chosen by the seed)")
     args = p.parse_args()
     if args.quality_test and not args.quality:
         p.error("--quality-test needs --quality")
@@ -142,7 +154,7 @@ def quality(named: list[tuple[str, str]], args) -> tuple[dict, str, list[str]]:
         compile_clips, compiled = None, []
         for name, folder in named:
             reference = None
-            for runtime, precision, _, options in VARIANTS:
+            for runtime, precision, _, options in variants(args):
                 if options is None:  # torch.compile: eager float32's probe, the compiled forward's measured cosine
                     cosine, compile_clips, _ = compiled_cosine(folder, test or train, args.threads)
                     results[(name, runtime, precision)] = (reference, None, cosine)  # None: eager's, reused
@@ -171,7 +183,7 @@ def main() -> None:
     args = parse_args()
     named = [("stock", args.stock)] + [tuple(item.split("=", 1)) for item in args.models]
     rows = []
-    for runtime, precision, options, _ in VARIANTS:
+    for runtime, precision, options, _ in variants(args):
         # every model under this runtime, the stock one too except where it is the reference itself,
         # each in its own bench call with the reference: another model's ONNX Runtime session in the
         # same process slowed the torch reference (a stock session: 1.0 -> 1.2-1.3 s on 2 cores)

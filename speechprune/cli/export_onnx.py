@@ -28,7 +28,8 @@ def command(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Export a model to ONNX (dynamic batch and time), kept only if ONNX Runtime matches torch.
+    """Export a model to ONNX (dynamic batch and time), kept only if ONNX Runtime matches torch
+    (a --quantize graph: to its cosine floor).
 
     \b
     Example: speechprune export-onnx models/w2v2-72 --out w2v2-72.onnx

@@ -44,12 +44,13 @@ def deployed_session(target: Target, model: nn.Module, *, threads: int | None, q
     ``model`` holds the weights (float32, CPU; ``folders.target.load_target``). The session runs the
     folder's own model.onnx (``shrink --onnx``, ``export-onnx``) when that file is float32 (not a
     graph of ``export-onnx --quantize``), has what is asked (the ``hidden_states`` output; the
-    ``attention_mask`` input) and passes the export's check against the weights now: what is deployed is what runs, and no export is paid for. Otherwise
-    it runs a fresh export, checked the same way, that takes ``attention_mask`` only when asked.
-    A folder file that is not an export of speechprune's raises ExportError. ``quantize``
-    ("int8", "int8-static") quantizes the graph (``quantize.quantize_onnx``; a static scheme on
-    the ranges of ``calibration``, clips as the model takes them). The session holds the graph
-    in memory, so the temporary files are gone when this returns.
+    ``attention_mask`` input) and passes the export's check against the weights now: what is
+    deployed is what runs, and no export is paid for. Otherwise it runs a fresh export, checked
+    the same way, that takes ``attention_mask`` only when asked. A folder file that is not an
+    export of speechprune's raises ExportError. ``quantize`` ("int8", "int8-static") quantizes
+    the graph (``quantize.quantize_onnx``; a static scheme on the ranges of ``calibration``, clips
+    as the model takes them). The session holds the graph in memory, so the temporary files are
+    gone when this returns.
     """
     folder = local_folder(target.source) if target.kind != "run" else None  # None: a hub id, or a run
     notes = []

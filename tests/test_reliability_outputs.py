@@ -153,7 +153,7 @@ NOT_WRITTEN = {
              "batch_seconds", "epochs", "per_layer", "seed", "device", "quantize", "runtime"},
     "bench": {"baseline", "block_step", "device", "dtype", "seconds", "batch", "threads", "warmup", "repeat", "min_time",
               "compile_", "breakdown", "seed", "quantize", "baseline_quantize", "runtime", "latency_table", "data"},
-    "export-onnx": {"hidden_states", "overwrite"},
+    "export-onnx": {"hidden_states", "overwrite", "quantize", "data", "seed"},
 }
 EVERY_COMMAND_PRINTS = {"json_output", "quiet"}  # stdout only
 

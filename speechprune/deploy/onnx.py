@@ -46,7 +46,7 @@ def require_onnx() -> None:
         raise ExportError(f"ONNX export and runtime need {', '.join(missing)}: pip install 'speechprune[onnx]'")
 
 
-class _Graph(nn.Module):
+class EncoderGraph(nn.Module):
     """What is exported: the encoder's forward as plain tensors in, plain tensors out."""
 
     def __init__(self, model: nn.Module, hidden_states: bool):
@@ -61,7 +61,8 @@ class _Graph(nn.Module):
         return out.last_hidden_state
 
 
-def _inputs(batch: int, seconds: float, sampling_rate: int, attention_mask: bool, seed: int) -> dict[str, torch.Tensor]:
+def generated_inputs(batch: int, seconds: float, sampling_rate: int, attention_mask: bool,
+                     seed: int) -> dict[str, torch.Tensor]:
     """Generated speech (B, T), normalised; the last row padded after half its length when masks are used."""
     rng = np.random.default_rng(seed)
     samples = round(seconds * sampling_rate)
@@ -86,8 +87,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sam
     from torch.export import Dim
 
     path = Path(path)
-    graph = _Graph(model.eval(), hidden_states)
-    example = _inputs(*EXAMPLE, sampling_rate, attention_mask, seed=0)
+    graph = EncoderGraph(model.eval(), hidden_states)
+    example = generated_inputs(*EXAMPLE, sampling_rate, attention_mask, seed=0)
     names = list(example)
     outputs = ["last_hidden_state"] + (["hidden_states"] if hidden_states else [])
     dynamic = {name: {0: Dim.DYNAMIC, 1: Dim.DYNAMIC} for name in names}
@@ -99,7 +100,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, attention_mask: bool, sam
     def save_checked(tmp: Path) -> None:
         program.save(str(tmp), external_data=False)  # one file (models up to 2 GB)
         measured["error"] = check_onnx(session(tmp, threads=None), graph,
-                                       _inputs(*CHECK, sampling_rate, attention_mask, seed=1))
+                                       generated_inputs(*CHECK, sampling_rate, attention_mask, seed=1))
         if not measured["error"] < RELATIVE_LIMIT:
             raise ExportError(f"the ONNX export differs from the torch model by {measured['error']:.1e} relative on "
                               f"another input length (limit {RELATIVE_LIMIT:.0e}); nothing was written")
@@ -141,20 +142,35 @@ def recheck(runner, model: nn.Module, sampling_rate: int) -> float:
     session), checked against ``model``'s weights now as an export is: the max relative error
     on a fresh input. A file left over from other weights fails the check."""
     names, outputs = io_names(runner)
-    graph = _Graph(model.eval(), hidden_states="hidden_states" in outputs)
-    inputs = _inputs(*CHECK, sampling_rate, attention_mask="attention_mask" in names, seed=2)
+    graph = EncoderGraph(model.eval(), hidden_states="hidden_states" in outputs)
+    inputs = generated_inputs(*CHECK, sampling_rate, attention_mask="attention_mask" in names, seed=2)
     return check_onnx(runner, graph, inputs)
 
 
 def check_onnx(runner, graph: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
     """Max relative error of ``runner``'s (an ORT session's) outputs against torch's, over every output."""
+    pairs = paired_outputs(runner, graph, inputs)
+    if pairs is None:
+        return float("inf")
+    return max_relative_error(pairs)
+
+
+def paired_outputs(runner, graph: nn.Module,
+                   inputs: dict[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(ORT's output, torch's) of each output of ``graph`` on ``inputs``; None when a shape differs
+    (a graph of another architecture)."""
     with torch.no_grad():
         expected = graph(**inputs)
     expected = expected if isinstance(expected, tuple) else (expected,)
     got = runner.run(None, {name: value.numpy() for name, value in inputs.items()})
-    if any(g.shape != tuple(e.shape) for g, e in zip(got, expected)):  # a graph of another architecture
-        return float("inf")
-    return max(float(np.abs(g - e.numpy()).max() / max(np.abs(e.numpy()).max(), 1e-12)) for g, e in zip(got, expected))
+    if len(got) != len(expected) or any(g.shape != tuple(e.shape) for g, e in zip(got, expected)):
+        return None
+    return [(g, e.numpy()) for g, e in zip(got, expected)]
+
+
+def max_relative_error(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """max |got - expected| / max |expected|, the largest over the (got, expected) pairs."""
+    return max(float(np.abs(g - e).max() / max(np.abs(e).max(), 1e-12)) for g, e in pairs)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from ..model.encoder import EncoderModules, EncoderOutput
 from ..model.loading import local_folder
 from .onnx import ONNX_FILE, RELATIVE_LIMIT, export_fixed, export_onnx, recheck
 from .quantize import quantize_onnx
-from .sessions import io_names, open_export, session
+from .sessions import io_names, open_export, quantized_scheme, session
 
 RUNTIMES = ("torch", "onnxruntime")  # --runtime of bench and eval
 
@@ -42,14 +42,15 @@ def deployed_session(target: Target, model: nn.Module, *, threads: int | None, q
     """(an ONNX Runtime session of ``target``'s model, a note saying which graph it runs).
 
     ``model`` holds the weights (float32, CPU; ``folders.target.load_target``). The session runs the
-    folder's own model.onnx (``shrink --onnx``, ``export-onnx``) when that file has what is asked
-    (the ``hidden_states`` output; the ``attention_mask`` input) and passes the export's check
-    against the weights now: what is deployed is what runs, and no export is paid for. Otherwise
-    it runs a fresh export, checked the same way, that takes ``attention_mask`` only when asked.
-    A folder file that is not an export of speechprune's raises ExportError. ``quantize``
-    ("int8", "int8-static") quantizes the graph (``quantize.quantize_onnx``; a static scheme on
-    the ranges of ``calibration``, clips as the model takes them). The session holds the graph
-    in memory, so the temporary files are gone when this returns.
+    folder's own model.onnx (``shrink --onnx``, ``export-onnx``) when that file is float32 (not a
+    graph of ``export-onnx --quantize``), has what is asked (the ``hidden_states`` output; the
+    ``attention_mask`` input) and passes the export's check against the weights now: what is
+    deployed is what runs, and no export is paid for. Otherwise it runs a fresh export, checked
+    the same way, that takes ``attention_mask`` only when asked. A folder file that is not an
+    export of speechprune's raises ExportError. ``quantize`` ("int8", "int8-static") quantizes
+    the graph (``quantize.quantize_onnx``; a static scheme on the ranges of ``calibration``, clips
+    as the model takes them). The session holds the graph in memory, so the temporary files are
+    gone when this returns.
     """
     folder = local_folder(target.source) if target.kind != "run" else None  # None: a hub id, or a run
     notes = []
@@ -113,6 +114,10 @@ def _checked_folder_file(saved: Path, target: Target, model: nn.Module, hidden_s
                          attention_mask: bool) -> tuple[Path | None, str]:
     """(``saved`` when it has what is asked and matches the weights now, else None; the note that says so)."""
     runner = open_export(saved)
+    scheme = quantized_scheme(runner)
+    if scheme is not None:  # export-onnx --quantize, put where the float32 graph belongs: never taken for it
+        return None, (f"the folder's {ONNX_FILE} is quantized ({scheme}, export-onnx --quantize), not the float32 "
+                      "export, so a fresh export ran instead")
     names, outputs = io_names(runner)
     asked = (("the hidden_states output", hidden_states, "hidden_states" in outputs),
              ("the attention_mask input", attention_mask, "attention_mask" in names))

@@ -1,11 +1,13 @@
-"""ONNX Runtime sessions of a graph file: how every command opens one (CPU, no spinning), and
-the check that a file is an export of speechprune's."""
+"""ONNX Runtime sessions of a graph file: how every command opens one (CPU, no spinning), the
+check that a file is an export of speechprune's, and the scheme a quantized export says it has."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import ExportError
+
+QUANTIZE_KEY = "speechprune.quantize"  # metadata of a quantized export (export-onnx --quantize): its scheme
 
 
 def session(path: str | Path, threads: int | None):
@@ -46,3 +48,9 @@ def open_export(path: str | Path):
         raise ExportError(f"{path} takes {names} and returns {outputs}: not an export of speechprune's; "
                           "write it again with speechprune export-onnx MODEL --overwrite")
     return runner
+
+
+def quantized_scheme(runner) -> str | None:
+    """The scheme an ORT session's graph was quantized by (``export-onnx --quantize`` writes it in
+    the graph's metadata under ``QUANTIZE_KEY``); None for a float32 export."""
+    return runner.get_modelmeta().custom_metadata_map.get(QUANTIZE_KEY)

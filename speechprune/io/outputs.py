@@ -233,7 +233,8 @@ def _json_record(head: bytes, path: Path) -> bool:
 FILE_KINDS: dict[str, tuple[str, Callable[[bytes, Path], bool]]] = {
     "json": ("a speechprune JSON record (with a format)", _json_record),
     "png": ("a PNG image", lambda head, path: head.startswith(b"\x89PNG\r\n\x1a\n")),
-    "onnx": ("an ONNX graph exported from torch", lambda head, path: head[:1] == b"\x08" and b"pytorch" in head),
+    "onnx": ("an ONNX graph exported from torch or quantized by ONNX Runtime",  # producer: export-onnx's, float or int8
+             lambda head, path: head[:1] == b"\x08" and (b"pytorch" in head or b"onnx.quantize" in head)),
 }
 
 

@@ -113,6 +113,10 @@ def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
     assert data["reference"]["model"] == "stock WavLMModel, float32, eager torch"
     assert data["architecture"]["family"] == "wavlm" and data["architecture"]["hidden_size"] == 48
     assert {"speechprune", "torch", "date", "model"} <= set(data["provenance"])
+    passes = data["provenance"]["passes"]  # every shape timed twice; the dense parts' two timings recorded
+    assert len(passes["parts"]) == 7 + 1 + 3 and all(part["second_ms"] > 0 for part in passes["parts"])
+    assert passes["largest_change"] in [part["change"] for part in passes["parts"]]
+    assert passes["shapes"] >= len(data["fit"]["layer"]) + 7 * 3
     assert set(data["fit"]) == {f"conv.{c}" for c in range(7)} | {"projection", "layer", "encoder"}
     assert len(data["fit"]["layer"]) >= 10 and len(data["fit"]["encoder"]) == 3
     # a sweep's widest shape, which its factors are relative to, is the fit's timing of that shape
@@ -127,6 +131,68 @@ def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
     table = CostTable.read(str(path))
     spec = tiny_spec("wavlm")
     assert math.isfinite(predict_ms(table, spec)) and predict_ms(table, spec) > 0
+
+
+class _SlowingClock:
+    """A clock that advances ``per_read`` seconds each time it is read: every timed call takes
+    exactly that long, until the test slows the machine down."""
+
+    def __init__(self):
+        self.now, self.per_read = 0.0, 1e-3
+
+    def __call__(self) -> float:
+        self.now += self.per_read
+        return self.now
+
+
+def test_a_table_times_every_shape_twice_and_keeps_the_faster_timing(model_dir, tmp_path, monkeypatch):
+    from speechprune.bench import cost_model
+    from speechprune.bench.job import BenchOptions
+    from speechprune.io.progress import Reporter
+
+    warnings = []
+
+    class Warnings(Reporter):
+        def warning(self, text):
+            warnings.append(text)
+
+    def measure(change: float) -> dict:
+        """The table measured with every call 1 ms long, then ``change`` times that from the second pass on."""
+        clock, second_pass = _SlowingClock(), cost_model._Timer.second_pass
+
+        def changed(timer, reporter):
+            clock.per_read *= change
+            return second_pass(timer, reporter)
+
+        monkeypatch.setattr(cost_model._Timer, "second_pass", changed)
+        options = BenchOptions(models=[str(model_dir("wav2vec2"))], seconds=[0.5], threads=1, warmup=0, repeat=2,
+                               min_time=0.0)
+        cost_model.measure_cost_table(options, str(tmp_path / f"table-{change}.json"), Warnings(), clock=clock, block=8)
+        return json.loads((tmp_path / f"table-{change}.json").read_text())
+
+    def part_times(table: dict) -> set[float]:
+        timed = [row["measured_ms"] for name, rows in table["fit"].items() if name != "encoder" for row in rows]
+        return {round(ms, 6) for ms in timed + [ms for sweep in table["widths"]["steps"].values() for ms in sweep["measured_ms"]]}
+
+    def parts_only(table: dict) -> dict:
+        return {name: value for name, value in table["coefficients"].items() if name not in ("scale", "overhead")}
+
+    steady = measure(1.0)
+    passes = steady["provenance"]["passes"]
+    shapes = [part["shape"] for part in passes["parts"]]  # every conv layer, the projection, three dense layers
+    assert shapes[:2] == ["conv 0: 1 -> 24 channels", "conv 1: 24 -> 24 channels"] and len(shapes) == 7 + 1 + 3
+    assert "projection: 24 channels" in shapes and "layer: no attention, FFN 96" in shapes
+    assert passes["largest_change"] == 0 and passes["median_change"] == 0 and warnings == []
+    whole = [part["share"] for part in passes["parts"] if not ("no attention" in part["shape"] or "FFN none" in part["shape"])]
+    assert abs(sum(whole) - 1) < 1e-3  # shares of the dense encoder's parts: its conv layers, projection and layers
+
+    slowed = measure(2.0)  # the machine at half speed in the second pass: the first timings stand, and a warning
+    assert [part["change"] for part in slowed["provenance"]["passes"]["parts"]] == [1.0] * len(shapes)
+    assert part_times(slowed) == {1.0} and parts_only(slowed) == parts_only(steady)  # the encoders ran at 2 ms
+    assert len(warnings) == 1 and "+100%" in warnings[0] and "measure again on an idle machine" in warnings[0]
+
+    faster = measure(0.5)  # slow in the first pass: the second pass's timings replace every one
+    assert part_times(faster) == {0.5} and faster["provenance"]["passes"]["median_change"] == -0.5
 
 
 @pytest.mark.parametrize("args,words", [

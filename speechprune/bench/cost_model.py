@@ -22,6 +22,12 @@ channels, the run-time head width at every head count (a layer without FFN), and
 its measured time over the smooth fit, relative to the sweep's widest width. The steps are
 measured before the encoder's scale is fitted, so the scale sees them.
 
+Every shape is timed twice: once as the fit and the sweeps ask for it, and again, alone as
+before, after the last sweep; the fits and the factors use the lower of its two timings. A table
+takes minutes and times each shape in a window of seconds, so a stretch of a slower machine would
+otherwise stay in the prices of the shapes it caught. How far the dense parts moved between the
+passes is recorded (``provenance.passes``), and a large move is a warning.
+
 Every timed call runs in the runtime the table is for (``--runtime``, ``--quantize``): eager torch,
 torch's dynamic int8, or ONNX Runtime, each part exported at its shape (``deploy.runtime.part_call``)
 and int8-quantized as deployed models are. The stock model in float32 eager torch is timed in
@@ -65,6 +71,8 @@ COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes, 
 SWEEP_POINTS = 32  # widths per sweep at most (about): every block of a 512-channel conv layer at step 16
 INPUT_SWEEP_POINTS = 8  # conv input channels: their blocks move time less than the outputs'
 FACTOR_RANGE = (0.25, 4.0)  # a step factor outside is a disturbed timing, not a kernel's step (those are < 2x)
+DRIFT_WARNING = 0.10  # a dense part's second timing this much off its first: the machine's speed moved...
+DRIFT_SHARE = 0.05  # ...where the part makes at least this share of the dense encoder's parts
 
 
 def check_cost_model_options(options: BenchOptions, out: str, block: int | None = None) -> None:
@@ -98,16 +106,34 @@ class _Timer:
         self.sampling_rate = sampling_rate
         self.sync = device_sync(device)
         self.generator = torch.Generator().manual_seed(options.seed)
-        self.timed: dict[tuple, float] = {}  # part shape -> its ms: each shape is timed once
+        self.timed: dict[tuple, float] = {}  # part shape -> its ms: the lower of its two passes, once both ran
+        self.passes: dict[tuple, list[float]] = {}  # part shape -> its ms in each pass
+        self.builds: dict[tuple, Callable[[], tuple[torch.nn.Module, tuple]]] = {}  # part shape -> its build
 
     def part_ms(self, shape: tuple, build: Callable[[], tuple[torch.nn.Module, tuple]]) -> float:
         """Median ms of the part ``build()`` makes ((module, inputs)), timed the first time its
         ``shape`` is asked for: the smooth fit and a width sweep that both time a shape read one
-        timing of it (the sweep's factors are relative to its widest shape, which the fit timed too)."""
+        timing of it (the sweep's factors are relative to its widest shape, which the fit timed too).
+        ``build`` is kept for ``second_pass``, so it must bind what it uses (default arguments)."""
         if shape not in self.timed:
             module, inputs = build()
             self.timed[shape] = self.ms(module, *inputs)
+            self.passes[shape], self.builds[shape] = [self.timed[shape]], build
         return self.timed[shape]
+
+    def second_pass(self, reporter: Reporter) -> None:
+        """Every shape timed again, alone, as the first time; each keeps the lower of its two
+        timings. A table takes minutes and times each shape in a window of seconds, so a stretch
+        of a slower machine (other work, throttling, a busy host) would stay in the prices of
+        the shapes it caught; a slower machine never makes a part faster, so the lower timing is
+        the part's. Seen on a 2-core VM: one stage of a table timed the layers 1.7x slower than
+        the same table twenty minutes later."""
+        for done, (shape, build) in enumerate(self.builds.items()):
+            reporter.count("timing every part again", done, len(self.builds))
+            module, inputs = build()
+            self.passes[shape].append(self.ms(module, *inputs))
+            self.timed[shape] = min(self.passes[shape])
+        reporter.count("timing every part again", len(self.builds), len(self.builds))
 
     def input(self, *shape: int) -> torch.Tensor:
         return torch.randn(self.options.batches[0], *shape, generator=self.generator).to(self.device, self.dtype)
@@ -247,14 +273,15 @@ def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, fea
         dense_input = timer.input(before, length)  # the output sweep's input, shared
         outputs = [(width, _with_conv(spec, {c: width})) for width in sweep_widths(full, step, SWEEP_POINTS)]
         sweep(CONV_OUTPUTS.format(c), ("conv", c), parts["conv"][c],
-              [(w, shape, ("conv", c, before, w), lambda shape=shape: (InferenceConvLayer(shape, c), (dense_input,)))
+              [(w, shape, ("conv", c, before, w),
+                lambda shape=shape, c=c, x=dense_input: (InferenceConvLayer(shape, c), (x,)))
                for w, shape in outputs])
         del dense_input
         if c:
             inputs = [(width, _with_conv(spec, {c - 1: width})) for width in sweep_widths(before, step, INPUT_SWEEP_POINTS)]
             sweep(CONV_INPUTS.format(c), ("conv", c), parts["conv"][c],
                   [(w, shape, ("conv", c, w, full),
-                    lambda shape=shape, w=w: (InferenceConvLayer(shape, c), (timer.input(w, length),)))
+                    lambda shape=shape, w=w, c=c, length=length: (InferenceConvLayer(shape, c), (timer.input(w, length),)))
                    for w, shape in inputs])
 
     last = len(spec.conv_channels) - 1
@@ -302,10 +329,27 @@ class _Fits:
         return coefficients
 
 
+def _fit_part(key: tuple, spec: EncoderSpec, samples: int, timer: _Timer, bias) -> tuple[torch.nn.Module, tuple]:
+    """(module, inputs) of the part shape ``key`` of the smooth fit: ("conv", c, in, out) channels,
+    ("projection", channels), ("pos_conv",) or a ``_layer_key``; ``bias``: WavLM's position bias
+    input (else None). Built anew at each call, so a build can be kept for the second pass."""
+    frames = Frames.of(spec, samples)
+    if key[0] == "conv":
+        _, c, k_in, k_out = key
+        shape = _with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out})
+        return InferenceConvLayer(shape, c), (timer.input(k_in, samples if c == 0 else frames.lengths[c - 1]),)
+    if key[0] == "pos_conv":
+        return InferencePositionalConv(spec), (timer.input(frames.t, spec.hidden_size),)
+    if key[0] == "projection":
+        return FeatureProjection(_with_conv(spec, {len(spec.conv_channels) - 1: key[1]})), (timer.input(frames.t, key[1]),)
+    layer = LayerSpec(**json.loads(key[1]))
+    return EncoderLayer(spec, layer), (timer.input(frames.t, spec.hidden_size), None, bias)
+
+
 def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fits, reporter: Reporter) -> dict:
     """The smooth fit: each conv layer, the projection, the positional convolution and the layer
     timed at a few widths, and fitted per part: {"conv", "projection", "pos_conv", "layer"}."""
-    lengths, t, d = fits.frames.lengths, fits.frames.t, spec.hidden_size
+    t, d = fits.frames.t, spec.hidden_size
     conv = []
     for c, full in enumerate(spec.conv_channels):
         reporter.message(f"timing conv layer {c}")
@@ -315,8 +359,8 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
         shapes = []
         for k_in, k_out in dict.fromkeys(pairs):  # layer 0 has one input channel: fewer distinct pairs
             shape = _with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out})
-            ms = timer.part_ms(("conv", c, k_in, k_out), lambda: (
-                InferenceConvLayer(shape, c), (timer.input(k_in, samples if c == 0 else lengths[c - 1]),)))
+            key = ("conv", c, k_in, k_out)
+            ms = timer.part_ms(key, lambda key=key: _fit_part(key, spec, samples, timer, bias))
             shapes.append((f"conv {c}: {k_in} -> {k_out} channels", fits.features(shape, ("conv", c)), ms))
         conv.append(fits.fitted(f"conv.{c}", shapes))
 
@@ -325,15 +369,15 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
     shapes = []
     for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
         shape = _with_conv(spec, {last: k})
-        ms = timer.part_ms(("projection", k), lambda: (FeatureProjection(shape), (timer.input(t, k),)))
+        ms = timer.part_ms(("projection", k), lambda k=k: _fit_part(("projection", k), spec, samples, timer, bias))
         shapes.append((f"projection: {k} channels", fits.features(shape, ("projection",)), ms))
     projection = fits.fitted("projection", shapes)
-    pos_conv = {"const": timer.ms(InferencePositionalConv(spec), timer.input(t, d))}
+    pos_conv = {"const": timer.part_ms(("pos_conv",), lambda: _fit_part(("pos_conv",), spec, samples, timer, bias))}
 
     shapes = []
     for layer in _layer_shapes(spec):
         reporter.message(f"timing {_describe_layer(layer)}")
-        ms = timer.part_ms(_layer_key(layer), lambda: (EncoderLayer(spec, layer), (timer.input(t, d), None, bias)))
+        ms = timer.part_ms(_layer_key(layer), lambda layer=layer: _fit_part(_layer_key(layer), spec, samples, timer, bias))
         shape = EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]})
         shapes.append((_describe_layer(layer), fits.features(shape, ("layer", 0)), ms))
     return {"conv": conv, "projection": projection, "pos_conv": pos_conv, "layer": fits.fitted("layer", shapes)}
@@ -353,6 +397,42 @@ def _fit_encoder(spec: EncoderSpec, samples: int, timer: _Timer, fits: _Fits, pa
         (f"encoder at {share:g} of its widths", {"scale": parts_ms(parts, whole, samples, steps), "overhead": 1.0}, ms)
         for share, whole, ms in zip(shares, wholes, measured)])
     return fitted, {"dense_ms": round(stock_ms, 4), "table_dense_ms": round(measured[0], 4)}
+
+
+def _passes(spec: EncoderSpec, timer: _Timer, reporter: Reporter) -> dict:
+    """How far the machine's speed moved between the two passes: the table's ``provenance.passes``,
+    every part at its dense width (each conv layer, the projection, the dense layer, its attention
+    alone and its FFN alone) with its two timings, and the median move of every shape. A part
+    that makes at least ``DRIFT_SHARE`` of the dense encoder's parts and moved by more than
+    ``DRIFT_WARNING`` is a warning: the lower timing is kept, which is wrong only if the machine
+    was slow through both passes."""
+    h, w, f, count = spec.num_heads, spec.head_dim, spec.layers[0].ffn_dim, len(spec.layers)
+    dense = {("conv", c, spec.conv_channels[c - 1] if c else 1, full): (f"conv {c}: {spec.conv_channels[c - 1] if c else 1} "
+                                                                       f"-> {full} channels", 1)
+             for c, full in enumerate(spec.conv_channels)}
+    dense[("projection", spec.conv_channels[-1])] = (f"projection: {spec.conv_channels[-1]} channels", 1)
+    for layer in _layer_shapes(spec):
+        if len(layer.heads) in (0, h) and layer.qk_dim in (0, w) and layer.vo_dim in (0, w) and layer.qk_dims is None \
+                and layer.ffn_dim in (0, f) and (layer.attention or layer.ffn):
+            dense[_layer_key(layer)] = (_describe_layer(layer), count)  # every layer of the encoder has it
+    first = {key: timer.passes[key][0] for key in dense}
+    total = sum(ms for key, ms in first.items() if key[0] in ("conv", "projection")) + \
+        count * first[_layer_key(_layer_shapes(spec)[0])]  # the dense encoder's parts (first pass)
+    parts = []
+    for key, (label, times) in dense.items():
+        first, second = timer.passes[key]
+        parts.append({"shape": label, "first_ms": round(first, 4), "second_ms": round(second, 4),
+                      "change": round(second / first - 1, 4), "share": round(first * times / total, 4)})
+    moved = [part for part in parts if part["share"] >= DRIFT_SHARE and abs(part["change"]) > DRIFT_WARNING]
+    if moved:
+        worst = max(moved, key=lambda part: abs(part["change"]))
+        reporter.warning(
+            f"the machine's speed moved while the table was measured: {worst['shape']} took {worst['first_ms']:.1f} ms, "
+            f"then {worst['second_ms']:.1f} ms ({worst['change']:+.0%}); the table keeps the faster timing of each "
+            "part, which is off if the machine was slow both times: measure again on an idle machine if in doubt")
+    changes = [times[1] / times[0] - 1 for times in timer.passes.values()]
+    return {"parts": parts, "largest_change": max((p["change"] for p in parts), key=abs),
+            "shapes": len(changes), "median_change": round(statistics.median(changes), 4)}
 
 
 def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | None = None,
@@ -381,9 +461,13 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
         step, step_from = block_step(device.type, block)
         reporter.message(f"timing widths at multiples of {step} channels ({step_from})")
         sweeps_started = clock()
-        sweeps = _sweeps(spec, samples, step, timer, bias, fits.features, parts, reporter)
-        widths = {"block": step, "block_from": step_from, "seconds": round(clock() - sweeps_started, 1),
-                  "steps": sweeps}
+        _sweeps(spec, samples, step, timer, bias, fits.features, parts, reporter)
+        sweeps_seconds = clock() - sweeps_started
+        timer.second_pass(reporter)
+        passes = _passes(spec, timer, reporter)
+        parts = _time_parts(spec, samples, timer, bias, fits, Reporter())  # the fits again, on the lower timings
+        sweeps = _sweeps(spec, samples, step, timer, bias, fits.features, parts, Reporter())
+        widths = {"block": step, "block_from": step_from, "seconds": round(sweeps_seconds, 1), "steps": sweeps}
         reporter.message("timing the encoder at 1, 1/2 and 1/4 of its widths and the stock model, interleaved")
         stock, stock_is = _stock(model)
         scale, reference = _fit_encoder(spec, samples, timer, fits, parts, Steps.of(widths), stock)
@@ -399,7 +483,7 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "warmup": options.warmup,
                     "repeat": options.repeat, "min_time": options.min_time, "seed": options.seed,
                     "weights": "random (timing does not depend on weight values)", "allocator": allocator,
-                    "seconds": round(clock() - started, 1)} | _runtime_versions(options.runtime),
+                    "seconds": round(clock() - started, 1), "passes": passes} | _runtime_versions(options.runtime),
         widths=widths,
         reference={"model": stock_is, **reference},
     )

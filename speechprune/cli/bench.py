@@ -89,8 +89,16 @@ def cost_table_summary(path: str, table) -> str:
         f"({c['device_name']}), {c['threads']} threads, in {table.runtime}: {len(residuals)} shapes timed, largest "
         f"fit residual {max(residuals):.1%}; dense encoder {dense['measured_ms']:.1f} ms, fitted "
         f"{dense['fitted_ms']:.1f} ms; {_stock_line(stock['model'], stock['dense_ms'], stock['table_dense_ms'])}; "
-        f"written to {path}"
+        f"{_passes_phrase(table.provenance.get('passes'))}written to {path}"
     )
+
+
+def _passes_phrase(passes: dict | None) -> str:
+    """How far the dense parts moved between the table's two passes (older tables have one)."""
+    if not passes:
+        return ""
+    return (f"every shape timed twice, the faster kept (dense parts moved by up to {abs(passes['largest_change']):.1%}, "
+            f"all shapes by {passes['median_change']:+.1%} at the median); ")
 
 
 def _stock_line(stock: str, stock_ms: float, dense_ms: float) -> str:

@@ -81,7 +81,7 @@ class CostTable:
     architecture: dict  # ``architecture(spec, sampling_rate)`` of the measured model
     coefficients: dict  # conv: [per layer {name: ms per unit}], projection, pos_conv, layer, scale, overhead
     fit: dict  # per group of timed shapes: measured and fitted ms, relative residual
-    provenance: dict  # model, speechprune, torch, date, warm-up and repeats, seconds the measurement took
+    provenance: dict  # model, speechprune, torch, date, warm-up and repeats, seconds the measurement took, passes
     widths: dict | None = None  # format 2: block step, what it came from, sweeps (``latency_steps``); None: format 1
     reference: dict | None = None  # format 3: the stock model's float32 eager torch time (``stock_speedup``)
     format: int = TABLE_FORMAT

@@ -349,7 +349,6 @@ def _fit_part(key: tuple, spec: EncoderSpec, samples: int, timer: _Timer, bias) 
 def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fits, reporter: Reporter) -> dict:
     """The smooth fit: each conv layer, the projection, the positional convolution and the layer
     timed at a few widths, and fitted per part: {"conv", "projection", "pos_conv", "layer"}."""
-    t, d = fits.frames.t, spec.hidden_size
     conv = []
     for c, full in enumerate(spec.conv_channels):
         reporter.message(f"timing conv layer {c}")
@@ -407,17 +406,18 @@ def _passes(spec: EncoderSpec, timer: _Timer, reporter: Reporter) -> dict:
     ``DRIFT_WARNING`` is a warning: the lower timing is kept, which is wrong only if the machine
     was slow through both passes."""
     h, w, f, count = spec.num_heads, spec.head_dim, spec.layers[0].ffn_dim, len(spec.layers)
-    dense = {("conv", c, spec.conv_channels[c - 1] if c else 1, full): (f"conv {c}: {spec.conv_channels[c - 1] if c else 1} "
-                                                                       f"-> {full} channels", 1)
-             for c, full in enumerate(spec.conv_channels)}
+    dense: dict[tuple, tuple[str, int]] = {}  # part shape -> (its label, how many the dense encoder has)
+    for c, full in enumerate(spec.conv_channels):
+        before = spec.conv_channels[c - 1] if c else 1
+        dense[("conv", c, before, full)] = (f"conv {c}: {before} -> {full} channels", 1)
     dense[("projection", spec.conv_channels[-1])] = (f"projection: {spec.conv_channels[-1]} channels", 1)
-    for layer in _layer_shapes(spec):
-        if len(layer.heads) in (0, h) and layer.qk_dim in (0, w) and layer.vo_dim in (0, w) and layer.qk_dims is None \
-                and layer.ffn_dim in (0, f) and (layer.attention or layer.ffn):
-            dense[_layer_key(layer)] = (_describe_layer(layer), count)  # every layer of the encoder has it
-    first = {key: timer.passes[key][0] for key in dense}
-    total = sum(ms for key, ms in first.items() if key[0] in ("conv", "projection")) + \
-        count * first[_layer_key(_layer_shapes(spec)[0])]  # the dense encoder's parts (first pass)
+    layers = [layer for layer in _layer_shapes(spec)  # the dense layer, its attention alone, its FFN alone
+              if len(layer.heads) in (0, h) and layer.qk_dim in (0, w) and layer.vo_dim in (0, w)
+              and layer.qk_dims is None and layer.ffn_dim in (0, f) and (layer.attention or layer.ffn)]
+    for layer in layers:
+        dense[_layer_key(layer)] = (_describe_layer(layer), count)
+    first_ms = {key: timer.passes[key][0] for key in dense}
+    total = sum(ms for key, ms in first_ms.items() if key[0] != "layer") + count * first_ms[_layer_key(layers[0])]
     parts = []
     for key, (label, times) in dense.items():
         first, second = timer.passes[key]

@@ -182,14 +182,15 @@ def test_a_table_times_every_shape_twice_and_keeps_the_faster_timing(model_dir, 
     shapes = [part["shape"] for part in passes["parts"]]  # every conv layer, the projection, three dense layers
     assert shapes[:2] == ["conv 0: 1 -> 24 channels", "conv 1: 24 -> 24 channels"] and len(shapes) == 7 + 1 + 3
     assert "projection: 24 channels" in shapes and "layer: no attention, FFN 96" in shapes
-    assert passes["largest_change"] == 0 and passes["median_change"] == 0 and warnings == []
+    assert passes["largest_change"] == passes["median_change"] == passes["encoder_parts_change"] == 0 and warnings == []
     whole = [part["share"] for part in passes["parts"] if not ("no attention" in part["shape"] or "FFN none" in part["shape"])]
     assert abs(sum(whole) - 1) < 1e-3  # shares of the dense encoder's parts: its conv layers, projection and layers
 
     slowed = measure(2.0)  # the machine at half speed in the second pass: the first timings stand, and a warning
     assert [part["change"] for part in slowed["provenance"]["passes"]["parts"]] == [1.0] * len(shapes)
     assert part_times(slowed) == {1.0} and parts_only(slowed) == parts_only(steady)  # the encoders ran at 2 ms
-    assert len(warnings) == 1 and "+100%" in warnings[0] and "measure again on an idle machine" in warnings[0]
+    assert slowed["provenance"]["passes"]["encoder_parts_change"] == 1.0
+    assert len(warnings) == 1 and "(+100%;" in warnings[0] and "measure again on an idle machine" in warnings[0]
 
     faster = measure(0.5)  # slow in the first pass: the second pass's timings replace every one
     assert part_times(faster) == {0.5} and faster["provenance"]["passes"]["median_change"] == -0.5

@@ -36,6 +36,7 @@ the encoder's rounds too, so the table knows what its runtime gains over stock (
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -71,6 +72,7 @@ COST_MODEL_MIN_TIME = 0.1  # seconds timed per shape at least (about 45 shapes, 
 SWEEP_POINTS = 32  # widths per sweep at most (about): every block of a 512-channel conv layer at step 16
 INPUT_SWEEP_POINTS = 8  # conv input channels: their blocks move time less than the outputs'
 FACTOR_RANGE = (0.25, 4.0)  # a step factor outside is a disturbed timing, not a kernel's step (those are < 2x)
+DENSE_LAYER_SHAPES = 3  # the first of ``_layer_shapes``: the dense layer, its attention alone, its FFN alone
 DRIFT_WARNING = 0.10  # the dense encoder's parts this much slower or faster in the second pass: the machine's speed moved
 
 
@@ -105,8 +107,7 @@ class _Timer:
         self.sampling_rate = sampling_rate
         self.sync = device_sync(device)
         self.generator = torch.Generator().manual_seed(options.seed)
-        self.timed: dict[tuple, float] = {}  # part shape -> its ms: the lower of its two passes, once both ran
-        self.passes: dict[tuple, list[float]] = {}  # part shape -> its ms in each pass
+        self.passes: dict[tuple, list[float]] = {}  # part shape -> its ms in each pass (its price: the lowest)
         self.builds: dict[tuple, Callable[[], tuple[torch.nn.Module, tuple]]] = {}  # part shape -> its build
 
     def part_ms(self, shape: tuple, build: Callable[[], tuple[torch.nn.Module, tuple]]) -> float:
@@ -114,11 +115,10 @@ class _Timer:
         ``shape`` is asked for: the smooth fit and a width sweep that both time a shape read one
         timing of it (the sweep's factors are relative to its widest shape, which the fit timed too).
         ``build`` is kept for ``second_pass``, so it must bind what it uses (default arguments)."""
-        if shape not in self.timed:
+        if shape not in self.passes:
             module, inputs = build()
-            self.timed[shape] = self.ms(module, *inputs)
-            self.passes[shape], self.builds[shape] = [self.timed[shape]], build
-        return self.timed[shape]
+            self.passes[shape], self.builds[shape] = [self.ms(module, *inputs)], build
+        return min(self.passes[shape])
 
     def second_pass(self, reporter: Reporter) -> None:
         """Every shape timed again, alone, as the first time; each keeps the lower of its two
@@ -131,7 +131,6 @@ class _Timer:
             reporter.count("timing every part again", done, len(self.builds))
             module, inputs = build()
             self.passes[shape].append(self.ms(module, *inputs))
-            self.timed[shape] = min(self.passes[shape])
         reporter.count("timing every part again", len(self.builds), len(self.builds))
 
     def input(self, *shape: int) -> torch.Tensor:
@@ -208,7 +207,8 @@ def _uniform(spec: EncoderSpec, share: float) -> EncoderSpec:
 
 def _layer_shapes(spec: EncoderSpec) -> list[LayerSpec]:
     """About a dozen shapes of one layer: head counts, head widths, FFN widths, and two shapes
-    whose padded width differs from the stored ones (projections vs T'^2 products)."""
+    whose padded width differs from the stored ones (projections vs T'^2 products). The first
+    ``DENSE_LAYER_SHAPES`` are the dense layer, its attention alone and its FFN alone."""
     h, w, f = spec.num_heads, spec.head_dim, spec.layers[0].ffn_dim
     two, third, half_w = _share(h, 2 / 3), _share(h, 1 / 3), _share(w, 1 / 2)
 
@@ -219,8 +219,8 @@ def _layer_shapes(spec: EncoderSpec) -> list[LayerSpec]:
                          attention=heads > 0, ffn=units > 0, qk_dims=qk_dims, vo_dims=vo_dims)
 
     shapes = [
-        shape(h, w, f), shape(h, w, _share(f, 1 / 2)), shape(h, w, _share(f, 1 / 6)), shape(h, w, 0),
-        shape(0, 0, f), shape(0, 0, 0), shape(two, w, f), shape(third, w, 0), shape(1, w, _share(f, 1 / 2)),
+        shape(h, w, f), shape(h, w, 0), shape(0, 0, f), shape(h, w, _share(f, 1 / 2)), shape(h, w, _share(f, 1 / 6)),
+        shape(0, 0, 0), shape(two, w, f), shape(third, w, 0), shape(1, w, _share(f, 1 / 2)),
         shape(h, half_w, f), shape(third, half_w, _share(f, 1 / 6)),
         shape(h, w, _share(f, 1 / 2), qk_dims=[w if i % 2 else half_w for i in range(h)],
               vo_dims=[w if i % 2 else half_w for i in range(h)]),
@@ -269,13 +269,13 @@ def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, fea
         reporter.message(f"timing conv layer {c} at its widths")
         before = spec.conv_channels[c - 1] if c else 1
         length = frames.lengths[c - 1] if c else samples
-        dense_input = timer.input(before, length)  # the output sweep's input, shared
+        # the output sweep's input, shared, made when a shape is first timed (the refit times none)
+        dense_input = functools.cache(lambda before=before, length=length: timer.input(before, length))
         outputs = [(width, _with_conv(spec, {c: width})) for width in sweep_widths(full, step, SWEEP_POINTS)]
         sweep(CONV_OUTPUTS.format(c), ("conv", c), parts["conv"][c],
               [(w, shape, ("conv", c, before, w),
-                lambda shape=shape, c=c, x=dense_input: (InferenceConvLayer(shape, c), (x,)))
+                lambda shape=shape, c=c, x=dense_input: (InferenceConvLayer(shape, c), (x(),)))
                for w, shape in outputs])
-        del dense_input
         if c:
             inputs = [(width, _with_conv(spec, {c - 1: width})) for width in sweep_widths(before, step, INPUT_SWEEP_POINTS)]
             sweep(CONV_INPUTS.format(c), ("conv", c), parts["conv"][c],
@@ -328,6 +328,15 @@ class _Fits:
         return coefficients
 
 
+def _label(key: tuple) -> str:
+    """What the table's ``fit`` calls the part shape ``key`` (``_fit_part``'s keys)."""
+    if key[0] == "conv":
+        return f"conv {key[1]}: {key[2]} -> {key[3]} channels"
+    if key[0] == "projection":
+        return f"projection: {key[1]} channels"
+    return _describe_layer(LayerSpec(**json.loads(key[1])))
+
+
 def _fit_part(key: tuple, spec: EncoderSpec, samples: int, timer: _Timer, bias) -> tuple[torch.nn.Module, tuple]:
     """(module, inputs) of the part shape ``key`` of the smooth fit: ("conv", c, in, out) channels,
     ("projection", channels), ("pos_conv",) or a ``_layer_key``; ``bias``: WavLM's position bias
@@ -359,7 +368,7 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
             shape = _with_conv(spec, {c - 1: k_in, c: k_out} if c else {c: k_out})
             key = ("conv", c, k_in, k_out)
             ms = timer.part_ms(key, lambda key=key: _fit_part(key, spec, samples, timer, bias))
-            shapes.append((f"conv {c}: {k_in} -> {k_out} channels", fits.features(shape, ("conv", c)), ms))
+            shapes.append((_label(key), fits.features(shape, ("conv", c)), ms))
         conv.append(fits.fitted(f"conv.{c}", shapes))
 
     reporter.message("timing the feature projection and the positional convolution")
@@ -368,7 +377,7 @@ def _time_parts(spec: EncoderSpec, samples: int, timer: _Timer, bias, fits: _Fit
     for k in dict.fromkeys(_share(spec.conv_channels[-1], f) for f in (1, 1 / 2, 1 / 4)):
         shape = _with_conv(spec, {last: k})
         ms = timer.part_ms(("projection", k), lambda k=k: _fit_part(("projection", k), spec, samples, timer, bias))
-        shapes.append((f"projection: {k} channels", fits.features(shape, ("projection",)), ms))
+        shapes.append((_label(("projection", k)), fits.features(shape, ("projection",)), ms))
     projection = fits.fitted("projection", shapes)
     pos_conv = {"const": timer.part_ms(("pos_conv",), lambda: _fit_part(("pos_conv",), spec, samples, timer, bias))}
 
@@ -405,27 +414,22 @@ def _passes(spec: EncoderSpec, timer: _Timer, reporter: Reporter) -> dict:
     than ``DRIFT_WARNING`` is a warning: the lower timings are kept, which is wrong only if the
     machine was slow through both passes. (Single parts below a millisecond move by a third on an
     idle machine; the sum does not.)"""
-    h, w, f, count = spec.num_heads, spec.head_dim, spec.layers[0].ffn_dim, len(spec.layers)
-    dense: dict[tuple, tuple[str, int]] = {}  # part shape -> (its label, how many an encoder has)
-    for c, full in enumerate(spec.conv_channels):
-        before = spec.conv_channels[c - 1] if c else 1
-        dense[("conv", c, before, full)] = (f"conv {c}: {before} -> {full} channels", 1)
-    dense[("projection", spec.conv_channels[-1])] = (f"projection: {spec.conv_channels[-1]} channels", 1)
-    layers = [layer for layer in _layer_shapes(spec)  # the dense layer, its attention alone, its FFN alone
-              if len(layer.heads) in (0, h) and layer.qk_dim in (0, w) and layer.vo_dim in (0, w)
-              and layer.qk_dims is None and layer.ffn_dim in (0, f) and (layer.attention or layer.ffn)]
-    for layer in layers:
-        dense[_layer_key(layer)] = (_describe_layer(layer), count)
-    encoder = [key for key in dense if key[0] != "layer"] + [_layer_key(layers[0])]  # the dense encoder's parts
+    count = len(spec.layers)
+    dense: dict[tuple, int] = {("conv", c, spec.conv_channels[c - 1] if c else 1, full): 1
+                               for c, full in enumerate(spec.conv_channels)}  # part shape -> how many an encoder has
+    dense[("projection", spec.conv_channels[-1])] = 1
+    layers = [_layer_key(layer) for layer in _layer_shapes(spec)[:DENSE_LAYER_SHAPES]]
+    dense.update(dict.fromkeys(layers, count))
+    encoder = [key for key in dense if key[0] != "layer"] + layers[:1]  # the dense encoder's parts
 
     def parts_ms(timing: int) -> float:
-        return sum(timer.passes[key][timing] * dense[key][1] for key in encoder)
+        return sum(timer.passes[key][timing] * dense[key] for key in encoder)
 
     first_sum, second_sum = parts_ms(0), parts_ms(1)
     parts = []
-    for key, (label, times) in dense.items():
+    for key, times in dense.items():
         first, second = timer.passes[key]
-        parts.append({"shape": label, "first_ms": round(first, 4), "second_ms": round(second, 4),
+        parts.append({"shape": _label(key), "first_ms": round(first, 4), "second_ms": round(second, 4),
                       "change": round(second / first - 1, 4), "share": round(first * times / first_sum, 4)})
     moved = second_sum / first_sum - 1
     if abs(moved) > DRIFT_WARNING:

@@ -119,13 +119,8 @@ def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
     assert passes["shapes"] >= len(data["fit"]["layer"]) + 7 * 3
     assert set(data["fit"]) == {f"conv.{c}" for c in range(7)} | {"projection", "layer", "encoder"}
     assert len(data["fit"]["layer"]) >= 10 and len(data["fit"]["encoder"]) == 3
-    # a sweep's widest shape, which its factors are relative to, is the fit's timing of that shape
-    fit_ms = {shape["shape"]: shape["measured_ms"] for part in data["fit"].values() for shape in part}
-    assert steps["conv.1.outputs"]["measured_ms"][-1] == fit_ms["conv 1: 24 -> 24 channels"]
-    assert steps["conv.1.inputs"]["measured_ms"][-1] == fit_ms["conv 1: 24 -> 24 channels"]
-    assert steps["projection.channels"]["measured_ms"][-1] == fit_ms["projection: 24 channels"]
-    assert steps["ffn.units"]["measured_ms"][-1] == fit_ms["layer: no attention, FFN 96"]
-    assert steps["attention.heads.4"]["measured_ms"][-1] == fit_ms["layer: 4 heads q/k [12] v/o [12], FFN none"]
+    # every sweep is relative to its widest width, timed in its rounds
+    assert all(sweep["factor"][-1] == 1.0 and min(sweep["measured_ms"]) > 0 for sweep in steps.values())
     coefficients = data["coefficients"]
     assert len(coefficients["conv"]) == 7 and coefficients["scale"] >= 0 and coefficients["overhead"] >= 0
     table = CostTable.read(str(path))
@@ -171,8 +166,7 @@ def test_a_table_times_every_shape_twice_and_keeps_the_faster_timing(model_dir, 
         return json.loads((tmp_path / f"table-{change}.json").read_text())
 
     def part_times(table: dict) -> set[float]:
-        timed = [row["measured_ms"] for name, rows in table["fit"].items() if name != "encoder" for row in rows]
-        return {round(ms, 6) for ms in timed + [ms for sweep in table["widths"]["steps"].values() for ms in sweep["measured_ms"]]}
+        return {round(row["measured_ms"], 6) for name, rows in table["fit"].items() if name != "encoder" for row in rows}
 
     def parts_only(table: dict) -> dict:
         return {name: value for name, value in table["coefficients"].items() if name not in ("scale", "overhead")}
@@ -194,6 +188,56 @@ def test_a_table_times_every_shape_twice_and_keeps_the_faster_timing(model_dir, 
 
     faster = measure(0.5)  # slow in the first pass: the second pass's timings replace every one
     assert part_times(faster) == {0.5} and faster["provenance"]["passes"]["median_change"] == -0.5
+    assert faster["widths"]["steps"] == steady["widths"]["steps"]  # the sweeps, timed before, are the steady ones
+
+
+class _Machine:
+    """A fake clock, and a machine whose speed changes every ``per_round`` calls: a call of a
+    ``_Costly`` part advances the clock by its cost, three times that in every other stretch."""
+
+    def __init__(self, per_round: int):
+        self.now, self.calls, self.per_round = 0.0, 0, per_round
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self, cost: float) -> None:
+        self.now += cost * (3.0 if self.calls // self.per_round % 2 else 1.0)
+        self.calls += 1
+
+
+class _Costly(torch.nn.Module):
+    def __init__(self, machine: _Machine, cost: float):
+        super().__init__()
+        self.machine, self.cost = machine, cost
+
+    def forward(self, x):
+        self.machine.run(self.cost)
+        return x
+
+
+def test_a_sweeps_widths_are_compared_in_the_same_rounds(tmp_path):
+    """The machine triples its time on every other round of a sweep; the widths' times relative
+    to the widest, and so the step factors, are what the parts cost, as on a steady machine."""
+    from speechprune.bench.cost_model import _Sweep, _Timer
+    from speechprune.bench.job import BenchOptions
+
+    costs = [1e-3, 3e-3, 2e-3, 4e-3]
+    machine = _Machine(per_round=2 * len(costs))  # a round: an untimed and a timed call of each part
+    options = BenchOptions(models=[str(tmp_path)], seconds=[0.5], threads=1, warmup=0, repeat=4, min_time=0.02)
+    timer = _Timer(options, torch.device("cpu"), torch.float32, machine, 1, 16000)
+    measured, relative = timer.sweep([(_Costly(machine, cost), (torch.zeros(1),)) for cost in costs])
+    assert machine.calls == 4 * 2 * len(costs)  # the widest had 32 ms timed in 4 rounds; the 1 ms width, 8 ms
+    assert relative == pytest.approx([cost / costs[-1] for cost in costs], rel=1e-9)
+    assert measured == pytest.approx([cost * 2e3 for cost in costs], rel=1e-9)  # the median of 1x and 3x rounds
+
+    # a factor: the width's time relative to the widest over the smooth fit's relation, clipped
+    smooth = {"a": 1.0, "b": 2.0, "c": 4.0, "d": 4.0}
+    sweep = _Sweep(("ffn",), [8, 16, 24, 32], list(smooth), measured, relative)
+    steps = sweep.steps({"ms": 1.0}, lambda shape, unit: {"ms": smooth[shape]})
+    assert steps["factor"] == pytest.approx([0.25 * 4 / 1, 0.75 * 4 / 2, 0.5, 1.0])
+    wild = _Sweep(("ffn",), [8, 16], ["a", "d"], [1.0, 1.0], [9.0, 1.0]).steps({"ms": 1.0}, lambda s, u: {"ms": smooth[s]})
+    assert wild["factor"] == [4.0, 1.0]  # 36x the fit's relation: a disturbed timing, not a kernel's step
 
 
 @pytest.mark.parametrize("args,words", [

@@ -18,15 +18,18 @@ Then the width steps (``method.latency_steps``): each part kind is timed again a
 the hardware's block step (detected, or ``--block-step``): every conv layer's output channels
 (its input dense) and input channels (its output dense, a coarser grid), the projection's
 channels, the run-time head width at every head count (a layer without FFN), and the FFN units
-(a layer without attention), each at most about ``SWEEP_POINTS`` widths. Each width's factor is
-its measured time over the smooth fit, relative to the sweep's widest width. The steps are
-measured before the encoder's scale is fitted, so the scale sees them.
+(a layer without attention), each at most about ``SWEEP_POINTS`` widths. The widths of one sweep
+are timed in the same interleaved rounds, as ``bench`` times models, and each width's time is
+taken relative to the widest width's in the same round: a machine whose speed moves within
+minutes (a 2-core VM's by a third) then moves every width of a round alike. Each width's factor
+is that relative time over the smooth fit's, so 1 at the widest width. The steps are measured
+before the encoder's scale is fitted, so the scale sees them.
 
-Every shape is timed twice: once as the fit and the sweeps ask for it, and again, alone as
-before, after the last sweep; the fits and the factors use the lower of its two timings. A table
-takes minutes and times each shape in a window of seconds, so a stretch of a slower machine would
-otherwise stay in the prices of the shapes it caught. How far the dense parts moved between the
-passes is recorded (``provenance.passes``), and a large move is a warning.
+The shapes of the smooth fit are timed twice: once as the fit asks for them, and again, alone as
+before, after the last sweep; the fits use the lower of the two timings. A table takes minutes
+and times each shape in a window of seconds, so a stretch of a slower machine would otherwise
+stay in the prices of the shapes it caught. How far the dense parts moved between the passes is
+recorded (``provenance.passes``), and a large move is a warning.
 
 Every timed call runs in the runtime the table is for (``--runtime``, ``--quantize``): eager torch,
 torch's dynamic int8, or ONNX Runtime, each part exported at its shape (``deploy.runtime.part_call``)
@@ -36,11 +39,10 @@ the encoder's rounds too, so the table knows what its runtime gains over stock (
 
 from __future__ import annotations
 
-import functools
 import json
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -53,7 +55,7 @@ from ..deploy.runtime import encoder_call, part_call
 from ..errors import SpeechpruneError, UsageError
 from ..io.outputs import check_output, output_path
 from ..io.progress import Reporter
-from ..method.latency import CostTable, architecture, dot, parts_ms, predict_ms, unit_features
+from ..method.latency import CostTable, architecture, dot, parts_ms, predict_ms, unit_coefficients, unit_features
 from ..method.latency_check import check_cost_table
 from ..method.latency_steps import ATTENTION, CONV_INPUTS, CONV_OUTPUTS, FFN, PROJECTION, Steps, block_step, sweep_widths
 from ..method.parts import Frames
@@ -112,8 +114,7 @@ class _Timer:
 
     def part_ms(self, shape: tuple, build: Callable[[], tuple[torch.nn.Module, tuple]]) -> float:
         """Median ms of the part ``build()`` makes ((module, inputs)), timed the first time its
-        ``shape`` is asked for: the smooth fit and a width sweep that both time a shape read one
-        timing of it (the sweep's factors are relative to its widest shape, which the fit timed too).
+        ``shape`` is asked for, and the lower of its two timings once ``second_pass`` has run.
         ``build`` is kept for ``second_pass``, so it must bind what it uses (default arguments)."""
         if shape not in self.passes:
             module, inputs = build()
@@ -132,6 +133,19 @@ class _Timer:
             module, inputs = build()
             self.passes[shape].append(self.ms(module, *inputs))
         reporter.count("timing every part again", len(self.builds), len(self.builds))
+
+    def sweep(self, parts: list[tuple[torch.nn.Module, tuple]]) -> tuple[list[float], list[float]]:
+        """The parts (module, inputs) of one width sweep, widest last, timed in the same interleaved
+        rounds: (the median ms of each, the median over the rounds of each one's time over the last
+        one's in the same round). The machine's speed moves within minutes (a 2-core VM's by a
+        third; ONNX Runtime's by 10-20 % between two states), so widths timed one after another
+        compared its states more than their kernels; in one round every width sees the same. The
+        rounds go on until the widest, the longest call, has ``min_time`` timed: a narrow width
+        needs no more rounds than it for its ratio (a 1 ms width would otherwise take a hundred
+        rounds of every width)."""
+        times = self.interleaved([self.call(module, inputs) for module, inputs in parts], paced_by=-1)  # s, per round
+        relative = [statistics.median(t / widest for t, widest in zip(part, times[-1])) for part in times]
+        return [statistics.median(part) * 1e3 for part in times], relative
 
     def input(self, *shape: int) -> torch.Tensor:
         return torch.randn(self.options.batches[0], *shape, generator=self.generator).to(self.device, self.dtype)
@@ -155,12 +169,14 @@ class _Timer:
         return self.interleaved_ms([self.call(module, inputs)])[0]
 
     def interleaved_ms(self, calls: list[Callable[[], object]]) -> list[float]:
-        """Median ms of each call, timed in interleaved rounds (as ``bench`` times models: each call
-        finds the caches as the other calls left them)."""
+        """Median ms of each call, timed in interleaved rounds (as ``bench`` times models)."""
+        return [statistics.median(t) * 1e3 for t in self.interleaved(calls)]
+
+    def interleaved(self, calls: list[Callable[[], object]], paced_by: int | None = None) -> list[list[float]]:
+        """Seconds of each call in each round, with bench's warm-up and rounds (``timing.rounds``)."""
         o = self.options
-        times = interleaved(calls, warmup=o.warmup, repeat=o.repeat, min_time=o.min_time, clock=self.clock,
-                            sync=self.sync)
-        return [statistics.median(t) * 1e3 for t in times]
+        return interleaved(calls, warmup=o.warmup, repeat=o.repeat, min_time=o.min_time, clock=self.clock, sync=self.sync,
+                           paced_by=paced_by)
 
 
 def _eager(module: torch.nn.Module, inputs: tuple) -> Callable[[], object]:
@@ -242,60 +258,68 @@ def _layer_key(layer: LayerSpec) -> tuple:
     return ("layer", json.dumps(asdict(layer), sort_keys=True))
 
 
-def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, features, parts: dict,
-            reporter: Reporter) -> dict:
+@dataclass(frozen=True)
+class _Sweep:
+    """One width sweep as measured: the part ``unit`` (``method.latency``'s units) at each of
+    ``widths``, in an encoder of the matching spec in ``shapes``; the median ms of each, and the
+    median over the rounds of its time over the widest width's time in the same round."""
+
+    unit: tuple
+    widths: list[int]
+    shapes: list[EncoderSpec]
+    measured_ms: list[float]
+    relative: list[float]
+
+    def steps(self, coefficients: dict, features: Callable[[EncoderSpec, tuple], dict]) -> dict:
+        """The table's sweep: {"widths", "measured_ms", "factor"}, each width's factor its time
+        relative to the widest over the same relation of the smooth fit (``coefficients``, the
+        unit's), so 1 at the widest width; ``features(shape, unit)``: a unit's features."""
+        smooth = [dot(coefficients, features(shape, self.unit)) for shape in self.shapes]
+        factors = [relative * smooth[-1] / fitted if fitted > 0 and smooth[-1] > 0 and relative > 0 else 1.0
+                   for relative, fitted in zip(self.relative, smooth)]
+        return {"widths": self.widths, "measured_ms": [round(ms, 4) for ms in self.measured_ms],
+                "factor": [round(min(max(f, FACTOR_RANGE[0]), FACTOR_RANGE[1]), 4) for f in factors]}
+
+
+def _sweeps(spec: EncoderSpec, samples: int, step: int, timer: _Timer, bias, reporter: Reporter) -> dict[str, _Sweep]:
     """Every part kind timed at multiples of ``step`` (``latency_steps``) on an input of
-    ``samples``, against the smooth fit of ``parts``: {sweep name: {"widths", "measured_ms", "factor"}}.
-    ``bias``: WavLM's position bias input of a layer (else None); ``features(shape, unit)``: a
-    unit's features. A shape the smooth fit timed already (every sweep's widest) is not timed again."""
+    ``samples``, the widths of one sweep in the same interleaved rounds (``_Timer.sweep``), so that
+    how they compare does not depend on how fast the machine ran while each was timed:
+    {sweep name: ``_Sweep``}. ``bias``: WavLM's position bias input of a layer (else None)."""
     frames = Frames.of(spec, samples)
     t, d = frames.t, spec.hidden_size
     sweeps = {}
 
-    def sweep(name: str, unit: tuple, coefficients: dict, shapes: list[tuple[int, EncoderSpec, tuple, Callable]]):
-        """Time each (width, shape, key, build: () -> (module, inputs)), built one at a time (a conv
-        layer's input is tens of MB for 10 s)."""
-        widths, measured, smooth = [], [], []
-        for width, shape, key, build in shapes:
-            widths.append(width)
-            measured.append(timer.part_ms(key, build))
-            smooth.append(dot(coefficients, features(shape, unit)))
-        ratios = [m / f if f > 0 and m > 0 else 1.0 for m, f in zip(measured, smooth)]
-        factors = [min(max(r / ratios[-1], FACTOR_RANGE[0]), FACTOR_RANGE[1]) for r in ratios]
-        sweeps[name] = {"widths": widths, "measured_ms": [round(m, 4) for m in measured],
-                        "factor": [round(f, 4) for f in factors]}
+    def sweep(name: str, unit: tuple, shapes: list[tuple[int, EncoderSpec]],
+              build: Callable[[int, EncoderSpec], tuple[torch.nn.Module, tuple]]) -> None:
+        """Time the part ``build(width, shape)`` makes (module, inputs) at each (width, shape), widest last."""
+        measured, relative = timer.sweep([build(width, shape) for width, shape in shapes])
+        sweeps[name] = _Sweep(unit, [w for w, _ in shapes], [shape for _, shape in shapes], measured, relative)
 
     for c, full in enumerate(spec.conv_channels):
         reporter.message(f"timing conv layer {c} at its widths")
         before = spec.conv_channels[c - 1] if c else 1
         length = frames.lengths[c - 1] if c else samples
-        # the output sweep's input, shared, made when a shape is first timed (the refit times none)
-        dense_input = functools.cache(lambda before=before, length=length: timer.input(before, length))
-        outputs = [(width, _with_conv(spec, {c: width})) for width in sweep_widths(full, step, SWEEP_POINTS)]
-        sweep(CONV_OUTPUTS.format(c), ("conv", c), parts["conv"][c],
-              [(w, shape, ("conv", c, before, w),
-                lambda shape=shape, c=c, x=dense_input: (InferenceConvLayer(shape, c), (x(),)))
-               for w, shape in outputs])
+        dense_input = timer.input(before, length)  # the output sweep's input, shared (tens of MB for 10 s)
+        sweep(CONV_OUTPUTS.format(c), ("conv", c),
+              [(width, _with_conv(spec, {c: width})) for width in sweep_widths(full, step, SWEEP_POINTS)],
+              lambda _, shape: (InferenceConvLayer(shape, c), (dense_input,)))
         if c:
-            inputs = [(width, _with_conv(spec, {c - 1: width})) for width in sweep_widths(before, step, INPUT_SWEEP_POINTS)]
-            sweep(CONV_INPUTS.format(c), ("conv", c), parts["conv"][c],
-                  [(w, shape, ("conv", c, w, full),
-                    lambda shape=shape, w=w, c=c, length=length: (InferenceConvLayer(shape, c), (timer.input(w, length),)))
-                   for w, shape in inputs])
+            sweep(CONV_INPUTS.format(c), ("conv", c),
+                  [(width, _with_conv(spec, {c - 1: width})) for width in sweep_widths(before, step, INPUT_SWEEP_POINTS)],
+                  lambda width, shape: (InferenceConvLayer(shape, c), (timer.input(width, length),)))
 
     last = len(spec.conv_channels) - 1
-    channels = [(width, _with_conv(spec, {last: width})) for width in sweep_widths(spec.conv_channels[-1], step, SWEEP_POINTS)]
-    sweep(PROJECTION, ("projection",), parts["projection"],
-          [(w, shape, ("projection", w), lambda shape=shape, w=w: (FeatureProjection(shape), (timer.input(t, w),)))
-           for w, shape in channels])
+    sweep(PROJECTION, ("projection",),
+          [(width, _with_conv(spec, {last: width})) for width in sweep_widths(spec.conv_channels[-1], step, SWEEP_POINTS)],
+          lambda width, shape: (FeatureProjection(shape), (timer.input(t, width),)))
 
     hidden = timer.input(t, d)
 
     def layer_sweep(name: str, layers: list[tuple[int, LayerSpec]]) -> None:
-        shapes = [(w, EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]}), layer) for w, layer in layers]
-        sweep(name, ("layer", 0), parts["layer"],
-              [(w, shape, _layer_key(layer), lambda layer=layer: (EncoderLayer(spec, layer), (hidden, None, bias)))
-               for w, shape, layer in shapes])
+        sweep(name, ("layer", 0),
+              [(width, EncoderSpec.from_dict({**spec.to_dict(), "layers": [asdict(layer)]})) for width, layer in layers],
+              lambda _, shape: (EncoderLayer(spec, shape.layers[0]), (hidden, None, bias)))
 
     for heads in range(1, spec.num_heads + 1):
         reporter.message(f"timing attention of {heads} heads at its widths")
@@ -466,17 +490,17 @@ def measure_cost_table(options: BenchOptions, out: str, reporter: Reporter | Non
     fits = _Fits(Frames.of(spec, samples))
     with torch.no_grad():  # modules built outside inference mode, as models are loaded; timed inside it
         bias = timer.input(spec.num_heads, fits.frames.t, fits.frames.t)[0] if spec.num_buckets else None  # WavLM
-        parts = _time_parts(spec, samples, timer, bias, fits, reporter)
+        _time_parts(spec, samples, timer, bias, fits, reporter)  # the first pass of the fits' shapes
         step, step_from = block_step(device.type, block)
         reporter.message(f"timing widths at multiples of {step} channels ({step_from})")
         sweeps_started = clock()
-        _sweeps(spec, samples, step, timer, bias, fits.features, parts, reporter)
+        sweeps = _sweeps(spec, samples, step, timer, bias, reporter)
         sweeps_seconds = clock() - sweeps_started
         timer.second_pass(reporter)
         passes = _passes(spec, timer, reporter)
         parts = _time_parts(spec, samples, timer, bias, fits, Reporter())  # the fits again, on the lower timings
-        sweeps = _sweeps(spec, samples, step, timer, bias, fits.features, parts, Reporter())
-        widths = {"block": step, "block_from": step_from, "seconds": round(sweeps_seconds, 1), "steps": sweeps}
+        steps = {name: sweep.steps(unit_coefficients(parts, sweep.unit), fits.features) for name, sweep in sweeps.items()}
+        widths = {"block": step, "block_from": step_from, "seconds": round(sweeps_seconds, 1), "steps": steps}
         reporter.message("timing the encoder at 1, 1/2 and 1/4 of its widths and the stock model, interleaved")
         stock, stock_is = _stock(model)
         scale, reference = _fit_encoder(spec, samples, timer, fits, parts, Steps.of(widths), stock)

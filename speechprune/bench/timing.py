@@ -39,7 +39,7 @@ def device_sync(device: torch.device) -> Callable[[], None]:
 
 
 def interleaved(runs: list[Callable[[], object]], *, warmup: int, repeat: int, min_time: float,
-                clock: Callable[[], float], sync: Callable[[], None]) -> list[list[float]]:
+                clock: Callable[[], float], sync: Callable[[], None], paced_by: int | None = None) -> list[list[float]]:
     """Seconds per call of each of ``runs`` in this process, timed in ``rounds``. ``sync`` waits for
     the device (CUDA kernels are asynchronous), before the clock is read on both ends."""
     for _ in range(warmup):
@@ -47,15 +47,17 @@ def interleaved(runs: list[Callable[[], object]], *, warmup: int, repeat: int, m
             run()
     sync()
     return rounds([lambda run=run: timed_call(run, clock, sync) for run in runs], warmup=0, repeat=repeat,
-                  min_time=min_time)
+                  min_time=min_time, paced_by=paced_by)
 
 
-def rounds(timers: list[Callable[[], float]], *, warmup: int, repeat: int, min_time: float) -> list[list[float]]:
+def rounds(timers: list[Callable[[], float]], *, warmup: int, repeat: int, min_time: float,
+           paced_by: int | None = None) -> list[list[float]]:
     """Seconds per call of each of ``timers`` (each times one call of its model and returns its
     seconds), in rounds: timers[0], timers[1], ..., timers[0], ..., after ``warmup`` untimed rounds.
 
     At least ``repeat`` rounds, and more until each has ``min_time`` seconds timed, so that short
-    calls are repeated until their median is stable.
+    calls are repeated until their median is stable; with ``paced_by``, until that timer has (the
+    longest call of a width sweep: its short widths are compared per round, not by their medians).
 
     With several timers, each timed call follows an untimed call of the same model, so that it
     runs as a model called back to back does, not as the other models left the machine: their
@@ -67,7 +69,8 @@ def rounds(timers: list[Callable[[], float]], *, warmup: int, repeat: int, min_t
         for timer in timers:
             timer()
     times: list[list[float]] = [[] for _ in timers]
-    while len(times[0]) < repeat or min(sum(t) for t in times) < min_time:
+    paced = times if paced_by is None else [times[paced_by]]
+    while len(times[0]) < repeat or min(sum(t) for t in paced) < min_time:
         for timer, spent in zip(timers, times):
             if len(timers) > 1:
                 timer()

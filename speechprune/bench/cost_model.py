@@ -122,10 +122,10 @@ class _Timer:
         return min(self.passes[shape])
 
     def second_pass(self, reporter: Reporter) -> None:
-        """Every shape timed again, alone, as the first time; each keeps the lower of its two
-        timings. A table takes minutes and times each shape in a window of seconds, so a stretch
-        of a slower machine (other work, throttling, a busy host) would stay in the prices of
-        the shapes it caught; a slower machine never makes a part faster, so the lower timing is
+        """Every shape of the smooth fit timed again, alone, as the first time; each keeps the
+        lower of its two timings. A table takes minutes and times each shape in a window of
+        seconds, so a stretch of a slower machine (other work, throttling, a busy host) would stay
+        in the prices of the shapes it caught; a slower machine never makes a part faster, so the lower timing is
         the part's. Seen on a 2-core VM: one stage of a table timed the layers 1.7x slower than
         the same table twenty minutes later."""
         for done, (shape, build) in enumerate(self.builds.items()):

@@ -113,7 +113,7 @@ def test_cost_model_from_the_command_line_writes_a_table(model_dir, tmp_path):
     assert data["reference"]["model"] == "stock WavLMModel, float32, eager torch"
     assert data["architecture"]["family"] == "wavlm" and data["architecture"]["hidden_size"] == 48
     assert {"speechprune", "torch", "date", "model"} <= set(data["provenance"])
-    passes = data["provenance"]["passes"]  # every shape timed twice; the dense parts' two timings recorded
+    passes = data["provenance"]["passes"]  # the fit's shapes timed twice; the dense parts' two timings recorded
     assert len(passes["parts"]) == 7 + 1 + 3 and all(part["second_ms"] > 0 for part in passes["parts"])
     assert passes["largest_change"] in [part["change"] for part in passes["parts"]]
     assert passes["shapes"] >= len(data["fit"]["layer"]) + 7 * 3

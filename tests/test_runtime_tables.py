@@ -107,6 +107,8 @@ def test_a_table_measured_in_onnxruntime_int8_records_its_runtime(ort_table):
     assert table.stock_speedup(reference["table_dense_predicted_ms"]) == pytest.approx(
         reference["dense_ms"] / reference["table_dense_ms"], rel=1e-3)
     assert "in onnxruntime int8" in printed and "stock Wav2Vec2Model" in printed
+    assert "the fit's shapes timed twice, the faster kept" in printed
+    assert f"all {data['provenance']['passes']['shapes']} shapes" in printed
 
 
 def test_a_table_in_torch_int8_records_its_quantization(model_dir, tmp_path):

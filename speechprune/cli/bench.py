@@ -94,11 +94,12 @@ def cost_table_summary(path: str, table) -> str:
 
 
 def _passes_phrase(passes: dict | None) -> str:
-    """How far the dense parts moved between the table's two passes (older tables have one)."""
+    """How far the dense parts moved between the table's two passes of the fit's shapes (older tables have one)."""
     if not passes:
         return ""
-    return (f"every shape timed twice, the faster kept (the dense encoder's parts {passes['encoder_parts_change']:+.1%} "
-            f"in the second pass, all shapes {passes['median_change']:+.1%} at the median); ")
+    return (f"the fit's shapes timed twice, the faster kept (the dense encoder's parts "
+            f"{passes['encoder_parts_change']:+.1%} in the second pass, all {passes['shapes']} shapes "
+            f"{passes['median_change']:+.1%} at the median); ")
 
 
 def _stock_line(stock: str, stock_ms: float, dense_ms: float) -> str:

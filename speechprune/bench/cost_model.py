@@ -125,9 +125,9 @@ class _Timer:
         """Every shape of the smooth fit timed again, alone, as the first time; each keeps the
         lower of its two timings. A table takes minutes and times each shape in a window of
         seconds, so a stretch of a slower machine (other work, throttling, a busy host) would stay
-        in the prices of the shapes it caught; a slower machine never makes a part faster, so the lower timing is
-        the part's. Seen on a 2-core VM: one stage of a table timed the layers 1.7x slower than
-        the same table twenty minutes later."""
+        in the prices of the shapes it caught; a slower machine never makes a part faster, so the
+        lower timing is the part's. Seen on a 2-core VM: one stage of a table timed the layers
+        1.7x slower than the same table twenty minutes later."""
         for done, (shape, build) in enumerate(self.builds.items()):
             reporter.count("timing every part again", done, len(self.builds))
             module, inputs = build()
@@ -358,6 +358,8 @@ def _label(key: tuple) -> str:
         return f"conv {key[1]}: {key[2]} -> {key[3]} channels"
     if key[0] == "projection":
         return f"projection: {key[1]} channels"
+    if key[0] == "pos_conv":
+        return "positional convolution"
     return _describe_layer(LayerSpec(**json.loads(key[1])))
 
 

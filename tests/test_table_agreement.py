@@ -43,3 +43,12 @@ def test_a_table_without_steps_is_refused_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), str(with_steps), str(without)], capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "no width steps" in done.stderr and "--cost-model" in done.stderr
+
+
+def test_tables_sharing_no_sweep_are_refused_in_one_line(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(_table({"ffn.units": [1.0, 2.0]})))
+    second.write_text(json.dumps(_table({"ffn.units": [1.0, 2.0, 3.0]})))  # measured at other widths
+    done = subprocess.run([sys.executable, str(SCRIPT), str(first), str(second)], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and done.stdout == ""
+    assert "share no sweep at the same widths" in done.stderr

@@ -44,8 +44,8 @@ from helpers.models import build_model, edge_case_values
 
 FAST = ["--device", "cpu", "--warmup", "1", "--repeat", "2", "--min-time", "0"]
 ROW_KEYS = {"model", "seconds", "batch", "dtype", "compiled", "latency_ms", "times_ms", "audio_seconds_per_second",
-            "real_time_factor", "peak_memory_bytes", "macs", "speedup", "speedup_spread", "efficiency", "breakdown_ms",
-            "predicted_ms", "prediction_error", "predicted_speedup_vs_stock"}
+            "real_time_factor", "peak_memory_bytes", "macs", "speedup", "speedup_spread", "speedup_of_medians", "efficiency",
+            "breakdown_ms", "predicted_ms", "prediction_error", "predicted_speedup_vs_stock"}
 
 
 @pytest.fixture(scope="module")
@@ -96,18 +96,33 @@ def test_json_schema(report, models):
 
 def test_the_report_is_typed_and_versioned(report):
     data, _ = report
-    assert list(data)[0] == "format" and data["format"] == 2
+    assert list(data)[0] == "format" and data["format"] == 3
     typed = BenchReport.from_dict(data)
     assert typed.to_dict() == data and typed.results == data["results"]
-    older = {k: v for k, v in data.items() if k != "latency_reference"} | {"format": 1}  # before runtime tables
-    older["results"] = [{k: v for k, v in row.items() if k != "predicted_speedup_vs_stock"} for row in data["results"]]
-    assert BenchReport.from_dict(older).to_dict() == data
+
+    def as_format_2(row):  # its speedup was the ratio of medians, and efficiency followed it
+        old = {k: v for k, v in row.items() if k != "speedup_of_medians"}
+        if row["speedup"] is not None:
+            old["speedup"] = row["speedup_of_medians"]
+            old["efficiency"] = row["efficiency"] * row["speedup_of_medians"] / row["speedup"]
+        return old
+
+    method = {k: v for k, v in data["method"].items() if k != "speedup"}
+    format_2 = data | {"format": 2, "method": method, "results": [as_format_2(row) for row in data["results"]]}
+    format_1 = {k: v for k, v in format_2.items() if k != "latency_reference"} | {"format": 1}  # before runtime tables
+    format_1["results"] = [{k: v for k, v in row.items() if k != "predicted_speedup_vs_stock"}
+                           for row in format_2["results"]]
+    for older in (format_2, format_1):
+        read = BenchReport.from_dict(older).to_dict()
+        assert read["format"] == 3 and read["method"] == data["method"]
+        for got, row in zip(read["results"], data["results"]):
+            assert got == row | {"speedup": pytest.approx(row["speedup"]), "efficiency": pytest.approx(row["efficiency"])}
     before = {k: v for k, v in data.items() if k != "format"}  # what bench --json printed before it had a format
-    with pytest.raises(FormatError, match="bench report of format None: this speechprune reads format 2"):
+    with pytest.raises(FormatError, match="bench report of format None: this speechprune reads format 3"):
         BenchReport.from_dict(before)
 
 
-def test_speedup_is_the_ratio_of_medians_of_interleaved_rounds(report):
+def test_speedup_is_the_median_of_per_round_ratios_of_interleaved_rounds(report):
     data, _ = report
     settings = {}
     for row in data["results"]:
@@ -117,10 +132,11 @@ def test_speedup_is_the_ratio_of_medians_of_interleaved_rounds(report):
         assert baseline["model"] == data["baseline"] and baseline["speedup"] == 1.0
         for row in rows:
             assert len(row["times_ms"]) == len(baseline["times_ms"])  # one call of each model per round
-            expected = statistics.median(baseline["times_ms"]) / statistics.median(row["times_ms"])
-            assert row["speedup"] == pytest.approx(expected)
             ratios = [b / m for b, m in zip(baseline["times_ms"], row["times_ms"])]
+            assert row["speedup"] == pytest.approx(statistics.median(ratios))
             assert row["speedup_spread"] == pytest.approx(list(np.percentile(ratios, [10, 90])))
+            of_medians = statistics.median(baseline["times_ms"]) / statistics.median(row["times_ms"])
+            assert row["speedup_of_medians"] == pytest.approx(of_medians)
             assert row["efficiency"] == pytest.approx(row["speedup"] * row["macs"] / baseline["macs"])
 
 
@@ -146,7 +162,7 @@ def test_interleaved_rounds_with_a_fake_clock():
     # 2 warm-up rounds, then 3 timed rounds; in each, a model's timed call follows an untimed one of its own
     assert calls == ["A", "B"] * 2 + ["A", "A", "B", "B"] * 3
     assert times == [[0.25] * 3, [0.0625] * 3]
-    assert timing.speedup(times[0], times[1]) == (4.0, [4.0, 4.0])
+    assert timing.speedup(times[0], times[1]) == {"speedup": 4.0, "spread": [4.0, 4.0], "of_medians": 4.0}
     calls.clear()  # one model alone: every call after the warm-up is timed
     assert timing.interleaved(runs[:1], warmup=1, repeat=3, min_time=0.0, clock=clock, sync=lambda: None) == [[0.25] * 3]
     assert calls == ["A"] * 4
@@ -159,10 +175,28 @@ def test_interleaved_rounds_with_a_fake_clock():
 def test_speedup_and_spread_from_recorded_times():
     baseline = [1.0, 1.2, 0.9, 1.1, 5.0]  # one outlier round
     model = [0.5, 0.5, 0.45, 0.6, 0.5]
-    value, spread = timing.speedup(baseline, model)
-    assert value == pytest.approx(1.1 / 0.5)  # medians: the outlier does not move it
+    estimates = timing.speedup(baseline, model)
     ratios = sorted([2.0, 2.4, 2.0, 1.1 / 0.6, 10.0])  # per round
-    assert spread == pytest.approx([ratios[0] + 0.4 * (ratios[1] - ratios[0]), ratios[3] + 0.6 * (ratios[4] - ratios[3])])
+    assert estimates["speedup"] == pytest.approx(2.0)  # their median: the outlier does not move it
+    assert estimates["of_medians"] == pytest.approx(1.1 / 0.5)
+    assert estimates["spread"] == pytest.approx([ratios[0] + 0.4 * (ratios[1] - ratios[0]),
+                                                 ratios[3] + 0.6 * (ratios[4] - ratios[3])])
+
+
+def test_a_machine_that_switches_speed_between_rounds_moves_the_medians_not_the_paired_ratios():
+    def times(seconds, states):  # the machine runs 1.3x slower in its slow state ("S")
+        return [seconds * (1.3 if state == "S" else 1.0) for state in states]
+
+    # the model is 3x faster; each round's two calls share the machine's state
+    estimates = timing.speedup(times(0.9, "FSFFS"), times(0.3, "FSFFS"))
+    assert estimates["speedup"] == pytest.approx(3.0) and estimates["of_medians"] == pytest.approx(3.0)
+    assert not timing.unsteady(estimates)
+    # the machine switched in the middle of round 4: the baseline's median falls in the fast state,
+    # the model's in the slow one, and the ratio of medians reads 2.31x
+    estimates = timing.speedup(times(0.9, "FSFFS"), times(0.3, "FSFSS"))
+    assert estimates["speedup"] == pytest.approx(3.0)  # four rounds of five in one state each
+    assert estimates["of_medians"] == pytest.approx(0.9 / 0.39)
+    assert timing.unsteady(estimates)
 
 
 _FREED_AND_KEPT = """
@@ -261,6 +295,23 @@ def test_compile_adds_compiled_rows(monkeypatch, models):
     assert [(r["compiled"], r["breakdown_ms"] is None) for r in data["results"]] == [
         (False, False), (False, False), (True, True), (True, True)]  # hooks stay off compiled graphs
     assert compiled == ["default", "default"]  # each model once; CUDA graphs ("reduce-overhead") on GPUs only
+
+
+def test_rounds_in_two_states_of_the_machine_are_named_in_one_warning(monkeypatch, models):
+    # the baseline's median falls in the fast state, the shrunk model's in the slow one
+    recorded = [[0.9, 1.17, 0.9, 0.9, 1.17], [0.3, 0.39, 0.3, 0.39, 0.39], [0.9, 1.17, 0.9, 0.9, 1.17]]
+    monkeypatch.setattr(core, "rounds", lambda timers, **_: recorded)
+    monkeypatch.setattr(core, "Workers", InProcess)
+    warnings = []
+    reporter = Reporter()
+    reporter.warning = warnings.append
+    data = core.bench(core.BenchOptions(models=[str(models["shrunk"]), str(models["run"])],
+                                        baseline=str(models["stock"]), device="cpu", seconds=[0.5]), reporter)
+    shrunk, run = data["results"][1:]
+    assert shrunk["speedup"] == pytest.approx(3.0) and shrunk["speedup_of_medians"] == pytest.approx(0.9 / 0.39)
+    assert run["speedup"] == run["speedup_of_medians"] == pytest.approx(1.0)
+    assert len(warnings) == 1 and "changed speed between rounds" in warnings[0]
+    assert warnings[0].split("per-round ratios for ")[1].split(")")[0] == shrunk["model"]  # only the unsteady one
 
 
 # ---------------------------------------------------------------- one process per model

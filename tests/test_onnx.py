@@ -92,8 +92,26 @@ def test_bench_times_onnxruntime_against_the_torch_baseline(capsys, model_dir, t
     assert "ONNX Runtime" in model["note"] and report["results"][1]["speedup"] > 0
 
 
+def test_bench_times_the_baseline_in_onnxruntime_when_asked(capsys, model_dir, tmp_path):
+    shrunk = write_shrunk(tmp_path / "shrunk", "wav2vec2", "base")
+    code, stdout, err = cli(capsys, "bench", shrunk, "--baseline", model_dir("wav2vec2"), "--runtime", "onnxruntime",
+                            "--quantize", "int8", "--baseline-runtime", "onnxruntime", "--baseline-quantize", "int8",
+                            "--device", "cpu", "--warmup", "0", "--repeat", "1", "--min-time", "0", "--seconds", "0.5",
+                            "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    baseline, model = report["models"]
+    assert (baseline["runtime"], baseline["quantize"]) == ("onnxruntime", "int8")
+    assert baseline["label"] == report["baseline"] and baseline["label"].endswith(" [onnxruntime int8] (baseline)")
+    assert "ONNX Runtime" in baseline["note"] and baseline["quantization"].startswith("ORT dynamic int8")
+    assert report["results"][0]["speedup"] == 1.0 and report["results"][1]["speedup"] > 0
+
+
 @pytest.mark.parametrize("args,words", [
     (["--runtime", "tensorrt"], ["--runtime", "torch, onnxruntime"]),
+    (["--baseline", "b", "--baseline-runtime", "tensorrt"], ["--baseline-runtime", "torch, onnxruntime"]),
+    (["--baseline-runtime", "onnxruntime"], ["--baseline-runtime", "name a --baseline"]),
+    (["--baseline", "b", "--baseline-runtime", "onnxruntime", "--compile"], ["--compile", "--baseline-runtime"]),
     (["--runtime", "onnxruntime", "--dtype", "bfloat16"], ["--dtype", "onnxruntime"]),
     (["--runtime", "onnxruntime", "--compile"], ["--compile", "onnxruntime"]),
     (["--runtime", "onnxruntime", "--breakdown"], ["--breakdown", "onnxruntime"]),

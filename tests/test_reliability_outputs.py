@@ -152,7 +152,8 @@ NOT_WRITTEN = {
     "eval": {"data", "test_data", "test_fraction", "teacher", "max_per_class", "max_seconds_per_clip",
              "batch_seconds", "epochs", "per_layer", "seed", "device", "quantize", "runtime"},
     "bench": {"baseline", "block_step", "device", "dtype", "seconds", "batch", "threads", "warmup", "repeat", "min_time",
-              "compile_", "breakdown", "seed", "quantize", "baseline_quantize", "runtime", "latency_table", "data"},
+              "compile_", "breakdown", "seed", "quantize", "baseline_quantize", "runtime", "baseline_runtime", "latency_table",
+              "data"},
     "export-onnx": {"hidden_states", "overwrite", "quantize", "data", "seed"},
 }
 EVERY_COMMAND_PRINTS = {"json_output", "quiet"}  # stdout only

@@ -131,7 +131,7 @@ def test_bench_predicts_in_the_tables_runtime_and_refuses_another(ort_table, mod
                                   "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert report["format"] == 2
+    assert report["format"] == 3
     reference = report["latency_reference"]
     assert reference["runtime"] == "onnxruntime int8" and reference["stock_dense_ms"] == table.reference["dense_ms"]
     assert reference["dense_ms"] == table.reference["table_dense_ms"]
@@ -139,6 +139,13 @@ def test_bench_predicts_in_the_tables_runtime_and_refuses_another(ort_table, mod
     assert baseline["predicted_ms"] is None  # the baseline runs in torch float32: not the table's runtime
     assert tested["predicted_ms"] == pytest.approx(predict_ms(table, tiny_spec()))
     assert tested["predicted_speedup_vs_stock"] == pytest.approx(table.stock_speedup(tested["predicted_ms"]))
+
+    # the dense model as the baseline in the table's runtime: speedups against what --speedup targets
+    code, out, err = run_captured("bench", model, "--baseline", model, "--latency-table", path, *ORT_INT8, *TIMING,
+                                  "--baseline-runtime", "onnxruntime", "--baseline-quantize", "int8", "--json")
+    assert code == 0, err
+    baseline, tested = json.loads(out)["results"]
+    assert baseline["predicted_ms"] == tested["predicted_ms"] == pytest.approx(predict_ms(table, tiny_spec()))
 
     for args, words in (([], ["runtime onnxruntime", "torch"]),
                         (["--runtime", "onnxruntime"], ["quantize int8", "none"])):

@@ -112,7 +112,10 @@ def test_calibration_is_chosen_by_the_seed_and_quantizes_alike(corpus, tmp_path)
     (["--runtime", "onnxruntime", "--quantize", "int8-static"], ["--quantize int8-static", "pass --data"]),
     (["--quantize", "int8-static", "--data", "audio"], ["--quantize int8-static", "--runtime onnxruntime"]),
     (["--runtime", "onnxruntime", "--quantize", "int8", "--data", "audio"], ["--data", "int8-static", "drop it"]),
-    (["--baseline", "b", "--baseline-quantize", "int8-static"], ["--baseline-quantize int8-static", "--runtime"]),
+    (["--baseline", "b", "--baseline-quantize", "int8-static"],
+     ["--baseline-quantize int8-static", "--baseline-runtime onnxruntime"]),
+    (["--baseline", "b", "--baseline-runtime", "onnxruntime", "--baseline-quantize", "int8-static"],
+     ["--baseline-quantize int8-static", "pass --data"]),
     (["--runtime", "onnxruntime", "--quantize", "int8-static", "--data", "audio", "--cost-model", "t.json"],
      ["--cost-model", "calibrated", "--quantize int8"]),
 ])

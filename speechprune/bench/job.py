@@ -6,7 +6,7 @@ config files (and check that the inputs fit it), load each model in a worker pro
 own (``worker``: models timed in one process disturb each other), then for each setting (dtype,
 eager or compiled, audio seconds, batch) time all models in interleaved rounds (baseline,
 model, baseline, model, ..., one worker computing at a time) so that machine drift hits them
-alike, and compute each model's speedup as the baseline's median over its own.
+alike, and compute each model's speedup as the median of its per-round ratios to the baseline.
 
 What is timed is what users deploy: the stock ``transformers`` model for a stock folder or
 hub id, ``speechprune.load`` for a shrunk folder, and, for a prune run, the dense encoder
@@ -14,7 +14,7 @@ multiplied by its current masks (dense compute: no speedup until it is shrunk); 
 loads them. With ``--quantize`` the models under test are quantized after loading
 (``speechprune.deploy.quantize``), and with ``--runtime onnxruntime`` they run as ONNX exports
 checked against torch (``speechprune.deploy.onnx``); the baseline stays float32 torch unless
-``--baseline-quantize``. A static scheme (``--quantize int8-static``) calibrates on clips of
+``--baseline-quantize`` or ``--baseline-runtime``. A static scheme (``--quantize int8-static``) calibrates on clips of
 ``--data``, read here once and sent to each worker. How the time is taken: ``timing``.
 """
 
@@ -43,8 +43,8 @@ from ..method.macs import macs
 from ..model.device import DTYPES, check_precision, check_precision_name, dtype_name, resolve_device
 from .allocator import allocator_policy
 from .models import BenchModel, check_inputs, describe
-from .report import BenchReport
-from .timing import all_cores, cpu_ticks, device_name, other_load, rounds, speedup
+from .report import SPEEDUP_METHOD, BenchReport
+from .timing import UNSTEADY, all_cores, cpu_ticks, device_name, other_load, rounds, speedup, unsteady
 from .worker import Worker, Workers
 
 THREADS_PER_CORE = 4  # --threads above this many per core only wait on each other (100,000 crash torch)
@@ -68,7 +68,8 @@ class BenchOptions:
     seed: int = 0  # of the generated input audio
     quantize: str | None = None  # scheme of speechprune.deploy.quantize applied to the models under test
     baseline_quantize: str | None = None  # the same for the baseline (None: it stays float)
-    runtime: str = "torch"  # or "onnxruntime": the models under test run as checked ONNX exports (the baseline in torch)
+    runtime: str = "torch"  # or "onnxruntime": the models under test run as checked ONNX exports
+    baseline_runtime: str = "torch"  # the same for the baseline: its dense model in the runtime deployed
     latency_table: str | None = None  # cost table (``method.latency``): predicted latency beside the measured one
     data: str | None = None  # audio a static --quantize scheme calibrates on (``deploy.calibration``)
 
@@ -93,34 +94,40 @@ def check_options(options: BenchOptions) -> torch.device:
     check_seed(options.seed)
     if not 0 <= options.min_time < math.inf:  # inf: timing never ends
         raise UsageError(f"give --min-time a finite number of seconds >= 0, got {options.min_time}")
-    cpu_only = bool(options.quantize or options.baseline_quantize or options.runtime == "onnxruntime")
+    cpu_only = bool(options.quantize or options.baseline_quantize or "onnxruntime" in (options.runtime,
+                                                                                       options.baseline_runtime))
     device = resolve_device(options.device, cpu_only=cpu_only)
     for dtype in options.dtypes:
         check_precision_name(dtype, "--dtype")
         check_precision(dtype, device, "--dtype")
     _check_quantization(options, device)
-    _check_runtime(options, device)
+    _check_runtime(options.runtime, "--runtime", options, device)
+    _check_runtime(options.baseline_runtime, "--baseline-runtime", options, device)
+    if options.baseline_runtime != "torch" and not options.baseline:
+        raise UsageError("--baseline-runtime is the runtime of the --baseline: name a --baseline, or drop it")
     if options.latency_table and options.compile:  # a table times eager calls
         raise UsageError("--latency-table predicts eager calls in the table's runtime; drop --compile")
     return device
 
 
-def _check_runtime(options: BenchOptions, device: torch.device) -> None:
-    check_runtime(options.runtime, device)
-    if options.runtime == "torch":
+def _check_runtime(runtime: str, name: str, options: BenchOptions, device: torch.device) -> None:
+    """Refuse ``runtime`` (given as option ``name``) where it cannot run, or with options that only torch takes."""
+    check_runtime(runtime, device, name)
+    if runtime == "torch":
         return
     for given, option in ((options.dtypes != ["float32"], f"--dtype {','.join(options.dtypes)}"),
                           (options.compile, "--compile"), (options.breakdown, "--breakdown")):
         if given:
-            raise UsageError(f"{option} does not apply to --runtime onnxruntime (float32 graphs, timed whole): "
-                             f"drop {option.split()[0]}, or use --runtime torch")
+            raise UsageError(f"{option} does not apply to {name} {runtime} (float32 graphs, timed whole): "
+                             f"drop {option.split()[0]}, or use {name} torch")
     require_onnx()
 
 
 def _check_quantization(options: BenchOptions, device: torch.device) -> None:
     check_scheme(options.quantize, device, "--quantize", runtime=options.runtime, data=options.data)
-    check_scheme(options.baseline_quantize, device, "--baseline-quantize")
-    if options.data is not None and options.quantize not in STATIC:
+    check_scheme(options.baseline_quantize, device, "--baseline-quantize", runtime=options.baseline_runtime,
+                 data=options.data, runtime_option="--baseline-runtime")
+    if options.data is not None and options.quantize not in STATIC and options.baseline_quantize not in STATIC:
         raise UsageError("--data is the audio --quantize int8-static calibrates on; drop it, or add "
                          "--runtime onnxruntime --quantize int8-static")
     if options.baseline_quantize and not options.baseline:
@@ -180,7 +187,7 @@ def _described(options: BenchOptions) -> tuple[BenchModel | None, list[BenchMode
     check_inputs(models, baseline, options.seconds, options.batches)
     for model in models:
         model.quantize = options.baseline_quantize if model is baseline else options.quantize
-        model.runtime = "torch" if model is baseline else options.runtime
+        model.runtime = options.baseline_runtime if model is baseline else options.runtime
         if model.runtime != "torch" and model.kind == "run":
             raise UsageError(f"--runtime {model.runtime} takes models, not prune runs: shrink {model.source} first")
         tags = ([model.runtime] if model.runtime != "torch" else []) + ([model.quantize] if model.quantize else [])
@@ -214,6 +221,7 @@ def _method(options: BenchOptions, device: torch.device) -> dict:
         "seed": options.seed,
         "rounds": ("interleaved: every model once per round, in the order of models, each in its own process; "
                    "with several models, each timed call right after an untimed one of the same model"),
+        "speedup": SPEEDUP_METHOD,
         "timer": "time.perf_counter around each call" + ("" if device.type == "cpu" else ", device synchronised"),
         "inference_mode": True,
         "compile_mode": _compile_mode(device) if options.compile else None,
@@ -279,7 +287,7 @@ def _measure_setting(workers: list[Worker], baseline: BenchModel | None, setting
     name = f"{seconds:g} s x {batch} {dtype}" + (" compiled" if compiled else "")
     reporter.message(f"{name}: {len(times[0])} rounds")
 
-    rows = []
+    rows, unsteady_models = [], []
     for worker, spent in zip(workers, times):
         model = worker.model
         median = statistics.median(spent)
@@ -295,6 +303,7 @@ def _measure_setting(workers: list[Worker], baseline: BenchModel | None, setting
             "macs": macs(model.spec, round(seconds * model.sampling_rate), batch)["total"],
             "speedup": None,
             "speedup_spread": None,
+            "speedup_of_medians": None,
             "efficiency": None,
             "breakdown_ms": None,
             "predicted_ms": None,
@@ -306,13 +315,21 @@ def _measure_setting(workers: list[Worker], baseline: BenchModel | None, setting
             row["prediction_error"] = row["predicted_ms"] / (median * 1e3) - 1
             row["predicted_speedup_vs_stock"] = table.stock_speedup(row["predicted_ms"])
         if baseline is not None:
-            row["speedup"], row["speedup_spread"] = speedup(times[0], spent)
+            estimates = speedup(times[0], spent)
+            row["speedup"], row["speedup_spread"] = estimates["speedup"], estimates["spread"]
+            row["speedup_of_medians"] = estimates["of_medians"]
+            if unsteady(estimates):
+                unsteady_models.append(model.label)
             baseline_macs = macs(baseline.spec, round(seconds * baseline.sampling_rate), batch)["total"]
             row["efficiency"] = row["speedup"] / (baseline_macs / row["macs"])
         if options.breakdown and not compiled:  # hooks would break compiled graphs
             parts = worker.ask("breakdown", options.repeat)
             row["breakdown_ms"] = {name: value * 1e3 for name, value in parts.items()}
         rows.append(row)
+    if unsteady_models:
+        reporter.warning(f"{name}: the machine changed speed between rounds (the ratio of medians is more than "
+                         f"{UNSTEADY:.0%} from the median of per-round ratios for {', '.join(unsteady_models)}); "
+                         "the speedups pair the calls of each round, but rerun on a steady machine for latencies")
     return rows
 
 

@@ -7,8 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..io.versioned import Versioned
+from .timing import speedup
 
-REPORT_FORMAT = 2  # 2: latency_reference, and each result's predicted_speedup_vs_stock; 1: still read
+# 3: speedup is the median of per-round ratios, speedup_of_medians the ratio of medians (format 2's speedup);
+# 2: latency_reference, and each result's predicted_speedup_vs_stock; 1 and 2: still read
+REPORT_FORMAT = 3
+SPEEDUP_METHOD = ("median over rounds of the baseline's time / the model's in the same round (speedup_of_medians: "
+                  "the baseline's median / the model's)")
 
 
 @dataclass
@@ -16,7 +21,7 @@ class BenchReport(Versioned):
     WHAT = "bench report"
 
     environment: dict  # versions, device, threads, dtypes, and how busy other processes kept the CPU
-    method: dict  # warm-up, rounds, minimum time, seed, timer, compile mode, how MACs are counted
+    method: dict  # warm-up, rounds, minimum time, seed, timer, how speedups are taken, compile mode, MACs
     baseline: str | None  # the baseline's label among the models; None without --baseline
     latency_table: str | None  # --latency-table
     latency_reference: dict | None  # a format 3 table's runtime, its dense model's time there, and stock's
@@ -26,9 +31,29 @@ class BenchReport(Versioned):
 
     @classmethod
     def from_dict(cls, data: dict) -> "BenchReport":
-        """A report of this format, or of format 1 (before runtime tables: no reference, no
-        predicted speedup against stock)."""
+        """A report of this format, or of an older one: format 1 (before runtime tables: no
+        reference, no predicted speedup against stock) or 2 (its speedup the ratio of medians)."""
         if isinstance(data, dict) and data.get("format") == 1:
-            data = {**data, "format": REPORT_FORMAT, "latency_reference": None,
+            data = {**data, "format": 2, "latency_reference": None,
                     "results": [{"predicted_speedup_vs_stock": None, **row} for row in data.get("results", [])]}
+        if isinstance(data, dict) and data.get("format") == 2:
+            data = _paired(data)
         return super().from_dict(data)
+
+
+def _paired(data: dict) -> dict:
+    """A format 2 report as format 3: each speedup taken again from the rounds (``times_ms``) as
+    the median of per-round ratios, its ratio of medians kept as ``speedup_of_medians``."""
+    settings = ("seconds", "batch", "dtype", "compiled")
+    baselines = {tuple(row[key] for key in settings): row["times_ms"]
+                 for row in data.get("results", []) if row.get("model") == data.get("baseline")}
+    results = []
+    for row in data.get("results", []):
+        row = {**row, "speedup_of_medians": row.get("speedup")}
+        if row["speedup"] is not None:
+            paired = speedup(baselines[tuple(row[key] for key in settings)], row["times_ms"])["speedup"]
+            row["efficiency"] *= paired / row["speedup"]
+            row["speedup"] = paired
+        results.append(row)
+    return {**data, "format": REPORT_FORMAT, "method": {**data.get("method", {}), "speedup": SPEEDUP_METHOD},
+            "results": results}

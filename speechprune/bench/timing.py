@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+UNSTEADY = 0.03  # ratio of medians this far from the per-round ratios: rounds ran in different states
 PARTS = ("cnn", "projection", "pos_conv", "layers")  # --breakdown; "other" is the rest of the forward
 
 
@@ -86,11 +87,25 @@ def timed_call(run: Callable[[], object], clock: Callable[[], float], sync: Call
     return clock() - start
 
 
-def speedup(baseline: list[float], model: list[float]) -> tuple[float, list[float]]:
-    """Baseline median / model median, and the spread: the 10th and 90th percentiles of the
-    per-round ratios (each round's baseline and model calls ran back to back)."""
+def speedup(baseline: list[float], model: list[float]) -> dict:
+    """How many times faster ``model`` ran than ``baseline``, from the same interleaved rounds.
+
+    ``speedup`` is the median of the per-round ratios (baseline / model of one round): a round's
+    two calls ran seconds apart, in the same state of the machine, so a state shared by a round
+    cancels. The ratio of medians (``of_medians``) does not: on a machine that switches speed
+    between rounds, the baseline's median and the model's can each land in another state. The two
+    agree in a steady run; ``spread`` is the 10th and 90th percentiles of the per-round ratios.
+    """
     ratios = [b / m for b, m in zip(baseline, model)]
-    return statistics.median(baseline) / statistics.median(model), [float(p) for p in np.percentile(ratios, [10, 90])]
+    return {"speedup": statistics.median(ratios),
+            "spread": [float(p) for p in np.percentile(ratios, [10, 90])],
+            "of_medians": statistics.median(baseline) / statistics.median(model)}
+
+
+def unsteady(estimates: dict, tolerance: float = UNSTEADY) -> bool:
+    """Whether ``estimates`` (``speedup``'s) say the machine changed speed between rounds: the ratio
+    of medians more than ``tolerance`` away from the median of per-round ratios."""
+    return abs(estimates["of_medians"] / estimates["speedup"] - 1) > tolerance
 
 
 def peak_memory(run: Callable[[], object], device: torch.device) -> int | None:

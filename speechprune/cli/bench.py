@@ -44,8 +44,9 @@ def command(
     breakdown: bool = typer.Option(False, "--breakdown", help="Also time the CNN, projection, positional conv and layers."),
     seed: SeedOption = 0,
     quantize: Optional[str] = typer.Option(None, help="Quantize the models under test (with --cost-model: the parts timed): int8 (dynamic, Linear layers; CPU); int8-static (with --runtime onnxruntime and --data: the convolutions too, calibrated on audio)."),
-    baseline_quantize: Optional[str] = typer.Option(None, help="Quantize the baseline too: int8. [default: it stays float32]"),
-    runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). The baseline runs in torch. With --cost-model: the runtime the table is measured in."),
+    baseline_quantize: Optional[str] = typer.Option(None, help="Quantize the baseline too: int8; int8-static with --baseline-runtime onnxruntime and --data. [default: it stays float32]"),
+    runtime: str = typer.Option("torch", help="Run the models under test in torch or onnxruntime (exported and checked; CPU). With --cost-model: the runtime the table is measured in."),
+    baseline_runtime: str = typer.Option("torch", help="Run the baseline in torch or onnxruntime: with --runtime onnxruntime and the dense model as --baseline, the speedups are the ones prune --speedup targets with that runtime's table."),
     cost_model: Optional[str] = typer.Option(None, help="Measure a cost table of MODEL for this device, --threads, --dtype, --batch and --seconds (one each), --runtime and --quantize and write it to this JSON file, for prune --latency-table."),
     block_step: Optional[int] = typer.Option(None, help="With --cost-model: the channel block the width steps are measured at. [default: detected: 16 with AVX-512, 8 with AVX2 or on a GPU]"),
     latency_table: Optional[str] = typer.Option(None, help="Cost table from --cost-model: adds each model's predicted latency beside the measured one."),
@@ -57,6 +58,10 @@ def command(
 
     \b
     Example: speechprune bench models/w2v2-72 --baseline facebook/wav2vec2-base --device cpu --seconds 10 --quantize int8
+
+    \b
+    Against the dense model in the runtime a --speedup was pruned for:
+      speechprune bench models/w2v2-x3 --baseline facebook/wav2vec2-base --runtime onnxruntime --quantize int8 --baseline-runtime onnxruntime --baseline-quantize int8 --latency-table ort-int8.json
     """
     from ..bench.cost_model import COST_MODEL_MIN_TIME
     from ..bench.job import BenchOptions, bench
@@ -68,7 +73,7 @@ def command(
         threads=threads, warmup=warmup, repeat=repeat,
         min_time=(COST_MODEL_MIN_TIME if cost_model is not None else 1.0) if min_time is None else min_time,
         compile=compile_, breakdown=breakdown, seed=seed, quantize=quantize, baseline_quantize=baseline_quantize,
-        runtime=runtime, latency_table=latency_table, data=data,
+        runtime=runtime, baseline_runtime=baseline_runtime, latency_table=latency_table, data=data,
     )
     if block_step is not None and cost_model is None:
         raise UsageError("--block-step is the block --cost-model measures width steps at; give it with --cost-model")
@@ -174,8 +179,8 @@ def breakdown_rows(report: dict) -> tuple[list[str], list[list[str]]]:
 def notes(report: dict) -> list[str]:
     lines = [f"{m['label']}: {m['note']}" for m in report["models"] if m["note"]]
     if report["baseline"]:
-        lines.append("speedup: baseline median / model median (10th-90th percentile of the per-round ratios); "
-                     "efficiency: speedup / (baseline MACs / model MACs)")
+        lines.append("speedup: median over rounds of baseline / model in the same round (10th-90th percentile of "
+                     "those ratios); efficiency: speedup / (baseline MACs / model MACs)")
     if report["latency_table"]:
         lines.append(f"predicted: from the cost table {report['latency_table']}; "
                      "prediction error: predicted / measured median - 1")

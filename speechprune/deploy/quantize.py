@@ -43,9 +43,9 @@ DESCRIPTIONS = {
 
 
 def check_scheme(scheme: str | None, device: torch.device, option: str = "--quantize", *, runtime: str = "torch",
-                 data: str | None = None) -> None:
-    """Refuse an unknown scheme, one this device or ``runtime`` cannot run, or a static one
-    without ``data`` (``--data``) to calibrate on (before any weights load)."""
+                 data: str | None = None, runtime_option: str = "--runtime") -> None:
+    """Refuse an unknown scheme, one this device or ``runtime`` (given as ``runtime_option``)
+    cannot run, or a static one without ``data`` (``--data``) to calibrate on (before any weights load)."""
     if scheme is None:
         return
     if scheme not in SCHEMES:
@@ -53,7 +53,7 @@ def check_scheme(scheme: str | None, device: torch.device, option: str = "--quan
     if device.type != "cpu":
         raise UsageError(f"{option} {scheme} runs on the CPU only (int8 kernels); use --device cpu")
     if scheme in STATIC and runtime != "onnxruntime":
-        raise UsageError(f"{option} {scheme} is ONNX Runtime's static quantization: add --runtime onnxruntime, "
+        raise UsageError(f"{option} {scheme} is ONNX Runtime's static quantization: add {runtime_option} onnxruntime, "
                          f"or use {option} int8 in torch")
     if scheme in STATIC and data is None:
         raise UsageError(f"{option} {scheme} calibrates its activation ranges on audio: pass --data FOLDER "

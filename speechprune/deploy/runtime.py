@@ -27,13 +27,13 @@ from .sessions import io_names, open_export, quantized_scheme, session
 RUNTIMES = ("torch", "onnxruntime")  # --runtime of bench and eval
 
 
-def check_runtime(runtime: str, device: torch.device) -> None:
-    """Refuse an unknown ``--runtime``, or ONNX Runtime off the CPU (before any weights load; the
-    packages are checked by ``onnx.require_onnx``)."""
+def check_runtime(runtime: str, device: torch.device, option: str = "--runtime") -> None:
+    """Refuse an unknown ``option`` (``--runtime``), or ONNX Runtime off the CPU (before any weights
+    load; the packages are checked by ``onnx.require_onnx``)."""
     if runtime not in RUNTIMES:
-        raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        raise UsageError(f"{option} must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime != "torch" and device.type != "cpu":
-        raise UsageError(f"--runtime {runtime} runs on the CPU (CPUExecutionProvider); use --device cpu")
+        raise UsageError(f"{option} {runtime} runs on the CPU (CPUExecutionProvider); use --device cpu")
 
 
 def deployed_session(target: Target, model: nn.Module, *, threads: int | None, quantize: str | None = None,

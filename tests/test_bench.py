@@ -117,6 +117,9 @@ def test_the_report_is_typed_and_versioned(report):
         assert read["format"] == 3 and read["method"] == data["method"]
         for got, row in zip(read["results"], data["results"]):
             assert got == row | {"speedup": pytest.approx(row["speedup"]), "efficiency": pytest.approx(row["efficiency"])}
+    damaged = format_2 | {"results": [{k: v for k, v in row.items() if k != "times_ms"} for row in format_2["results"]]}
+    with pytest.raises(FormatError, match="format 2 without what its speedups are taken from .*times_ms"):
+        BenchReport.from_dict(damaged)
     before = {k: v for k, v in data.items() if k != "format"}  # what bench --json printed before it had a format
     with pytest.raises(FormatError, match="bench report of format None: this speechprune reads format 3"):
         BenchReport.from_dict(before)

@@ -127,6 +127,8 @@ def test_onnx_errors_before_loading(capsys, model_dir, pruned_run, tmp_path, no_
     assert_clean_error(cli(capsys, "export-onnx", "someone/model"), 2, "--out")
     assert_clean_error(cli(capsys, "bench", pruned_run, "--runtime", "onnxruntime", "--device", "cpu"), 2,
                        "prune runs", "shrink")
+    assert_clean_error(cli(capsys, "bench", stock, "--baseline", pruned_run, "--baseline-runtime", "onnxruntime",
+                           "--device", "cpu"), 2, "--baseline-runtime onnxruntime", "prune runs", "shrink")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     for argv in (["export-onnx", stock, "--out", tmp_path / "x.onnx"],

@@ -14,8 +14,9 @@ multiplied by its current masks (dense compute: no speedup until it is shrunk); 
 loads them. With ``--quantize`` the models under test are quantized after loading
 (``speechprune.deploy.quantize``), and with ``--runtime onnxruntime`` they run as ONNX exports
 checked against torch (``speechprune.deploy.onnx``); the baseline stays float32 torch unless
-``--baseline-quantize`` or ``--baseline-runtime``. A static scheme (``--quantize int8-static``) calibrates on clips of
-``--data``, read here once and sent to each worker. How the time is taken: ``timing``.
+``--baseline-quantize`` or ``--baseline-runtime``. A static scheme (``--quantize int8-static``)
+calibrates on clips of ``--data``, read here once and sent to each worker. How the time is
+taken: ``timing``.
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ def _described(options: BenchOptions) -> tuple[BenchModel | None, list[BenchMode
         model.quantize = options.baseline_quantize if model is baseline else options.quantize
         model.runtime = options.baseline_runtime if model is baseline else options.runtime
         if model.runtime != "torch" and model.kind == "run":
-            raise UsageError(f"--runtime {model.runtime} takes models, not prune runs: shrink {model.source} first")
+            option = "--baseline-runtime" if model is baseline else "--runtime"
+            raise UsageError(f"{option} {model.runtime} takes models, not prune runs: shrink {model.source} first")
         tags = ([model.runtime] if model.runtime != "torch" else []) + ([model.quantize] if model.quantize else [])
         if tags:
             model.label += f" [{' '.join(tags)}]"

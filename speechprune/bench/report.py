@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import FormatError
 from ..io.versioned import Versioned
 from .timing import speedup
 
@@ -44,16 +45,23 @@ class BenchReport(Versioned):
 def _paired(data: dict) -> dict:
     """A format 2 report as format 3: each speedup taken again from the rounds (``times_ms``) as
     the median of per-round ratios, its ratio of medians kept as ``speedup_of_medians``."""
+    try:
+        return {**data, "format": REPORT_FORMAT, "method": {**data["method"], "speedup": SPEEDUP_METHOD},
+                "results": _paired_results(data["results"], data["baseline"])}
+    except (KeyError, TypeError, ZeroDivisionError) as error:
+        raise FormatError(f"bench report of format 2 without what its speedups are taken from ({error!r}): it is "
+                          "damaged; make it again") from None
+
+
+def _paired_results(results: list[dict], baseline: str | None) -> list[dict]:
     settings = ("seconds", "batch", "dtype", "compiled")
-    baselines = {tuple(row[key] for key in settings): row["times_ms"]
-                 for row in data.get("results", []) if row.get("model") == data.get("baseline")}
-    results = []
-    for row in data.get("results", []):
-        row = {**row, "speedup_of_medians": row.get("speedup")}
+    baselines = {tuple(row[key] for key in settings): row["times_ms"] for row in results if row["model"] == baseline}
+    paired = []
+    for row in results:
+        row = {**row, "speedup_of_medians": row["speedup"]}
         if row["speedup"] is not None:
-            paired = speedup(baselines[tuple(row[key] for key in settings)], row["times_ms"])["speedup"]
-            row["efficiency"] *= paired / row["speedup"]
-            row["speedup"] = paired
-        results.append(row)
-    return {**data, "format": REPORT_FORMAT, "method": {**data.get("method", {}), "speedup": SPEEDUP_METHOD},
-            "results": results}
+            taken = speedup(baselines[tuple(row[key] for key in settings)], row["times_ms"])["speedup"]
+            row["efficiency"] *= taken / row["speedup"]
+            row["speedup"] = taken
+        paired.append(row)
+    return paired

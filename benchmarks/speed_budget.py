@@ -12,6 +12,7 @@ budget, never random scores.
     python benchmarks/speed_budget.py --work /tmp/speed --json
     python benchmarks/speed_budget.py --device cuda --dtype float32,bfloat16 --batch 1,8
     python benchmarks/speed_budget.py --budgets params:0.72+macs:0.72 latency:3 --score-seeds 0,1,2,3,4 --round-to auto
+    python benchmarks/speed_budget.py --budgets latency:3 --score-seeds 0,1,2,3,4 --runtime onnxruntime --quantize int8
 
 `--score-seeds` prunes every budget from several score sets: each seed generates its own audio
 folder and `analyze` scores it, so the structures ranked differ while the budget stays. A budget
@@ -25,6 +26,10 @@ beside other work, then bench alone). With one --dtype, --seconds and --batch, `
 cost table for that setting first: `latency:X` items prune to a predicted speedup X with it,
 and the final bench prints each model's predicted latency beside the measured one. Benchmark
 alone: another CPU-heavy process makes the timings lie.
+
+`--runtime onnxruntime [--quantize int8]` measures the table in that runtime, and benches the
+students there against the dense model run the same way (`bench --baseline-runtime`): the
+speedup a `latency:X` budget targets. Its tables and models carry the runtime in their names.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ def parse_args():
     p.add_argument("--model", default=None,
                    help="a saved model folder to prune instead of the Base-size random one (e.g. a tiny one, to try the script)")
     p.add_argument("--round-to", default=None, help="prune --round-to (N, auto or none) [default: prune's]")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
+                   help="runtime of the cost table and of every model benched, the dense baseline too")
+    p.add_argument("--quantize", default=None, choices=["int8"], help="quantization in that runtime")
     p.add_argument("--stages-only", action="store_true",
                    help="make every cached stage (audio, scores, runs, models) and time nothing: the cost table "
                         "must exist; run again without it, alone, to bench")
@@ -104,11 +112,13 @@ def score_set(work: Path, model: Path, seed: int, args) -> tuple[Path, Path]:
 
 def spread(report: dict, models: dict[str, str]) -> str:
     """Markdown: per budget, the lowest, median and highest speedup and efficiency over its score
-    sets (``models``: bench label -> budget item)."""
+    sets (``models``: model folder name -> budget item)."""
+    folder_of = {m["label"]: Path(m["source"]).name for m in report["models"]}  # labels carry runtime tags
     by_budget: dict[str, list[dict]] = {}
     for row in report["results"]:
-        if row["model"] in models and row["speedup"] is not None:
-            by_budget.setdefault(models[row["model"]], []).append(row)
+        folder = folder_of[row["model"]]
+        if folder in models and row["speedup"] is not None:
+            by_budget.setdefault(models[folder], []).append(row)
     lines = ["| budget | score sets | speedup min / median / max | efficiency min / median / max |", "|---|---|---|---|"]
     for item, rows in by_budget.items():
         speedups = sorted(r["speedup"] for r in rows)
@@ -117,6 +127,12 @@ def spread(report: dict, models: dict[str, str]) -> str:
                      f"{speedups[-1]:.2f}x | {efficiencies[0]:.2f} / {statistics.median(efficiencies):.2f} / "
                      f"{efficiencies[-1]:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def runtime_tag(args) -> str:
+    """'' in torch float32, else '-onnxruntime-int8' and the like: tables and models of another
+    runtime are cached apart from torch's."""
+    return "".join(f"-{tag}" for tag in (args.runtime, args.quantize) if tag and tag != "torch")
 
 
 def budget_options(item: str, table: Path) -> list[str]:
@@ -136,7 +152,11 @@ def main() -> None:
     seeds = [int(seed) for seed in args.score_seeds.split(",")]
     sets = {seed: score_set(work, model, seed, args) for seed in seeds}
     # the cost table of this machine and setting (latency budgets, and predictions beside measurements)
-    table = work / f"cost-table-{args.device}-{args.dtype}-{args.seconds}s-b{args.batch}-t{args.threads}.json"
+    deployed = runtime_tag(args)
+    table = work / f"cost-table-{args.device}-{args.dtype}-{args.seconds}s-b{args.batch}-t{args.threads}{deployed}.json"
+    in_runtime = ["--runtime", args.runtime] + (["--quantize", args.quantize] if args.quantize else [])
+    baseline_in_runtime = ["--baseline-runtime", args.runtime] + (["--baseline-quantize", args.quantize]
+                                                                  if args.quantize else [])
     single = "," not in args.dtype + args.seconds + args.batch
     if not single and any("latency" in item for item in args.budgets):
         sys.exit("error: latency budgets need one --dtype, --seconds and --batch (the cost table's setting)")
@@ -144,7 +164,8 @@ def main() -> None:
         sys.exit(f"error: --stages-only times nothing, and {table} is missing; measure it first (without --stages-only)")
     if single and not table.exists():
         speechprune("bench", str(model), "--cost-model", str(table), "--device", args.device, "--dtype", args.dtype,
-                    "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads), "--quiet")
+                    "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads), *in_runtime,
+                    "--quiet")
     shrunk, budget_of = [], {}
     rounding = ["--round-to", args.round_to] if args.round_to else []
     if args.round_to == "auto" and not single:
@@ -152,7 +173,7 @@ def main() -> None:
     for item in args.budgets:
         for seed, (data, scores) in sets.items():
             name = item.replace(":", "").replace("+", "-") + (f"-r{args.round_to}" if args.round_to else "") + (
-                f"-seed{seed}" if seed else "")
+                deployed) + (f"-seed{seed}" if seed else "")
             run, folder = work / "runs" / name, work / "models" / name
             if not (run / "summary.json").exists():
                 guide = ["--latency-table", str(table)] if args.round_to == "auto" and "latency" not in item else []
@@ -165,7 +186,8 @@ def main() -> None:
     if args.stages_only:
         return
     several = len(seeds) > 1  # the spread over score sets is read from the JSON report
-    report = speechprune("bench", *shrunk, "--baseline", str(model), "--device", args.device, "--dtype", args.dtype,
+    report = speechprune("bench", *shrunk, "--baseline", str(model), *in_runtime, *baseline_in_runtime,
+                         "--device", args.device, "--dtype", args.dtype,
                          "--seconds", args.seconds, "--batch", args.batch, "--threads", str(args.threads),
                          "--repeat", str(args.repeat), *(["--latency-table", str(table)] if single else []),
                          *(["--json"] if args.json or several else []), capture=True)

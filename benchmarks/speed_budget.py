@@ -135,6 +135,11 @@ def runtime_tag(args) -> str:
     return "".join(f"-{tag}" for tag in (args.runtime, args.quantize) if tag and tag != "torch")
 
 
+def runtime_options(args, prefix: str = "--") -> list[str]:
+    """bench's options that put a model (prefix "--") or the baseline ("--baseline-") in --runtime, --quantize."""
+    return [f"{prefix}runtime", args.runtime] + ([f"{prefix}quantize", args.quantize] if args.quantize else [])
+
+
 def budget_options(item: str, table: Path) -> list[str]:
     """'params:0.72+latency:3' -> ['--sparsity', '0.72', '--speedup', '3', '--latency-table', TABLE]."""
     options = []
@@ -154,9 +159,7 @@ def main() -> None:
     # the cost table of this machine and setting (latency budgets, and predictions beside measurements)
     deployed = runtime_tag(args)
     table = work / f"cost-table-{args.device}-{args.dtype}-{args.seconds}s-b{args.batch}-t{args.threads}{deployed}.json"
-    in_runtime = ["--runtime", args.runtime] + (["--quantize", args.quantize] if args.quantize else [])
-    baseline_in_runtime = ["--baseline-runtime", args.runtime] + (["--baseline-quantize", args.quantize]
-                                                                  if args.quantize else [])
+    in_runtime, baseline_in_runtime = runtime_options(args), runtime_options(args, "--baseline-")
     single = "," not in args.dtype + args.seconds + args.batch
     if not single and any("latency" in item for item in args.budgets):
         sys.exit("error: latency budgets need one --dtype, --seconds and --batch (the cost table's setting)")

@@ -165,7 +165,7 @@ def test_interleaved_rounds_with_a_fake_clock():
     # 2 warm-up rounds, then 3 timed rounds; in each, a model's timed call follows an untimed one of its own
     assert calls == ["A", "B"] * 2 + ["A", "A", "B", "B"] * 3
     assert times == [[0.25] * 3, [0.0625] * 3]
-    assert timing.speedup(times[0], times[1]) == {"speedup": 4.0, "spread": [4.0, 4.0], "of_medians": 4.0}
+    assert timing.speedup(times[0], times[1]) == {"speedup": 4.0, "speedup_spread": [4.0, 4.0], "speedup_of_medians": 4.0}
     calls.clear()  # one model alone: every call after the warm-up is timed
     assert timing.interleaved(runs[:1], warmup=1, repeat=3, min_time=0.0, clock=clock, sync=lambda: None) == [[0.25] * 3]
     assert calls == ["A"] * 4
@@ -181,8 +181,8 @@ def test_speedup_and_spread_from_recorded_times():
     estimates = timing.speedup(baseline, model)
     ratios = sorted([2.0, 2.4, 2.0, 1.1 / 0.6, 10.0])  # per round
     assert estimates["speedup"] == pytest.approx(2.0)  # their median: the outlier does not move it
-    assert estimates["of_medians"] == pytest.approx(1.1 / 0.5)
-    assert estimates["spread"] == pytest.approx([ratios[0] + 0.4 * (ratios[1] - ratios[0]),
+    assert estimates["speedup_of_medians"] == pytest.approx(1.1 / 0.5)
+    assert estimates["speedup_spread"] == pytest.approx([ratios[0] + 0.4 * (ratios[1] - ratios[0]),
                                                  ratios[3] + 0.6 * (ratios[4] - ratios[3])])
 
 
@@ -192,13 +192,13 @@ def test_a_machine_that_switches_speed_between_rounds_moves_the_medians_not_the_
 
     # the model is 3x faster; each round's two calls share the machine's state
     estimates = timing.speedup(times(0.9, "FSFFS"), times(0.3, "FSFFS"))
-    assert estimates["speedup"] == pytest.approx(3.0) and estimates["of_medians"] == pytest.approx(3.0)
+    assert estimates["speedup"] == pytest.approx(3.0) and estimates["speedup_of_medians"] == pytest.approx(3.0)
     assert not timing.unsteady(estimates)
     # the machine switched in the middle of round 4: the baseline's median falls in the fast state,
     # the model's in the slow one, and the ratio of medians reads 2.31x
     estimates = timing.speedup(times(0.9, "FSFFS"), times(0.3, "FSFSS"))
     assert estimates["speedup"] == pytest.approx(3.0)  # four rounds of five in one state each
-    assert estimates["of_medians"] == pytest.approx(0.9 / 0.39)
+    assert estimates["speedup_of_medians"] == pytest.approx(0.9 / 0.39)
     assert timing.unsteady(estimates)
 
 

@@ -317,10 +317,8 @@ def _measure_setting(workers: list[Worker], baseline: BenchModel | None, setting
             row["prediction_error"] = row["predicted_ms"] / (median * 1e3) - 1
             row["predicted_speedup_vs_stock"] = table.stock_speedup(row["predicted_ms"])
         if baseline is not None:
-            estimates = speedup(times[0], spent)
-            row["speedup"], row["speedup_spread"] = estimates["speedup"], estimates["spread"]
-            row["speedup_of_medians"] = estimates["of_medians"]
-            if unsteady(estimates):
+            row.update(speedup(times[0], spent))
+            if unsteady(row):
                 unsteady_models.append(model.label)
             baseline_macs = macs(baseline.spec, round(seconds * baseline.sampling_rate), batch)["total"]
             row["efficiency"] = row["speedup"] / (baseline_macs / row["macs"])

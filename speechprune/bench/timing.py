@@ -88,24 +88,26 @@ def timed_call(run: Callable[[], object], clock: Callable[[], float], sync: Call
 
 
 def speedup(baseline: list[float], model: list[float]) -> dict:
-    """How many times faster ``model`` ran than ``baseline``, from the same interleaved rounds.
+    """How many times faster ``model`` ran than ``baseline``, from the same interleaved rounds, as
+    the report's fields.
 
     ``speedup`` is the median of the per-round ratios (baseline / model of one round): a round's
     two calls ran seconds apart, in the same state of the machine, so a state shared by a round
-    cancels. The ratio of medians (``of_medians``) does not: on a machine that switches speed
-    between rounds, the baseline's median and the model's can each land in another state. The two
-    agree in a steady run; ``spread`` is the 10th and 90th percentiles of the per-round ratios.
+    cancels. The ratio of medians (``speedup_of_medians``) does not: on a machine that switches
+    speed between rounds, the baseline's median and the model's can each land in another state.
+    The two agree in a steady run; ``speedup_spread`` is the 10th and 90th percentiles of the
+    per-round ratios.
     """
     ratios = [b / m for b, m in zip(baseline, model)]
     return {"speedup": statistics.median(ratios),
-            "spread": [float(p) for p in np.percentile(ratios, [10, 90])],
-            "of_medians": statistics.median(baseline) / statistics.median(model)}
+            "speedup_spread": [float(p) for p in np.percentile(ratios, [10, 90])],
+            "speedup_of_medians": statistics.median(baseline) / statistics.median(model)}
 
 
 def unsteady(estimates: dict, tolerance: float = UNSTEADY) -> bool:
     """Whether ``estimates`` (``speedup``'s) say the machine changed speed between rounds: the ratio
     of medians more than ``tolerance`` away from the median of per-round ratios."""
-    return abs(estimates["of_medians"] / estimates["speedup"] - 1) > tolerance
+    return abs(estimates["speedup_of_medians"] / estimates["speedup"] - 1) > tolerance
 
 
 def peak_memory(run: Callable[[], object], device: torch.device) -> int | None:

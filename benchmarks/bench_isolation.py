@@ -55,7 +55,7 @@ def in_one_process(args) -> list[float]:
     with torch.inference_mode():
         times = interleaved(runs, warmup=args.warmup, repeat=args.repeat, min_time=args.min_time,
                             clock=time.perf_counter, sync=lambda: None)
-    return [speedup(times[0], spent)[0] for spent in times[1:]]
+    return [speedup(times[0], spent)["speedup"] for spent in times[1:]]
 
 
 def with_bench(args, models: list[str]) -> list[float]:
